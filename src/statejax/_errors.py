@@ -1,0 +1,41 @@
+"""The exception hierarchy of statejax.
+
+Every error statejax raises on purpose derives from :class:`StatejaxError`, so a
+user can catch the library's complaints without catching their own bugs. The
+messages name the state path (where one is known), the transform and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchAxisError",
+    "PluginError",
+    "SpecError",
+    "StateLeakError",
+    "StatejaxError",
+    "TraceError",
+]
+
+
+class StatejaxError(Exception):
+    """Base class of every error raised by statejax."""
+
+
+class SpecError(StatejaxError, ValueError):
+    """Invalid options for a transform, reported at decoration time."""
+
+
+class PluginError(StatejaxError):
+    """A transform plugin failed to load, validate or register."""
+
+
+class TraceError(StatejaxError):
+    """A state was used in a way a transform cannot trace (for example a write in a loop condition)."""
+
+
+class StateLeakError(StatejaxError):
+    """A state created inside a transform was used after the transform returned."""
+
+
+class BatchAxisError(StatejaxError, ValueError):
+    """A batched value reached a state that vmap treats as broadcast (or sizes disagree)."""

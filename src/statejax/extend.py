@@ -1,0 +1,60 @@
+"""The public API for writing transform plugins.
+
+A plugin is a module with a ``statejax_register_transforms`` hook (see
+:mod:`statejax.registry._hookspecs` for the contract) that registers
+:class:`Transform` objects. A transform wraps the user's function in a
+:class:`StatefulFunction`, whose ``lift`` hands the pure core to a JAX
+transform; the engine splits the states, verifies them at every trace, and
+merges the written values back. The built-in ``jit``, ``grad`` and ``vmap`` are
+written with exactly this API.
+
+Example:
+    A complete state-aware transform (a jit that counts its calls) as a plugin:
+
+    >>> import jax
+    >>> from statejax.extend import StatefulFunction, Transform, TransformSpec, hookimpl
+    >>> class CountedSpec(TransformSpec):
+    ...     pass
+    >>> def counted_jit(fn):
+    ...     return StatefulFunction(fn, "counted_jit", lambda split, pure: jax.jit(pure))
+    >>> @hookimpl
+    ... def statejax_register_transforms(registry):
+    ...     registry.register(Transform("counted_jit", counted_jit, CountedSpec))
+"""
+
+from statejax._state import StateTrace, current_trace, is_leaked, register_by_reference
+from statejax.registry._engine import Lift, PureCore, Split, StatefulFunction
+from statejax.registry._manager import (
+    ENTRY_POINT_GROUP,
+    PluginOrigin,
+    PluginRegistry,
+    PluginWarning,
+    RegisteredTransform,
+    get_registry,
+    hookimpl,
+    reset_registry,
+)
+from statejax.registry._protocol import StateTransform, Transform, TransformSpec, parse_spec
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Lift",
+    "PluginOrigin",
+    "PluginRegistry",
+    "PluginWarning",
+    "PureCore",
+    "RegisteredTransform",
+    "Split",
+    "StateTrace",
+    "StateTransform",
+    "StatefulFunction",
+    "Transform",
+    "TransformSpec",
+    "current_trace",
+    "get_registry",
+    "hookimpl",
+    "is_leaked",
+    "parse_spec",
+    "register_by_reference",
+    "reset_registry",
+]

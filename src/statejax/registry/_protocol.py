@@ -1,0 +1,116 @@
+"""What a transform plugin provides: the :class:`StateTransform` protocol and option specs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import pydantic
+
+from statejax._errors import SpecError
+
+__all__ = ["StateTransform", "Transform", "TransformSpec", "parse_spec"]
+
+SpecT = TypeVar("SpecT", bound="TransformSpec")
+
+
+class TransformSpec(pydantic.BaseModel):
+    """Base class of a transform's options: frozen, no unknown fields, hashable.
+
+    Subclass it with one field per option. Give a field a ``description``; it
+    appears in ``statejax list``, in the JSON schema and in error messages.
+
+    Example:
+        >>> from statejax.extend import TransformSpec
+        >>> class EmaSpec(TransformSpec):
+        ...     decay: float = 0.99
+        >>> EmaSpec(decay=0.9).decay
+        0.9
+    """
+
+    model_config = pydantic.ConfigDict(
+        frozen=True, extra="forbid", arbitrary_types_allowed=True, validate_default=True
+    )
+
+    #: Set by :func:`parse_spec` callers for error messages; not a field.
+    transform_name: ClassVar[str] = ""
+
+
+@runtime_checkable
+class StateTransform(Protocol):
+    """The contract of a registered transform.
+
+    ``name`` is how users reach it (``statejax.transform.<name>``), ``function``
+    is what they call, and ``spec`` is the pydantic model of its options.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def function(self) -> Callable[..., Any]: ...
+
+    @property
+    def spec(self) -> type[TransformSpec]: ...
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A ready-made :class:`StateTransform`: pass it to ``registry.register``.
+
+    Example:
+        >>> from statejax.extend import Transform, TransformSpec
+        >>> class NoOptions(TransformSpec):
+        ...     pass
+        >>> t = Transform("identity", lambda fn: fn, NoOptions, "returns fn unchanged")
+        >>> t.name
+        'identity'
+    """
+
+    name: str
+    function: Callable[..., Any]
+    spec: type[TransformSpec]
+    summary: str = ""
+
+
+def _suggest(bad: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(bad, choices, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def parse_spec(spec: type[SpecT], transform: str, /, **options: Any) -> SpecT:
+    """Validate ``options`` into ``spec``, turning pydantic's errors into a :class:`SpecError`.
+
+    Call it once, when the user decorates, never on the call path. The message
+    names the transform, the option and the fix (a did-you-mean for misspellings).
+
+    Example:
+        >>> from statejax.extend import TransformSpec, parse_spec
+        >>> class EmaSpec(TransformSpec):
+        ...     decay: float = 0.99
+        >>> parse_spec(EmaSpec, "ema", decya=0.5)
+        Traceback (most recent call last):
+        statejax._errors.SpecError: statejax.ema: unknown option 'decya'. Did you mean 'decay'? Valid options: decay.
+    """
+    try:
+        return spec(**options)
+    except pydantic.ValidationError as exc:
+        fields = list(spec.model_fields)
+        lines = []
+        for err in exc.errors():
+            loc = err["loc"]
+            name = str(loc[0]) if loc else "options"
+            if err["type"] == "extra_forbidden":
+                lines.append(
+                    f"unknown option {name!r}.{_suggest(name, fields)} "
+                    f"Valid options: {', '.join(fields) or 'none'}."
+                )
+                continue
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            where = "".join(f"[{p!r}]" for p in loc[1:])
+            field = spec.model_fields.get(name)
+            hint = f" ({field.description})" if field is not None and field.description else ""
+            lines.append(f"option {name}{where}: {msg}{hint}")
+        raise SpecError(f"statejax.{transform}: " + "; ".join(lines)) from None
