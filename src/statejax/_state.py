@@ -29,6 +29,7 @@ __all__ = [
     "State",
     "StateTrace",
     "current_trace",
+    "describe_state",
 ]
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ class State(Generic[T]):
         1
     """
 
-    __slots__ = ("__weakref__", "_value", "tag")
+    __slots__ = ("__weakref__", "_name", "_value", "tag")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -128,6 +129,8 @@ class State(Generic[T]):
             )
         self._value: Any = value
         self.tag = tag
+        # Where the state was first stored, e.g. "Linear.w"; set by Module.__setattr__.
+        self._name: str | None = None
 
     @property
     def value(self) -> T:
@@ -160,6 +163,28 @@ class State(Generic[T]):
     def __repr__(self) -> str:
         tag = f", tag={self.tag!r}" if self.tag is not None else ""
         return f"{type(self).__name__}(value={_describe(self._value)}{tag})"
+
+
+def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> str:
+    """How error messages name a state: its path if known, else where it was stored.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Linear(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.zeros((3, 2)))
+        >>> describe_state(Linear().w)
+        'ParamState Linear.w (float32[3,2])'
+        >>> describe_state(Linear().w, ("layers", 0, "w"))
+        "ParamState at path ('layers', 0, 'w') (float32[3,2])"
+    """
+    kind = type(state).__name__
+    shape = _describe(state._value)
+    if path is not None:
+        return f"{kind} at path {path!r} ({shape})"
+    where = f" {state._name}" if state._name else f" tagged {state.tag!r}" if state.tag else ""
+    return f"{kind}{where} ({shape})"
 
 
 class ParamState(State[T]):

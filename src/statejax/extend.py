@@ -22,7 +22,13 @@ Example:
     ...     registry.register(Transform("counted_jit", counted_jit, CountedSpec))
 """
 
-from statejax._state import StateTrace, current_trace, is_leaked, register_by_reference
+from statejax._state import (
+    StateTrace,
+    current_trace,
+    describe_state,
+    is_leaked,
+    register_by_reference,
+)
 from statejax.registry._engine import Lift, PureCore, Split, StatefulFunction
 from statejax.registry._manager import (
     ENTRY_POINT_GROUP,
@@ -51,6 +57,7 @@ __all__ = [
     "Transform",
     "TransformSpec",
     "current_trace",
+    "describe_state",
     "get_registry",
     "hookimpl",
     "is_leaked",

@@ -66,6 +66,12 @@ class Module:
         super().__init_subclass__(**kwargs)
         register_by_reference(cls)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Remember where a state was first stored, so errors can name it ("Linear.w").
+        if isinstance(value, State) and value._name is None:
+            value._name = f"{type(self).__name__}.{name}"
+        object.__setattr__(self, name, value)
+
     @overload
     def states(self) -> StateMapping[State[Any]]: ...
     @overload
