@@ -81,10 +81,13 @@ class Filter(abc.ABC, Generic[S]):
     def _key(self) -> Hashable: ...
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._key() == other._key()  # type: ignore[attr-defined]
+        return isinstance(other, Filter) and type(other) is type(self) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen; build a new filter instead")
 
 
 PredicateFn: TypeAlias = Callable[[Path, State[_Any]], bool]
@@ -103,17 +106,19 @@ class OfType(Filter[S]):
     """Selects states that are instances of ``state_type`` (subclasses included)."""
 
     __slots__ = ("state_type",)
+    state_type: type[S]
 
     def __init__(self, state_type: type[S]) -> None:
         if not (isinstance(state_type, type) and issubclass(state_type, State)):
             raise TypeError(f"OfType expects a State subclass, got {state_type!r}")
-        self.state_type = state_type
+        object.__setattr__(self, "state_type", state_type)
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return isinstance(state, self.state_type)
 
     def _key(self) -> Hashable:
-        return self.state_type
+        key: Hashable = self.state_type
+        return key
 
     def __repr__(self) -> str:
         return f"OfType({self.state_type.__name__})"
@@ -123,9 +128,10 @@ class PathContains(Filter[State[_Any]]):
     """Selects states whose path has ``key`` as one of its components."""
 
     __slots__ = ("key",)
+    key: str | int
 
     def __init__(self, key: str | int) -> None:
-        self.key = key
+        object.__setattr__(self, "key", key)
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return self.key in path
@@ -141,9 +147,10 @@ class WithTag(Filter[State[_Any]]):
     """Selects states created with ``tag=tag``."""
 
     __slots__ = ("tag",)
+    tag: str
 
     def __init__(self, tag: str) -> None:
-        self.tag = tag
+        object.__setattr__(self, "tag", tag)
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return state.tag == self.tag
@@ -159,9 +166,10 @@ class Predicate(Filter[State[_Any]]):
     """Wraps a callable ``(path, state) -> bool``; equal when the callables are."""
 
     __slots__ = ("fn",)
+    fn: PredicateFn
 
     def __init__(self, fn: PredicateFn) -> None:
-        self.fn = fn
+        object.__setattr__(self, "fn", fn)
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return bool(self.fn(path, state))
@@ -214,6 +222,7 @@ class Any(Filter[S]):
     """
 
     __slots__ = ("filters",)
+    filters: tuple[Filter[_Any], ...]
 
     @overload
     def __init__(self: Any[A], a: _One[A], /) -> None: ...
@@ -228,7 +237,7 @@ class Any(Filter[S]):
     @overload
     def __init__(self: Any[State[_Any]], *filters: FilterLike) -> None: ...
     def __init__(self, *filters: FilterLike) -> None:
-        self.filters = tuple(to_filter(f) for f in filters)
+        object.__setattr__(self, "filters", tuple(to_filter(f) for f in filters))
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return any(f(path, state) for f in self.filters)
@@ -244,13 +253,14 @@ class All(Filter[S]):
     """Selects states matched by every one of ``filters``; typed as the first one's type."""
 
     __slots__ = ("filters",)
+    filters: tuple[Filter[_Any], ...]
 
     @overload
     def __init__(self: All[A], first: _One[A], /, *rest: FilterLike) -> None: ...
     @overload
     def __init__(self: All[State[_Any]], *filters: FilterLike) -> None: ...
     def __init__(self, *filters: FilterLike) -> None:
-        self.filters = tuple(to_filter(f) for f in filters)
+        object.__setattr__(self, "filters", tuple(to_filter(f) for f in filters))
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return all(f(path, state) for f in self.filters)
@@ -266,9 +276,10 @@ class Not(Filter[State[_Any]]):
     """Selects the states that ``filter`` does not."""
 
     __slots__ = ("filter",)
+    filter: Filter[_Any]
 
     def __init__(self, filter: FilterLike) -> None:
-        self.filter = to_filter(filter)
+        object.__setattr__(self, "filter", to_filter(filter))
 
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
         return not self.filter(path, state)

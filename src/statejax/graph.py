@@ -109,7 +109,9 @@ class Module:
         if not filters:
             return StateMapping(found)
         compiled = [to_filter(f) for f in filters]
-        maps = tuple(StateMapping([(p, s) for p, s in found if f(p, s)]) for f in compiled)
+        maps: tuple[StateMapping[State[Any]], ...] = tuple(
+            StateMapping([(p, s) for p, s in found if f(p, s)]) for f in compiled
+        )
         return maps[0] if len(maps) == 1 else maps
 
     def __repr__(self) -> str:

@@ -78,12 +78,7 @@ def jit(
     donate_states: bool = False,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def jit(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    static_argnums: int | Sequence[int] = (),
-    static_argnames: str | Sequence[str] = (),
-    donate_states: bool = False,
+    fn: Callable[P, R] | None = None, /, **options: Any
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Compile ``fn`` with :func:`jax.jit`, threading the states it reads and writes.
 
@@ -103,13 +98,9 @@ def jit(
         >>> float(add(1.5)), float(add(1.0)), float(total.value)
         (3.0, 5.0, 2.5)
     """
-    spec = parse_spec(
-        JitSpec,
-        "jit",
-        static_argnums=static_argnums,
-        static_argnames=static_argnames,
-        donate_states=donate_states,
-    )
+    # Options arrive as **options so a misspelled one becomes a SpecError with a
+    # did-you-mean rather than Python's bare TypeError; the overloads type them.
+    spec = parse_spec(JitSpec, "jit", **options)
     if fn is None:
         return functools.partial(_jit, spec=spec)
     return _jit(fn, spec=spec)

@@ -1,0 +1,158 @@
+"""Overhead of ``statejax.jit`` against plain ``jax.jit`` on the same arrays.
+
+N states of shape (4,), each stepped ``s.value = s.value + 1``. For each N this
+prints the median cached-call time and the first-call time (trace + compile) of
+plain ``jax.jit`` and of ``statejax.jit``, measured in one process, and their
+ratios. BrainState and Flax NNX are measured too when installed.
+
+Run by hand: ``python benchmarks/jit_overhead.py [--repeats 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import statejax as sj
+
+
+def _median_call(fn: Callable[[], Any], repeats: int) -> float:
+    for _ in range(5):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _first_call(make: Callable[[], Callable[[], Any]]) -> float:
+    # A fresh function each time, so neither JAX's nor statejax's caches help.
+    fn = make()
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
+def plain_jax(n: int) -> Callable[[], Callable[[], Any]]:
+    def make() -> Callable[[], Any]:
+        vals = [jnp.full((4,), float(i)) for i in range(n)]
+        box = [vals]
+
+        @jax.jit
+        def step(vs: list[jax.Array]) -> list[jax.Array]:
+            return [v + 1 for v in vs]
+
+        def call() -> Any:
+            box[0] = step(box[0])
+            return box[0][-1]
+
+        return call
+
+    return make
+
+
+def statejax_jit(n: int) -> Callable[[], Callable[[], Any]]:
+    def make() -> Callable[[], Any]:
+        states = [sj.State(jnp.full((4,), float(i))) for i in range(n)]
+
+        @sj.jit
+        def step() -> None:
+            for s in states:
+                s.value = s.value + 1
+
+        def call() -> Any:
+            step()
+            return states[-1].value
+
+        return call
+
+    return make
+
+
+def brainstate_jit(n: int) -> Callable[[], Callable[[], Any]] | None:
+    try:
+        import brainstate
+    except ImportError:
+        return None
+
+    def make() -> Callable[[], Any]:
+        states = [brainstate.State(jnp.full((4,), float(i))) for i in range(n)]
+
+        @brainstate.transform.jit
+        def step() -> None:
+            for s in states:
+                s.value = s.value + 1
+
+        def call() -> Any:
+            step()
+            return states[-1].value
+
+        return call
+
+    return make
+
+
+def nnx_jit(n: int) -> Callable[[], Callable[[], Any]] | None:
+    try:
+        from flax import nnx
+    except ImportError:
+        return None
+
+    def make() -> Callable[[], Any]:
+        class Bag(nnx.Module):
+            def __init__(self) -> None:
+                self.vs = nnx.List([nnx.Variable(jnp.full((4,), float(i))) for i in range(n)])
+
+        bag = Bag()
+
+        @nnx.jit
+        def step(b: Any) -> None:
+            for v in b.vs:
+                v.value = v.value + 1
+
+        def call() -> Any:
+            step(bag)
+            return bag.vs[-1].value
+
+        return call
+
+    return make
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000])
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.default_backend()}; median of {args.repeats} calls")
+    for n in args.sizes:
+        base = plain_jax(n)
+        base_call = _median_call(base(), args.repeats)
+        base_first = statistics.median(_first_call(base) for _ in range(3))
+        print(f"N={n}: plain jax.jit cached {base_call * 1e6:9.1f} us, first {base_first * 1e3:8.1f} ms")
+        contenders = {
+            "statejax.jit": statejax_jit(n),
+            "brainstate.jit": brainstate_jit(n),
+            "nnx.jit": nnx_jit(n),
+        }
+        for name, make in contenders.items():
+            if make is None:
+                continue
+            call = _median_call(make(), args.repeats)
+            first = statistics.median(_first_call(make) for _ in range(3))
+            print(
+                f"  {name:15s} cached {call * 1e6:9.1f} us ({call / base_call:5.2f}x)"
+                f"   first {first * 1e3:8.1f} ms ({first / base_first:5.2f}x)"
+            )
+
+
+if __name__ == "__main__":
+    main()

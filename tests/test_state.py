@@ -1,0 +1,92 @@
+"""States: values, reprs, the trace record, leak and tracer guards."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import statejax as sj
+from statejax.extend import StateTrace, current_trace, describe_state, is_leaked
+
+
+def test_value_roundtrip_and_pytree_values() -> None:
+    s = sj.State({"a": jnp.ones(2), "b": (jnp.zeros(()),)})
+    assert s.value["a"].shape == (2,)
+    s.value = {"a": jnp.zeros(2), "b": (jnp.ones(()),)}
+    assert float(s.value["b"][0]) == 1.0
+
+
+def test_subclasses_and_tags() -> None:
+    for cls in (sj.ParamState, sj.ShortTermState, sj.LongTermState, sj.HiddenState, sj.BatchState):
+        s = cls(jnp.ones(3), tag="t")
+        assert isinstance(s, sj.State)
+        assert s.tag == "t"
+
+
+def test_repr_is_readable() -> None:
+    assert repr(sj.ParamState(jnp.zeros((3, 2)))) == "ParamState(value=float32[3,2])"
+    assert repr(sj.State(jnp.array(2), tag="n")) == "State(value=int32[]=2, tag='n')"
+
+
+def test_trace_records_reads_writes_and_restores() -> None:
+    a, b = sj.State(jnp.array(1.0)), sj.State(jnp.array(2.0))
+    with StateTrace("test", known=[a]) as trace:
+        assert current_trace() is trace
+        _ = a.value
+        b.value = jnp.array(5.0)
+    assert current_trace() is None
+    assert list(trace.reads.values()) == [a]
+    assert list(trace.writes.values()) == [b]
+    assert list(trace.unknown.values()) == [b]
+    assert float(b.value) == 2.0  # restored on exit
+
+
+def test_trace_restores_on_exception() -> None:
+    a = sj.State(jnp.array(1.0))
+    with pytest.raises(RuntimeError), StateTrace("test"):
+        a.value = jnp.array(9.0)
+        raise RuntimeError
+    assert float(a.value) == 1.0
+
+
+def test_writing_a_tracer_outside_statejax_is_an_error() -> None:
+    s = sj.State(jnp.array(0.0))
+
+    def f(x: jax.Array) -> jax.Array:
+        s.value = x
+        return x
+
+    with pytest.raises(sj.TraceError, match="tracer was written to a State outside any statejax"):
+        jax.jit(f)(1.0)
+    assert float(s.value) == 0.0
+
+
+def test_creating_a_state_from_a_tracer_outside_statejax_is_an_error() -> None:
+    with pytest.raises(sj.TraceError, match="created holding a JAX tracer"):
+        jax.jit(lambda x: sj.State(x).tag)(1.0)
+
+
+def test_state_created_in_trace_is_leaked_afterwards() -> None:
+    with StateTrace("statejax.jit(f)"):
+        s = sj.State(jnp.ones(2))
+        assert s.value.shape == (2,)
+    assert is_leaked(s)
+    with pytest.raises(sj.StateLeakError, match=r"created inside statejax.jit\(f\)"):
+        _ = s.value
+
+
+def test_describe_state_names_module_attribute() -> None:
+    class Linear(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.zeros((3, 2)))
+
+    assert describe_state(Linear().w) == "ParamState Linear.w (float32[3,2])"
+    assert describe_state(sj.State(jnp.ones(1), tag="x")) == "State tagged 'x' (float32[1]=1.0)"
+
+
+def test_states_pass_through_pytrees_by_reference() -> None:
+    s = sj.State(jnp.ones(2))
+    assert jax.tree.leaves([s, 1]) == [1]
+    out = jax.tree.map(lambda x: x, {"s": s})
+    assert out["s"] is s
