@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Hashable
 from types import EllipsisType
-from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar, cast, overload
 from typing import Any as _Any
 
 from statejax._state import State
@@ -117,8 +117,7 @@ class OfType(Filter[S]):
         return isinstance(state, self.state_type)
 
     def _key(self) -> Hashable:
-        key: Hashable = self.state_type
-        return key
+        return cast(Hashable, self.state_type)
 
     def __repr__(self) -> str:
         return f"OfType({self.state_type.__name__})"

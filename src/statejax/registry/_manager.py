@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.autodiff",
     "statejax.transforms.checkpoint",
     "statejax.transforms.vmap",
+    "statejax.random",
     "statejax.transforms.loops",
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
@@ -165,19 +166,26 @@ class Registry:
                 self.manager.unregister(name=name)
                 raise
         except Exception as exc:
-            error = exc if isinstance(exc, PluginError) else _plugin_error(origin, exc)
-            self.errors.append(error)
-            warnings.warn(str(error), PluginWarning, stacklevel=3)
+            self._fail(exc if isinstance(exc, PluginError) else _plugin_error(origin, exc))
             return
         self.transforms = table
         self._origins[name] = origin
+
+    def _fail(self, error: PluginError) -> None:
+        self.errors.append(error)
+        warnings.warn(str(error), PluginWarning, stacklevel=4)
 
     def load(self) -> None:
         from statejax import __version__
 
         for module_name in BUILTIN_PLUGINS:
-            module = importlib.import_module(module_name)
-            self._add_plugin(module, module_name, PluginOrigin("statejax", __version__, "builtin"))
+            origin = PluginOrigin("statejax", __version__, f"builtin:{module_name}")
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # one broken built-in must not take the others down
+                self._fail(_plugin_error(origin, exc))
+                continue
+            self._add_plugin(module, module_name, origin)
         if os.environ.get("STATEJAX_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
             return
         allow = {n.strip() for n in os.environ.get("STATEJAX_PLUGINS", "").split(",") if n.strip()}
@@ -188,9 +196,7 @@ class Registry:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                error = _plugin_error(origin, exc)
-                self.errors.append(error)
-                warnings.warn(str(error), PluginWarning, stacklevel=2)
+                self._fail(_plugin_error(origin, exc))
                 continue
             self._add_plugin(plugin, f"{origin.distribution}:{ep.name}", origin)
 

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import pydantic
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from statejax._errors import SpecError
 
-__all__ = ["StateTransform", "Transform", "TransformSpec", "parse_spec"]
+__all__ = ["StateTransform", "Transform", "TransformSpec", "parse_spec", "spec_schema"]
 
 SpecT = TypeVar("SpecT", bound="TransformSpec")
 
@@ -114,3 +116,22 @@ def parse_spec(spec: type[SpecT], transform: str, /, **options: Any) -> SpecT:
             hint = f"; it takes {field.description}" if field is not None and field.description else ""
             lines.append(f"option {name}{where}: {msg}{hint}")
         raise SpecError(f"statejax.{transform}: " + "; ".join(lines)) from None
+
+
+class _LenientSchema(GenerateJsonSchema):
+    # Options that hold live objects (states, callables) have no JSON form; describe them.
+    def handle_invalid_for_json_schema(
+        self, schema: core_schema.CoreSchema, error_info: str
+    ) -> JsonSchemaValue:
+        return {"description": f"a Python object ({schema['type']}); not representable in JSON"}
+
+
+def spec_schema(spec: type[TransformSpec]) -> dict[str, Any]:
+    """The JSON schema of a transform's options (``statejax schema NAME``).
+
+    Example:
+        >>> from statejax.transforms.jit import JitSpec
+        >>> sorted(spec_schema(JitSpec)["properties"])
+        ['donate_states', 'static_argnames', 'static_argnums']
+    """
+    return spec.model_json_schema(schema_generator=_LenientSchema)
