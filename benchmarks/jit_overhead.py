@@ -22,15 +22,23 @@ import jax.numpy as jnp
 import statejax as sj
 
 
-def _median_call(fn: Callable[[], Any], repeats: int) -> float:
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
+def _median_calls(
+    base: Callable[[], Any], fn: Callable[[], Any], repeats: int
+) -> tuple[float, float]:
+    """Median cached-call times of ``base`` and ``fn``, calls interleaved so load drift hits both."""
     for _ in range(5):
-        jax.block_until_ready(fn())
-    times = []
+        _timed(base), _timed(fn)
+    base_times, times = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        base_times.append(_timed(base))
+        times.append(_timed(fn))
+    return statistics.median(base_times), statistics.median(times)
 
 
 def _first_call(make: Callable[[], Callable[[], Any]]) -> float:
@@ -130,14 +138,14 @@ def nnx_jit(n: int) -> Callable[[], Callable[[], Any]] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--first-repeats", type=int, default=7)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000])
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.default_backend()}; median of {args.repeats} calls")
     for n in args.sizes:
         base = plain_jax(n)
-        base_call = _median_call(base(), args.repeats)
-        base_first = statistics.median(_first_call(base) for _ in range(3))
-        print(f"N={n}: plain jax.jit cached {base_call * 1e6:9.1f} us, first {base_first * 1e3:8.1f} ms")
+        base_fn = base()
+        print(f"N={n}:")
         contenders = {
             "statejax.jit": statejax_jit(n),
             "brainstate.jit": brainstate_jit(n),
@@ -146,11 +154,19 @@ def main() -> None:
         for name, make in contenders.items():
             if make is None:
                 continue
-            call = _median_call(make(), args.repeats)
-            first = statistics.median(_first_call(make) for _ in range(3))
+            base_call, call = _median_calls(base_fn, make(), args.repeats)
+            # First calls are noisy (compilation); alternate with the baseline so
+            # that drift in machine load hits both alike, and compare medians.
+            firsts, base_firsts = [], []
+            for _ in range(args.first_repeats):
+                base_firsts.append(_first_call(base))
+                firsts.append(_first_call(make))
+            first, base_first = statistics.median(firsts), statistics.median(base_firsts)
             print(
-                f"  {name:15s} cached {call * 1e6:9.1f} us ({call / base_call:5.2f}x)"
-                f"   first {first * 1e3:8.1f} ms ({first / base_first:5.2f}x)"
+                f"  {name:15s} cached {call * 1e6:8.1f} us vs {base_call * 1e6:8.1f} us"
+                f" ({call / base_call:5.2f}x)"
+                f"   first {first * 1e3:8.1f} ms vs {base_first * 1e3:8.1f} ms"
+                f" ({first / base_first:5.2f}x)"
             )
 
 

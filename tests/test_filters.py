@@ -55,7 +55,9 @@ def test_filters_are_frozen_hashable_with_repr() -> None:
     assert OfType(sj.ParamState) == to_filter(sj.ParamState)
     assert hash(Any(sj.ParamState, WithTag("x"))) == hash(Any(sj.ParamState, WithTag("x")))
     assert {Not(sj.ParamState), Not(sj.ParamState)} == {Not(sj.ParamState)}
-    assert repr(All(sj.ParamState, Not(WithTag("a")))) == "All(OfType(ParamState), Not(WithTag('a')))"
+    assert (
+        repr(All(sj.ParamState, Not(WithTag("a")))) == "All(OfType(ParamState), Not(WithTag('a')))"
+    )
     with pytest.raises(AttributeError):
         OfType(sj.ParamState).state_type = sj.State  # type: ignore[misc]
 

@@ -227,7 +227,10 @@ def test_read_only_states_are_not_outputs() -> None:
 def test_invalid_options_are_spec_errors() -> None:
     with pytest.raises(sj.SpecError, match=r"statejax.jit: unknown option 'static_argnum'"):
         sj.jit(lambda x: x, static_argnum=1)  # type: ignore[call-overload]
-    with pytest.raises(sj.SpecError, match=r"statejax.jit: option static_argnums\[0\]: .*greater than or equal to 0; it takes positions"):
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax.jit: option static_argnums\[0\]: .*greater than or equal to 0; it takes positions",
+    ):
         sj.jit(lambda x: x, static_argnums=-1)
 
 

@@ -76,10 +76,10 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         (tmp_path / f"fake_{name}.py").write_text(textwrap.dedent(source))
         info = tmp_path / f"fake_{name}-1.2.3.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fake-{name}\nVersion: 1.2.3\n")
-        (info / "entry_points.txt").write_text(
-            f"[statejax.transforms]\n{name} = fake_{name}\n"
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: fake-{name}\nVersion: 1.2.3\n"
         )
+        (info / "entry_points.txt").write_text(f"[statejax.transforms]\n{name} = fake_{name}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("STATEJAX_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.delenv("STATEJAX_PLUGINS", raising=False)
@@ -136,7 +136,7 @@ def test_unknown_transform_suggests_and_lists_failures(fake_plugins: Path) -> No
     load_with_warnings()
     with pytest.raises(AttributeError, match=r"no transform 'twise'. Did you mean 'twice'\?"):
         sj.transform.twise  # noqa: B018
-    with pytest.raises(AttributeError, match="failed plugin: .*torch_of_doom"):
+    with pytest.raises(AttributeError, match=r"failed plugin: .*torch_of_doom"):
         sj.transform.broken_import  # noqa: B018
 
 
@@ -162,9 +162,14 @@ def test_parse_spec_messages() -> None:
         steps: int = 1
 
     assert parse_spec(EmaLike, "ema", decay=0.5) == EmaLike(decay=0.5)
-    with pytest.raises(sj.SpecError, match=r"statejax.ema: unknown option 'decya'. Did you mean 'decay'\? Valid options: decay, steps."):
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax.ema: unknown option 'decya'. Did you mean 'decay'\? Valid options: decay, steps.",
+    ):
         parse_spec(EmaLike, "ema", decya=0.5)
-    with pytest.raises(sj.SpecError, match=r"statejax.ema: option steps: Input should be a valid integer"):
+    with pytest.raises(
+        sj.SpecError, match=r"statejax.ema: option steps: Input should be a valid integer"
+    ):
         parse_spec(EmaLike, "ema", steps="many")
     spec = EmaLike()
     with pytest.raises(Exception, match="frozen"):

@@ -23,15 +23,16 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
-from statejax import filters, graph, transform
+from statejax import filters, graph, optim, random, transform
 from statejax._errors import (
     BatchAxisError,
     PluginError,
     SpecError,
-    StateLeakError,
     StatejaxError,
+    StateLeakError,
     TraceError,
 )
+from statejax._random_state import RandomState
 from statejax._state import (
     BatchState,
     HiddenState,
@@ -41,10 +42,18 @@ from statejax._state import (
     State,
 )
 from statejax.graph import GraphDef, Module, StateMapping, StateTree, treefy_merge, treefy_split
+from statejax.transforms.abstract import eval_shape, make_jaxpr
+from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
+from statejax.transforms.checkpoint import checkpoint, remat
+from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
+from statejax.transforms.loops import ProgressBar, for_loop, scan, while_loop
+from statejax.transforms.vmap import vmap
 
 __all__ = [
     "BatchAxisError",
+    "ProgressBar",
+    "RandomState",
     "BatchState",
     "GraphDef",
     "HiddenState",
@@ -61,10 +70,30 @@ __all__ = [
     "StatejaxError",
     "TraceError",
     "__version__",
+    "checkpoint",
+    "cond",
+    "eval_shape",
     "filters",
+    "for_loop",
+    "grad",
     "graph",
+    "hessian",
+    "ifelse",
+    "jacfwd",
+    "jacrev",
     "jit",
+    "jvp",
+    "make_jaxpr",
+    "optim",
+    "random",
+    "remat",
+    "scan",
+    "switch",
     "transform",
     "treefy_merge",
     "treefy_split",
+    "vector_grad",
+    "vjp",
+    "vmap",
+    "while_loop",
 ]

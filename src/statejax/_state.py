@@ -28,6 +28,7 @@ __all__ = [
     "ShortTermState",
     "State",
     "StateTrace",
+    "adopt_created",
     "current_trace",
     "describe_state",
 ]
@@ -287,3 +288,29 @@ class StateTrace:
 def is_leaked(state: State[Any]) -> bool:
     """Whether ``state`` was created inside a transform that has finished."""
     return type(state._value) is _Leaked
+
+
+def adopt_created(state: State[Any], value: Any) -> None:
+    """Hand out ``state``, created inside a trace that has closed, holding ``value``.
+
+    For transforms that return the states their function created (vmap returns
+    them stacked, for ensembles): after the transform's trace closed the state
+    is marked leaked; this gives it ``value`` instead. Inside an enclosing
+    trace the state is recorded as created *there*, so the enclosing transform
+    decides its fate in turn (another vmap stacks it again; jit marks it leaked).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from statejax import State
+        >>> with StateTrace("demo") as trace:
+        ...     s = State(jnp.zeros(2))
+        >>> is_leaked(s)
+        True
+        >>> adopt_created(s, jnp.ones(2))
+        >>> s.value.tolist()
+        [1.0, 1.0]
+    """
+    trace = current_trace()
+    if trace is not None:
+        trace.record_create(state)
+    state._value = value

@@ -22,14 +22,19 @@ Example:
     ...     registry.register(Transform("counted_jit", counted_jit, CountedSpec))
 """
 
+from typing import Any as _Any
+
+from statejax._state import State as _State
 from statejax._state import (
     StateTrace,
+    adopt_created,
     current_trace,
     describe_state,
     is_leaked,
     register_by_reference,
 )
 from statejax.registry._engine import Lift, PureCore, Split, StatefulFunction
+from statejax.registry._hookspecs import StateBatching
 from statejax.registry._manager import (
     ENTRY_POINT_GROUP,
     PluginOrigin,
@@ -41,6 +46,25 @@ from statejax.registry._manager import (
     reset_registry,
 )
 from statejax.registry._protocol import StateTransform, Transform, TransformSpec, parse_spec
+
+
+def batch_rule(state: _State[_Any], spec: TransformSpec) -> StateBatching | None:
+    """Ask the plugins how a batching transform should batch ``state`` (``None``: broadcast).
+
+    Calls the ``statejax_batch_state`` hook; see :class:`StateBatching`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.vmap import VmapSpec
+        >>> batch_rule(sj.State(jnp.zeros(2)), VmapSpec()) is None
+        True
+    """
+    rule: StateBatching | None = get_registry().manager.hook.statejax_batch_state(
+        state=state, spec=spec
+    )
+    return rule
+
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -54,8 +78,11 @@ __all__ = [
     "StateTrace",
     "StateTransform",
     "StatefulFunction",
+    "StateBatching",
     "Transform",
     "TransformSpec",
+    "adopt_created",
+    "batch_rule",
     "current_trace",
     "describe_state",
     "get_registry",

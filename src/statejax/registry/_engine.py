@@ -122,10 +122,14 @@ class PureCore:
     ``core(read_vals, write_vals, *args, **kwargs) -> (out, new_write_vals)``.
     After each call, ``record`` is the :class:`StateTrace` of that call (which
     states were read, written, created), for plugins that check usage, for
-    example grad's "this state is never read".
+    example grad's "this state is never read". ``created_values`` lists the
+    values the states in ``record.created`` held when the function returned
+    (before the trace closed and marked them leaked), so a transform can return
+    them from its JAX transform and hand them back out with
+    :func:`statejax.extend.adopt_created` (vmap does this for ensembles).
     """
 
-    __slots__ = ("__weakref__", "fn", "name", "owner", "record", "split")
+    __slots__ = ("__weakref__", "created_values", "fn", "name", "owner", "record", "split")
 
     def __init__(self, fn: Callable[..., Any], split: Split, name: str, owner: object) -> None:
         self.fn = fn
@@ -133,6 +137,7 @@ class PureCore:
         self.name = name
         self.owner = owner
         self.record: StateTrace | None = None
+        self.created_values: list[Any] = []
 
     def __call__(
         self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
@@ -143,7 +148,18 @@ class PureCore:
                 trace.set_value(state, value)
             for state, value in zip(split.write_states, write_vals, strict=True):
                 trace.set_value(state, value)
-            out = self.fn(*args, **kwargs)
+            try:
+                out = self.fn(*args, **kwargs)
+            except Exception as exc:
+                # With states outside the split, the error may only be an artefact of this
+                # trace (an inner vmap saw an unmapped value): retry with the union first;
+                # the retry raises again if the error is real.
+                if not trace.unknown or isinstance(exc, StateSetChanged):
+                    raise
+                self.record = trace
+                reads = [s for k, s in trace.unknown.items() if k not in trace.writes]
+                writes = [s for k, s in trace.unknown.items() if k in trace.writes]
+                raise StateSetChanged(self.owner, reads, writes) from exc
             new_write_vals = [s._value for s in split.write_states]
             created = {id(s) for s in trace.created}
             stray_writes = [
@@ -153,6 +169,7 @@ class PureCore:
                 s for s in trace.writes.values() if (split.locate(s) or (True,))[0] is False
             ]
             self.record = trace
+            self.created_values = [s._value for s in trace.created]
             if trace.unknown or read_only_writes:
                 reads = [s for k, s in trace.unknown.items() if k not in trace.writes]
                 raise StateSetChanged(self.owner, reads, stray_writes + read_only_writes)

@@ -13,9 +13,36 @@ Example:
 from typing import Any
 
 from statejax.registry._manager import get_registry
+from statejax.transforms.abstract import eval_shape, make_jaxpr
+from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
+from statejax.transforms.checkpoint import checkpoint, remat
+from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
+from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.vmap import map, vmap
 
-__all__ = ["jit"]
+__all__ = [
+    "checkpoint",
+    "cond",
+    "eval_shape",
+    "for_loop",
+    "grad",
+    "hessian",
+    "ifelse",
+    "jacfwd",
+    "jacrev",
+    "jit",
+    "jvp",
+    "make_jaxpr",
+    "map",
+    "remat",
+    "scan",
+    "switch",
+    "vector_grad",
+    "vjp",
+    "vmap",
+    "while_loop",
+]
 
 
 def __getattr__(name: str) -> Any:

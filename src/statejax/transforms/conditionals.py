@@ -1,12 +1,248 @@
-"""Built-in plugin: conditionals (being written)."""
+"""Conditionals over functions that read and write states: ``cond``, ``switch``, ``ifelse``.
+
+Every branch is traced (as in :func:`jax.lax.cond`). The states written by *any*
+branch are carried through every branch: a branch that does not write such a
+state returns it unchanged, so the state keeps its value on the paths that do
+not write it. States only read are passed in as operands. Under ``vmap`` with a
+batched predicate, JAX turns the conditional into a select over both branches;
+the states come out selected per lane in the same way.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from statejax.extend import hookimpl
+import jax.numpy as jnp
+from jax import lax
+
+from statejax._errors import SpecError, TraceError
+from statejax.extend import (
+    PureCore,
+    Split,
+    StatefulFunction,
+    Transform,
+    TransformSpec,
+    describe_state,
+    hookimpl,
+    parse_spec,
+)
+from statejax.transforms.loops import _show, _signature
+
+__all__ = ["CondSpec", "IfElseSpec", "SwitchSpec", "cond", "ifelse", "switch"]
+
+R = TypeVar("R")
+
+
+class CondSpec(TransformSpec):
+    """Options of :func:`cond`: none."""
+
+
+class SwitchSpec(TransformSpec):
+    """Options of :func:`switch`: none."""
+
+
+class IfElseSpec(TransformSpec):
+    """Options of :func:`ifelse`: none."""
+
+
+def _name_of(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
+
+
+Select = Callable[[list[Callable[..., Any]], list[Any], list[Any], tuple[Any, ...]], Any]
+
+
+def _branching(
+    name: str, branches: Sequence[Callable[..., Any]], select: Select, operands: tuple[Any, ...]
+) -> Any:
+    """Run ``select`` (a lax conditional) over the branches made pure on one shared split."""
+
+    def dispatch(index: int, *ops: Any) -> Any:
+        return branches[index](*ops)
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
+        # What each branch left in the written states, to explain a type mismatch.
+        written: dict[int, list[Any]] = {}
+
+        def make_branch(index: int) -> Callable[..., Any]:
+            def branch(
+                read_vals: list[Any], write_vals: list[Any], ops: tuple[Any, ...]
+            ) -> tuple[Any, list[Any]]:
+                out, new_write_vals = pure(read_vals, write_vals, index, *ops)
+                written[index] = [_signature(v) for v in new_write_vals]
+                return out, new_write_vals
+
+            return branch
+
+        fns = [make_branch(i) for i in range(len(branches))]
+
+        def transformed(
+            read_vals: list[Any], write_vals: list[Any], *ops: Any
+        ) -> tuple[Any, list[Any]]:
+            written.clear()
+            try:
+                out, new_write_vals = select(fns, list(read_vals), list(write_vals), ops)
+            except TypeError as exc:  # lax: the branches' outputs differ in type
+                _explain_mismatch(name, split, written, exc)
+                raise
+            return out, new_write_vals
+
+        return transformed
+
+    names = ", ".join(_name_of(b) for b in branches)
+    stateful: StatefulFunction[Any] = StatefulFunction(dispatch, f"statejax.{name}({names})", lift)
+    return stateful(*operands)
+
+
+def _explain_mismatch(
+    name: str, split: Split, written: dict[int, list[Any]], exc: TypeError
+) -> None:
+    """Raise a TraceError naming the state if branches left it with different types."""
+    if len(written) < 2:
+        return
+    first, *others = sorted(written)
+    for pos, state in enumerate(split.write_states):
+        for other in others:
+            a, b = written[first][pos], written[other][pos]
+            if a != b:
+                raise TraceError(
+                    f"statejax.{name}: branch {first} leaves {describe_state(state)} as "
+                    f"{_show(a)} but branch {other} as {_show(b)}; a state written by any branch "
+                    "is carried through every branch, so all branches must leave it with the "
+                    "same shape and dtype (a branch that does not write it keeps its current "
+                    "value). Give the state its final shape and dtype before the conditional."
+                ) from exc
+
+
+def _check_branches(name: str, branches: Any) -> list[Callable[..., Any]]:
+    if not isinstance(branches, (list, tuple)) or not branches:
+        raise SpecError(
+            f"statejax.{name}: branches must be a non-empty list or tuple of functions; "
+            f"got {branches!r:.80}."
+        )
+    for i, b in enumerate(branches):
+        if not callable(b):
+            raise SpecError(
+                f"statejax.{name}: branch {i} is {b!r:.80}, which is not callable; pass "
+                "functions (use `lambda *ops: value` for a constant)."
+            )
+    return list(branches)
+
+
+def cond(pred: Any, true_fun: Callable[..., R], false_fun: Callable[..., R], *operands: Any) -> R:
+    """``true_fun(*operands)`` if ``pred`` else ``false_fun(*operands)``, threading states.
+
+    Like :func:`jax.lax.cond`: both functions are traced, and they must return
+    the same structure. A state written by either branch is carried through
+    both, so the branch that does not write it leaves it unchanged.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.conditionals import cond
+        >>> hits = sj.State(jnp.array(0))
+        >>> def hit(x):
+        ...     hits.value += 1
+        ...     return x * 2
+        >>> int(cond(True, hit, lambda x: x, 5)), int(cond(False, hit, lambda x: x, 5))
+        (10, 5)
+        >>> int(hits.value)
+        1
+    """
+    parse_spec(CondSpec, "cond")
+    _check_branches("cond", [true_fun, false_fun])
+
+    def select(
+        fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
+    ) -> Any:
+        return lax.cond(pred, fns[0], fns[1], rv, wv, ops)
+
+    return _branching("cond", [true_fun, false_fun], select, operands)  # type: ignore[no-any-return]
+
+
+def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> R:
+    """``branches[index](*operands)``, threading states; ``index`` is clamped into range.
+
+    Like :func:`jax.lax.switch`: every branch is traced and must return the same
+    structure. The states written by any branch are carried through all of them.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.conditionals import switch
+        >>> log = sj.State(jnp.zeros(3))
+        >>> def mark(i):
+        ...     def branch(x):
+        ...         log.value = log.value.at[i].add(x)
+        ...         return i
+        ...     return branch
+        >>> [int(switch(k, [mark(0), mark(1), mark(2)], 1.0)) for k in (2, 0, 7)]
+        [2, 0, 2]
+        >>> log.value.tolist()
+        [1.0, 0.0, 2.0]
+    """
+    parse_spec(SwitchSpec, "switch")
+    fns = _check_branches("switch", branches)
+
+    def select(
+        pures: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
+    ) -> Any:
+        return lax.switch(index, pures, rv, wv, ops)
+
+    return _branching("switch", fns, select, operands)  # type: ignore[no-any-return]
+
+
+def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *operands: Any) -> R:
+    """Run the branch of the first true condition, threading states (BrainState's ``ifelse``).
+
+    ``branches[i]`` runs for the first ``i`` with ``conditions[i]`` true. Pass as
+    many branches as conditions (if no condition holds, the *last* branch runs, as
+    in BrainState, so make the last condition the catch-all), or one branch more
+    than conditions (the extra last branch is the ``else``). Every branch is
+    traced; conditions may be traced booleans, batched under ``vmap``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from statejax.transforms.conditionals import ifelse
+        >>> def sign(a):
+        ...     return ifelse([a > 0, a < 0], [lambda: 1, lambda: -1, lambda: 0])
+        >>> [int(sign(jnp.array(v))) for v in (3.0, -2.0, 0.0)]
+        [1, -1, 0]
+    """
+    parse_spec(IfElseSpec, "ifelse")
+    fns = _check_branches("ifelse", branches)
+    if not isinstance(conditions, (list, tuple)) or not conditions:
+        raise SpecError(
+            "statejax.ifelse: conditions must be a non-empty list or tuple of boolean "
+            f"scalars; got {conditions!r:.80}."
+        )
+    n = len(conditions)
+    if len(fns) not in (n, n + 1):
+        raise SpecError(
+            f"statejax.ifelse: got {n} conditions and {len(fns)} branches; pass one branch per "
+            f"condition ({n}), or one more ({n + 1}) for an else branch."
+        )
+    flags = jnp.stack([jnp.asarray(c).astype(bool).reshape(()) for c in conditions])
+    fallback = len(fns) - 1
+    index = jnp.where(jnp.any(flags), jnp.argmax(flags), fallback).astype(jnp.int32)
+
+    def select(
+        pures: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
+    ) -> Any:
+        return lax.switch(index, pures, rv, wv, ops)
+
+    return _branching("ifelse", fns, select, operands)  # type: ignore[no-any-return]
 
 
 @hookimpl
 def statejax_register_transforms(registry: Any) -> None:
-    """Registers nothing yet."""
+    registry.register(
+        Transform("cond", cond, CondSpec, "lax.cond; states written by either branch carried")
+    )
+    registry.register(
+        Transform("switch", switch, SwitchSpec, "lax.switch; union of written states carried")
+    )
+    registry.register(
+        Transform("ifelse", ifelse, IfElseSpec, "first true condition's branch (BrainState)")
+    )

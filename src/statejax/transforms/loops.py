@@ -1,12 +1,427 @@
-"""Built-in plugin: loops (being written)."""
+"""Loops over functions that read and write states: ``scan``, ``for_loop``, ``while_loop``.
+
+Each loop wraps its body in the engine's split / pure core / merge recipe and
+hands the pure core to :func:`jax.lax.scan` or :func:`jax.lax.while_loop`:
+
+- states **written** in the body are part of the loop carry, next to the user's
+  carry, so each step sees the previous step's value and the final values are
+  stored back after the loop;
+- states only **read** are passed in once as loop constants, not carried.
+
+The result equals a Python loop over the same body. Reverse-mode gradients flow
+through :func:`scan` and :func:`for_loop` (with respect to states and
+arguments); :func:`while_loop` supports forward mode only (``jax.jvp``,
+``jax.jacfwd``), exactly as :func:`jax.lax.while_loop`.
+
+``scan`` and ``for_loop`` take ``progress=True`` (or an int ``k``, or a
+:class:`ProgressBar`) to show a tqdm progress bar driven from inside the
+compiled loop through a host callback, every ``k`` steps; it works under ``jit``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from statejax.extend import hookimpl
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pydantic
+from jax import lax
+
+from statejax._errors import TraceError
+from statejax.extend import (
+    PureCore,
+    Split,
+    StatefulFunction,
+    Transform,
+    TransformSpec,
+    current_trace,
+    describe_state,
+    hookimpl,
+    parse_spec,
+)
+
+if TYPE_CHECKING:
+    from statejax._state import State
+
+__all__ = [
+    "ForLoopSpec",
+    "ProgressBar",
+    "ScanSpec",
+    "WhileLoopSpec",
+    "for_loop",
+    "scan",
+    "while_loop",
+]
+
+C = TypeVar("C")
+Y = TypeVar("Y")
+
+
+class ProgressBar(TransformSpec):
+    """How a loop shows its progress: a tqdm bar updated from inside the compiled loop.
+
+    ``progress=True`` means ``ProgressBar()``; ``progress=k`` (an int) means
+    ``ProgressBar(every=k)``.
+
+    Example:
+        >>> from statejax.transforms.loops import ProgressBar
+        >>> ProgressBar(every=10, desc="training").every
+        10
+    """
+
+    every: pydantic.PositiveInt | None = pydantic.Field(
+        default=None,
+        description="update the bar every this many steps (default: about 1% of the steps)",
+    )
+    desc: str | None = pydantic.Field(
+        default=None, description="text shown before the bar (default: the loop's name)"
+    )
+    leave: bool = pydantic.Field(default=True, description="keep the bar on screen when done")
+
+
+def _as_progress(value: Any) -> Any:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ProgressBar()
+    if isinstance(value, int):
+        return {"every": value}
+    return value
+
+
+class ScanSpec(TransformSpec):
+    """Options of :func:`scan`."""
+
+    length: pydantic.NonNegativeInt | None = pydantic.Field(
+        default=None, description="number of steps; needed when xs is None"
+    )
+    reverse: bool = pydantic.Field(default=False, description="run the steps from last to first")
+    unroll: pydantic.PositiveInt | pydantic.StrictBool = pydantic.Field(
+        default=1, description="how many steps to unroll per loop iteration (a positive int)"
+    )
+    progress: ProgressBar | None = pydantic.Field(
+        default=None,
+        description="show a progress bar: True, an int k (update every k steps) or a ProgressBar",
+    )
+
+    _progress = pydantic.field_validator("progress", mode="before")(lambda cls, v: _as_progress(v))
+
+
+class ForLoopSpec(ScanSpec):
+    """Options of :func:`for_loop` (the same as :func:`scan`)."""
+
+
+class WhileLoopSpec(TransformSpec):
+    """Options of :func:`while_loop`: none."""
+
+
+# -- progress bars -----------------------------------------------------------------
+
+
+class _ProgressHandler:
+    """The host side of a progress bar: receives the number of steps done."""
+
+    def __init__(self, config: ProgressBar, total: int, name: str) -> None:
+        self.total = total
+        self.every = config.every or max(1, total // 100)
+        self.desc = config.desc if config.desc is not None else name
+        self.leave = config.leave
+        self.bar: Any = None
+
+    def __call__(self, done: Any) -> None:
+        done = int(done)
+        bar = self.bar
+        if done == 1 and (bar is None or bar.n != 1):  # a new run starts
+            if bar is not None:
+                bar.close()
+            tqdm = importlib.import_module("tqdm.auto").tqdm
+            bar = self.bar = tqdm(total=self.total, desc=self.desc, leave=self.leave, mininterval=0)
+        if bar is None:
+            return
+        if done > bar.n:
+            bar.update(done - bar.n)
+        if done >= self.total:
+            bar.close()
+            self.bar = None
+
+    def tick(self, done: jax.Array) -> None:
+        """Called in the loop body: report ``done`` to the host when it is due."""
+        due = (done == 1) | (done % self.every == 0) | (done == self.total)
+        lax.cond(due, lambda: jax.debug.callback(self, done), lambda: None)
+
+
+def _loop_length(xs: Any, length: int | None) -> int | None:
+    if length is not None:
+        return length
+    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(xs)]
+    return int(shapes[0][0]) if shapes and shapes[0] else None  # else lax.scan complains
+
+
+# -- scan / for_loop -----------------------------------------------------------------
+
+
+def _name_of(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
+
+
+_ARRAY_LIKE = (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
+
+
+def _signature(value: Any) -> Any:
+    """The structure, shapes and dtypes of a state's value, as a loop carry sees them."""
+    leaves, treedef = jax.tree.flatten(value)
+    return treedef, [
+        (np.shape(leaf), jnp.result_type(leaf)) if isinstance(leaf, _ARRAY_LIKE) else None
+        for leaf in leaves
+    ]
+
+
+def _show(signature: Any) -> str:
+    treedef, leaves = signature
+    shown = [
+        "?" if item is None else f"{np.dtype(item[1]).name}[{','.join(map(str, item[0]))}]"
+        for item in leaves
+    ]
+    is_array = treedef == jax.tree.structure(0)
+    return shown[0] if is_array else f"{treedef} with leaves {', '.join(shown)}"
+
+
+def _check_carried(
+    name: str, split: Split, old_vals: Sequence[Any], new_vals: Sequence[Any]
+) -> None:
+    """A written state must keep its structure, shapes and dtypes from step to step."""
+    for state, old, new in zip(split.write_states, old_vals, new_vals, strict=True):
+        before, after = _signature(old), _signature(new)
+        if before != after:
+            raise TraceError(
+                f"statejax.{name}: the loop body changes {describe_state(state)} from "
+                f"{_show(before)} to {_show(after)}; a state written in a loop is carried "
+                "from step to step, so it must keep its shape and dtype. Give the state its "
+                "final shape and dtype before the loop (for example jnp.zeros(shape, dtype))."
+            )
+
+
+def _scan(
+    f: Callable[..., Any], init: Any, xs: Any, spec: ScanSpec, name: str, fn_name: str
+) -> tuple[Any, Any]:
+    total = _loop_length(xs, spec.length) if spec.progress is not None else None
+    progress = (
+        _ProgressHandler(spec.progress, total, name)
+        if spec.progress is not None and total
+        else None
+    )
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
+        def transformed(
+            read_vals: list[Any], write_vals: list[Any], init: Any, xs: Any
+        ) -> tuple[Any, list[Any]]:
+            def body(carry: Any, x: Any) -> tuple[Any, Any]:
+                step, state_vals, c = carry
+                out, new_state_vals = pure(read_vals, state_vals, c, x)
+                _check_carried(name, split, state_vals, new_state_vals)
+                if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                    raise TypeError(
+                        f"statejax.{name}: the body {fn_name} must return a pair "
+                        f"(carry, y); it returned {type(out).__name__} {out!r:.80}."
+                    )
+                if progress is not None:
+                    step = step + 1
+                    progress.tick(step)
+                return (step, new_state_vals, out[0]), out[1]
+
+            step0 = jnp.zeros((), jnp.int32) if progress is not None else None
+            (_, new_write_vals, carry), ys = lax.scan(
+                body,
+                (step0, list(write_vals), init),
+                xs,
+                length=spec.length,
+                reverse=spec.reverse,
+                unroll=spec.unroll,
+            )
+            return (carry, ys), new_write_vals
+
+        return transformed
+
+    stateful: StatefulFunction[tuple[Any, Any]] = StatefulFunction(
+        f, f"statejax.{name}({fn_name})", lift
+    )
+    return stateful(init, xs)
+
+
+def scan(
+    f: Callable[[C, Any], tuple[C, Y]],
+    init: C,
+    xs: Any,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    *,
+    progress: bool | int | ProgressBar | None = None,
+) -> tuple[C, Y]:
+    """Scan ``f(carry, x) -> (carry, y)`` over the leading axis of ``xs``, threading states.
+
+    Like :func:`jax.lax.scan`, returns ``(final_carry, stacked_ys)``. States that
+    ``f`` writes are carried from step to step and hold their final values
+    afterwards; states it only reads are loop constants. Differentiable in
+    reverse mode. ``progress=True`` / ``k`` / :class:`ProgressBar` shows a progress
+    bar updated every ``k`` steps from inside the compiled loop.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.loops import scan
+        >>> total = sj.State(jnp.array(0.0))
+        >>> def step(carry, x):
+        ...     total.value = total.value + x
+        ...     return carry + 1, total.value
+        >>> n, running = scan(step, 0, jnp.arange(4.0))
+        >>> int(n), running.tolist(), float(total.value)
+        (4, [0.0, 1.0, 3.0, 6.0], 6.0)
+    """
+    spec = parse_spec(
+        ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, progress=progress
+    )
+    return _scan(f, init, xs, spec, "scan", _name_of(f))
+
+
+def for_loop(
+    f: Callable[..., Y],
+    *xs: Any,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    progress: bool | int | ProgressBar | None = None,
+) -> Y:
+    """Call ``f(*x)`` for each slice ``x`` of ``xs`` along axis 0; return the stacked outputs.
+
+    A :func:`scan` without a user carry: states written by ``f`` are carried from
+    step to step, states only read are constants. With no ``xs``, pass ``length``
+    and ``f`` takes no arguments. Takes the same ``progress`` option as
+    :func:`scan`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.loops import for_loop
+        >>> v = sj.HiddenState(jnp.array(1.0))
+        >>> def step(x):
+        ...     v.value = 0.5 * v.value + x
+        ...     return v.value
+        >>> for_loop(step, jnp.ones(3)).tolist(), float(v.value)
+        ([1.5, 1.75, 1.875], 1.875)
+    """
+    spec = parse_spec(
+        ForLoopSpec, "for_loop", length=length, reverse=reverse, unroll=unroll, progress=progress
+    )
+
+    def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
+        return carry, f(*x)
+
+    _, ys = _scan(body, None, tuple(xs), spec, "for_loop", _name_of(f))
+    return ys  # type: ignore[no-any-return]
+
+
+# -- while_loop ----------------------------------------------------------------------
+
+_COND = "cond_fun"
+_BODY = "body_fun"
+
+
+class _CondWrites(Exception):
+    """Internal: cond_fun wrote these states (turned into a TraceError by while_loop)."""
+
+    def __init__(self, states: list[State[Any]]) -> None:
+        super().__init__("statejax internal: cond_fun wrote states")
+        self.states = states
+
+
+def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_val: C) -> C:
+    """Run ``val = body_fun(val)`` while ``cond_fun(val)`` is true, threading states.
+
+    Like :func:`jax.lax.while_loop`. States that ``body_fun`` writes are carried
+    through the loop; ``cond_fun`` may read states (it sees the current carried
+    values) but must not write any: that is a :class:`~statejax.TraceError`.
+    Forward-mode differentiable only, as in JAX (the number of steps is not known
+    ahead, so reverse mode would need unbounded memory); use :func:`scan` or
+    :func:`for_loop` with a fixed length for reverse mode.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.loops import while_loop
+        >>> total = sj.State(jnp.array(0))
+        >>> def body(i):
+        ...     total.value = total.value + i
+        ...     return i + 1
+        >>> int(while_loop(lambda i: total.value < 10, body, 0)), int(total.value)
+        (5, 10)
+    """
+    parse_spec(WhileLoopSpec, "while_loop")
+    body_name = _name_of(body_fun)
+    cond_name = _name_of(cond_fun)
+
+    def dispatch(which: str, val: Any) -> Any:
+        if which == _BODY:
+            return body_fun(val)
+        out = cond_fun(val)
+        trace = current_trace()
+        if trace is not None:
+            created = {id(s) for s in trace.created}
+            written = [s for k, s in trace.writes.items() if k not in created]
+            if written:
+                raise _CondWrites(written)
+        return out
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
+        def transformed(
+            read_vals: list[Any], write_vals: list[Any], init_val: Any
+        ) -> tuple[Any, list[Any]]:
+            def cond(carry: tuple[list[Any], Any]) -> Any:
+                state_vals, val = carry
+                out, _ = pure(read_vals, state_vals, _COND, val)
+                return out
+
+            def body(carry: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
+                state_vals, val = carry
+                new_val, new_state_vals = pure(read_vals, state_vals, _BODY, val)
+                _check_carried("while_loop", split, state_vals, new_state_vals)
+                return new_state_vals, new_val
+
+            new_write_vals, val = lax.while_loop(cond, body, (list(write_vals), init_val))
+            return val, new_write_vals
+
+        return transformed
+
+    stateful: StatefulFunction[C] = StatefulFunction(
+        dispatch, f"statejax.while_loop({body_name})", lift
+    )
+    try:
+        return stateful(init_val)
+    except _CondWrites as exc:
+        names = ", ".join(describe_state(s) for s in exc.states)
+        raise TraceError(
+            f"statejax.while_loop: cond_fun {cond_name} writes {names}; a loop condition must "
+            "not change states (it is evaluated an extra time, and its writes would be lost). "
+            "Move the write into body_fun."
+        ) from None
 
 
 @hookimpl
 def statejax_register_transforms(registry: Any) -> None:
-    """Registers nothing yet."""
+    registry.register(
+        Transform("scan", scan, ScanSpec, "lax.scan; written states carried, read states constant")
+    )
+    registry.register(
+        Transform("for_loop", for_loop, ForLoopSpec, "a scan without carry: f(*x) for x in xs")
+    )
+    registry.register(
+        Transform(
+            "while_loop",
+            while_loop,
+            WhileLoopSpec,
+            "lax.while_loop; written states carried (forward-mode autodiff only)",
+        )
+    )

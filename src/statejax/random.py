@@ -1,0 +1,228 @@
+"""Random numbers drawn from key states: a default key, seeding, and the common samplers.
+
+Every sampler reads a :class:`RandomState` (the module's default one, or the
+``rng=`` you pass), splits its key, writes one half back and draws with the
+other. Because the key is a state, the statejax transforms thread it:
+
+- under ``jit`` each call draws fresh numbers, and nothing recompiles;
+- under ``vmap`` each lane gets its own key and the key advances once per call
+  (``vmap(..., split_keys=False)`` broadcasts the key instead: every lane draws
+  the same numbers). vmap learns this through the registry hook
+  ``statejax_batch_state``, implemented here, which a third party's State
+  type can implement too.
+
+Example:
+    >>> import statejax as sj
+    >>> from statejax import random
+    >>> random.seed(0)
+    >>> a = random.normal((2,))
+    >>> random.seed(0)
+    >>> bool((random.normal((2,)) == a).all())
+    True
+    >>> draw = sj.jit(lambda: random.uniform((3,)))
+    >>> bool((draw() != draw()).all())
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from statejax._random_state import RandomState
+from statejax._state import State
+from statejax.extend import StateBatching, TransformSpec, hookimpl
+
+__all__ = [
+    "DEFAULT",
+    "RandomState",
+    "bernoulli",
+    "categorical",
+    "default_state",
+    "normal",
+    "permutation",
+    "randint",
+    "seed",
+    "split_key",
+    "truncated_normal",
+    "uniform",
+]
+
+Shape = Sequence[int]
+
+#: The key state the samplers use when no ``rng=`` is given (seed it with :func:`seed`).
+DEFAULT = RandomState(0, tag="statejax.random.DEFAULT")
+
+
+def default_state() -> RandomState:
+    """The default key state (:data:`DEFAULT`), used when a sampler gets no ``rng=``.
+
+    Example:
+        >>> from statejax import random
+        >>> random.default_state() is random.DEFAULT
+        True
+    """
+    return DEFAULT
+
+
+def seed(seed_or_key: Any, *, rng: RandomState | None = None) -> None:
+    """Reset a key state (the default one unless ``rng`` is given) from a seed or a key.
+
+    Example:
+        >>> from statejax import random
+        >>> random.seed(42)
+        >>> x = random.randint((3,), 0, 10)
+        >>> random.seed(42)
+        >>> random.randint((3,), 0, 10).tolist() == x.tolist()
+        True
+    """
+    (rng or DEFAULT).seed(seed_or_key)
+
+
+def split_key(n: int | None = None, *, rng: RandomState | None = None) -> Any:
+    """A fresh key (or ``n`` keys stacked on axis 0); the key state advances once.
+
+    Example:
+        >>> from statejax import random
+        >>> random.split_key(3).shape
+        (3, 2)
+    """
+    state = rng or DEFAULT
+    return state.next_key() if n is None else state.split_keys(n)
+
+
+def normal(shape: Shape = (), dtype: Any = float, *, rng: RandomState | None = None) -> jax.Array:
+    """Standard normal samples of ``shape``.
+
+    Example:
+        >>> from statejax import random
+        >>> random.normal((2, 3)).shape
+        (2, 3)
+    """
+    return jax.random.normal(split_key(rng=rng), tuple(shape), dtype)
+
+
+def uniform(
+    shape: Shape = (),
+    dtype: Any = float,
+    minval: Any = 0.0,
+    maxval: Any = 1.0,
+    *,
+    rng: RandomState | None = None,
+) -> jax.Array:
+    """Uniform samples in ``[minval, maxval)``.
+
+    Example:
+        >>> from statejax import random
+        >>> x = random.uniform((100,), minval=2.0, maxval=3.0)
+        >>> bool(((x >= 2) & (x < 3)).all())
+        True
+    """
+    return jax.random.uniform(split_key(rng=rng), tuple(shape), dtype, minval, maxval)
+
+
+def bernoulli(
+    p: Any = 0.5, shape: Shape | None = None, *, rng: RandomState | None = None
+) -> jax.Array:
+    """Booleans that are ``True`` with probability ``p``.
+
+    Example:
+        >>> from statejax import random
+        >>> random.bernoulli(0.5, (4,)).dtype
+        dtype('bool')
+    """
+    return jax.random.bernoulli(split_key(rng=rng), p, None if shape is None else tuple(shape))
+
+
+def randint(
+    shape: Shape, minval: Any, maxval: Any, dtype: Any = int, *, rng: RandomState | None = None
+) -> jax.Array:
+    """Integers in ``[minval, maxval)``.
+
+    Example:
+        >>> from statejax import random
+        >>> x = random.randint((50,), 0, 3)
+        >>> bool(((x >= 0) & (x < 3)).all())
+        True
+    """
+    return jax.random.randint(split_key(rng=rng), tuple(shape), minval, maxval, dtype)
+
+
+def permutation(
+    x: Any, axis: int = 0, independent: bool = False, *, rng: RandomState | None = None
+) -> jax.Array:
+    """A random permutation of ``x`` along ``axis`` (of ``arange(x)`` if ``x`` is an int).
+
+    Example:
+        >>> from statejax import random
+        >>> sorted(random.permutation(5).tolist())
+        [0, 1, 2, 3, 4]
+    """
+    return jax.random.permutation(split_key(rng=rng), x, axis, independent)
+
+
+def categorical(
+    logits: Any,
+    axis: int = -1,
+    shape: Shape | None = None,
+    *,
+    rng: RandomState | None = None,
+) -> jax.Array:
+    """Category indices drawn with probabilities ``softmax(logits)`` along ``axis``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from statejax import random
+        >>> random.categorical(jnp.array([0.0, -1e9, -1e9]), shape=(3,)).tolist()
+        [0, 0, 0]
+    """
+    return jax.random.categorical(
+        split_key(rng=rng), logits, axis, None if shape is None else tuple(shape)
+    )
+
+
+def truncated_normal(
+    lower: Any,
+    upper: Any,
+    shape: Shape | None = None,
+    dtype: Any = float,
+    *,
+    rng: RandomState | None = None,
+) -> jax.Array:
+    """Normal samples truncated to ``(lower, upper)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from statejax import random
+        >>> x = random.truncated_normal(-1.0, 1.0, (100,))
+        >>> bool((jnp.abs(x) <= 1).all())
+        True
+    """
+    return jax.random.truncated_normal(
+        split_key(rng=rng), lower, upper, None if shape is None else tuple(shape), dtype
+    )
+
+
+# --- vmap batching: each lane gets its own key, the state advances once per call ----------
+
+
+def _prepare_keys(key: Any, axis_size: int) -> tuple[Any, Any]:
+    keys = jax.random.split(key, axis_size + 1)
+    return keys[1:], keys[0]
+
+
+def _advanced_key(_lanes_keys: Any, advanced: Any) -> Any:
+    return advanced
+
+
+_SPLIT_PER_LANE = StateBatching(prepare=_prepare_keys, finish=_advanced_key, in_axis=0, out_axis=0)
+
+
+@hookimpl
+def statejax_batch_state(state: State[Any], spec: TransformSpec) -> StateBatching | None:
+    """Split a :class:`RandomState` per lane under vmap, unless ``split_keys=False``."""
+    if isinstance(state, RandomState) and getattr(spec, "split_keys", True):
+        return _SPLIT_PER_LANE
+    return None

@@ -1,0 +1,489 @@
+"""The gradient family, compared with jax's transforms on the equivalent pure function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import statejax as sj
+from statejax.transforms.autodiff import (
+    grad,
+    hessian,
+    jacfwd,
+    jacrev,
+    jvp,
+    vector_grad,
+    vjp,
+)
+from statejax.transforms.jit import jit
+
+X = jnp.array([[0.5, -1.0], [2.0, 0.25], [-0.3, 0.7]])
+Y = jnp.array([1.0, -1.0, 0.5])
+W0 = jnp.array([0.3, -0.2])
+B0 = jnp.array(0.1)
+
+
+def pure_loss(w: jax.Array, b: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean((jnp.tanh(x @ w + b) - y) ** 2)
+
+
+def pure_vec(w: jax.Array, b: jax.Array, x: jax.Array) -> jax.Array:
+    return jnp.sin(x @ w) * b + jnp.sum(w**2)
+
+
+class Model(sj.Module):
+    def __init__(self) -> None:
+        self.w = sj.ParamState(W0)
+        self.b = sj.ParamState(B0)
+        self.calls = sj.ShortTermState(jnp.array(0))
+
+    def loss(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        self.calls.value += 1
+        return pure_loss(self.w.value, self.b.value, x, y)
+
+    def vec(self, x: jax.Array) -> jax.Array:
+        return pure_vec(self.w.value, self.b.value, x)
+
+
+def close(a: Any, b: Any) -> None:
+    assert str(jax.tree.structure(a)) == str(jax.tree.structure(b)), (a, b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- grad structure
+
+
+def test_grad_single_state_gives_an_array() -> None:
+    m = Model()
+    g = grad(m.loss, m.w)(X, Y)
+    close(g, jax.grad(pure_loss)(W0, B0, X, Y))
+
+
+def test_grad_list_and_tuple_keep_their_type() -> None:
+    m = Model()
+    gw, gb = jax.grad(pure_loss, argnums=(0, 1))(W0, B0, X, Y)
+    as_list = grad(m.loss, [m.w, m.b])(X, Y)
+    as_tuple = grad(m.loss, (m.b, m.w))(X, Y)
+    assert isinstance(as_list, list) and isinstance(as_tuple, tuple)
+    close(as_list, [gw, gb])
+    close(as_tuple, (gb, gw))
+
+
+def test_grad_other_iterables_give_a_list() -> None:
+    m = Model()
+    grads = grad(m.loss, m.states(sj.ParamState).values())(X, Y)
+    assert isinstance(grads, list)
+    close(grads, list(jax.grad(pure_loss, argnums=(0, 1))(W0, B0, X, Y)))
+
+
+def test_grad_mapping_has_the_same_keys() -> None:
+    m = Model()
+    params = m.states(sj.ParamState)
+    grads = grad(m.loss, params)(X, Y)
+    assert list(grads) == list(params) == [("w",), ("b",)]
+    gw, gb = jax.grad(pure_loss, argnums=(0, 1))(W0, B0, X, Y)
+    close(grads[("w",)], gw)
+    close(grads[("b",)], gb)
+
+
+def test_grad_plain_dict_gives_a_dict() -> None:
+    m = Model()
+    grads = grad(m.loss, {"weight": m.w, "bias": m.b})(X, Y)
+    assert type(grads) is dict and list(grads) == ["weight", "bias"]
+    gw, gb = jax.grad(pure_loss, argnums=(0, 1))(W0, B0, X, Y)
+    close(grads, {"weight": gw, "bias": gb})
+
+
+def test_grad_states_and_argnums() -> None:
+    m = Model()
+    expected = jax.grad(pure_loss, argnums=(0, 2, 3))(W0, B0, X, Y)
+    state_grads, arg_grads = grad(m.loss, [m.w], argnums=(0, 1))(X, Y)
+    close(state_grads, [expected[0]])
+    close(arg_grads, (expected[1], expected[2]))
+    state_grads, gx = grad(m.loss, m.w, argnums=0)(X, Y)
+    close((state_grads, gx), (expected[0], expected[1]))
+
+
+def test_grad_without_states_differentiates_argument_zero() -> None:
+    m = Model()
+    close(grad(m.loss)(X, Y), jax.grad(pure_loss, argnums=2)(W0, B0, X, Y))
+    close(
+        grad(m.loss, argnums=(1, 0))(X, Y),
+        jax.grad(pure_loss, argnums=(3, 2))(W0, B0, X, Y),
+    )
+
+
+def test_grad_value_and_aux_come_in_order() -> None:
+    m = Model()
+
+    def loss_aux(x: jax.Array, y: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        loss = m.loss(x, y)
+        return loss, {"double": 2 * loss}
+
+    expected_g = jax.grad(pure_loss)(W0, B0, X, Y)
+    value = pure_loss(W0, B0, X, Y)
+    g, v = grad(m.loss, m.w, return_value=True)(X, Y)
+    close((g, v), (expected_g, value))
+    g, aux = grad(loss_aux, m.w, has_aux=True)(X, Y)
+    close((g, aux), (expected_g, {"double": 2 * value}))
+    g, v, aux = grad(loss_aux, m.w, has_aux=True, return_value=True)(X, Y)
+    close((g, v, aux), (expected_g, value, {"double": 2 * value}))
+
+
+def test_grad_as_decorator() -> None:
+    w = sj.ParamState(jnp.array(3.0))
+
+    @grad(grad_states=w)
+    def f() -> jax.Array:
+        return w.value**2
+
+    close(f(), jnp.array(6.0))
+
+
+def test_states_read_but_not_differentiated_are_constants() -> None:
+    m = Model()
+    g = grad(m.loss, m.b)(X, Y)
+    close(g, jax.grad(pure_loss, argnums=1)(W0, B0, X, Y))
+
+
+# --------------------------------------------------------------------------- state semantics
+
+
+def test_writes_are_applied_and_grad_is_at_the_entry_value() -> None:
+    w = sj.ParamState(jnp.array([1.0, 2.0]))
+    count = sj.ShortTermState(jnp.array(0))
+
+    def f(x: jax.Array) -> jax.Array:
+        loss = jnp.sum(w.value**2 * x)
+        w.value = w.value * 10.0
+        count.value += 1
+        return loss
+
+    g, value = grad(f, w, return_value=True)(jnp.array(3.0))
+    close(g, jnp.array([6.0, 12.0]))
+    close(value, jnp.array(15.0))
+    close(w.value, jnp.array([10.0, 20.0]))
+    assert int(count.value) == 1
+    assert not isinstance(w.value, jax.core.Tracer)
+    grad(f, w)(jnp.array(3.0))
+    close(w.value, jnp.array([100.0, 200.0]))
+    assert int(count.value) == 2
+
+
+def test_a_raising_function_changes_no_state() -> None:
+    w = sj.ParamState(jnp.array(1.0))
+    count = sj.ShortTermState(jnp.array(0))
+
+    def f() -> jax.Array:
+        count.value += 1
+        w.value = w.value + 1
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        grad(f, w, allow_unused=True)()
+    assert float(w.value) == 1.0 and int(count.value) == 0
+
+
+def test_state_discovered_on_the_fly() -> None:
+    m = Model()
+    f = grad(m.loss, m.w)
+    for _ in range(3):
+        close(f(X, Y), jax.grad(pure_loss)(W0, B0, X, Y))
+    assert int(m.calls.value) == 3
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unused_grad_state_is_an_error() -> None:
+    m = Model()
+    unused = sj.ParamState(jnp.ones(2))
+    unused._name = "Extra.u"
+    with pytest.raises(sj.TraceError, match=r"grad state ParamState Extra\.u .* is never read"):
+        grad(m.loss, [m.w, unused])(X, Y)
+    with pytest.raises(sj.TraceError, match=r"ParamState at path \('u',\) .*allow_unused=True"):
+        grad(m.loss, {"u": unused, "w": m.w})(X, Y)
+    gw, gu = grad(m.loss, [m.w, unused], allow_unused=True)(X, Y)
+    close(gu, jnp.zeros(2))
+    close(gw, jax.grad(pure_loss)(W0, B0, X, Y))
+
+
+def test_integer_grad_state_is_an_error() -> None:
+    count = sj.State(jnp.array(3))
+    with pytest.raises(sj.TraceError, match=r"dtype int32, not a float"):
+        grad(lambda: count.value * 2.0, count)()
+
+
+def test_has_aux_needs_a_pair() -> None:
+    w = sj.ParamState(jnp.array(1.0))
+    with pytest.raises(
+        sj.TraceError,
+        match=r"has_aux=True but the function returned an array of shape \(\), not a pair",
+    ):
+        grad(lambda: w.value**2, w, has_aux=True)()
+    with pytest.raises(sj.TraceError, match=r"returned a tuple of length 3, not a pair"):
+        grad(lambda: (w.value, 1, 2), w, has_aux=True)()
+
+
+def test_negative_argnums_is_a_spec_error() -> None:
+    with pytest.raises(sj.SpecError, match=r"statejax\.grad: option argnums: .*non-negative"):
+        grad(lambda x: x, argnums=-1)
+    with pytest.raises(sj.SpecError, match=r"statejax\.jacrev: option argnums: .*non-negative"):
+        jacrev(lambda x: x, argnums=(0, -2))
+    with pytest.raises(sj.SpecError, match=r"option argnums: argnums has a repeated position"):
+        grad(lambda x: x, argnums=(1, 1))
+
+
+def test_argnums_out_of_range_is_a_spec_error() -> None:
+    with pytest.raises(sj.SpecError, match=r"argnums=2 but the function was called with 2 posit"):
+        grad(lambda x, y: jnp.sum(x * y), argnums=2)(1.0, 2.0)
+
+
+def test_bad_grad_states_and_unknown_options() -> None:
+    with pytest.raises(sj.SpecError, match=r"grad_states: 3 is not a State"):
+        grad(lambda: 1.0, [3])  # type: ignore[list-item]
+    w = sj.ParamState(jnp.array(1.0))
+    with pytest.raises(sj.SpecError, match=r"a state appears twice"):
+        grad(lambda: w.value, [w, w])
+    with pytest.raises(sj.SpecError, match=r"option has_aux"):
+        grad(lambda: w.value, w, has_aux="maybe")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def test_jit_of_grad_is_one_cached_executable() -> None:
+    m = Model()
+    params = m.states(sj.ParamState)
+    traces = 0
+
+    def loss(x: jax.Array, y: jax.Array) -> jax.Array:
+        nonlocal traces
+        traces += 1
+        return m.loss(x, y)
+
+    step = jit(lambda x, y: grad(loss, params, return_value=True)(x, y))
+    first = step(X, Y)
+    traced = traces
+    for _ in range(3):
+        grads, value = step(X, Y)
+    assert traces == traced  # later calls never run Python: one compiled executable
+    close(first, (grads, value))
+    gw, gb = jax.grad(pure_loss, argnums=(0, 1))(W0, B0, X, Y)
+    close(grads[("w",)], gw)
+    close(grads[("b",)], gb)
+    assert int(m.calls.value) == 4
+    hlo = jax.jit(lambda x, y: grad(m.loss, params)(x, y)).lower(X, Y).as_text()
+    assert hlo.count("func.func public") == 1
+
+
+def test_jit_of_grad_training_loop_matches_pure() -> None:
+    m = Model()
+    params = m.states(sj.ParamState)
+
+    @jit
+    def step(x: jax.Array, y: jax.Array) -> jax.Array:
+        grads, loss = grad(m.loss, params, return_value=True)(x, y)
+        for path, g in grads.items():
+            params[path].value -= 0.1 * g
+        return loss  # type: ignore[no-any-return]
+
+    w, b = W0, B0
+    for _ in range(3):
+        loss = step(X, Y)
+        expected = pure_loss(w, b, X, Y)
+        gw, gb = jax.grad(pure_loss, argnums=(0, 1))(w, b, X, Y)
+        w, b = w - 0.1 * gw, b - 0.1 * gb
+        close(loss, expected)
+    close((m.w.value, m.b.value), (w, b))
+
+
+def test_grad_of_jit() -> None:
+    m = Model()
+    inner = jit(m.loss)
+    close(grad(inner, [m.w, m.b])(X, Y), list(jax.grad(pure_loss, (0, 1))(W0, B0, X, Y)))
+    assert int(m.calls.value) >= 1
+
+
+def test_grad_of_grad() -> None:
+    w = sj.ParamState(jnp.array(0.7))
+
+    def f(x: jax.Array) -> jax.Array:
+        return jnp.sin(w.value * x) * w.value
+
+    def pure(w: jax.Array, x: jax.Array) -> jax.Array:
+        return jnp.sin(w * x) * w
+
+    dw = grad(f, w)
+    ddw = grad(dw, w)
+    close(ddw(1.3), jax.grad(jax.grad(pure))(0.7, 1.3))
+    mixed = grad(dw, argnums=0)
+    close(mixed(1.3), jax.grad(jax.grad(pure), argnums=1)(0.7, 1.3))
+    close(jit(ddw)(1.3), jax.grad(jax.grad(pure))(0.7, 1.3))
+
+
+# --------------------------------------------------------------------------- the family
+
+
+def test_jacrev_and_jacfwd_mixed() -> None:
+    m = Model()
+    expected = jax.jacrev(pure_vec, argnums=(0, 1, 2))(W0, B0, X)
+    for transform in (jacrev, jacfwd):
+        (gs, gx) = transform(m.vec, {"w": m.w, "b": m.b}, argnums=0)(X)
+        close(gs, {"w": expected[0], "b": expected[1]})
+        close(gx, expected[2])
+        jac, value = transform(m.vec, m.w, return_value=True)(X)
+        close((jac, value), (expected[0], pure_vec(W0, B0, X)))
+
+
+def test_jacobians_with_aux() -> None:
+    m = Model()
+    for transform in (jacrev, jacfwd):
+        jac, aux = transform(lambda x: (m.vec(x), x.sum()), [m.b], has_aux=True)(X)
+        close(aux, X.sum())
+        close(jac, [jax.jacfwd(pure_vec, argnums=1)(W0, B0, X)])
+
+
+def test_hessian_mixed() -> None:
+    m = Model()
+    expected = jax.hessian(pure_loss, argnums=(0, 2))(W0, B0, X, Y)
+    got = hessian(m.loss, m.w, argnums=0)(X, Y)
+    close(got, expected)
+    got = hessian(m.loss, [m.w, m.b])(X, Y)
+    expected = jax.hessian(pure_loss, argnums=(0, 1))(W0, B0, X, Y)
+    close(got, [list(row) for row in expected])
+    h, v = hessian(m.loss, {"w": m.w}, return_value=True)(X, Y)
+    close(h, {"w": {"w": expected[0][0]}})
+    close(v, pure_loss(W0, B0, X, Y))
+
+
+def test_vector_grad() -> None:
+    m = Model()
+    gs, gx = vector_grad(m.vec, [m.w, m.b], argnums=0)(X)
+    _, pullback = jax.vjp(pure_vec, W0, B0, X)
+    ew, eb, ex = pullback(jnp.ones(3))
+    close((gs, gx), ([ew, eb], ex))
+    g, value = vector_grad(m.vec, return_value=True)(X)
+    close((g, value), (ex, pure_vec(W0, B0, X)))
+
+
+def test_vjp() -> None:
+    m = Model()
+    ct = jnp.array([1.0, -2.0, 0.5])
+    out, pullback = vjp(m.vec, (m.w,), argnums=(0,))(X)
+    e_out, e_pullback = jax.vjp(pure_vec, W0, B0, X)
+    ew, _, ex = e_pullback(ct)
+    close(out, e_out)
+    close(pullback(ct), ((ew,), (ex,)))
+    out, pullback, aux = vjp(lambda x: (m.vec(x), 7), m.b, has_aux=True)(X)
+    assert aux == 7
+    close(pullback(ct), e_pullback(ct)[1])
+
+
+def test_jvp() -> None:
+    m = Model()
+    tw, tb, tx = jnp.array([1.0, 0.5]), jnp.array(2.0), jnp.ones_like(X)
+    e_out, e_tan = jax.jvp(pure_vec, (W0, B0, X), (tw, tb, tx))
+    out, tan = jvp(m.vec, {"w": m.w, "b": m.b}, argnums=0)(({"w": tw, "b": tb}, tx), X)
+    close((out, tan), (e_out, e_tan))
+    _, e_tan_x = jax.jvp(lambda x: pure_vec(W0, B0, x), (X,), (tx,))
+    out, tan = jvp(m.vec)(tx, X)
+    close(tan, e_tan_x)
+    out, tan, aux = jvp(lambda x: (m.vec(x), "a"), [m.w], has_aux=True)([tw], X)
+    _, e_tan_w = jax.jvp(lambda w: pure_vec(w, B0, X), (W0,), (tw,))
+    close(tan, e_tan_w)
+    assert aux == "a"
+
+
+def test_family_writes_are_applied() -> None:
+    w = sj.ParamState(jnp.array([1.0, 2.0]))
+    count = sj.ShortTermState(jnp.array(0))
+
+    def f() -> jax.Array:
+        count.value += 1
+        return w.value**2
+
+    jacrev(f, w)()
+    jacfwd(f, w)()
+    vector_grad(f, w)()
+    vjp(f, w)()
+    jvp(f, w)(jnp.ones(2))
+    hessian(lambda: jnp.sum(f()), w)()
+    assert int(count.value) == 6
+
+
+def test_family_checks_unused_and_integer_states() -> None:
+    w = sj.ParamState(jnp.array([1.0, 2.0]))
+    n = sj.State(jnp.array([1, 2]))
+    for transform in (jacrev, jacfwd, vector_grad, hessian, vjp):
+        with pytest.raises(sj.TraceError, match="is never read"):
+            transform(lambda: jnp.sum(n.value) * 1.0, w)()
+        with pytest.raises(sj.TraceError, match="not a float"):
+            transform(lambda: jnp.sum(n.value) * 1.0, n)()
+    with pytest.raises(sj.TraceError, match="is never read"):
+        jvp(lambda: jnp.sum(n.value) * 1.0, w)(jnp.ones(2))
+
+
+# --------------------------------------------------------------------------- property
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    w=st.lists(st.floats(-2, 2), min_size=1, max_size=4),
+    scale=st.floats(-3, 3),
+    mode=st.sampled_from(["list", "dict", "single"]),
+)
+def test_grad_matches_jax_grad(w: list[float], scale: float, mode: str) -> None:
+    wv = jnp.asarray(w, jnp.float32)
+    ws = sj.ParamState(wv)
+    s = sj.ParamState(jnp.asarray(scale, jnp.float32))
+
+    def pure(wv: jax.Array, s: jax.Array, x: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.cos(wv * s) * x) + s**2
+
+    def f(x: jax.Array) -> jax.Array:
+        return pure(ws.value, s.value, x)
+
+    x = jnp.linspace(-1.0, 1.0, len(w))
+    ew, es, ex = jax.grad(pure, argnums=(0, 1, 2))(wv, jnp.float32(scale), x)
+    if mode == "list":
+        close(grad(f, [ws, s], argnums=0)(x), ([ew, es], ex))
+    elif mode == "dict":
+        close(grad(f, {"s": s, "w": ws})(x), {"s": es, "w": ew})
+    else:
+        close(grad(f, s)(x), es)
+
+
+def test_registered_as_plugins() -> None:
+    for name, function in [
+        ("grad", grad),
+        ("vector_grad", vector_grad),
+        ("jacrev", jacrev),
+        ("jacfwd", jacfwd),
+        ("hessian", hessian),
+        ("vjp", vjp),
+        ("jvp", jvp),
+    ]:
+        assert getattr(sj.transform, name) is function
+
+
+def test_vjp_and_jvp_under_jit() -> None:
+    m = Model()
+    ct = jnp.array([1.0, -2.0, 0.5])
+
+    @jit
+    def both(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        _, pullback = vjp(m.vec, m.w)(x)
+        _, tangent = jvp(m.vec, m.b)(jnp.array(1.0), x)
+        return pullback(ct), tangent
+
+    g, tangent = both(X)
+    close(g, jax.vjp(lambda w: pure_vec(w, B0, X), W0)[1](ct)[0])
+    close(tangent, jax.jvp(lambda b: pure_vec(W0, b, X), (B0,), (jnp.array(1.0),))[1])

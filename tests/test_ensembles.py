@@ -1,0 +1,128 @@
+"""Ensembles: states created under vmap come out stacked; training them equals one-by-one."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import statejax as sj
+from statejax import random
+from statejax.extend import is_leaked
+from statejax.transforms.autodiff import grad
+from statejax.transforms.vmap import vmap
+
+
+class MLP(sj.Module):
+    def __init__(self, key: jax.Array, n_in: int = 2, n_hidden: int = 8) -> None:
+        k1, k2 = jax.random.split(key)
+        self.w1 = sj.ParamState(jax.random.normal(k1, (n_in, n_hidden)) / jnp.sqrt(n_in))
+        self.b1 = sj.ParamState(jnp.zeros(n_hidden))
+        self.w2 = sj.ParamState(jax.random.normal(k2, (n_hidden, 1)) / jnp.sqrt(n_hidden))
+        self.steps = sj.ShortTermState(jnp.array(0))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.tanh(x @ self.w1.value + self.b1.value) @ self.w2.value
+
+
+def test_initialiser_under_vmap_creates_stacked_states() -> None:
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    ensemble = vmap(MLP)(keys)
+    assert ensemble.w1.value.shape == (3, 2, 8)
+    assert ensemble.b1.value.shape == (3, 8)  # unbatched initial values are broadcast
+    assert ensemble.steps.value.shape == (3,)
+    for i in range(3):
+        member = MLP(keys[i])
+        np.testing.assert_allclose(ensemble.w1.value[i], member.w1.value, rtol=1e-6)
+        np.testing.assert_allclose(ensemble.w2.value[i], member.w2.value, rtol=1e-6)
+    assert not any(is_leaked(s) for s in ensemble.states().values())
+
+
+def test_initialiser_with_random_module_and_axis_size() -> None:
+    class Noise(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(random.normal((3,)))
+
+    ensemble = vmap(Noise, axis_size=4)()
+    assert ensemble.w.value.shape == (4, 3)
+    rows = np.asarray(ensemble.w.value)
+    assert len({tuple(r) for r in rows.tolist()}) == 4  # each member its own key
+
+
+def test_nested_vmap_stacks_twice() -> None:
+    keys = jax.random.split(jax.random.PRNGKey(1), 6).reshape(2, 3, 2)
+    grid = vmap(vmap(MLP))(keys)
+    assert grid.w1.value.shape == (2, 3, 2, 8)
+    np.testing.assert_allclose(grid.w1.value[1, 2], MLP(keys[1, 2]).w1.value, rtol=1e-6)
+
+
+def test_states_created_under_jit_still_leak() -> None:
+    holder = []
+
+    @sj.jit
+    def make(x: jax.Array) -> jax.Array:
+        holder.append(sj.State(x))
+        return x
+
+    make(jnp.ones(2))
+    assert is_leaked(holder[-1])
+    with pytest.raises(sj.StateLeakError):
+        _ = holder[-1].value
+
+
+def train_ensemble(ensemble: MLP, xs: jax.Array, ys: jax.Array, steps: int) -> list[jax.Array]:
+    params = ensemble.states(sj.ParamState)
+
+    def loss_fn(x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.mean((ensemble(x) - y) ** 2)
+
+    @sj.jit
+    @vmap(in_states={0: ensemble.states()}, in_axes=(0, 0))
+    def step(x: jax.Array, y: jax.Array) -> jax.Array:
+        grads, loss = grad(loss_fn, params, return_value=True)(x, y)
+        for path, g in grads.items():
+            params[path].value = params[path].value - 0.1 * g
+        ensemble.steps.value = ensemble.steps.value + 1
+        return loss
+
+    return [step(xs, ys) for _ in range(steps)]
+
+
+def train_one(member: MLP, x: jax.Array, y: jax.Array, steps: int) -> list[jax.Array]:
+    params = member.states(sj.ParamState)
+
+    def loss_fn(x: jax.Array, y: jax.Array) -> jax.Array:
+        return jnp.mean((member(x) - y) ** 2)
+
+    @sj.jit
+    def step(x: jax.Array, y: jax.Array) -> jax.Array:
+        grads, loss = grad(loss_fn, params, return_value=True)(x, y)
+        for path, g in grads.items():
+            params[path].value = params[path].value - 0.1 * g
+        return loss
+
+    return [step(x, y) for _ in range(steps)]
+
+
+def test_training_the_ensemble_equals_training_members_one_by_one() -> None:
+    n = 3
+    keys = jax.random.split(jax.random.PRNGKey(2), n)
+    ensemble = vmap(MLP)(keys)
+    data_key = jax.random.PRNGKey(3)
+    xs = jax.random.normal(data_key, (n, 16, 2))  # each member its own data
+    ys = jnp.sin(xs.sum(-1, keepdims=True))
+    losses = train_ensemble(ensemble, xs, ys, steps=4)
+    assert losses[-1].shape == (n,)
+    assert np.all(np.asarray(losses[-1]) < np.asarray(losses[0]))
+    np.testing.assert_array_equal(ensemble.steps.value, np.full(n, 4))
+    for i in range(n):
+        member = MLP(keys[i])
+        member_losses = train_one(member, xs[i], ys[i], steps=4)
+        np.testing.assert_allclose(
+            [loss[i] for loss in losses], member_losses, rtol=1e-5, atol=1e-6
+        )
+        for path, state in member.states(sj.ParamState).items():
+            np.testing.assert_allclose(
+                ensemble.states()[path].value[i], state.value, rtol=1e-5, atol=1e-6
+            )

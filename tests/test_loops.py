@@ -1,0 +1,316 @@
+"""scan, for_loop and while_loop against lax.scan / lax.while_loop on the equivalent pure carry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import statejax as sj
+from statejax.extend import StateTrace
+from statejax.transforms.abstract import make_jaxpr
+from statejax.transforms.loops import ProgressBar, ScanSpec, for_loop, scan, while_loop
+
+
+class Leaky(sj.Module):
+    """h <- decay * h + x; counts its steps; decay is only read."""
+
+    def __init__(self) -> None:
+        self.decay = sj.ParamState(jnp.array(0.9))
+        self.h = sj.HiddenState(jnp.zeros(2))
+        self.steps = sj.ShortTermState(jnp.array(0))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self.steps.value += 1
+        self.h.value = self.decay.value * self.h.value + x
+        return self.h.value
+
+
+def pure_leaky(decay: Any, h: Any, steps: Any, x: Any) -> tuple[Any, Any, Any]:
+    h = decay * h + x
+    return h, steps + 1, h
+
+
+XS = jnp.arange(10.0).reshape(5, 2)
+
+
+def test_scan_matches_lax_scan_and_python_loop() -> None:
+    model = Leaky()
+
+    def body(acc: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        y = model(x)
+        return acc + y.sum(), y * 2
+
+    acc, ys = scan(body, jnp.array(0.0), XS)
+
+    def pure_body(c: Any, x: Any) -> tuple[Any, Any]:
+        h, steps, acc = c
+        h, steps, y = pure_leaky(0.9, h, steps, x)
+        return (h, steps, acc + y.sum()), y * 2
+
+    (h, steps, acc_ref), ys_ref = lax.scan(pure_body, (jnp.zeros(2), 0, 0.0), XS)
+    np.testing.assert_allclose(acc, acc_ref, rtol=1e-6)
+    np.testing.assert_allclose(ys, ys_ref, rtol=1e-6)
+    np.testing.assert_allclose(model.h.value, h, rtol=1e-6)
+    assert int(model.steps.value) == int(steps) == 5
+
+    python = Leaky()
+    for x in XS:
+        python(x)
+    np.testing.assert_allclose(model.h.value, python.h.value, rtol=1e-6)
+
+
+def test_scan_reverse_length_and_unroll() -> None:
+    seen = sj.State(jnp.array(0.0))
+
+    def body(c: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        seen.value = seen.value * 10 + x
+        return c, seen.value
+
+    _, ys = scan(body, jnp.array(0), jnp.array([1.0, 2.0, 3.0]), reverse=True, unroll=2)
+    _, ref = lax.scan(
+        lambda c, x: (c * 10 + x, c * 10 + x), 0.0, jnp.array([1.0, 2.0, 3.0]), reverse=True
+    )
+    np.testing.assert_allclose(ys, ref)
+    assert float(seen.value) == 321.0
+
+    counter = sj.State(jnp.array(0))
+
+    def tick(c: None, x: None) -> tuple[None, jax.Array]:
+        counter.value += 1
+        return c, counter.value
+
+    _, ticks = scan(tick, None, None, length=4)
+    assert ticks.tolist() == [1, 2, 3, 4] and int(counter.value) == 4
+
+
+def test_read_states_are_constants_written_states_are_carried() -> None:
+    model = Leaky()
+    jaxpr, reads, writes = make_jaxpr(lambda xs: scan(lambda c, x: (c + 1, model(x)), 0, xs))(XS)
+    assert reads == (model.decay,)
+    assert set(map(id, writes)) == {id(model.h), id(model.steps)}
+    (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert eqn.params["num_consts"] == 1  # decay
+    assert eqn.params["num_carry"] == 3  # steps, h and the user carry
+
+
+def test_for_loop_matches_lax_scan_and_composes_with_jit() -> None:
+    model = Leaky()
+    run = sj.jit(lambda xs, scale: for_loop(lambda x, s: model(x) * s, xs, scale))
+    ys = run(XS, jnp.arange(5.0))
+    _, ref = lax.scan(
+        lambda c, xs: ((0.9 * c[0] + xs[0], c[1] + 1), (0.9 * c[0] + xs[0]) * xs[1]),
+        (jnp.zeros(2), 0),
+        (XS, jnp.arange(5.0)),
+    )
+    np.testing.assert_allclose(ys, ref, rtol=1e-6)
+    run(XS, jnp.arange(5.0))  # cached: the states continue from where they were
+    assert int(model.steps.value) == 10
+
+    bump = sj.State(jnp.array(1.0))
+
+    def double() -> jax.Array:
+        bump.value = bump.value * 2
+        return bump.value
+
+    # as lax.scan with reverse=True: outputs are stacked at the positions they ran for
+    assert for_loop(double, length=3, reverse=True).tolist() == [8.0, 4.0, 2.0]
+
+
+def test_while_loop_matches_lax_while_loop() -> None:
+    total = sj.State(jnp.array(0))
+    limit = sj.State(jnp.array(20))
+
+    def body(i: jax.Array) -> jax.Array:
+        total.value = total.value + i
+        return i + 1
+
+    out = sj.jit(lambda: while_loop(lambda i: total.value < limit.value, body, jnp.array(0)))()
+    ref_i, ref_total = lax.while_loop(
+        lambda c: c[1] < 20, lambda c: (c[0] + 1, c[1] + c[0]), (0, 0)
+    )
+    assert int(out) == int(ref_i) and int(total.value) == int(ref_total)
+    assert int(limit.value) == 20
+
+    # only read in cond_fun: a constant, not carried
+    _, reads, writes = make_jaxpr(
+        lambda: while_loop(lambda i: total.value < limit.value, body, jnp.array(0))
+    )()
+    assert reads == (limit,) and writes == (total,)
+
+
+def test_while_loop_cond_writing_a_state_is_an_error() -> None:
+    class Counter(sj.Module):
+        def __init__(self) -> None:
+            self.n = sj.ShortTermState(jnp.array(0))
+
+    c = Counter()
+
+    def bad_cond(i: jax.Array) -> jax.Array:
+        c.n.value += 1
+        return i < 3
+
+    with pytest.raises(
+        sj.TraceError,
+        match=r"cond_fun .*bad_cond writes ShortTermState Counter\.n "
+        r"\(int32\[\]=0\).*Move the write into body_fun",
+    ):
+        while_loop(bad_cond, lambda i: i + 1, 0)
+    assert int(c.n.value) == 0
+
+
+def test_scan_gradients_wrt_states_and_arguments() -> None:
+    model = Leaky()
+
+    def loss(decay: jax.Array, xs: jax.Array) -> jax.Array:
+        # a pure wrapper around the stateful scan: plain jax.grad can differentiate it
+        with StateTrace("test", known=[model.decay, model.h, model.steps]) as trace:
+            trace.set_value(model.decay, decay)
+            _, ys = scan(lambda c, x: (c, model(x)), None, xs)
+            return ys.sum() + model.h.value.sum()
+
+    def pure(decay: jax.Array, xs: jax.Array) -> jax.Array:
+        def body(h: Any, x: Any) -> tuple[Any, Any]:
+            h = decay * h + x
+            return h, h
+
+        h, ys = lax.scan(body, jnp.zeros(2), xs)
+        return ys.sum() + h.sum()
+
+    g_decay, g_xs = jax.grad(loss, argnums=(0, 1))(jnp.array(0.9), XS)
+    r_decay, r_xs = jax.grad(pure, argnums=(0, 1))(jnp.array(0.9), XS)
+    np.testing.assert_allclose(g_decay, r_decay, rtol=1e-5)
+    np.testing.assert_allclose(g_xs, r_xs, rtol=1e-5)
+    assert float(model.decay.value) == pytest.approx(0.9)  # the wrapper changed no state
+    assert model.h.value.tolist() == [0.0, 0.0]
+    # and jax.vmap over the same pure wrapper
+    batched = jax.vmap(loss, (0, None))(jnp.array([0.5, 0.9]), XS)
+    np.testing.assert_allclose(
+        batched, jax.vmap(pure, (0, None))(jnp.array([0.5, 0.9]), XS), rtol=1e-6
+    )
+
+
+def test_while_loop_forward_mode() -> None:
+    rate = sj.ParamState(jnp.array(2.0))
+
+    def f(r: jax.Array) -> jax.Array:
+        with StateTrace("test", known=[rate]) as trace:
+            trace.set_value(rate, r)
+            return while_loop(lambda x: x < 10.0, lambda x: x * rate.value, jnp.array(1.0))
+
+    primal, tangent = jax.jvp(f, (jnp.array(2.0),), (jnp.array(1.0),))
+    ref = jax.jvp(
+        lambda r: lax.while_loop(lambda x: x < 10.0, lambda x: x * r, 1.0), (2.0,), (1.0,)
+    )
+    np.testing.assert_allclose((primal, tangent), ref)
+
+
+def test_progress_bar_updates_from_inside_jit(capsys: pytest.CaptureFixture[str]) -> None:
+    acc = sj.State(jnp.array(0.0))
+
+    def body(c: None, x: jax.Array) -> tuple[None, jax.Array]:
+        acc.value = acc.value + x
+        return c, acc.value
+
+    run = sj.jit(lambda xs: scan(body, None, xs, progress=ProgressBar(every=3, desc="fit")))
+    run(jnp.ones(7))
+    jax.effects_barrier()
+    err = capsys.readouterr().err
+    assert "fit" in err and "7/7" in err and "3/7" in err
+    run(jnp.ones(7))  # a second run draws a fresh bar
+    jax.effects_barrier()
+    assert "7/7" in capsys.readouterr().err
+    assert float(acc.value) == 14.0
+
+    for_loop(lambda x: x * 2, jnp.ones(4), progress=True)
+    jax.effects_barrier()
+    assert "for_loop: 100%" in capsys.readouterr().err
+
+
+def test_progress_and_option_validation() -> None:
+    assert ScanSpec(progress=5).progress == ProgressBar(every=5)
+    assert ScanSpec(progress=True).progress == ProgressBar()
+    assert ScanSpec(progress=False).progress is None
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax\.scan: option progress\['every'\]: "
+        r"Input should be greater than 0",
+    ):
+        scan(lambda c, x: (c, x), 0, jnp.ones(2), progress=0)
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax\.for_loop: option length: Input should "
+        r"be greater than or equal to 0",
+    ):
+        for_loop(lambda x: x, jnp.ones(2), length=-1)
+    with pytest.raises(sj.SpecError, match=r"statejax\.scan: option unroll"):
+        scan(lambda c, x: (c, x), 0, jnp.ones(2), unroll=0)
+
+
+def test_body_must_return_a_pair() -> None:
+    def body(c: jax.Array, x: jax.Array) -> jax.Array:
+        return c + x
+
+    with pytest.raises(
+        TypeError,
+        match=r"statejax\.scan: the body .*body must return a pair "
+        r"\(carry, y\); it returned",
+    ):
+        scan(body, 0.0, jnp.ones(2))  # type: ignore[arg-type]
+
+
+def test_a_failing_body_changes_no_state() -> None:
+    s = sj.State(jnp.array(1.0))
+
+    def body(c: None, x: jax.Array) -> tuple[None, None]:
+        s.value = s.value + x
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        scan(body, None, jnp.ones(3))
+    assert float(s.value) == 1.0
+
+
+def test_loops_are_registered() -> None:
+    for name in ("scan", "for_loop", "while_loop"):
+        assert sj.transform.__getattr__(name) is globals()[name]
+
+
+def test_a_body_changing_a_state_shape_or_dtype_is_an_error() -> None:
+    class Buffer(sj.Module):
+        def __init__(self) -> None:
+            self.n = sj.State(jnp.array(0))
+            self.buf = sj.State(jnp.zeros(2))
+
+    b = Buffer()
+
+    def grow(x: jax.Array) -> None:
+        b.buf.value = jnp.concatenate([b.buf.value, x[None]])
+
+    with pytest.raises(
+        sj.TraceError,
+        match=r"statejax\.for_loop: the loop body changes State Buffer\.buf \(float32\[2\]\) "
+        r"from float32\[2\] to float32\[3\]; a state written in a loop is carried",
+    ):
+        for_loop(grow, jnp.ones(3))
+
+    def halve(i: jax.Array) -> jax.Array:
+        b.n.value = b.n.value / 2
+        return i + 1
+
+    with pytest.raises(
+        sj.TraceError,
+        match=r"statejax\.while_loop: the loop body changes State Buffer\.n \(int32\[\]=0\) "
+        r"from int32\[\] to float32\[\]",
+    ):
+        while_loop(lambda i: i < 3, halve, 0)
+    assert b.buf.value.shape == (2,) and int(b.n.value) == 0
+
+    # a Python float state becoming a float32 array keeps its dtype: allowed, as in lax.scan
+    f = sj.State(0.0)
+    for_loop(lambda x: setattr(f, "value", f.value + x), jnp.ones(3))
+    assert float(f.value) == 3.0

@@ -1,0 +1,94 @@
+"""statejax map: sequential (a scan carrying written states) or batched under vmap."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import statejax as sj
+from statejax import random
+from statejax.random import RandomState
+from statejax.transforms.vmap import map as sj_map
+
+
+def test_sequential_map_matches_a_python_loop_and_carries_writes() -> None:
+    total = sj.State(jnp.array(0.0))
+    scale = sj.ParamState(jnp.array(2.0))
+
+    def f(x: jax.Array, y: jax.Array) -> jax.Array:
+        total.value = total.value + x
+        return scale.value * x + y + total.value
+
+    xs, ys = jnp.arange(5.0), jnp.ones(5)
+    out = sj_map(f, xs, ys)
+    running, expected = 0.0, []
+    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
+        running += x
+        expected.append(2.0 * x + y + running)
+    np.testing.assert_allclose(out, expected)
+    assert float(total.value) == 10.0
+
+
+def test_pytree_inputs_and_outputs() -> None:
+    xs = {"a": jnp.arange(6.0).reshape(3, 2), "b": jnp.arange(3.0)}
+    out = sj_map(lambda d: (d["a"].sum(), d["b"] * 2), xs)
+    np.testing.assert_allclose(out[0], xs["a"].sum(1))
+    np.testing.assert_allclose(out[1], xs["b"] * 2)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 10])
+def test_batched_map_matches_jax_vmap(batch_size: int) -> None:
+    w = sj.ParamState(jnp.arange(3.0))
+    xs = jnp.arange(21.0).reshape(7, 3)
+    out = sj_map(lambda x: jnp.dot(x, w.value), xs, batch_size=batch_size)
+    np.testing.assert_allclose(out, jax.vmap(lambda x: jnp.dot(x, w.value))(xs))
+
+
+def test_each_element_draws_fresh_numbers() -> None:
+    rng = RandomState(0)
+    key = rng.value
+    out = sj_map(lambda x: x + random.normal((), rng=rng), jnp.zeros(3))
+    expected = []
+    for _ in range(3):
+        key, use = jax.random.split(key)
+        expected.append(jax.random.normal(use, ()))
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_array_equal(rng.value, key)
+    batched = sj_map(lambda x: x + random.normal((), rng=rng), jnp.zeros(4), batch_size=2)
+    assert len(set(np.asarray(batched).tolist())) == 4
+
+
+def test_map_under_jit() -> None:
+    count = sj.State(jnp.array(0))
+
+    @sj.jit
+    def run(xs: jax.Array) -> jax.Array:
+        def f(x: jax.Array) -> jax.Array:
+            count.value = count.value + 1
+            return x**2
+
+        return sj_map(f, xs)
+
+    np.testing.assert_allclose(run(jnp.arange(4.0)), jnp.arange(4.0) ** 2)
+    run(jnp.arange(4.0))
+    assert int(count.value) == 8
+
+
+def test_batched_map_rejects_batched_writes_to_broadcast_states() -> None:
+    last = sj.State(jnp.array(0.0))
+
+    def f(x: jax.Array) -> jax.Array:
+        last.value = x
+        return x
+
+    with pytest.raises(sj.BatchAxisError, match=r"State .*broadcast"):
+        sj_map(f, jnp.arange(4.0), batch_size=2)
+
+
+def test_map_spec_errors() -> None:
+    with pytest.raises(sj.SpecError, match=r"statejax\.map: option batch_size: Input should be"):
+        sj_map(lambda x: x, jnp.arange(3.0), batch_size=0)
+    with pytest.raises(TypeError, match="at least one array"):
+        sj_map(lambda: 0)
