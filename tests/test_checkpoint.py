@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -92,8 +93,41 @@ def test_forward_values_and_writes() -> None:
     np.testing.assert_allclose(w.value, [1.0, -3.0])
 
 
+def test_static_argnums_beyond_the_arguments() -> None:
+    f = checkpoint(lambda x, n: x * n, static_argnums=2)
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax\.checkpoint\(.*\): static_argnums=\(2,\) but the function was called "
+        r"with 2 positional argument\(s\)",
+    ):
+        f(1.0, 2)
+
+
 def test_options_are_validated() -> None:
     with pytest.raises(sj.SpecError, match=r"statejax\.checkpoint: option static_argnums\[0\]"):
         checkpoint(lambda x: x, static_argnums=-1)
     with pytest.raises(sj.SpecError, match=r"option policy"):
         checkpoint(lambda x: x, policy=3)  # type: ignore[arg-type]
+
+
+def remat_eqns(jaxpr: object) -> list[object]:
+    """The checkpoint equations anywhere in ``jaxpr`` (a ClosedJaxpr or Jaxpr)."""
+    found = []
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:  # type: ignore[attr-defined]
+        if eqn.primitive.name in ("checkpoint", "remat", "remat2"):
+            found.append(eqn)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found.extend(remat_eqns(sub))
+    return found
+
+
+def test_the_backward_pass_recomputes_with_the_policy() -> None:
+    w, _ = make()
+    policy = jax.checkpoint_policies.dots_saveable
+    block = checkpoint(lambda x: pure(w.value, x), policy=policy)
+    jaxpr = sj.make_jaxpr(grad(block, w))(jnp.array(0.7)).jaxpr
+    eqns = remat_eqns(jaxpr)
+    assert eqns, jaxpr
+    assert all(eqn.params["policy"] is policy for eqn in eqns)  # type: ignore[attr-defined]
+    plain = sj.make_jaxpr(grad(lambda x: pure(w.value, x), w))(jnp.array(0.7)).jaxpr
+    assert not remat_eqns(plain)

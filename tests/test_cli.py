@@ -39,3 +39,14 @@ def test_console_script_is_installed() -> None:
         [sys.executable, "-m", "statejax.cli", "list"], capture_output=True, text=True, check=True
     ).stdout
     assert "jit" in out
+
+
+def test_demo_options_reach_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--steps", "150", "--seed", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "150 steps" in out and "test accuracy" in out
+
+
+def test_unknown_arguments_are_rejected() -> None:
+    with pytest.raises(SystemExit):
+        main(["list", "--bogus"])

@@ -47,6 +47,24 @@ def test_cond_matches_lax_cond_and_keeps_unwritten_states(pred: bool) -> None:
     assert float(stats.scale.value) == 3.0
 
 
+@pytest.mark.parametrize("pred", [True, False])
+def test_a_state_written_in_one_branch_and_read_in_the_other(pred: bool) -> None:
+    s = sj.State(jnp.array(5.0))
+
+    def write(x: jax.Array) -> jax.Array:
+        s.value = s.value + x
+        return s.value
+
+    def read(x: jax.Array) -> jax.Array:
+        return s.value * x
+
+    out = sj.jit(lambda p, x: cond(p, write, read, x))(pred, jnp.array(2.0))
+    ref_out, ref_s = lax.cond(pred, lambda s, x: (s + x, s + x), lambda s, x: (s * x, s), 5.0, 2.0)
+    assert (float(out), float(s.value)) == (float(ref_out), float(ref_s))
+    _, reads, writes = make_jaxpr(lambda p, x: cond(p, write, read, x))(pred, 2.0)
+    assert reads == () and writes == (s,)
+
+
 def test_every_branch_is_traced_and_the_union_of_writes_is_carried() -> None:
     stats = Stats()
     traced = []
@@ -59,10 +77,14 @@ def test_every_branch_is_traced_and_the_union_of_writes_is_carried() -> None:
         traced.append("down")
         return stats.down(x)
 
-    _, reads, writes = make_jaxpr(lambda p, x: cond(p, up, down, x))(True, 1.0)
+    jaxpr, reads, writes = make_jaxpr(lambda p, x: cond(p, up, down, x))(True, 1.0)
     assert {"up", "down"} <= set(traced)
     assert reads == (stats.scale,)
     assert {id(s) for s in writes} == {id(stats.pos), id(stats.neg)}
+    # the read state goes in as an operand only; the output and both written states come out
+    (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond"]
+    assert len(eqn.outvars) == 3
+    assert jaxpr.jaxpr.invars[0] in eqn.invars  # scale, the first input (read states first)
     assert int(stats.pos.value) == 0  # make_jaxpr changed nothing
 
 

@@ -7,10 +7,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 import statejax as sj
-from statejax.transforms.autodiff import grad
+from statejax.transforms.autodiff import grad, jacfwd, jvp
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.loops import for_loop, scan, while_loop
 from statejax.transforms.vmap import vmap
@@ -58,6 +59,55 @@ def test_grad_of_scan_wrt_states_and_arguments() -> None:
     )
 
 
+def test_grad_of_for_loop_wrt_read_and_carried_states_and_arguments() -> None:
+    rnn = RNN()
+    rnn.h.value = jnp.array(0.3)  # the carried state's initial value is differentiated too
+
+    def loss(xs: jax.Array, scale: jax.Array) -> jax.Array:
+        ys = for_loop(lambda x: rnn(scale * x), xs)
+        return jnp.sum(ys**2) + rnn.h.value
+
+    def pure(w: Any, u: Any, h0: Any, xs: Any, scale: Any) -> Any:
+        def body(h: Any, x: Any) -> tuple[Any, Any]:
+            h = jnp.tanh(w * h + u * scale * x)
+            return h, h
+
+        h, ys = lax.scan(body, h0, xs)
+        return jnp.sum(ys**2) + h
+
+    (g_w, g_u, g_h), (g_xs, g_scale) = grad(loss, (rnn.w, rnn.u, rnn.h), argnums=(0, 1))(
+        XS, jnp.array(1.5)
+    )
+    ref = jax.grad(pure, argnums=(0, 1, 2, 3, 4))(0.7, 1.3, 0.3, XS, 1.5)
+    np.testing.assert_allclose(
+        (g_w, g_u, g_h, g_scale), (ref[0], ref[1], ref[2], ref[4]), rtol=1e-5
+    )
+    np.testing.assert_allclose(g_xs, ref[3], rtol=1e-5)
+
+
+def test_while_loop_forward_mode_through_statejax_autodiff() -> None:
+    rate = sj.ParamState(jnp.array(2.0))
+
+    def f(x: jax.Array) -> jax.Array:
+        return while_loop(lambda v: v < 10.0, lambda v: v * rate.value, x)
+
+    def pure(r: Any, x: Any) -> Any:
+        return lax.while_loop(lambda v: v < 10.0, lambda v: v * r, x)
+
+    (j_rate, j_x) = jacfwd(f, rate, argnums=0)(jnp.array(1.0))
+    ref = jax.jacfwd(pure, argnums=(0, 1))(2.0, 1.0)
+    np.testing.assert_allclose((j_rate, j_x), ref)  # x * r**4 after 4 steps: (4 r**3, r**4)
+    out, tangent = jvp(f, rate)(jnp.array(1.0), jnp.array(1.0))
+    ref_out, ref_tangent = jax.jvp(lambda r: pure(r, 1.0), (2.0,), (1.0,))
+    np.testing.assert_allclose((out, tangent), (ref_out, ref_tangent))
+    # reverse mode is JAX's own error, as documented
+    with pytest.raises(
+        ValueError, match=r"Reverse-mode differentiation does not work for lax\.while_loop"
+    ):
+        grad(f, rate)(jnp.array(1.0))
+    assert float(rate.value) == 2.0
+
+
 def test_jit_of_grad_of_for_loop() -> None:
     rnn = RNN()
 
@@ -100,6 +150,27 @@ def test_vmap_of_cond_with_a_batched_predicate() -> None:
     np.testing.assert_allclose(out, ref[0])
     assert hits.value.tolist() == ref[1].tolist() == [1, 0, 1]
     assert float(scale.value) == 2.0
+
+
+def test_vmap_of_cond_writing_a_broadcast_state_is_an_error() -> None:
+    class Counter(sj.Module):
+        def __init__(self) -> None:
+            self.hits = sj.State(jnp.array(0))
+
+    c = Counter()
+
+    def up(x: jax.Array) -> jax.Array:
+        c.hits.value = c.hits.value + 1
+        return x
+
+    # a batched predicate selects per lane, so the written state becomes batched
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"wrote a value batched over the vmap axis into State Counter\.hits "
+        r"\(int32\[\]=0\), which is broadcast",
+    ):
+        vmap(lambda x: cond(x > 0, up, lambda x: -x, x))(jnp.array([1.0, -1.0]))
+    assert int(c.hits.value) == 0
 
 
 def test_vmap_of_switch_and_ifelse() -> None:
@@ -148,6 +219,31 @@ def test_vmap_of_scan_and_while_loop() -> None:
 
     assert vmap(count, in_states={0: steps})(jnp.array([2, 5, 0])).tolist() == [2, 5, 0]
     assert steps.value.tolist() == [2, 5, 0]
+
+
+def test_cond_and_an_inner_loop_inside_a_scan_body() -> None:
+    total = sj.State(jnp.array(0.0))
+    big = sj.State(jnp.array(0))
+
+    def body(c: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def inner(y: jax.Array) -> None:
+            total.value = total.value + y
+
+        for_loop(inner, jnp.arange(3.0) + x)
+        cond(x > 1, lambda: setattr(big, "value", big.value + 1), lambda: None)
+        return c + 1, total.value
+
+    n, ys = sj.jit(lambda xs: scan(body, 0, xs))(jnp.arange(4.0))
+
+    def pure_body(c: Any, x: Any) -> tuple[Any, Any]:
+        t, b = c
+        t = t + jnp.sum(jnp.arange(3.0) + x)
+        b = lax.cond(x > 1, lambda: b + 1, lambda: b)
+        return (t, b), t
+
+    (t, b), ref = lax.scan(pure_body, (0.0, 0), jnp.arange(4.0))
+    np.testing.assert_allclose(ys, ref)
+    assert (int(n), float(total.value), int(big.value)) == (4, float(t), int(b))
 
 
 def test_grad_of_cond() -> None:

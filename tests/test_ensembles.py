@@ -44,10 +44,14 @@ def test_initialiser_with_random_module_and_axis_size() -> None:
         def __init__(self) -> None:
             self.w = sj.ParamState(random.normal((3,)))
 
+    random.seed(5)
     ensemble = vmap(Noise, axis_size=4)()
     assert ensemble.w.value.shape == (4, 3)
-    rows = np.asarray(ensemble.w.value)
-    assert len({tuple(r) for r in rows.tolist()}) == 4  # each member its own key
+    keys = jax.random.split(jax.random.PRNGKey(5), 5)  # the default key, split per member
+    for i in range(4):
+        expected = jax.random.normal(jax.random.split(keys[i + 1])[1], (3,))
+        np.testing.assert_allclose(ensemble.w.value[i], expected, rtol=1e-6)
+    np.testing.assert_array_equal(random.DEFAULT.value, keys[0])  # advanced once
 
 
 def test_nested_vmap_stacks_twice() -> None:

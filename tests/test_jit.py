@@ -237,3 +237,24 @@ def test_invalid_options_are_spec_errors() -> None:
 def test_spec_error_did_you_mean() -> None:
     with pytest.raises(sj.SpecError, match="Did you mean 'donate_states'"):
         sj.jit(lambda x: x, donate_state=True)  # type: ignore[call-overload]
+
+
+def test_state_holding_a_non_array_is_named() -> None:
+    class Net(sj.Module):
+        def __init__(self) -> None:
+            self.mode = sj.State("train")
+
+    net = Net()
+    with pytest.raises(sj.TraceError, match=r"State Net.mode \('train'\) holds a str, which JAX"):
+        sj.jit(lambda: net.mode.value)()
+
+
+def test_writing_a_non_array_is_named() -> None:
+    s = sj.ShortTermState(jnp.zeros(2), tag="cache")
+
+    def f() -> None:
+        s.value = "oops"  # type: ignore[assignment]
+
+    with pytest.raises(sj.TraceError, match=r"ShortTermState tagged 'cache' .* holds a str"):
+        sj.jit(f)()
+    assert s.value.shape == (2,)

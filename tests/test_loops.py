@@ -137,10 +137,14 @@ def test_while_loop_matches_lax_while_loop() -> None:
     assert int(limit.value) == 20
 
     # only read in cond_fun: a constant, not carried
-    _, reads, writes = make_jaxpr(
+    jaxpr, reads, writes = make_jaxpr(
         lambda: while_loop(lambda i: total.value < limit.value, body, jnp.array(0))
     )()
     assert reads == (limit,) and writes == (total,)
+    (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "while"]
+    assert eqn.params["cond_nconsts"] == 1  # limit
+    assert eqn.params["body_nconsts"] == 0
+    assert len(eqn.outvars) == 2  # total and the loop value
 
 
 def test_while_loop_cond_writing_a_state_is_an_error() -> None:
@@ -160,6 +164,17 @@ def test_while_loop_cond_writing_a_state_is_an_error() -> None:
         r"\(int32\[\]=0\).*Move the write into body_fun",
     ):
         while_loop(bad_cond, lambda i: i + 1, 0)
+    assert int(c.n.value) == 0
+
+    # also when body_fun writes the same state, and inside sj.jit
+    def body(i: jax.Array) -> jax.Array:
+        c.n.value += 2
+        return i + 1
+
+    with pytest.raises(
+        sj.TraceError, match=r"cond_fun .*bad_cond writes ShortTermState Counter\.n"
+    ):
+        sj.jit(lambda: while_loop(bad_cond, body, 0))()
     assert int(c.n.value) == 0
 
 
@@ -229,6 +244,74 @@ def test_progress_bar_updates_from_inside_jit(capsys: pytest.CaptureFixture[str]
     for_loop(lambda x: x * 2, jnp.ones(4), progress=True)
     jax.effects_barrier()
     assert "for_loop: 100%" in capsys.readouterr().err
+
+
+def test_progress_bar_is_driven_from_the_compiled_loop_every_k_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bars: list[Any] = []
+
+    class FakeBar:
+        def __init__(self, total: int, desc: str, leave: bool, mininterval: float) -> None:
+            self.total, self.desc, self.n = total, desc, 0
+            self.shown: list[int] = []
+            self.closed = False
+            bars.append(self)
+
+        def update(self, k: int) -> None:
+            self.n += k
+            self.shown.append(self.n)
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr("tqdm.auto.tqdm", FakeBar)
+    acc = sj.State(jnp.array(0.0))
+    traces = []
+
+    def body(c: None, x: jax.Array) -> tuple[None, None]:
+        acc.value = acc.value + x
+        return c, None
+
+    @sj.jit
+    def run(xs: jax.Array) -> None:
+        traces.append(1)
+        scan(body, None, xs, progress=4)
+
+    # (as with jax.jit, the second call may retrace once: the states now hold committed arrays)
+    for _ in range(2):
+        run(jnp.ones(10))
+    n_traces = len(traces)
+    run(jnp.ones(10))  # no new trace: the compiled loop itself reports its progress
+    jax.effects_barrier()
+    assert len(traces) == n_traces
+    assert [(b.desc, b.total, b.shown, b.closed) for b in bars] == [
+        ("scan", 10, [1, 4, 8, 10], True)
+    ] * 3
+    assert float(acc.value) == 30.0
+
+    # the callback sits inside the scan's body (the host hears from every k-th step)
+    jaxpr, _, _ = make_jaxpr(lambda xs: scan(body, None, xs, progress=4))(jnp.ones(10))
+    (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert "debug_callback" in str(eqn.params["jaxpr"])
+    plain, _, _ = make_jaxpr(lambda xs: scan(body, None, xs))(jnp.ones(10))
+    assert "debug_callback" not in str(plain)
+
+    bars.clear()
+    for_loop(lambda: None, length=3, reverse=True, progress=ProgressBar(every=2, desc="rev"))
+    jax.effects_barrier()
+    assert [(b.desc, b.shown, b.closed) for b in bars] == [("rev", [1, 2, 3], True)]
+
+
+def test_a_loop_without_xs_needs_a_length() -> None:
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax\.for_loop: there is nothing to loop over \(no arrays in xs\) and no "
+        r"length; pass length=n",
+    ):
+        for_loop(lambda: None)
+    with pytest.raises(sj.SpecError, match=r"statejax\.scan: there is nothing to loop over"):
+        scan(lambda c, x: (c, x), 0, None)
 
 
 def test_progress_and_option_validation() -> None:

@@ -92,3 +92,12 @@ def test_map_spec_errors() -> None:
         sj_map(lambda x: x, jnp.arange(3.0), batch_size=0)
     with pytest.raises(TypeError, match="at least one array"):
         sj_map(lambda: 0)
+    for batch_size in (None, 2):
+        with pytest.raises(ValueError, match=r"same leading axis .* leading sizes are \[3, 4\]"):
+            sj_map(lambda a, b: a, jnp.arange(3.0), jnp.arange(4.0), batch_size=batch_size)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_empty_input_gives_an_empty_result(batch_size: int | None) -> None:
+    out = sj_map(lambda x: x.sum(), jnp.zeros((0, 3)), batch_size=batch_size)
+    assert out.shape == (0,)

@@ -104,3 +104,31 @@ def test_bad_params() -> None:
         Optimizer(optax.sgd(0.1), [3])  # type: ignore[list-item]
     with pytest.raises(sj.SpecError, match=r"params must be a mapping to States"):
         Optimizer(optax.sgd(0.1), sj.ParamState(jnp.ones(2)))  # type: ignore[arg-type]
+
+
+def test_weakly_typed_parameters_become_strong_once() -> None:
+    b = sj.ParamState(jnp.array(0.5))  # from a Python float: weakly typed
+    assert jax.typeof(b.value).weak_type
+    opt = Optimizer(optax.adam(0.1), [b])
+    assert not jax.typeof(b.value).weak_type and float(b.value) == 0.5
+    opt.update([jnp.array(1.0)])
+    assert not jax.typeof(b.value).weak_type  # so a jitted step keeps one executable
+
+
+def test_extra_args_reach_the_transformation() -> None:
+    w = sj.ParamState(jnp.array([1.0, 2.0]))
+    tx = optax.chain(optax.sgd(1.0), optax.contrib.reduce_on_plateau(patience=0, factor=0.5))
+    opt = Optimizer(tx, [w])
+    losses = [jnp.array(v) for v in (1.0, 2.0, 3.0, 4.0)]
+
+    @jit
+    def step(loss: jax.Array) -> None:
+        opt.update([jnp.ones(2)], value=loss)
+
+    params, state = [jnp.array([1.0, 2.0])], tx.init([jnp.array([1.0, 2.0])])
+    for loss in losses:
+        step(loss)
+        updates, state = tx.update([jnp.ones(2)], state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(w.value, params[0])
+    assert float(opt.opt_state.value[1].scale) == float(state[1].scale) < 1.0  # it did reduce

@@ -62,6 +62,11 @@ def test_default_state_and_seed() -> None:
     assert random.default_state() is random.DEFAULT
     random.seed(jax.random.PRNGKey(7))
     np.testing.assert_array_equal(random.normal((3,)), a)
+    for seed in (np.int64(7), jnp.array(7)):  # any integer scalar is a seed, not a key
+        random.seed(seed)
+        np.testing.assert_array_equal(random.normal((3,)), a)
+    with pytest.raises(TypeError, match="integer seed or a key, not True"):
+        RandomState(True)
 
 
 def test_jit_draws_fresh_numbers_without_recompiling() -> None:
@@ -105,10 +110,26 @@ def test_split_keys_false_broadcasts_the_key() -> None:
     np.testing.assert_array_equal(rng.value, keep)
 
 
-def test_jit_of_vmap_with_keys_is_fresh_each_call() -> None:
+def test_jit_of_vmap_with_keys_is_fresh_each_call_without_recompiling() -> None:
     rng = RandomState(4)
-    f = sj.jit(vmap(lambda x: x + random.uniform((), rng=rng)))
-    a, b = f(jnp.zeros(3)), f(jnp.zeros(3))
+    key = rng.value
+    traces = []
+
+    def lane(x: jax.Array) -> jax.Array:
+        traces.append(1)
+        return x + random.uniform((), rng=rng)
+
+    f = sj.jit(vmap(lane))
+    a = f(jnp.zeros(3))
+    n = len(traces)
+    b = f(jnp.zeros(3))
+    assert len(traces) == n  # the second call runs the cached executable
+    for out in (a, b):  # the same keys as eager, one split per call
+        keys = jax.random.split(key, 4)
+        key = keys[0]
+        expected = [jax.random.uniform(jax.random.split(k)[1], ()) for k in keys[1:]]
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_array_equal(rng.value, key)
     assert len(set(np.asarray(a).tolist())) == 3
     assert not np.allclose(a, b)
 
@@ -120,6 +141,15 @@ def test_keys_mapped_explicitly_with_in_states() -> None:
     expected = jnp.stack([jax.random.normal(jax.random.split(k)[1], ()) for k in lanes])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert rng.value.shape == (3, 2)  # written back batched
+
+
+def test_a_batch_of_keys_not_mapped_is_a_clear_error() -> None:
+    rng = RandomState(jax.random.split(jax.random.PRNGKey(0), 3))
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"RandomState \(uint32\[3,2\]\) holds a batch of keys .* in_states=\{0: rng\}",
+    ):
+        vmap(lambda x: x + random.normal((), rng=rng))(jnp.zeros(3))
 
 
 # --- the statejax_batch_state hook, as a third party would use it --------------------------

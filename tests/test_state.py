@@ -90,3 +90,7 @@ def test_states_pass_through_pytrees_by_reference() -> None:
     assert jax.tree.leaves([s, 1]) == [1]
     out = jax.tree.map(lambda x: x, {"s": s})
     assert out["s"] is s
+
+
+def test_repr_of_typed_key_state() -> None:
+    assert repr(sj.State(jax.random.key(0))) == "State(value=key<fry>[])"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
@@ -62,6 +63,8 @@ def test_in_states_mapped_on_axis_0_and_written_back_batched() -> None:
     [
         lambda m: m.states(sj.ParamState),  # mapping of states
         lambda m: [m.w, m.b],  # iterable of states
+        lambda m: m.states(sj.ParamState).values(),  # any iterable, a view too
+        lambda m: (m.w, PathContains("b")),  # states and filters together
         lambda m: sj.ParamState,  # a State type
         lambda m: (sj.ParamState, PathContains("nothing")),  # a tuple of filters
         lambda m: {0: (m.w, m.b)},  # {axis: selector}
@@ -114,7 +117,7 @@ def test_out_states_collects_per_lane_values() -> None:
     np.testing.assert_allclose(last.value, [0.0, 2.0, 4.0])
     col = sj.State(jnp.zeros(2))
     vmap(lambda x: setattr(col, "value", jnp.full(2, x)), out_states={1: col})(jnp.arange(3.0))
-    assert col.value.shape == (2, 3)
+    np.testing.assert_allclose(col.value, np.stack([np.full(2, x) for x in range(3)], axis=1))
 
 
 def test_writing_batched_value_into_broadcast_state_is_batch_axis_error() -> None:
@@ -150,9 +153,22 @@ def test_mapped_state_with_wrong_size_names_state_axis_and_sizes() -> None:
 @pytest.mark.parametrize(
     ("options", "pattern"),
     [
-        ({"in_states": {1.5: sj.ParamState}}, r"in_states: axis key 1\.5 \(float\) is not an int"),
-        ({"out_states": {"a": 3}}, r"out_states: key 'a' \(str\) is not an integer axis"),
+        (
+            {"in_states": {1.5: sj.ParamState}},
+            r"in_states: key 1\.5 \(float\) is not an integer axis",
+        ),
+        (
+            {"in_states": {True: sj.ParamState}},
+            r"in_states: key True \(bool\) is not an integer axis",
+        ),
+        ({"in_states": {0: sj.ParamState, "a": sj.State}}, r"key 'a' \(str\) is not an integer"),
+        ({"out_states": {"a": 3}}, r"out_states: the mapping maps 'a' to int 3, which is not a St"),
         ({"in_states": 3}, r"in_states: 3 \(int\) is neither a State, a filter"),
+        ({"in_states": {0: 3}}, r"in_states: in_states\[0\]: 3 \(int\) is neither a State"),
+        ({"in_states": {0: [{1: sj.State(0)}]}}, r"in_states\[0\]: .* mapping nested inside a"),
+        ({"in_states": []}, r"in_states: \[\] selects nothing"),
+        ({"in_states": Linear(3, 2)}, r"is neither a State.* pass module\.states\(\)"),
+        ({"in_states": jnp.zeros(2)}, r"in_states: Array\(.*\(ArrayImpl\) is neither a State"),
         ({"axis_size": -2}, r"axis_size: Input should be greater than or equal to 0"),
         ({"in_axis": 0}, r"unknown option 'in_axis'. Did you mean 'in_axes'\?"),
         ({"in_axes": 1.0}, r"in_axes: 1\.0 \(float\) is not an axis"),
@@ -337,3 +353,107 @@ def test_grad_of_vmap_with_mapped_states() -> None:
         w.value
     )
     np.testing.assert_allclose(grad(total, w)(x), expected, rtol=1e-6)
+
+
+def test_negative_out_states_axis_counts_from_the_end_of_the_batched_value() -> None:
+    col = sj.State(jnp.zeros(2))  # only written back batched: its value gains a batch axis
+
+    @vmap(out_states={-1: col})
+    def fill(x: jax.Array) -> None:
+        col.value = jnp.stack([x, 2 * x])
+
+    xs = jnp.arange(3.0)
+    fill(xs)
+    np.testing.assert_allclose(col.value, np.array([[x, 2 * x] for x in xs.tolist()]).T)
+    table = sj.State(jnp.arange(6.0).reshape(3, 2))  # mapped in on 0, written back on 1
+
+    @vmap(in_states={0: table}, out_states={-1: table})
+    def scale(x: jax.Array) -> None:
+        table.value = table.value * x
+
+    before = np.asarray(table.value)
+    scale(xs)
+    np.testing.assert_allclose(table.value, np.stack([before[i] * i for i in range(3)], axis=1))
+
+
+def test_batch_size_from_mapped_states_alone() -> None:
+    model = Linear(3, 2, batch=4)
+    x = jnp.arange(3.0)
+    out = vmap(lambda: model(x), in_states=model.states(sj.ParamState))()
+    for i in range(4):
+        np.testing.assert_allclose(out[i], x @ model.w.value[i] + model.b.value[i], rtol=1e-6)
+    model.b.value = jnp.zeros((5, 2))
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"ParamState at path \('b',\) \(float32\[5,2\]\) is mapped on axis 0, which has "
+        r"size 5, but the batch size is 4 \(from axis 0 of ParamState at path \('w',\)",
+    ):
+        vmap(lambda: model(x), in_states=model.states(sj.ParamState))()
+
+
+def test_no_batch_size_at_all_is_a_clear_error() -> None:
+    model = Linear(3, 2)
+    rng = sj.RandomState(0)
+    for f in (lambda: model(jnp.ones(3)), lambda: sj.random.normal((), rng=rng)):
+        with pytest.raises(ValueError, match=r"cannot tell the batch size: no argument and no st"):
+            vmap(f)()
+    assert int(model.calls.value) == 0
+
+
+def test_batched_write_into_broadcast_state_under_jit_names_the_state() -> None:
+    model = Linear(3, 2)
+
+    @sj.jit
+    @vmap
+    def f(x: jax.Array) -> jax.Array:
+        model.b.value = model.b.value + x
+        return x
+
+    with pytest.raises(sj.BatchAxisError, match=r"into ParamState Linear\.b .*which is broadcast"):
+        f(jnp.ones((3, 2)))
+    np.testing.assert_array_equal(model.b.value, jnp.ones(2))
+
+
+def test_out_states_axis_beyond_the_batched_value_names_the_state() -> None:
+    col = sj.State(jnp.zeros(2), tag="col")
+    f = vmap(lambda x: setattr(col, "value", col.value + x), out_states={3: col})
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"State tagged 'col' \(float32\[2\]\) is written back batched on axis 3, but the "
+        r"lanes' value stacked has only 2 axes \(shape \(4, 2\)\)\. .* from -2 to 1",
+    ):
+        f(jnp.ones(4))
+    np.testing.assert_array_equal(col.value, jnp.zeros(2))
+
+
+def test_batched_write_error_with_a_split_key_in_the_lanes() -> None:
+    rng = sj.RandomState(0)
+    noise = sj.State(jnp.array(0.0), tag="noise")
+
+    def f(x: jax.Array) -> jax.Array:
+        noise.value = sj.random.normal((), rng=rng)  # per-lane draws: batched
+        return x
+
+    with pytest.raises(sj.BatchAxisError, match=r"State tagged 'noise' .*which is broadcast"):
+        vmap(f)(jnp.zeros(3))
+    out = vmap(f, out_states=noise)(jnp.zeros(3))
+    np.testing.assert_array_equal(out, jnp.zeros(3))
+    assert len(set(np.asarray(noise.value).tolist())) == 3
+
+
+def test_batched_write_found_without_the_index_in_jax_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import statejax.transforms.vmap as vmap_module
+
+    # If JAX's error stops naming the output index, each broadcast write is traced alone.
+    monkeypatch.setattr(vmap_module, "_OUT_AXIS_ERROR", re.compile(r"(?!)(\d)"))
+    first = sj.State(jnp.array(0.0), tag="first")
+    second = sj.State(jnp.array(0.0), tag="second")
+
+    def f(x: jax.Array) -> None:
+        first.value = jnp.array(1.0)
+        second.value = x
+
+    with pytest.raises(sj.BatchAxisError, match=r"State tagged 'second' .*broadcast"):
+        vmap(f)(jnp.arange(3.0))

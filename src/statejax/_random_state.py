@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from statejax._state import State
 
@@ -51,6 +53,11 @@ class RandomState(State[Any]):
 
 
 def _as_key(seed_or_key: Any) -> Any:
-    if isinstance(seed_or_key, int):
+    """A key from an integer seed (a Python, NumPy or 0-d JAX integer); a key as it is."""
+    if isinstance(seed_or_key, bool):
+        raise TypeError(f"a RandomState takes an integer seed or a key, not {seed_or_key!r}")
+    if isinstance(seed_or_key, (int, np.integer)) or (
+        np.ndim(seed_or_key) == 0 and jnp.issubdtype(jnp.result_type(seed_or_key), jnp.integer)
+    ):
         return jax.random.PRNGKey(seed_or_key)
     return seed_or_key

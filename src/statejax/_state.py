@@ -67,7 +67,10 @@ def _describe(value: object) -> str:
     if len(leaves) == 1 and leaves[0] is value and hasattr(value, "shape"):
         shape = ",".join(str(d) for d in value.shape)
         dtype = getattr(value, "dtype", None)
-        short = np.dtype(dtype).name if dtype is not None else "?"
+        try:
+            short = np.dtype(dtype).name
+        except TypeError:  # extended dtypes, such as typed random keys: no numpy view
+            return f"{dtype}[{shape}]"
         if isinstance(value, jax.core.Tracer):
             return f"{short}[{shape}] (traced)"
         if getattr(value, "size", 2) == 1:

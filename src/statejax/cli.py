@@ -63,16 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("list", help="every registered transform: distribution, version, options")
     schema = sub.add_parser("schema", help="the JSON schema of a transform's options")
     schema.add_argument("name")
-    demo = sub.add_parser("demo", help="train a small MLP with jit(grad) and optax Adam")
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="passed to the demo")
-    ns = parser.parse_args(argv)
+    sub.add_parser(
+        "demo",
+        help="train a small MLP with jit(grad) and optax Adam (options: statejax demo --help)",
+        add_help=False,
+    )
+    ns, rest = parser.parse_known_args(argv)
+    if ns.command == "demo":
+        from statejax.demo import main as demo_main
+
+        return demo_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if ns.command == "list":
         return _list()
-    if ns.command == "schema":
-        return _schema(ns.name)
-    from statejax.demo import main as demo_main
-
-    return demo_main(ns.args)
+    return _schema(ns.name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,10 @@ from statejax.transforms.autodiff import grad
 
 __all__ = ["MLP", "Linear", "TrainResult", "main", "make_moons", "train"]
 
+HIDDEN = 32  # width of the two hidden layers
+LEARNING_RATE = 1e-2
+N_POINTS = 1024  # in the training set, and again in the test set
+
 
 def make_moons(n: int, noise: float, seed: int) -> tuple[jax.Array, jax.Array]:
     """``n`` points on two interleaving half circles with Gaussian noise, and their labels.
@@ -104,9 +108,9 @@ def train(
     steps: int = 1000,
     *,
     seed: int = 0,
-    hidden: int = 32,
-    learning_rate: float = 1e-2,
-    n_points: int = 1024,
+    hidden: int = HIDDEN,
+    learning_rate: float = LEARNING_RATE,
+    n_points: int = N_POINTS,
     progress: bool = True,
 ) -> TrainResult:
     """Train the demo MLP with full-batch Adam for ``steps`` steps; return loss and accuracy.
@@ -165,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         parser.error("--steps must be at least 1")
 
-    print("two moons: 1024 training points, 1024 test points; MLP 2-32-32-2, Adam(lr=0.01)")
+    print(
+        f"two moons: {N_POINTS} training points, {N_POINTS} test points; "
+        f"MLP 2-{HIDDEN}-{HIDDEN}-2, Adam(lr={LEARNING_RATE})"
+    )
     result = train(args.steps, seed=args.seed, progress=not args.no_progress)
     print(
         f"final training loss: {result.final_loss:.4f} ({args.steps} steps, {result.seconds:.1f} s)"

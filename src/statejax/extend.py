@@ -24,8 +24,9 @@ Example:
 
 from typing import Any as _Any
 
-from statejax._state import State as _State
+from statejax._errors import BatchAxisError, SpecError, StateLeakError, TraceError
 from statejax._state import (
+    State,
     StateTrace,
     adopt_created,
     current_trace,
@@ -33,7 +34,7 @@ from statejax._state import (
     is_leaked,
     register_by_reference,
 )
-from statejax.registry._engine import Lift, PureCore, Split, StatefulFunction
+from statejax.registry._engine import Lift, PureCore, Split, StatefulFunction, StateSetChanged
 from statejax.registry._hookspecs import StateBatching
 from statejax.registry._manager import (
     ENTRY_POINT_GROUP,
@@ -48,7 +49,7 @@ from statejax.registry._manager import (
 from statejax.registry._protocol import StateTransform, Transform, TransformSpec, parse_spec
 
 
-def batch_rule(state: _State[_Any], spec: TransformSpec) -> StateBatching | None:
+def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:
     """Ask the plugins how a batching transform should batch ``state`` (``None``: broadcast).
 
     Calls the ``statejax_batch_state`` hook; see :class:`StateBatching`.
@@ -67,6 +68,7 @@ def batch_rule(state: _State[_Any], spec: TransformSpec) -> StateBatching | None
 
 
 __all__ = [
+    "BatchAxisError",
     "ENTRY_POINT_GROUP",
     "Lift",
     "PluginOrigin",
@@ -74,12 +76,17 @@ __all__ = [
     "PluginWarning",
     "PureCore",
     "RegisteredTransform",
+    "SpecError",
     "Split",
+    "State",
+    "StateLeakError",
     "StateTrace",
+    "StateSetChanged",
     "StateTransform",
     "StatefulFunction",
     "StateBatching",
     "Transform",
+    "TraceError",
     "TransformSpec",
     "adopt_created",
     "batch_rule",

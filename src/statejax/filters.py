@@ -81,7 +81,9 @@ class Filter(abc.ABC, Generic[S]):
     def _key(self) -> Hashable: ...
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Filter) and type(other) is type(self) and self._key() == other._key()
+        return (
+            isinstance(other, Filter) and type(other) is type(self) and self._key() == other._key()
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
@@ -93,9 +95,7 @@ class Filter(abc.ABC, Generic[S]):
 PredicateFn: TypeAlias = Callable[[Path, State[_Any]], bool]
 
 #: Anything accepted where a filter is expected.
-FilterLike: TypeAlias = (
-    "type[State[_Any]] | Filter[_Any] | PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...]"
-)
+FilterLike: TypeAlias = "type[State[_Any]] | Filter[_Any] | PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...]"
 
 if TYPE_CHECKING:
     # What a filter argument of one element type may be, for the overloads below.

@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from statejax._errors import SpecError
@@ -94,6 +96,11 @@ class Optimizer(Module):
         # A StateMapping is not walked by Module.states(): only opt_state is this module's.
         self.params: StateMapping[State[Any]] = StateMapping(zip(keys, states, strict=True))
         self._keys = keys
+        # optax.apply_updates returns strongly typed arrays: make weakly typed parameters
+        # (jnp.array(0.1)) strong now, so the first update does not change their type and
+        # make a jitted training step compile a second time.
+        for state in states:
+            state.value = jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(v)), state.value)
         self.opt_state = OptimState(tx.init(self._values()))
 
     # optax sees the parameters as a flat list, in the order of ``params``: lists flatten
@@ -122,15 +129,27 @@ class Optimizer(Module):
             )
         return list(grads)
 
-    def update(self, grads: Any) -> None:
+    def update(self, grads: Any, **extra_args: Any) -> None:
         """Apply one optax step: write new parameter values and the new optimizer state.
 
         ``grads`` has the structure of ``params`` (a mapping with its keys, or a
-        list in its order). Works eagerly and inside ``statejax.jit``.
+        list in its order). ``extra_args`` go to ``tx.update``, for the optax
+        transformations that take them (``value=loss`` for
+        ``optax.contrib.reduce_on_plateau``). Works eagerly and inside ``statejax.jit``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import optax
+            >>> import statejax as sj
+            >>> w = sj.ParamState(jnp.array([1.0, -2.0]))
+            >>> opt = Optimizer(optax.sgd(0.5), {"w": w})
+            >>> opt.update({"w": jnp.array([1.0, -1.0])})
+            >>> w.value.tolist()
+            [0.5, -1.5]
         """
         params = self._values()
         updates, new_opt_state = self.tx.update(
-            self._grads_list(grads), self.opt_state.value, params
+            self._grads_list(grads), self.opt_state.value, params, **extra_args
         )
         new_params = optax.apply_updates(params, updates)
         for state, value in zip(self.params.values(), new_params, strict=True):

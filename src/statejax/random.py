@@ -30,9 +30,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
+from statejax._errors import BatchAxisError
 from statejax._random_state import RandomState
-from statejax._state import State
+from statejax._state import State, describe_state
 from statejax.extend import StateBatching, TransformSpec, hookimpl
 
 __all__ = [
@@ -208,21 +210,28 @@ def truncated_normal(
 # --- vmap batching: each lane gets its own key, the state advances once per call ----------
 
 
-def _prepare_keys(key: Any, axis_size: int) -> tuple[Any, Any]:
-    keys = jax.random.split(key, axis_size + 1)
-    return keys[1:], keys[0]
+def _split_per_lane(state: RandomState) -> StateBatching:
+    def prepare(key: Any, axis_size: int) -> tuple[Any, Any]:
+        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if jnp.ndim(key) > (0 if typed else 1):
+            raise BatchAxisError(
+                f"vmap: {describe_state(state)} holds a batch of keys (shape "
+                f"{jnp.shape(key)}), but vmap splits one key into a key per lane. To give "
+                "each lane one of these keys, map the state: in_states={0: rng}."
+            )
+        keys = jax.random.split(key, axis_size + 1)
+        return keys[1:], keys[0]
+
+    return StateBatching(prepare=prepare, finish=_advanced_key, in_axis=0, out_axis=0)
 
 
 def _advanced_key(_lanes_keys: Any, advanced: Any) -> Any:
     return advanced
 
 
-_SPLIT_PER_LANE = StateBatching(prepare=_prepare_keys, finish=_advanced_key, in_axis=0, out_axis=0)
-
-
 @hookimpl
 def statejax_batch_state(state: State[Any], spec: TransformSpec) -> StateBatching | None:
     """Split a :class:`RandomState` per lane under vmap, unless ``split_keys=False``."""
     if isinstance(state, RandomState) and getattr(spec, "split_keys", True):
-        return _SPLIT_PER_LANE
+        return _split_per_lane(state)
     return None

@@ -20,14 +20,20 @@ function returns, and every trace restores what it touched when it closes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
-from statejax._state import _TLS, State, StateTrace
+import jax
+import numpy as np
+
+from statejax._errors import TraceError
+from statejax._state import _TLS, State, StateTrace, describe_state
 from statejax.graph import Module
 
 __all__ = ["Lift", "PureCore", "Split", "StateSetChanged", "StatefulFunction"]
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -62,6 +68,11 @@ class Split:
         """``(is_written, index)`` of ``state`` in its list, or ``None`` if absent."""
         return self._index.get(id(state))
 
+    def is_read_only(self, state: State[Any]) -> bool:
+        """Whether ``state`` is in the split as read-only."""
+        location = self._index.get(id(state))
+        return location is not None and not location[0]
+
     def __contains__(self, state: object) -> bool:
         return id(state) in self._index
 
@@ -85,11 +96,28 @@ class Split:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
         else:
+            if write_values and type(write_values[0]) is not _CONCRETE_ARRAY:
+                _refuse_tracers(self.write_states, write_values)
             for state, value in zip(self.write_states, write_values, strict=True):
                 state._value = value
 
     def __repr__(self) -> str:
         return f"Split(reads={len(self.read_states)}, writes={len(self.write_states)})"
+
+
+# The type of a concrete jax.Array: the cheap test that a written value is no tracer.
+_CONCRETE_ARRAY = type(jax.numpy.zeros(()))
+
+
+def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
+    """Called inside a plain JAX transform, a statejax transform returns tracers: refuse them."""
+    for state, value in zip(states, values, strict=True):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
+            raise TraceError(
+                f"a statejax transform was called inside a plain JAX transform (jax.jit, "
+                f"jax.grad, ...) and would store a tracer in {describe_state(state)}. Use "
+                "the statejax transform on the outside too (statejax.jit, statejax.grad, ...)."
+            )
 
 
 def _unique(states: Sequence[State[Any]]) -> list[State[Any]]:
@@ -150,30 +178,46 @@ class PureCore:
                 trace.set_value(state, value)
             try:
                 out = self.fn(*args, **kwargs)
+            except StateSetChanged:
+                raise
             except Exception as exc:
                 # With states outside the split, the error may only be an artefact of this
                 # trace (an inner vmap saw an unmapped value): retry with the union first;
                 # the retry raises again if the error is real.
-                if not trace.unknown or isinstance(exc, StateSetChanged):
-                    raise
-                self.record = trace
-                reads = [s for k, s in trace.unknown.items() if k not in trace.writes]
-                writes = [s for k, s in trace.unknown.items() if k in trace.writes]
-                raise StateSetChanged(self.owner, reads, writes) from exc
-            new_write_vals = [s._value for s in split.write_states]
-            created = {id(s) for s in trace.created}
-            stray_writes = [
-                s for k, s in trace.writes.items() if k not in created and split.locate(s) is None
-            ]
-            read_only_writes = [
-                s for s in trace.writes.values() if (split.locate(s) or (True,))[0] is False
-            ]
+                if trace.unknown:
+                    raise self._changed(trace) from exc
+                raise
             self.record = trace
             self.created_values = [s._value for s in trace.created]
-            if trace.unknown or read_only_writes:
-                reads = [s for k, s in trace.unknown.items() if k not in trace.writes]
-                raise StateSetChanged(self.owner, reads, stray_writes + read_only_writes)
+            # A state the split has as read-only but that this trace wrote must move.
+            misplaced = [s for s in trace.writes.values() if split.is_read_only(s)]
+            if trace.unknown or misplaced:
+                raise self._changed(trace, misplaced)
+            new_write_vals = [s._value for s in split.write_states]
+            _check_traceable(split.write_states, new_write_vals, self.name)
         return out, new_write_vals
+
+    def _changed(self, trace: StateTrace, misplaced: Sequence[State[Any]] = ()) -> StateSetChanged:
+        unknown = trace.unknown
+        reads = [s for k, s in unknown.items() if k not in trace.writes]
+        writes = [s for k, s in unknown.items() if k in trace.writes]
+        return StateSetChanged(self.owner, reads, writes + list(misplaced))
+
+
+def _is_traceable(leaf: object) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
+
+
+def _check_traceable(states: Sequence[State[Any]], values: Sequence[Any], name: str) -> None:
+    """Raise a TraceError naming the first state whose value JAX cannot carry."""
+    for state, value in zip(states, values, strict=True):
+        bad = [leaf for leaf in jax.tree.leaves(value) if not _is_traceable(leaf)]
+        if bad:
+            raise TraceError(
+                f"{name}: {describe_state(state)} holds a {type(bad[0]).__name__}, which JAX "
+                "cannot trace. A state's value must be a pytree of arrays or numbers; keep "
+                "other objects as plain attributes (or static arguments)."
+            )
 
 
 #: ``lift(split, pure) -> transformed``: hand the pure core to a JAX transform.
@@ -183,12 +227,14 @@ Lift = Callable[[Split, PureCore], Callable[..., tuple[Any, Sequence[Any]]]]
 
 
 class _Entry:
-    __slots__ = ("pure", "split", "transformed")
+    __slots__ = ("pure", "split", "transformed", "verified")
 
     def __init__(self, split: Split) -> None:
         self.split = split
         self.pure: PureCore | None = None
         self.transformed: Callable[..., tuple[Any, Sequence[Any]]] | None = None
+        # Whether a trace has confirmed that ``split`` holds every state touched.
+        self.verified = False
 
 
 class StatefulFunction(Generic[R]):
@@ -235,6 +281,23 @@ class StatefulFunction(Generic[R]):
         """Forget every split and lifted function; the next call discovers again."""
         self._entries.clear()
 
+    def as_function(self, like: Callable[P, Any]) -> Callable[P, R]:
+        """A plain function that calls this one, with ``like``'s name, docs and signature.
+
+        Being a function, it binds as a method when stored on a class, so a
+        decorated method works. It carries ``clear_cache()`` and ``stateful``
+        (this object).
+        """
+        call = self.__call__
+
+        @functools.wraps(like)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return call(*args, **kwargs)
+
+        wrapper.clear_cache = self.clear_cache  # type: ignore[attr-defined]
+        wrapper.stateful = self  # type: ignore[attr-defined]
+        return wrapper
+
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         key = _reference_key(args)
         entry = self._entries.get(key)
@@ -248,18 +311,59 @@ class StatefulFunction(Generic[R]):
                 transformed = entry.transformed = self.lift(split, entry.pure)
             read_vals, write_vals = split.gather()
             try:
+                if not entry.verified:
+                    self._discover(transformed, read_vals, write_vals, args, kwargs)
+                    entry.verified = True
                 result, new_write_vals = transformed(read_vals, write_vals, *args, **kwargs)
             except StateSetChanged as change:
                 if change.owner is not entry:
                     raise
                 entry.split = split.union(change.reads, change.writes)
                 entry.transformed = None
+                entry.verified = False
                 continue
+            except TypeError:
+                # JAX rejects a state value it cannot trace; say which state it was.
+                _check_traceable(split.states, read_vals + write_vals, self.name)
+                raise
             split.scatter(new_write_vals)
             return result  # type: ignore[no-any-return]
+
+    def _discover(
+        self,
+        transformed: Callable[..., Any],
+        read_vals: list[Any],
+        write_vals: list[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Check the split with an abstract trace before the first real call.
+
+        Called eagerly, the lifted function (a grad, a vmap) would otherwise run
+        for real, side effects included, only to find that a state is missing and
+        run again. ``jax.eval_shape`` traces it without computing anything and
+        raises the same StateSetChanged. Inside an enclosing JAX trace the real
+        call is itself only a trace, so there is nothing to save.
+        """
+        if any(
+            isinstance(leaf, jax.core.Tracer)
+            for leaf in jax.tree.leaves((read_vals, write_vals, args, kwargs))
+        ):
+            return
+
+        def run(read: list[Any], write: list[Any]) -> None:
+            transformed(read, write, *args, **kwargs)
+
+        # The trace around it puts back anything the lifted function stores in a
+        # state while tracing (a created state it hands out, say): nothing leaks.
+        with StateTrace(f"{self.name} (discovery)", self):
+            jax.eval_shape(run, read_vals, write_vals)
 
 
 def _reference_key(args: tuple[Any, ...]) -> tuple[object, ...]:
     if not args:
         return ()
-    return tuple(a for a in args if isinstance(a, (Module, State)))
+    return tuple([a for a in args if isinstance(a, _BY_REFERENCE)])
+
+
+_BY_REFERENCE = (Module, State)

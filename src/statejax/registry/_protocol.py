@@ -113,7 +113,9 @@ def parse_spec(spec: type[SpecT], transform: str, /, **options: Any) -> SpecT:
             msg = str(err["msg"]).removeprefix("Value error, ")
             where = "".join(f"[{p!r}]" for p in loc[1:])
             field = spec.model_fields.get(name)
-            hint = f"; it takes {field.description}" if field is not None and field.description else ""
+            hint = (
+                f"; it takes {field.description}" if field is not None and field.description else ""
+            )
             lines.append(f"option {name}{where}: {msg}{hint}")
         raise SpecError(f"statejax.{transform}: " + "; ".join(lines)) from None
 

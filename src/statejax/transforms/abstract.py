@@ -25,6 +25,7 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
+from statejax.transforms._common import name_of
 
 __all__ = ["EvalShapeSpec", "MakeJaxprSpec", "StatefulJaxpr", "eval_shape", "make_jaxpr"]
 
@@ -48,10 +49,6 @@ class MakeJaxprSpec(TransformSpec):
     _normalise = pydantic.field_validator("static_argnums", mode="before")(
         lambda cls, v: (v,) if isinstance(v, int) else tuple(v) if isinstance(v, list) else v
     )
-
-
-def _name_of(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", None) or repr(fn))
 
 
 def _unchanged(
@@ -111,7 +108,7 @@ def eval_shape(
         out, new_wv = jax.eval_shape(pure, rv, wv, *a, **kw)
         return out, dict(zip(split.write_states, new_wv, strict=True))
 
-    name = f"statejax.eval_shape({_name_of(fn)})"
+    name = f"statejax.eval_shape({name_of(fn)})"
     stateful: StatefulFunction[Any] = StatefulFunction(fn, name, _unchanged(abstract))
     out, states = _isolated(stateful, name, *args, **kwargs)
     return (out, states) if spec.return_states else out
@@ -165,7 +162,7 @@ def make_jaxpr(
     spec = parse_spec(MakeJaxprSpec, "make_jaxpr", static_argnums=static_argnums)
     # The pure core takes (read_values, write_values, *args): shift static positions by two.
     shifted = tuple(i + 2 for i in spec.static_argnums)
-    name = f"statejax.make_jaxpr({_name_of(fn)})"
+    name = f"statejax.make_jaxpr({name_of(fn)})"
 
     def abstract(
         split: Split, pure: PureCore, rv: list[Any], wv: list[Any], *a: Any, **kw: Any

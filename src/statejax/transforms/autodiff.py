@@ -27,7 +27,6 @@ step into one executable, ``grad(jit(f))`` and ``grad(grad(f))`` work.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -35,12 +34,13 @@ import jax
 import jax.numpy as jnp
 import pydantic
 
-from statejax._errors import SpecError, TraceError
-from statejax._state import State
 from statejax.extend import (
     PureCore,
+    SpecError,
     Split,
+    State,
     StatefulFunction,
+    TraceError,
     Transform,
     TransformSpec,
     describe_state,
@@ -48,6 +48,7 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.graph import StateMapping, StateTree
+from statejax.transforms._common import name_of
 
 __all__ = [
     "DiffSpec",
@@ -114,6 +115,31 @@ class GradSpec(DiffSpec):
 # --------------------------------------------------------------------------- targets
 
 
+class _Dict(dict[Any, Any]):
+    """A plain dict of grad-state values, flattened by JAX in insertion order.
+
+    JAX sorts the keys of a ``dict`` (and fails on keys that do not sort), so the
+    values of a user's dict travel through the JAX transform in this private
+    node, which :meth:`_Targets.restore` turns back into dicts in the result.
+    """
+
+    __slots__ = ()
+
+
+jax.tree_util.register_pytree_node(
+    _Dict,
+    lambda d: (tuple(d.values()), tuple(d)),
+    lambda keys, values: _Dict(zip(keys, values, strict=True)),
+)
+
+
+def _plain_dicts(tree: Any) -> Any:
+    def convert(node: Any) -> Any:
+        return {k: _plain_dicts(v) for k, v in node.items()} if type(node) is _Dict else node
+
+    return jax.tree.map(convert, tree, is_leaf=lambda node: type(node) is _Dict)
+
+
 class _Targets:
     """The normalised ``grad_states``: a flat tuple of states and how to rebuild the structure."""
 
@@ -136,7 +162,7 @@ class _Targets:
         return None
 
     def pack(self, values: Sequence[Any]) -> Any:
-        """Values in the user's structure (mappings as an order-keeping StateTree)."""
+        """Values in the user's structure (a StateMapping as a StateTree, a dict as a _Dict)."""
         kind = self.kind
         if kind == "single":
             return values[0]
@@ -144,44 +170,31 @@ class _Targets:
             return list(values)
         if kind == "tuple":
             return tuple(values)
-        return StateTree(zip(self.keys, values, strict=True))
+        pairs = zip(self.keys, values, strict=True)
+        return StateTree(pairs) if kind == "mapping" else _Dict(pairs)
 
-    def unpack(self, packed: Any) -> list[Any]:
-        """The flat values of ``packed`` (the user's structure, or a StateTree)."""
+    def unpack(self, packed: Any, what: str) -> list[Any]:
+        """The flat values of ``packed``, which has the user's structure; ``what`` names it."""
         kind = self.kind
         if kind == "single":
             return [packed]
         if kind in ("list", "tuple"):
             if not isinstance(packed, (list, tuple)) or len(packed) != len(self.states):
                 raise TypeError(
-                    f"expected a {kind} of {len(self.states)} values (one per grad state), "
-                    f"got {type(packed).__name__}"
+                    f"{what}: expected a {kind} of {len(self.states)} values (one per grad "
+                    f"state), got {type(packed).__name__}"
                 )
             return list(packed)
         if not isinstance(packed, Mapping) or set(packed) != set(self.keys):
             raise TypeError(
-                f"expected a mapping with the keys of grad_states {list(self.keys)!r}, got "
-                f"{packed!r}"
+                f"{what}: expected a mapping with the keys of grad_states {list(self.keys)!r}, "
+                f"got {packed!r}"
             )
         return [packed[k] for k in self.keys]
 
     def restore(self, tree: Any) -> Any:
-        """Turn the StateTrees in a result back into dicts when the user gave a dict."""
-        if self.kind != "dict":
-            return tree
-        return _to_dicts(tree)
-
-
-def _to_dicts(tree: Any) -> Any:
-    if isinstance(tree, StateTree):
-        return {k: _to_dicts(v) for k, v in tree.items()}
-    if isinstance(tree, tuple) and type(tree) is tuple:
-        return tuple(_to_dicts(v) for v in tree)
-    if isinstance(tree, list):
-        return [_to_dicts(v) for v in tree]
-    if isinstance(tree, dict):
-        return {k: _to_dicts(v) for k, v in tree.items()}
-    return tree
+        """``tree`` with the packed dicts of grad states in it turned back into plain dicts."""
+        return _plain_dicts(tree) if self.kind == "dict" else tree
 
 
 def _targets(grad_states: Any, transform: str) -> _Targets:
@@ -192,6 +205,19 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
             "model.states(ParamState))."
         )
 
+    def check(states: Sequence[Any]) -> None:
+        for s in states:
+            if not isinstance(s, State):
+                raise bad(s)
+        seen: set[int] = set()
+        for s in states:
+            if id(s) in seen:
+                raise SpecError(
+                    f"statejax.{transform}: option grad_states: the {describe_state(s)} appears "
+                    "twice. List each state once."
+                )
+            seen.add(id(s))
+
     if grad_states is None:
         return _Targets("none", ())
     if isinstance(grad_states, State):
@@ -199,23 +225,14 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
     if isinstance(grad_states, Mapping):
         keys = tuple(grad_states)
         states = tuple(grad_states[k] for k in keys)
-        for s in states:
-            if not isinstance(s, State):
-                raise bad(s)
-        if len({id(s) for s in states}) != len(states):
-            raise SpecError(f"statejax.{transform}: option grad_states: a state appears twice.")
-        kind: Literal["mapping", "dict"] = (
-            "mapping" if isinstance(grad_states, StateMapping) else "dict"
+        check(states)
+        return _Targets(
+            "mapping" if isinstance(grad_states, StateMapping) else "dict", states, keys
         )
-        return _Targets(kind, states, keys)
     if not isinstance(grad_states, (list, tuple, str, bytes)) and isinstance(grad_states, Iterable):
         grad_states = list(grad_states)  # any other iterable of states: gradients as a list
     if isinstance(grad_states, (list, tuple)):
-        for s in grad_states:
-            if not isinstance(s, State):
-                raise bad(s)
-        if len({id(s) for s in grad_states}) != len(grad_states):
-            raise SpecError(f"statejax.{transform}: option grad_states: a state appears twice.")
+        check(grad_states)
         return _Targets("list" if isinstance(grad_states, list) else "tuple", tuple(grad_states))
     raise bad(grad_states)
 
@@ -229,11 +246,10 @@ _Apply = Callable[["_Core", tuple[Any, ...], "_Plan"], Any]
 class _Plan:
     """What is differentiated: ``with_states`` / ``argnums``, and how to call the core."""
 
-    __slots__ = ("argnums", "name", "spec", "targets", "transform", "with_states")
+    __slots__ = ("argnums", "label", "spec", "targets", "with_states")
 
-    def __init__(self, transform: str, name: str, targets: _Targets, spec: DiffSpec) -> None:
-        self.transform = transform
-        self.name = name
+    def __init__(self, label: str, targets: _Targets, spec: DiffSpec) -> None:
+        self.label = label  # "statejax.grad(loss)", how errors name the call
         self.targets = targets
         self.spec = spec
         self.with_states = targets.kind != "none"
@@ -248,23 +264,23 @@ class _Plan:
 
     def select(self, per_primal: Sequence[Any]) -> Any:
         """The derivative ``g`` from one entry per primal: ``(states, args)`` or the one part."""
-        if self.n_primals == 2:
-            return (self.targets.restore(per_primal[0]), per_primal[1])
-        return self.targets.restore(per_primal[0]) if self.with_states else per_primal[0]
+        g = tuple(per_primal) if self.n_primals == 2 else per_primal[0]
+        return self.targets.restore(g)
 
     def split_primals(self, structured: Any) -> tuple[Any, ...]:
         """The inverse of :meth:`select`, for tangents given by the user."""
         if self.n_primals == 2:
             if not isinstance(structured, (tuple, list)) or len(structured) != 2:
                 raise TypeError(
-                    f"statejax.{self.transform}({self.name}): with grad_states and argnums the "
-                    "tangents are a pair (state_tangents, arg_tangents)"
+                    f"{self.label}: with grad_states and argnums the tangents are a pair "
+                    f"(state_tangents, arg_tangents), got {type(structured).__name__}"
                 )
             return (self._states_in(structured[0]), structured[1])
         return (self._states_in(structured),) if self.with_states else (structured,)
 
     def _states_in(self, structured: Any) -> Any:
-        return self.targets.pack(self.targets.unpack(structured))
+        targets = self.targets
+        return targets.pack(targets.unpack(structured, f"{self.label}: state tangents"))
 
 
 class _Core:
@@ -272,10 +288,11 @@ class _Core:
 
     ``core(*primals) -> (out, (out, aux, new_write_vals))``, where the primals are
     the grad-state values in the user's structure and/or the differentiated
-    arguments (one, or a tuple for a tuple ``argnums``).
+    arguments (one, or a tuple for a tuple ``argnums``). ``leading`` holds the
+    call's positional arguments before the user's (jvp's tangents).
     """
 
-    __slots__ = ("args", "kwargs", "locs", "plan", "pure", "read_vals", "write_vals")
+    __slots__ = ("args", "kwargs", "leading", "locs", "plan", "pure", "read_vals", "write_vals")
 
     def __init__(
         self,
@@ -284,6 +301,7 @@ class _Core:
         locs: list[tuple[bool, int]],
         read_vals: Sequence[Any],
         write_vals: Sequence[Any],
+        leading: tuple[Any, ...],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
@@ -292,6 +310,7 @@ class _Core:
         self.locs = locs
         self.read_vals = read_vals
         self.write_vals = write_vals
+        self.leading = leading
         self.args = args
         self.kwargs = kwargs
 
@@ -302,7 +321,7 @@ class _Core:
         args = list(self.args)
         rest = list(primals)
         if plan.with_states:
-            values = plan.targets.unpack(rest.pop(0))
+            values = plan.targets.unpack(rest.pop(0), plan.label)
             for (written, index), value in zip(self.locs, values, strict=True):
                 (write_vals if written else read_vals)[index] = value
         argnums = plan.argnums
@@ -311,16 +330,15 @@ class _Core:
         elif argnums is not None:
             for position, value in zip(argnums, rest.pop(0), strict=True):
                 args[position] = value
-        out, new_write_vals = self.pure(read_vals, write_vals, *args, **self.kwargs)
+        out, new_write_vals = self.pure(read_vals, write_vals, *self.leading, *args, **self.kwargs)
         if not plan.spec.allow_unused and plan.with_states:
             self._check_used()
         aux = None
         if plan.spec.has_aux:
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
                 raise TraceError(
-                    f"statejax.{plan.transform}({plan.name}): has_aux=True but the function "
-                    f"returned {_kind(out)}, not a pair (output, aux). Return a 2-tuple, or "
-                    "drop has_aux."
+                    f"{plan.label}: has_aux=True but the function returned {_kind(out)}, not a "
+                    "pair (output, aux). Return a 2-tuple, or drop has_aux."
                 )
             out, aux = out
         return out, (out, aux, new_write_vals)
@@ -334,7 +352,7 @@ class _Core:
         for index, state in enumerate(plan.targets.states):
             if id(state) not in reads:
                 raise TraceError(
-                    f"statejax.{plan.transform}({plan.name}): the grad state "
+                    f"{plan.label}: the grad state "
                     f"{describe_state(state, plan.targets.path(index))} is never read by the "
                     "function, so its derivative is always zero. Remove it from grad_states, "
                     "or pass allow_unused=True to get zeros."
@@ -354,103 +372,130 @@ def _check_float(plan: _Plan, values: Sequence[Any]) -> None:
         for leaf in jax.tree.leaves(value):
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
                 raise TraceError(
-                    f"statejax.{plan.transform}({plan.name}): cannot differentiate with respect "
-                    f"to the grad state {describe_state(state, plan.targets.path(index))}: its "
-                    f"value has dtype {jnp.result_type(leaf)}, not a float. Store a float "
-                    "array in it (for example jnp.asarray(x, jnp.float32)) or remove it from "
-                    "grad_states."
+                    f"{plan.label}: cannot differentiate with respect to the grad state "
+                    f"{describe_state(state, plan.targets.path(index))}: its value has dtype "
+                    f"{jnp.result_type(leaf)}, not a float. Store a float array in it (for "
+                    "example jnp.asarray(x, jnp.float32)) or remove it from grad_states."
                 )
 
 
-def _build(
-    fn: Callable[..., Any],
+def _family(
     transform: str,
-    targets: _Targets,
-    spec: DiffSpec,
+    spec_type: type[DiffSpec],
     apply: _Apply,
+    fn: Callable[..., Any] | None,
+    grad_states: GradStates,
+    leading: int = 0,
+    **options: Any,
 ) -> Callable[..., Any]:
-    name = getattr(fn, "__qualname__", repr(fn))
-    plan = _Plan(transform, name, targets, spec)
-    argnums = plan.argnums
-    needed = 0 if argnums is None else 1 + (argnums if isinstance(argnums, int) else max(argnums))
+    """Validate the options once, then wrap ``fn`` (or return a decorator that does).
 
-    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
-        locs: list[tuple[bool, int]] = []
-        for state in targets.states:
-            loc = split.locate(state)
-            assert loc is not None, "grad states are always in the seed split"
-            locs.append(loc)
+    ``leading`` positional arguments of the call come before the user's (jvp's
+    tangents): the function does not receive them, and ``argnums`` counts after them.
+    """
+    spec = parse_spec(spec_type, transform, **options)
+    targets = _targets(grad_states, transform)
 
-        def transformed(
-            read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
-        ) -> tuple[Any, Sequence[Any]]:
-            if len(args) < needed:
-                raise SpecError(
-                    f"statejax.{transform}({name}): argnums={argnums!r} but the function was "
-                    f"called with {len(args)} positional argument(s). Pass the differentiated "
-                    "arguments positionally, or fix argnums."
-                )
-            values = [(write_vals if w else read_vals)[i] for w, i in locs]
-            _check_float(plan, values)
-            primals: list[Any] = []
-            if plan.with_states:
-                primals.append(targets.pack(values))
-            if isinstance(argnums, int):
-                primals.append(args[argnums])
-            elif argnums is not None:
-                primals.append(tuple(args[i] for i in argnums))
-            core = _Core(plan, pure, locs, read_vals, write_vals, args, kwargs)
-            return apply(core, tuple(primals), plan)  # type: ignore[no-any-return]
+    def make(f: Callable[..., Any]) -> Callable[..., Any]:
+        label = f"statejax.{transform}({name_of(f)})"
+        plan = _Plan(label, targets, spec)
+        argnums = plan.argnums
+        needed = (
+            0 if argnums is None else 1 + (argnums if isinstance(argnums, int) else max(argnums))
+        )
 
-        return transformed
+        def user_fn(*args: Any, **kwargs: Any) -> Any:
+            return f(*args[leading:], **kwargs)
 
-    stateful: StatefulFunction[Any] = StatefulFunction(
-        fn, f"statejax.{transform}({name})", lift, seed=Split(read_states=targets.states)
-    )
-    call = stateful.__call__
+        def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
+            locs: list[tuple[bool, int]] = []
+            for state in targets.states:
+                loc = split.locate(state)
+                assert loc is not None, "grad states are always in the seed split"
+                locs.append(loc)
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return call(*args, **kwargs)
+            def transformed(
+                read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
+            ) -> tuple[Any, Sequence[Any]]:
+                head, args = args[:leading], args[leading:]
+                if len(args) < needed:
+                    raise SpecError(
+                        f"{label}: argnums={argnums!r} but the function was called with "
+                        f"{len(args)} positional argument(s). Pass the differentiated arguments "
+                        "positionally, or fix argnums."
+                    )
+                values = [(write_vals if w else read_vals)[i] for w, i in locs]
+                _check_float(plan, values)
+                primals: list[Any] = []
+                if plan.with_states:
+                    primals.append(targets.pack(values))
+                if isinstance(argnums, int):
+                    primals.append(args[argnums])
+                elif argnums is not None:
+                    primals.append(tuple(args[i] for i in argnums))
+                core = _Core(plan, pure, locs, read_vals, write_vals, head, args, kwargs)
+                return apply(core, tuple(primals), plan)  # type: ignore[no-any-return]
 
-    wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
-    wrapper.stateful = stateful  # type: ignore[attr-defined]
-    return wrapper
+            return transformed
+
+        stateful: StatefulFunction[Any] = StatefulFunction(
+            user_fn if leading else f, label, lift, seed=Split(read_states=targets.states)
+        )
+        return stateful.as_function(f)
+
+    return make if fn is None else make(fn)
 
 
-def _jax_argnums(plan: _Plan) -> int | tuple[int, ...]:
-    return (0, 1) if plan.n_primals == 2 else 0
-
-
-def _extras(plan: _Plan, spec: GradSpec, g: Any, value: Any, aux: Any) -> Any:
-    if not (spec.return_value or spec.has_aux):
+def _extras(plan: _Plan, g: Any, value: Any, aux: Any) -> Any:
+    """``g``, then the value and the aux when the spec asks for them, in that order."""
+    return_value = isinstance(plan.spec, GradSpec) and plan.spec.return_value
+    if not (return_value or plan.spec.has_aux):
         return g
     out: tuple[Any, ...] = (g,)
-    if spec.return_value:
+    if return_value:
         out += (value,)
-    if spec.has_aux:
+    if plan.spec.has_aux:
         out += (aux,)
     return out
 
 
-def _jacobian_apply(jax_transform: Callable[..., Any], spec: GradSpec) -> _Apply:
+def _jacobian_apply(jax_transform: Callable[..., Any]) -> _Apply:
     """``apply`` for transforms shaped like jax.grad: ``T(f, argnums, has_aux=True)``."""
 
     def apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
-        raw, (value, aux, new_write_vals) = jax_transform(
-            core, argnums=_jax_argnums(plan), has_aux=True
-        )(*primals)
-        per_primal = raw if plan.n_primals == 2 else (raw,)
-        g = plan.select(per_primal)
-        return _extras(plan, spec, g, value, aux), new_write_vals
+        argnums = (0, 1) if plan.n_primals == 2 else 0
+        raw, (value, aux, new_write_vals) = jax_transform(core, argnums=argnums, has_aux=True)(
+            *primals
+        )
+        g = plan.select(raw if plan.n_primals == 2 else (raw,))
+        return _extras(plan, g, value, aux), new_write_vals
 
     return apply
 
 
-def _decorate(
-    fn: Callable[..., Any] | None, make: Callable[[Callable[..., Any]], Callable[..., Any]]
-) -> Callable[..., Any]:
-    return make if fn is None else make(fn)
+def _vector_grad_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
+    out, pullback, (value, aux, new_write_vals) = jax.vjp(core, *primals, has_aux=True)
+    g = plan.select(pullback(jax.tree.map(jnp.ones_like, out)))
+    return _extras(plan, g, value, aux), new_write_vals
+
+
+def _vjp_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
+    out, raw_pullback, (_, aux, new_write_vals) = jax.vjp(core, *primals, has_aux=True)
+
+    def pullback(cotangent: Any) -> Any:
+        return plan.select(raw_pullback(cotangent))
+
+    result = (out, pullback, aux) if plan.spec.has_aux else (out, pullback)
+    return result, new_write_vals
+
+
+def _jvp_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
+    (tangents,) = core.leading
+    out, out_tangent, (_, aux, new_write_vals) = jax.jvp(
+        core, primals, plan.split_primals(tangents), has_aux=True
+    )
+    result = (out, out_tangent, aux) if plan.spec.has_aux else (out, out_tangent)
+    return result, new_write_vals
 
 
 # --------------------------------------------------------------------------- public API
@@ -487,17 +532,17 @@ def grad(
         >>> g["w"].tolist(), float(value)
         ([6.0, 6.0], 9.0)
     """
-    spec = parse_spec(
-        GradSpec,
+    return _family(
         "grad",
+        GradSpec,
+        _jacobian_apply(jax.grad),
+        fn,
+        grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
     )
-    targets = _targets(grad_states, "grad")
-    apply = _jacobian_apply(jax.grad, spec)
-    return _decorate(fn, lambda f: _build(f, "grad", targets, spec, apply))
 
 
 def jacrev(
@@ -521,17 +566,17 @@ def jacrev(
         >>> jacrev(lambda x: w.value * x, w)(jnp.array(3.0)).tolist()
         [[3.0, 0.0], [0.0, 3.0]]
     """
-    spec = parse_spec(
-        GradSpec,
+    return _family(
         "jacrev",
+        GradSpec,
+        _jacobian_apply(jax.jacrev),
+        fn,
+        grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
     )
-    targets = _targets(grad_states, "jacrev")
-    apply = _jacobian_apply(jax.jacrev, spec)
-    return _decorate(fn, lambda f: _build(f, "jacrev", targets, spec, apply))
 
 
 def jacfwd(
@@ -555,17 +600,17 @@ def jacfwd(
         >>> jac.tolist(), value.tolist()
         ([[3.0, 0.0], [0.0, 3.0]], [3.0, 6.0])
     """
-    spec = parse_spec(
-        GradSpec,
+    return _family(
         "jacfwd",
+        GradSpec,
+        _jacobian_apply(jax.jacfwd),
+        fn,
+        grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
     )
-    targets = _targets(grad_states, "jacfwd")
-    apply = _jacobian_apply(jax.jacfwd, spec)
-    return _decorate(fn, lambda f: _build(f, "jacfwd", targets, spec, apply))
 
 
 def hessian(
@@ -579,8 +624,11 @@ def hessian(
     """The Hessian of a scalar function (:func:`jax.hessian`) over states and/or arguments.
 
     Same arguments as :func:`grad`. The result nests the input structure twice,
-    as :func:`jax.hessian` does: for a mapping of states ``h[k1][k2]``; with
-    states and ``argnums``, ``((h_ss, h_sa), (h_as, h_aa))``.
+    as :func:`jax.hessian` does: each leaf of the input structure holds the input
+    structure again. For one state, an array of shape ``w.shape + w.shape``; for
+    a mapping of states, ``h[k1][k2]``; with states and ``argnums``, the input is
+    the pair ``(states, args)``, so ``h[0]`` has the structure of the states with
+    a pair ``(d/d states, d/d args)`` at each leaf, and ``h[1]`` that of the args.
 
     Example:
         >>> import jax.numpy as jnp
@@ -589,18 +637,21 @@ def hessian(
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> hessian(lambda: jnp.sum(w.value ** 3), w)().tolist()
         [[6.0, 0.0], [0.0, 12.0]]
+        >>> h = hessian(lambda: jnp.sum(w.value ** 3), {"w": w})()
+        >>> h["w"]["w"].tolist()
+        [[6.0, 0.0], [0.0, 12.0]]
     """
-    spec = parse_spec(
-        GradSpec,
+    return _family(
         "hessian",
+        GradSpec,
+        _jacobian_apply(jax.hessian),
+        fn,
+        grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
     )
-    targets = _targets(grad_states, "hessian")
-    apply = _jacobian_apply(jax.hessian, spec)
-    return _decorate(fn, lambda f: _build(f, "hessian", targets, spec, apply))
 
 
 def vector_grad(
@@ -625,23 +676,17 @@ def vector_grad(
         >>> vector_grad(lambda: w.value ** 2, w)().tolist()
         [2.0, 4.0]
     """
-    spec = parse_spec(
-        GradSpec,
+    return _family(
         "vector_grad",
+        GradSpec,
+        _vector_grad_apply,
+        fn,
+        grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
     )
-    targets = _targets(grad_states, "vector_grad")
-
-    def apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
-        out, pullback, (value, aux, new_write_vals) = jax.vjp(core, *primals, has_aux=True)
-        per_primal = pullback(jax.tree.map(jnp.ones_like, out))
-        g = plan.select(per_primal)
-        return _extras(plan, spec, g, value, aux), new_write_vals
-
-    return _decorate(fn, lambda f: _build(f, "vector_grad", targets, spec, apply))
 
 
 def vjp(
@@ -669,19 +714,16 @@ def vjp(
         >>> out.tolist(), gw.tolist(), float(gx)
         ([3.0, 6.0], [3.0, 3.0], 3.0)
     """
-    spec = parse_spec(DiffSpec, "vjp", argnums=argnums, has_aux=has_aux, allow_unused=allow_unused)
-    targets = _targets(grad_states, "vjp")
-
-    def apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
-        out, raw_pullback, (_, aux, new_write_vals) = jax.vjp(core, *primals, has_aux=True)
-
-        def pullback(cotangent: Any) -> Any:
-            return plan.select(raw_pullback(cotangent))
-
-        result = (out, pullback, aux) if spec.has_aux else (out, pullback)
-        return result, new_write_vals
-
-    return _decorate(fn, lambda f: _build(f, "vjp", targets, spec, apply))
+    return _family(
+        "vjp",
+        DiffSpec,
+        _vjp_apply,
+        fn,
+        grad_states,
+        argnums=argnums,
+        has_aux=has_aux,
+        allow_unused=allow_unused,
+    )
 
 
 def jvp(
@@ -693,11 +735,12 @@ def jvp(
 ) -> Callable[..., Any]:
     """A Jacobian-vector product (:func:`jax.jvp`) over states and/or arguments.
 
-    ``jvp(fn, grad_states, argnums)(tangents, *args)`` runs ``fn`` once (its
+    ``jvp(fn, grad_states, argnums)(tangents, *args)`` runs ``fn(*args)`` once (its
     writes are applied) and returns ``(out, out_tangent)``, or ``(out,
     out_tangent, aux)`` with ``has_aux``. ``tangents`` has the structure
     :func:`grad` would return: tangents of the grad states in their structure,
-    of the arguments, or the pair ``(state_tangents, arg_tangents)``.
+    of the arguments, or the pair ``(state_tangents, arg_tangents)``. ``argnums``
+    counts the arguments of ``fn``, after ``tangents``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -708,40 +751,17 @@ def jvp(
         >>> out.tolist(), tangent.tolist()
         ([3.0, 6.0], [3.0, 0.0])
     """
-    spec = parse_spec(DiffSpec, "jvp", argnums=argnums, has_aux=has_aux, allow_unused=allow_unused)
-    targets = _targets(grad_states, "jvp")
-
-    def apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
-        # Position 0 of the call is the tangents; the user's function ignores it.
-        tangents = core.args[0]
-        out, out_tangent, (_, aux, new_write_vals) = jax.jvp(
-            core, primals, plan.split_primals(tangents), has_aux=True
-        )
-        result = (out, out_tangent, aux) if spec.has_aux else (out, out_tangent)
-        return result, new_write_vals
-
-    argnums = spec.argnums
-    if argnums is None and targets.kind == "none":
-        argnums = 0
-    # The wrapper's positions are the user's shifted by one (the tangents come first).
-    shifted = spec.model_copy(
-        update={
-            "argnums": None
-            if argnums is None
-            else argnums + 1
-            if isinstance(argnums, int)
-            else tuple(a + 1 for a in argnums)
-        }
+    return _family(
+        "jvp",
+        DiffSpec,
+        _jvp_apply,
+        fn,
+        grad_states,
+        leading=1,
+        argnums=argnums,
+        has_aux=has_aux,
+        allow_unused=allow_unused,
     )
-
-    def make(f: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(f)
-        def with_tangents(tangents: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return f(*args, **kwargs)
-
-        return _build(with_tangents, "jvp", targets, shifted, apply)
-
-    return _decorate(fn, make)
 
 
 @hookimpl

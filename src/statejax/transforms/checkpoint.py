@@ -17,6 +17,7 @@ import pydantic
 
 from statejax.extend import (
     PureCore,
+    SpecError,
     Split,
     StatefulFunction,
     Transform,
@@ -24,6 +25,7 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
+from statejax.transforms._common import name_of
 
 __all__ = ["CheckpointSpec", "checkpoint", "remat"]
 
@@ -102,23 +104,28 @@ remat = checkpoint
 def _checkpoint(fn: Callable[..., Any], spec: CheckpointSpec) -> Callable[..., Any]:
     # The pure core takes (read_values, write_values, *args): shift static positions by two.
     static_argnums = tuple(i + 2 for i in spec.static_argnums)
+    label = f"statejax.checkpoint({name_of(fn)})"
 
     def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
-        return jax.checkpoint(
+        remat = jax.checkpoint(
             pure, prevent_cse=spec.prevent_cse, policy=spec.policy, static_argnums=static_argnums
         )
+        if not static_argnums:
+            return remat
 
-    name = getattr(fn, "__qualname__", repr(fn))
-    stateful: StatefulFunction[Any] = StatefulFunction(fn, f"statejax.checkpoint({name})", lift)
-    call = stateful.__call__
+        def transformed(read_vals: Any, write_vals: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if max(spec.static_argnums) >= len(args):
+                raise SpecError(
+                    f"{label}: static_argnums={spec.static_argnums!r} but the function was called "
+                    f"with {len(args)} positional argument(s). Pass the static arguments "
+                    "positionally, or fix static_argnums."
+                )
+            return remat(read_vals, write_vals, *args, **kwargs)
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return call(*args, **kwargs)
+        return transformed
 
-    wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
-    wrapper.stateful = stateful  # type: ignore[attr-defined]
-    return wrapper
+    stateful: StatefulFunction[Any] = StatefulFunction(fn, label, lift)
+    return stateful.as_function(fn)
 
 
 @hookimpl

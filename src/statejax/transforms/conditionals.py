@@ -16,18 +16,19 @@ from typing import Any, TypeVar
 import jax.numpy as jnp
 from jax import lax
 
-from statejax._errors import SpecError, TraceError
 from statejax.extend import (
     PureCore,
+    SpecError,
     Split,
     StatefulFunction,
+    TraceError,
     Transform,
     TransformSpec,
     describe_state,
     hookimpl,
     parse_spec,
 )
-from statejax.transforms.loops import _show, _signature
+from statejax.transforms._common import name_of, show_signature, signature
 
 __all__ = ["CondSpec", "IfElseSpec", "SwitchSpec", "cond", "ifelse", "switch"]
 
@@ -44,10 +45,6 @@ class SwitchSpec(TransformSpec):
 
 class IfElseSpec(TransformSpec):
     """Options of :func:`ifelse`: none."""
-
-
-def _name_of(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", None) or repr(fn))
 
 
 Select = Callable[[list[Callable[..., Any]], list[Any], list[Any], tuple[Any, ...]], Any]
@@ -70,7 +67,7 @@ def _branching(
                 read_vals: list[Any], write_vals: list[Any], ops: tuple[Any, ...]
             ) -> tuple[Any, list[Any]]:
                 out, new_write_vals = pure(read_vals, write_vals, index, *ops)
-                written[index] = [_signature(v) for v in new_write_vals]
+                written[index] = [signature(v) for v in new_write_vals]
                 return out, new_write_vals
 
             return branch
@@ -90,7 +87,7 @@ def _branching(
 
         return transformed
 
-    names = ", ".join(_name_of(b) for b in branches)
+    names = ", ".join(name_of(b) for b in branches)
     stateful: StatefulFunction[Any] = StatefulFunction(dispatch, f"statejax.{name}({names})", lift)
     return stateful(*operands)
 
@@ -108,11 +105,24 @@ def _explain_mismatch(
             if a != b:
                 raise TraceError(
                     f"statejax.{name}: branch {first} leaves {describe_state(state)} as "
-                    f"{_show(a)} but branch {other} as {_show(b)}; a state written by any branch "
+                    f"{show_signature(a)} but branch {other} as {show_signature(b)}; a state written by any branch "
                     "is carried through every branch, so all branches must leave it with the "
                     "same shape and dtype (a branch that does not write it keeps its current "
                     "value). Give the state its final shape and dtype before the conditional."
                 ) from exc
+
+
+def _switch(
+    name: str, index: Any, branches: list[Callable[..., Any]], operands: tuple[Any, ...]
+) -> Any:
+    """``lax.switch`` over the branches made pure (``switch`` and ``ifelse``)."""
+
+    def select(
+        fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
+    ) -> Any:
+        return lax.switch(index, fns, rv, wv, ops)
+
+    return _branching(name, branches, select, operands)
 
 
 def _check_branches(name: str, branches: Any) -> list[Callable[..., Any]]:
@@ -184,13 +194,7 @@ def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> 
     """
     parse_spec(SwitchSpec, "switch")
     fns = _check_branches("switch", branches)
-
-    def select(
-        pures: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
-    ) -> Any:
-        return lax.switch(index, pures, rv, wv, ops)
-
-    return _branching("switch", fns, select, operands)  # type: ignore[no-any-return]
+    return _switch("switch", index, fns, operands)  # type: ignore[no-any-return]
 
 
 def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *operands: Any) -> R:
@@ -226,13 +230,7 @@ def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *ope
     flags = jnp.stack([jnp.asarray(c).astype(bool).reshape(()) for c in conditions])
     fallback = len(fns) - 1
     index = jnp.where(jnp.any(flags), jnp.argmax(flags), fallback).astype(jnp.int32)
-
-    def select(
-        pures: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
-    ) -> Any:
-        return lax.switch(index, pures, rv, wv, ops)
-
-    return _branching("ifelse", fns, select, operands)  # type: ignore[no-any-return]
+    return _switch("ifelse", index, fns, operands)  # type: ignore[no-any-return]
 
 
 @hookimpl

@@ -121,15 +121,7 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
 
     name = getattr(fn, "__qualname__", repr(fn))
     stateful: StatefulFunction[R] = StatefulFunction(fn, f"statejax.jit({name})", lift)
-    call = stateful.__call__
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        return call(*args, **kwargs)
-
-    wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
-    wrapper.stateful = stateful  # type: ignore[attr-defined]
-    return wrapper
+    return stateful.as_function(fn)
 
 
 @hookimpl

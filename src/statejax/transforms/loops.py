@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -30,21 +30,19 @@ import numpy as np
 import pydantic
 from jax import lax
 
-from statejax._errors import TraceError
 from statejax.extend import (
     PureCore,
+    SpecError,
     Split,
     StatefulFunction,
+    TraceError,
     Transform,
     TransformSpec,
-    current_trace,
     describe_state,
     hookimpl,
     parse_spec,
 )
-
-if TYPE_CHECKING:
-    from statejax._state import State
+from statejax.transforms._common import name_of, show_signature, signature
 
 __all__ = [
     "ForLoopSpec",
@@ -133,16 +131,15 @@ class _ProgressHandler:
 
     def __call__(self, done: Any) -> None:
         done = int(done)
-        bar = self.bar
-        if done == 1 and (bar is None or bar.n != 1):  # a new run starts
-            if bar is not None:
-                bar.close()
+        if done == 1:  # every run reports its first step: start a fresh bar
+            if self.bar is not None:
+                self.bar.close()
             tqdm = importlib.import_module("tqdm.auto").tqdm
-            bar = self.bar = tqdm(total=self.total, desc=self.desc, leave=self.leave, mininterval=0)
-        if bar is None:
+            self.bar = tqdm(total=self.total, desc=self.desc, leave=self.leave, mininterval=0)
+        bar = self.bar
+        if bar is None or done <= bar.n:
             return
-        if done > bar.n:
-            bar.update(done - bar.n)
+        bar.update(done - bar.n)
         if done >= self.total:
             bar.close()
             self.bar = None
@@ -153,40 +150,21 @@ class _ProgressHandler:
         lax.cond(due, lambda: jax.debug.callback(self, done), lambda: None)
 
 
-def _loop_length(xs: Any, length: int | None) -> int | None:
+def _loop_length(name: str, xs: Any, length: int | None) -> int | None:
+    """The number of steps (``None`` for a malformed ``xs``, which lax.scan reports)."""
     if length is not None:
         return length
-    shapes = [np.shape(leaf) for leaf in jax.tree.leaves(xs)]
-    return int(shapes[0][0]) if shapes and shapes[0] else None  # else lax.scan complains
+    leaves = jax.tree.leaves(xs)
+    if not leaves:
+        raise SpecError(
+            f"statejax.{name}: there is nothing to loop over (no arrays in xs) and no length; "
+            "pass length=n to run n steps without xs."
+        )
+    shape = np.shape(leaves[0])
+    return int(shape[0]) if shape else None
 
 
 # -- scan / for_loop -----------------------------------------------------------------
-
-
-def _name_of(fn: Any) -> str:
-    return str(getattr(fn, "__qualname__", None) or repr(fn))
-
-
-_ARRAY_LIKE = (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
-
-
-def _signature(value: Any) -> Any:
-    """The structure, shapes and dtypes of a state's value, as a loop carry sees them."""
-    leaves, treedef = jax.tree.flatten(value)
-    return treedef, [
-        (np.shape(leaf), jnp.result_type(leaf)) if isinstance(leaf, _ARRAY_LIKE) else None
-        for leaf in leaves
-    ]
-
-
-def _show(signature: Any) -> str:
-    treedef, leaves = signature
-    shown = [
-        "?" if item is None else f"{np.dtype(item[1]).name}[{','.join(map(str, item[0]))}]"
-        for item in leaves
-    ]
-    is_array = treedef == jax.tree.structure(0)
-    return shown[0] if is_array else f"{treedef} with leaves {', '.join(shown)}"
 
 
 def _check_carried(
@@ -194,20 +172,21 @@ def _check_carried(
 ) -> None:
     """A written state must keep its structure, shapes and dtypes from step to step."""
     for state, old, new in zip(split.write_states, old_vals, new_vals, strict=True):
-        before, after = _signature(old), _signature(new)
+        before, after = signature(old), signature(new)
         if before != after:
             raise TraceError(
                 f"statejax.{name}: the loop body changes {describe_state(state)} from "
-                f"{_show(before)} to {_show(after)}; a state written in a loop is carried "
-                "from step to step, so it must keep its shape and dtype. Give the state its "
-                "final shape and dtype before the loop (for example jnp.zeros(shape, dtype))."
+                f"{show_signature(before)} to {show_signature(after)}; a state written in a "
+                "loop is carried from step to step, so it must keep its shape and dtype. Give "
+                "the state its final shape and dtype before the loop (for example "
+                "jnp.zeros(shape, dtype))."
             )
 
 
 def _scan(
     f: Callable[..., Any], init: Any, xs: Any, spec: ScanSpec, name: str, fn_name: str
 ) -> tuple[Any, Any]:
-    total = _loop_length(xs, spec.length) if spec.progress is not None else None
+    total = _loop_length(name, xs, spec.length)
     progress = (
         _ProgressHandler(spec.progress, total, name)
         if spec.progress is not None and total
@@ -284,7 +263,7 @@ def scan(
     spec = parse_spec(
         ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, progress=progress
     )
-    return _scan(f, init, xs, spec, "scan", _name_of(f))
+    return _scan(f, init, xs, spec, "scan", name_of(f))
 
 
 def for_loop(
@@ -320,7 +299,7 @@ def for_loop(
     def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
         return carry, f(*x)
 
-    _, ys = _scan(body, None, tuple(xs), spec, "for_loop", _name_of(f))
+    _, ys = _scan(body, None, tuple(xs), spec, "for_loop", name_of(f))
     return ys  # type: ignore[no-any-return]
 
 
@@ -328,14 +307,6 @@ def for_loop(
 
 _COND = "cond_fun"
 _BODY = "body_fun"
-
-
-class _CondWrites(Exception):
-    """Internal: cond_fun wrote these states (turned into a TraceError by while_loop)."""
-
-    def __init__(self, states: list[State[Any]]) -> None:
-        super().__init__("statejax internal: cond_fun wrote states")
-        self.states = states
 
 
 def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_val: C) -> C:
@@ -360,20 +331,11 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
         (5, 10)
     """
     parse_spec(WhileLoopSpec, "while_loop")
-    body_name = _name_of(body_fun)
-    cond_name = _name_of(cond_fun)
+    body_name = name_of(body_fun)
+    cond_name = name_of(cond_fun)
 
     def dispatch(which: str, val: Any) -> Any:
-        if which == _BODY:
-            return body_fun(val)
-        out = cond_fun(val)
-        trace = current_trace()
-        if trace is not None:
-            created = {id(s) for s in trace.created}
-            written = [s for k, s in trace.writes.items() if k not in created]
-            if written:
-                raise _CondWrites(written)
-        return out
+        return body_fun(val) if which == _BODY else cond_fun(val)
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
@@ -382,6 +344,17 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
             def cond(carry: tuple[list[Any], Any]) -> Any:
                 state_vals, val = carry
                 out, _ = pure(read_vals, state_vals, _COND, val)
+                record = pure.record
+                assert record is not None  # set by every call of the pure core
+                created = {id(s) for s in record.created}
+                written = [s for k, s in record.writes.items() if k not in created]
+                if written:
+                    names = ", ".join(describe_state(s) for s in written)
+                    raise TraceError(
+                        f"statejax.while_loop: cond_fun {cond_name} writes {names}; a loop "
+                        "condition must not change states (it is evaluated an extra time, and "
+                        "its writes would be lost). Move the write into body_fun."
+                    )
                 return out
 
             def body(carry: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
@@ -398,15 +371,7 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
     stateful: StatefulFunction[C] = StatefulFunction(
         dispatch, f"statejax.while_loop({body_name})", lift
     )
-    try:
-        return stateful(init_val)
-    except _CondWrites as exc:
-        names = ", ".join(describe_state(s) for s in exc.states)
-        raise TraceError(
-            f"statejax.while_loop: cond_fun {cond_name} writes {names}; a loop condition must "
-            "not change states (it is evaluated an extra time, and its writes would be lost). "
-            "Move the write into body_fun."
-        ) from None
+    return stateful(init_val)
 
 
 @hookimpl

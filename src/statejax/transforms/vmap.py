@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ParamSpec, TypeVar, overload
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
 import pydantic
 
-from statejax._errors import BatchAxisError, SpecError
-from statejax._state import State
 from statejax.extend import (
+    BatchAxisError,
     PureCore,
+    SpecError,
     Split,
+    State,
     StateBatching,
     StatefulFunction,
     Transform,
@@ -40,6 +41,8 @@ from statejax.extend import (
 )
 from statejax.filters import Filter, Path, to_filter
 from statejax.graph import Module, iter_states
+from statejax.transforms._common import name_of
+from statejax.transforms.loops import for_loop
 
 __all__ = ["MapSpec", "StateSelector", "VmapSpec", "map", "vmap"]
 
@@ -68,12 +71,6 @@ class StateSelector:
         if any(s is state for s in self.states):
             return True
         return self.filter is not None and self.filter(path, state)
-
-    def path_of(self, state: State[Any]) -> Path | None:
-        for s, p in zip(self.states, self.paths, strict=True):
-            if s is state:
-                return p
-        return None
 
     def __repr__(self) -> str:
         parts = [
@@ -105,6 +102,10 @@ def _is_axis_key(key: object) -> bool:
     return isinstance(key, int) and not isinstance(key, bool)
 
 
+# Iterable, but never an iterable of selectors.
+_NOT_SELECTORS = (str, bytes, Module, jax.Array)
+
+
 def _is_filter_like(item: object) -> bool:
     if isinstance(item, Filter) or item is ... or item is True:
         return True
@@ -113,7 +114,8 @@ def _is_filter_like(item: object) -> bool:
     return callable(item) and not isinstance(item, (State, Module))
 
 
-def _selector(value: object, where: str) -> StateSelector:
+def _selector(value: object, where: str = "") -> StateSelector:
+    """Normalise one selector; ``where`` locates it in error messages (``in_states[1]: ``)."""
     states: list[State[Any]] = []
     paths: list[Path | None] = []
     filters: list[Filter[Any]] = []
@@ -123,10 +125,15 @@ def _selector(value: object, where: str) -> StateSelector:
             states.append(item)
             paths.append(None)
         elif isinstance(item, Mapping):
+            if item and all(_is_axis_key(k) for k in item):
+                raise ValueError(
+                    f"{where}{item!r} is an {{axis: selector}} mapping nested inside a selector; "
+                    "give every axis at the top level instead, e.g. {0: params, 1: [state]}"
+                )
             for key, state in item.items():
                 if not isinstance(state, State):
                     raise ValueError(
-                        f"{where}: the mapping maps {key!r} to {type(state).__name__} "
+                        f"{where}the mapping maps {key!r} to {type(state).__name__} "
                         f"{state!r}, which is not a State. Pass a mapping of States (such as "
                         "model.states(sj.ParamState)), or {axis: selector} with integer keys"
                     )
@@ -134,19 +141,24 @@ def _selector(value: object, where: str) -> StateSelector:
                 paths.append(key if isinstance(key, tuple) else (key,))
         elif _is_filter_like(item):
             filters.append(to_filter(item))  # type: ignore[call-overload]
-        elif top and isinstance(item, (list, tuple, set, frozenset)):
+        elif top and isinstance(item, Iterable) and not isinstance(item, _NOT_SELECTORS):
             for element in item:
                 add(element, False)
         else:
+            hint = (
+                " (for all of a module's states, pass module.states())"
+                if isinstance(item, Module)
+                else ""
+            )
             raise ValueError(
-                f"{where}: {item!r} ({type(item).__name__}) is neither a State, a filter "
+                f"{where}{item!r} ({type(item).__name__}) is neither a State, a filter "
                 "(a State type, a predicate, ..., statejax.filters.*), nor an iterable or "
-                "mapping of States. Select states with one of those, or {axis: selector}"
+                f"mapping of States{hint}. Select states with one of those, or {{axis: selector}}"
             )
 
     add(value, True)
     if not states and not filters:
-        raise ValueError(f"{where}: {value!r} selects nothing; remove it or select some states")
+        raise ValueError(f"{where}{value!r} selects nothing; remove it or select some states")
     filt: Filter[Any] | None = None
     if len(filters) == 1:
         filt = filters[0]
@@ -158,31 +170,19 @@ def _selector(value: object, where: str) -> StateSelector:
 def _parse_state_axes(value: object, field: str) -> StateAxes:
     if value is None or value is False or (isinstance(value, tuple) and not value):
         return ()
-    if isinstance(value, Mapping) and value:
-        keys = list(value)
-        if all(_is_axis_key(k) for k in keys):
-            pairs = [(k, _selector(v, f"{field}[{k}]")) for k, v in value.items()]
-        else:
-            numeric = [
-                k for k in keys if isinstance(k, (int, float, complex)) and not (_is_axis_key(k))
-            ]
-            bad = numeric[0] if numeric else next(k for k in keys if not _is_axis_key(k))
-            values_are_states = all(isinstance(v, State) for v in value.values())
-            if numeric or (not values_are_states and any(_is_axis_key(k) for k in keys)):
-                raise ValueError(
-                    f"axis key {bad!r} ({type(bad).__name__}) is not an integer. In "
-                    f"{{axis: selector}} every key is an int axis, e.g. {{1: states}}; "
-                    "negative axes count from the end"
-                )
-            if not values_are_states:
-                raise ValueError(
-                    f"key {bad!r} ({type(bad).__name__}) is not an integer axis, and the mapping "
-                    "is not a mapping of States either. Use {axis: selector} with int keys, "
-                    "e.g. {0: model.states(sj.ParamState)}, or a path -> State mapping"
-                )
-            pairs = [(0, _selector(value, field))]
+    if isinstance(value, Mapping) and value and all(_is_axis_key(k) for k in value):
+        pairs = [(k, _selector(v, f"{field}[{k}]: ")) for k, v in value.items()]
     else:
-        pairs = [(0, _selector(value, field))]
+        # Otherwise a mapping is a selector (path -> State, as model.states() gives): any
+        # number among its keys means a mistyped {axis: selector}.
+        if isinstance(value, Mapping) and any(isinstance(k, (int, float, complex)) for k in value):
+            bad = next(k for k in value if not _is_axis_key(k))
+            raise ValueError(
+                f"key {bad!r} ({type(bad).__name__}) is not an integer axis. Give "
+                "{axis: selector} with int keys only (negative axes count from the end), e.g. "
+                "{0: model.states(sj.ParamState), 1: state}"
+            )
+        pairs = [(0, _selector(value))]
     seen: dict[int, tuple[int, Path | None]] = {}
     for axis, sel in pairs:
         for state, path in zip(sel.states, sel.paths, strict=True):
@@ -345,21 +345,13 @@ def vmap(
 
 
 def _vmap(fn: Callable[P, R], spec: VmapSpec) -> Callable[P, R]:
-    name = f"statejax.vmap({getattr(fn, '__qualname__', repr(fn))})"
+    name = f"statejax.vmap({name_of(fn)})"
 
     def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
         return _Batched(split, pure, spec, name)
 
     stateful: StatefulFunction[R] = StatefulFunction(fn, name, lift)
-    call = stateful.__call__
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        return call(*args, **kwargs)
-
-    wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
-    wrapper.stateful = stateful  # type: ignore[attr-defined]
-    return wrapper
+    return stateful.as_function(fn)
 
 
 @dataclass
@@ -367,7 +359,7 @@ class _Plan:
     vmapped: Callable[..., Any]
     rules: list[tuple[bool, int, StateBatching]]
     read_axes: list[int | None]
-    write_axes: list[int | None]
+    write_in: list[int | None]
     write_out: list[int | None]
     in_axes: tuple[Any, ...]
     inner: Callable[..., Any]
@@ -397,30 +389,30 @@ class _Batched:
         split, spec = self.split, self.spec
         paths = self._paths(args, kwargs)
         values = {id(s): v for s, v in zip(split.states, [*rv, *wv], strict=True)}
-        in_ax = self._assign(spec.in_states, "in_states", paths, values)
-        out_ax = self._assign(spec.out_states, "out_states", paths, values)
-        rules: list[tuple[bool, int, StateBatching]] = []
-        read_axes: list[int | None] = []
-        for i, s in enumerate(split.read_states):
-            if id(s) in in_ax or id(s) in out_ax:
-                read_axes.append(in_ax.get(id(s)))
-                continue
-            rule = batch_rule(s, spec)
-            if rule is not None:
-                rules.append((False, i, rule))
-            read_axes.append(rule.in_axis if rule is not None else None)
-        write_in: list[int | None] = []
-        write_out: list[int | None] = []
-        for i, s in enumerate(split.write_states):
-            if id(s) in in_ax or id(s) in out_ax:
-                write_in.append(in_ax.get(id(s)))
-                write_out.append(out_ax.get(id(s), in_ax.get(id(s))))
-                continue
-            rule = batch_rule(s, spec)
-            if rule is not None:
-                rules.append((True, i, rule))
-            write_in.append(rule.in_axis if rule is not None else None)
-            write_out.append(rule.out_axis if rule is not None else None)
+        in_ax = self._assign(spec.in_states, "in_states", paths, values, set())
+        # A state only in out_states gets its batch axis on the way out: a negative axis
+        # counts from the end of the batched value, one rank more than the current one.
+        unbatched = {id(s) for s in split.states if id(s) not in in_ax}
+        out_ax = self._assign(spec.out_states, "out_states", paths, values, unbatched)
+
+        def place(state: State[Any]) -> tuple[int | None, int | None, StateBatching | None]:
+            """``(in_axis, out_axis, rule)``: selected, batched by a hook, or broadcast."""
+            key = id(state)
+            if key in in_ax or key in out_ax:
+                return in_ax.get(key), out_ax.get(key, in_ax.get(key)), None
+            rule = batch_rule(state, spec)
+            return (rule.in_axis, rule.out_axis, rule) if rule is not None else (None, None, None)
+
+        n_reads = len(split.read_states)
+        placed = [place(s) for s in split.states]  # the read-only states, then the written
+        read_axes = [in_axis for in_axis, _, _ in placed[:n_reads]]
+        write_in = [in_axis for in_axis, _, _ in placed[n_reads:]]
+        write_out = [out_axis for _, out_axis, _ in placed[n_reads:]]
+        rules = [
+            (k >= n_reads, k - n_reads if k >= n_reads else k, rule)
+            for k, (_, _, rule) in enumerate(placed)
+            if rule is not None
+        ]
 
         if isinstance(spec.in_axes, tuple):
             if len(spec.in_axes) != len(args):
@@ -454,7 +446,7 @@ class _Batched:
             vmapped=vmapped,
             rules=rules,
             read_axes=read_axes,
-            write_axes=write_in,
+            write_in=write_in,
             write_out=write_out,
             in_axes=in_axes,
             inner=inner,
@@ -480,32 +472,34 @@ class _Batched:
         return paths
 
     def _assign(
-        self, axes: StateAxes, field: str, paths: dict[int, Path], values: dict[int, Any]
+        self,
+        axes: StateAxes,
+        field: str,
+        paths: dict[int, Path],
+        values: dict[int, Any],
+        unbatched: set[int],
     ) -> dict[int, int]:
+        """The normalised axis of each state ``axes`` selects, by state id."""
         found: dict[int, tuple[int, int]] = {}
         for axis, sel in axes:
             for s in self.split.states:
                 if not sel.matches(s, paths.get(id(s), ())):
                     continue
-                norm = _normalise(axis, values[id(s)])
+                norm = _normalise(axis, values[id(s)], int(id(s) in unbatched))
                 prev = found.get(id(s))
                 if prev is not None and prev[0] != norm:
                     raise SpecError(
-                        f"{self.name}: {self._describe(s, paths)} is selected by {field} under "
+                        f"{self.name}: {self._describe(s)} is selected by {field} under "
                         f"axes {prev[1]} and {axis}; a state is mapped on one axis only: narrow "
                         "one of the selectors."
                     )
                 found[id(s)] = (norm, axis)
         return {k: v[0] for k, v in found.items()}
 
-    def _describe(self, state: State[Any], paths: dict[int, Path]) -> str:
-        path = self.known_paths.get(id(state))
-        if path is None:
-            for _, sel in (*self.spec.in_states, *self.spec.out_states):
-                path = sel.path_of(state)
-                if path is not None:
-                    break
-        return describe_state(state, path) if path is not None else describe_state(state)
+    def _describe(self, state: State[Any]) -> str:
+        # Only paths the user can see (a mapping they gave, a module argument); otherwise
+        # describe_state names the state by the attribute it was stored under.
+        return describe_state(state, self.known_paths.get(id(state)))
 
     def __call__(
         self, rv: Sequence[Any], wv: Sequence[Any], /, *args: Any, **kwargs: Any
@@ -513,19 +507,22 @@ class _Batched:
         plan = self.plan
         if plan is None:
             plan = self.plan = self._make_plan(rv, wv, args, kwargs)
-        carries: list[Any] = []
+        lanes_rv, lanes_wv, carries = list(rv), list(wv), list[Any]()
         if plan.rules:
             size = self._batch_size(plan, rv, wv, args, kwargs)
-            rv, wv = list(rv), list(wv)
-            for written, i, rule in plan.rules:
-                vals = wv if written else rv
-                vals[i], carry = rule.prepare(vals[i], size)
-                carries.append(carry)
+            if size is None:
+                self._no_batch_size(plan, rv, wv, args, kwargs)
+            lanes_rv, lanes_wv, carries = self._prepare(plan, rv, wv, size)
         try:
-            new_w, created, out = plan.vmapped(list(rv), list(wv), args, kwargs)
+            new_w, created, out = plan.vmapped(lanes_rv, lanes_wv, args, kwargs)
         except ValueError as exc:
-            self._diagnose(exc, plan, rv, wv, args, kwargs)
+            if "axis_size must be specified" in str(exc):
+                self._no_batch_size(plan, rv, wv, args, kwargs)
+            self._diagnose(exc, plan, lanes_rv, lanes_wv, args, kwargs)
             raise
+        if not self.checked:
+            self._check_selectors(plan)
+            self.checked = True
         for (written, i, rule), carry in zip(plan.rules, carries, strict=True):
             if written:
                 new_w[i] = rule.finish(new_w[i], carry)
@@ -534,10 +531,38 @@ class _Batched:
             assert record is not None
             for state, value in zip(record.created, created, strict=True):
                 adopt_created(state, value)
-        if not self.checked:
-            self._check_selectors(plan)
-            self.checked = True
         return out, new_w
+
+    @staticmethod
+    def _prepare(
+        plan: _Plan, rv: Sequence[Any], wv: Sequence[Any], size: int
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """The lanes' values of the hook-batched states, and each rule's carry."""
+        rv, wv = list(rv), list(wv)
+        carries = []
+        for written, i, rule in plan.rules:
+            vals = wv if written else rv
+            vals[i], carry = rule.prepare(vals[i], size)
+            carries.append(carry)
+        return rv, wv, carries
+
+    def _no_batch_size(
+        self,
+        plan: _Plan,
+        rv: Sequence[Any],
+        wv: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> NoReturn:
+        """Nothing gives the batch size. The split may be incomplete (the first call starts
+        from no states, so in_states have not been seen yet): trace one lane, which makes
+        the engine retry with the states found; if there are none, the error stands."""
+        lanes_rv, lanes_wv, _ = self._prepare(plan, rv, wv, 1)
+        self._trace_lanes(plan, lambda *a: None, lanes_rv, lanes_wv, args, kwargs, axis_size=1)
+        raise ValueError(
+            f"{self.name}: cannot tell the batch size: no argument and no state is mapped. "
+            "Pass axis_size=..., or map an argument (in_axes) or a state (in_states)."
+        ) from None
 
     def _check_selectors(self, plan: _Plan) -> None:
         touched = self.split.states
@@ -548,7 +573,7 @@ class _Batched:
             for axis, sel in axes:
                 if any(sel.matches(s, plan.paths.get(id(s), ())) for s in touched):
                     continue
-                names = ", ".join(self._describe(s, plan.paths) for s in touched) or "none"
+                names = ", ".join(self._describe(s) for s in touched) or "none"
                 raise SpecError(
                     f"{self.name}: {field}[{axis}] = {sel!r} matches none of the states the "
                     f"function touches (it touches: {names}). Fix the selector so it names a "
@@ -562,7 +587,8 @@ class _Batched:
         wv: Sequence[Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> int:
+    ) -> int | None:
+        """The batch size, from axis_size, the mapped arguments or a mapped state."""
         found = self._arg_size(args, kwargs)
         if found is not None:
             return found[0]
@@ -570,10 +596,7 @@ class _Batched:
             for leaf in jax.tree.leaves(v):
                 if axis < jnp.ndim(leaf):
                     return int(jnp.shape(leaf)[axis])
-        raise ValueError(
-            f"{self.name}: cannot tell the batch size (no argument or state is mapped); "
-            "pass axis_size=..."
-        )
+        return None
 
     def _arg_size(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, str] | None:
         spec = self.spec
@@ -604,12 +627,38 @@ class _Batched:
         out = []
         for written, states, axes, vals in (
             (False, self.split.read_states, plan.read_axes, rv),
-            (True, self.split.write_states, plan.write_axes, wv),
+            (True, self.split.write_states, plan.write_in, wv),
         ):
             for i, (s, axis, v) in enumerate(zip(states, axes, vals, strict=True)):
                 if axis is not None and (written, i) not in ruled:
                     out.append((s, v, axis))
         return out
+
+    def _trace_lanes(
+        self,
+        plan: _Plan,
+        pick: Callable[[list[Any], list[Any], Any], Any],
+        rv: Sequence[Any],
+        wv: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        out_axes: Any = 0,
+        axis_size: int | None = None,
+    ) -> Any:
+        """Trace the lanes abstractly and return the shapes of ``pick(writes, created, out)``
+        collected on ``out_axes`` (for diagnosing errors, never on the call path)."""
+
+        def lane(*a: Any) -> Any:
+            return pick(*plan.inner(*a))
+
+        lanes = jax.vmap(
+            lane,
+            in_axes=plan.in_axes,
+            out_axes=out_axes,
+            axis_size=axis_size if axis_size is not None else self.spec.axis_size,
+            axis_name=self.spec.axis_name,
+        )
+        return jax.eval_shape(lambda: lanes(list(rv), list(wv), args, kwargs))
 
     def _find_batched_write(
         self,
@@ -619,26 +668,37 @@ class _Batched:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> int | None:
-        """Which broadcast state got a batched value: trace each one alone (error path only)."""
+        """Which broadcast state got a batched value: trace each one alone."""
         for i, axis in enumerate(plan.write_out):
-            if axis is not None:
-                continue
-
-            def probe(*a: Any, i: int = i) -> Any:
-                return plan.inner(*a)[0][i]
-
-            probed = jax.vmap(
-                probe,
-                in_axes=plan.in_axes,
-                out_axes=None,
-                axis_size=self.spec.axis_size,
-                axis_name=self.spec.axis_name,
-            )
-            try:
-                jax.eval_shape(probed, list(rv), list(wv), args, kwargs)
-            except ValueError:
-                return i
+            if axis is None:
+                try:
+                    pick = functools.partial(_pick_write, i)
+                    self._trace_lanes(plan, pick, rv, wv, args, kwargs, out_axes=None)
+                except ValueError:
+                    return i
         return None
+
+    def _find_bad_out_axis(
+        self,
+        plan: _Plan,
+        rv: Sequence[Any],
+        wv: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Raise if a state is written back on an axis its batched value does not have."""
+        written = self._trace_lanes(plan, lambda w, *_: w, rv, wv, args, kwargs)
+        for state, axis, value in zip(
+            self.split.write_states, plan.write_out, written, strict=True
+        ):
+            for leaf in jax.tree.leaves(value):
+                if axis is not None and not -leaf.ndim <= axis < leaf.ndim:
+                    raise BatchAxisError(
+                        f"{self.name}: {self._describe(state)} is written back batched on axis "
+                        f"{axis}, but the lanes' value stacked has only {leaf.ndim} axes (shape "
+                        f"{leaf.shape}). Select it in out_states/in_states on an axis from "
+                        f"{-leaf.ndim} to {leaf.ndim - 1}."
+                    ) from None
 
     def _diagnose(
         self,
@@ -660,17 +720,20 @@ class _Batched:
             state = self.split.write_states[index]
             raise BatchAxisError(
                 f"{self.name}: the function wrote a value batched over the vmap axis into "
-                f"{self._describe(state, plan.paths)}, which is broadcast (not in in_states or "
+                f"{self._describe(state)}, which is broadcast (not in in_states or "
                 "out_states). Select it with in_states/out_states (e.g. out_states={0: state}) "
                 "to keep one value per lane, or write an unbatched value."
             ) from None
+        if "is out of bounds for array of dimension" in msg:
+            self._find_bad_out_axis(plan, rv, wv, args, kwargs)
+            return
         if "inconsistent sizes" not in msg and "requested to map its argument" not in msg:
             return
         expected = self._arg_size(args, kwargs)
         for s, v, axis in self._mapped_states(plan, rv, wv):
             for leaf in jax.tree.leaves(v):
                 shape = tuple(jnp.shape(leaf))
-                name = self._describe(s, plan.paths)
+                name = self._describe(s)
                 if not -len(shape) <= axis < len(shape):
                     raise BatchAxisError(
                         f"{self.name}: {name} is mapped on axis {axis}, but its value has only "
@@ -690,11 +753,16 @@ class _Batched:
                     ) from None
 
 
-def _normalise(axis: int, value: Any) -> int:
-    """A negative axis counted from the end of the value's rank (when all leaves agree)."""
+def _pick_write(i: int, writes: list[Any], *_: Any) -> Any:
+    return writes[i]
+
+
+def _normalise(axis: int, value: Any, added: int = 0) -> int:
+    """A negative axis counted from the end of the value's rank plus ``added`` (when all
+    leaves agree; otherwise left negative, for jax.vmap to count per leaf)."""
     if axis >= 0:
         return axis
-    ranks = {jnp.ndim(leaf) for leaf in jax.tree.leaves(value)}
+    ranks = {jnp.ndim(leaf) + added for leaf in jax.tree.leaves(value)}
     if len(ranks) == 1:
         rank = ranks.pop()
         if axis + rank >= 0:
@@ -709,8 +777,9 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     """Apply ``f`` to each slice of ``xs`` along axis 0 and stack the results.
 
     Like :func:`jax.lax.map` but state-aware: by default one element at a time
-    (a ``lax.scan``, so states ``f`` writes are carried from one element to the
-    next, and each element draws fresh random numbers); with ``batch_size``,
+    (a :func:`~statejax.transforms.loops.for_loop`, so states ``f`` writes are
+    carried from one element to the next, and each element draws fresh random
+    numbers); with ``batch_size``,
     ``batch_size`` elements at a time under :func:`vmap` (states are then
     broadcast within a batch).
 
@@ -730,42 +799,29 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     spec = parse_spec(MapSpec, "map", batch_size=batch_size)
     if not xs:
         raise TypeError("statejax.map: give at least one array to map over")
-    name = f"statejax.map({getattr(f, '__qualname__', repr(f))})"
-    if spec.batch_size is None:
-        return _scan_map(f, xs, name)
+    name = f"statejax.map({name_of(f)})"
+    sizes = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(xs)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"{name}: every input must have the same leading axis to map over; their leading "
+            f"sizes are {sorted(sizes, key=str)} (None: a scalar, which has no axis 0)"
+        )
+    n = sizes.pop()
+    assert n is not None
     bs = spec.batch_size
-    n = int(jnp.shape(jax.tree.leaves(xs)[0])[0])
+    if bs is None or n == 0:
+        return for_loop(f, *xs)
     full, rem = divmod(n, bs)
     batched = vmap(f)
-    outs: list[Any] = []
-    if full:
+    parts: list[Any] = []
+    if full:  # the full batches one after the other, then the remainder as one batch
         main = jax.tree.map(lambda a: a[: full * bs].reshape(full, bs, *a.shape[1:]), xs)
-        out = _scan_map(batched, main, name)
-        outs.append(jax.tree.map(lambda a: a.reshape(full * bs, *a.shape[2:]), out))
+        out = for_loop(batched, *main)
+        parts.append(jax.tree.map(lambda a: a.reshape(full * bs, *a.shape[2:]), out))
     if rem:
-        outs.append(batched(*jax.tree.map(lambda a: a[full * bs :], xs)))
-    if len(outs) == 1:
-        only: R = outs[0]
-        return only
-    result: R = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outs[0], outs[1])
+        parts.append(batched(*jax.tree.map(lambda a: a[full * bs :], xs)))
+    result: R = jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if full and rem else parts[0]
     return result
-
-
-def _scan_map(f: Callable[..., R], xs: tuple[Any, ...], name: str) -> R:
-    def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
-        def transformed(rv: list[Any], wv: list[Any], *xs: Any) -> tuple[Any, list[Any]]:
-            def body(carry: list[Any], x: tuple[Any, ...]) -> tuple[list[Any], Any]:
-                out, new_w = pure(rv, carry, *x)
-                return new_w, out
-
-            init = jax.tree.map(jnp.asarray, list(wv))
-            new_w, outs = jax.lax.scan(body, init, xs)
-            return outs, new_w
-
-        return transformed
-
-    stateful: StatefulFunction[R] = StatefulFunction(f, name, lift)
-    return stateful(*xs)
 
 
 @hookimpl
