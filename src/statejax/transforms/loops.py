@@ -20,7 +20,6 @@ compiled loop through a host callback, every ``k`` steps; it works under ``jit``
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -134,7 +133,8 @@ class _ProgressHandler:
         if done == 1:  # every run reports its first step: start a fresh bar
             if self.bar is not None:
                 self.bar.close()
-            tqdm = importlib.import_module("tqdm.auto").tqdm
+            from tqdm.auto import tqdm  # imported on first use: the bar is optional
+
             self.bar = tqdm(total=self.total, desc=self.desc, leave=self.leave, mininterval=0)
         bar = self.bar
         if bar is None or done <= bar.n:

@@ -1,0 +1,2 @@
+# Minimal stub: tqdm.auto picks the notebook or terminal bar; same interface.
+from tqdm import tqdm as tqdm
