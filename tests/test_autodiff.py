@@ -670,3 +670,13 @@ def test_family_matches_jax(name: str, structure: str, argnums: Any) -> None:
             g = got[0][0] if argnums is not None else got[0]
             assert type(g) is dict and list(g) == ["w", "b"]
     assert int(m.calls.value) == 1  # the write was applied, once
+
+
+def test_misspelled_option_is_a_spec_error_with_did_you_mean() -> None:
+    import statejax as sj
+
+    w = sj.ParamState(jnp.ones(2))
+    with pytest.raises(sj.SpecError, match=r"statejax.grad: unknown option 'has_axu'. Did you mean 'has_aux'\?"):
+        sj.grad(lambda: w.value.sum(), w, has_axu=True)  # type: ignore[arg-type]
+    with pytest.raises(sj.SpecError, match=r"statejax.checkpoint: unknown option 'polcy'. Did you mean 'policy'\?"):
+        sj.checkpoint(lambda x: x, polcy=None)  # type: ignore[arg-type]

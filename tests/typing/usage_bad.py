@@ -26,5 +26,6 @@ AnyOf(sj.ParamState, 3.5)  # E
 scale(jnp.ones(2))  # E
 scale(jnp.ones(2), "twice")  # E
 sj.jit(scale, static_argnum=1)  # E
+sj.grad(scale, net.w, has_axu=True)  # E
 params = net.states(sj.ParamState)
 params[("w",)] = sj.ParamState(jnp.ones(1))  # E

@@ -28,7 +28,7 @@ step into one executable, ``grad(jit(f))`` and ``grad(grad(f))`` work.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Never
 
 import jax
 import jax.numpy as jnp
@@ -508,6 +508,7 @@ def grad(
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The gradient of a scalar function with respect to states and/or arguments.
 
@@ -542,6 +543,7 @@ def grad(
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 
@@ -552,6 +554,7 @@ def jacrev(
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The Jacobian by reverse mode (:func:`jax.jacrev`) over states and/or arguments.
 
@@ -576,6 +579,7 @@ def jacrev(
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 
@@ -586,6 +590,7 @@ def jacfwd(
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The Jacobian by forward mode (:func:`jax.jacfwd`) over states and/or arguments.
 
@@ -610,6 +615,7 @@ def jacfwd(
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 
@@ -620,6 +626,7 @@ def hessian(
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The Hessian of a scalar function (:func:`jax.hessian`) over states and/or arguments.
 
@@ -651,6 +658,7 @@ def hessian(
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 
@@ -661,6 +669,7 @@ def vector_grad(
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The gradient of ``sum(fn(...))`` for a function with a non-scalar output.
 
@@ -686,6 +695,7 @@ def vector_grad(
         has_aux=has_aux,
         return_value=return_value,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 
@@ -695,6 +705,7 @@ def vjp(
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """A vector-Jacobian product (:func:`jax.vjp`) over states and/or arguments.
 
@@ -723,6 +734,7 @@ def vjp(
         argnums=argnums,
         has_aux=has_aux,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 
@@ -732,6 +744,7 @@ def jvp(
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     allow_unused: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """A Jacobian-vector product (:func:`jax.jvp`) over states and/or arguments.
 
@@ -761,6 +774,7 @@ def jvp(
         argnums=argnums,
         has_aux=has_aux,
         allow_unused=allow_unused,
+        **misspelled,
     )
 
 

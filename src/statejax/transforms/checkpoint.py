@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Never
 
 import jax
 import pydantic
@@ -66,6 +66,7 @@ def checkpoint(
     policy: Callable[..., bool] | None = None,
     static_argnums: int | Sequence[int] = (),
     prevent_cse: bool = True,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """Recompute ``fn``'s intermediates on the backward pass (:func:`jax.checkpoint`).
 
@@ -92,6 +93,7 @@ def checkpoint(
         policy=policy,
         static_argnums=static_argnums,
         prevent_cse=prevent_cse,
+        **misspelled,
     )
     if fn is None:
         return functools.partial(_checkpoint, spec=spec)
