@@ -204,3 +204,22 @@ def test_without_the_plugin_the_custom_state_is_broadcast() -> None:
 
     with pytest.raises(sj.BatchAxisError, match=r"Tally .*broadcast"):
         vmap(count)(jnp.arange(4.0))
+
+
+def test_import_starts_no_backend_and_default_key_made_inside_jit_is_global() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import statejax as sj\n"
+        "from jax._src import xla_bridge\n"
+        "assert not xla_bridge._backends, 'import started a JAX backend'\n"
+        "from statejax import random\n"
+        "draw = sj.jit(lambda: random.normal((2,)))\n"
+        "a, b = draw(), draw()\n"
+        "assert (a != b).all()\n"
+        "assert not sj.extend.is_leaked(random.DEFAULT)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr

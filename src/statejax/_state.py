@@ -11,8 +11,9 @@ leaves a tracer behind, whether the traced function returns or raises.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 import jax
@@ -286,6 +287,29 @@ class StateTrace:
         assert popped is self, "statejax trace stack corrupted"
         for state, value in self.originals.values():
             state._value = value
+
+
+@contextlib.contextmanager
+def outside_traces() -> Iterator[None]:
+    """Run a block as if no statejax trace were active: states created in it are global.
+
+    For library-level states made lazily on first use, such as the default random
+    key, which may happen inside a transform. Combine with
+    ``jax.ensure_compile_time_eval()`` so their initial values are concrete.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> with StateTrace("demo"):
+        ...     with outside_traces():
+        ...         s = State(jnp.zeros(2))
+        >>> is_leaked(s)
+        False
+    """
+    saved, _TLS.stack = _TLS.stack, []
+    try:
+        yield
+    finally:
+        _TLS.stack = saved
 
 
 def is_leaked(state: State[Any]) -> bool:

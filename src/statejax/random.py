@@ -34,11 +34,10 @@ import jax.numpy as jnp
 
 from statejax._errors import BatchAxisError
 from statejax._random_state import RandomState
-from statejax._state import State, describe_state
+from statejax._state import State, describe_state, outside_traces
 from statejax.extend import StateBatching, TransformSpec, hookimpl
 
 __all__ = [
-    "DEFAULT",
     "RandomState",
     "bernoulli",
     "categorical",
@@ -54,19 +53,32 @@ __all__ = [
 
 Shape = Sequence[int]
 
-#: The key state the samplers use when no ``rng=`` is given (seed it with :func:`seed`).
-DEFAULT = RandomState(0, tag="statejax.random.DEFAULT")
+_default: RandomState | None = None
 
 
 def default_state() -> RandomState:
-    """The default key state (:data:`DEFAULT`), used when a sampler gets no ``rng=``.
+    """The default key state (``DEFAULT``), used when a sampler gets no ``rng=``.
+
+    Made on first use, not at import, so importing statejax does not start a JAX
+    backend; first use may be inside a transform, and the state is global all the same.
 
     Example:
         >>> from statejax import random
         >>> random.default_state() is random.DEFAULT
         True
     """
-    return DEFAULT
+    global _default
+    if _default is None:
+        with outside_traces(), jax.ensure_compile_time_eval():
+            _default = RandomState(0, tag="statejax.random.DEFAULT")
+    return _default
+
+
+def __getattr__(name: str) -> Any:
+    # DEFAULT: the key state the samplers use when no ``rng=`` is given (see seed()).
+    if name == "DEFAULT":
+        return default_state()
+    raise AttributeError(f"module 'statejax.random' has no attribute {name!r}")
 
 
 def seed(seed_or_key: Any, *, rng: RandomState | None = None) -> None:
@@ -80,7 +92,7 @@ def seed(seed_or_key: Any, *, rng: RandomState | None = None) -> None:
         >>> random.randint((3,), 0, 10).tolist() == x.tolist()
         True
     """
-    (rng or DEFAULT).seed(seed_or_key)
+    (rng or default_state()).seed(seed_or_key)
 
 
 def split_key(n: int | None = None, *, rng: RandomState | None = None) -> Any:
@@ -91,7 +103,7 @@ def split_key(n: int | None = None, *, rng: RandomState | None = None) -> Any:
         >>> random.split_key(3).shape
         (3, 2)
     """
-    state = rng or DEFAULT
+    state = rng or default_state()
     return state.next_key() if n is None else state.split_keys(n)
 
 

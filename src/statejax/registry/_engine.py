@@ -96,17 +96,18 @@ class Split:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
         else:
-            if write_values and type(write_values[0]) is not _CONCRETE_ARRAY:
+            # Inside a plain JAX transform every written value is a tracer; checking
+            # the first one is enough, and cheap when it is a concrete array.
+            first = write_values[0] if write_values else None
+            if first is not None and (
+                isinstance(first, jax.core.Tracer) or not isinstance(first, jax.Array)
+            ):
                 _refuse_tracers(self.write_states, write_values)
             for state, value in zip(self.write_states, write_values, strict=True):
                 state._value = value
 
     def __repr__(self) -> str:
         return f"Split(reads={len(self.read_states)}, writes={len(self.write_states)})"
-
-
-# The type of a concrete jax.Array: the cheap test that a written value is no tracer.
-_CONCRETE_ARRAY = type(jax.numpy.zeros(()))
 
 
 def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
