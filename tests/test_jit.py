@@ -258,3 +258,14 @@ def test_writing_a_non_array_is_named() -> None:
     with pytest.raises(sj.TraceError, match=r"ShortTermState tagged 'cache' .* holds a str"):
         sj.jit(f)()
     assert s.value.shape == (2,)
+
+
+def test_replacing_a_state_object_needs_clear_cache() -> None:
+    """Documented: cached calls thread the State objects found when tracing."""
+    model = Linear(1, 1)
+    f = sj.jit(lambda: model.b.value * 1)
+    assert f().tolist() == [1.0]
+    model.b = sj.ParamState(jnp.full(1, 5.0))
+    assert f().tolist() == [1.0]
+    f.clear_cache()  # type: ignore[attr-defined]
+    assert f().tolist() == [5.0]

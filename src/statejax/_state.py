@@ -63,9 +63,24 @@ class _Leaked:
         return f"<created inside {self.transform}; no value outside it>"
 
 
+class _Shown:
+    """Shows as the given text in a repr (for describing the leaves of a pytree)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def _describe(value: object) -> str:
     leaves = jax.tree.leaves(value)
-    if len(leaves) == 1 and leaves[0] is value and hasattr(value, "shape"):
+    if not (len(leaves) == 1 and leaves[0] is value):
+        # A pytree: show its structure with each array leaf described.
+        return repr(jax.tree.map(lambda leaf: _Shown(_describe(leaf)), value))
+    if hasattr(value, "shape"):
         shape = ",".join(str(d) for d in value.shape)
         dtype = getattr(value, "dtype", None)
         try:
