@@ -16,13 +16,6 @@ Example:
     ([[2.0]], 1)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("statejax")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"
-
 from statejax import filters, graph, optim, random, transform
 from statejax._errors import (
     BatchAxisError,
@@ -42,6 +35,7 @@ from statejax._state import (
     State,
 )
 from statejax.graph import GraphDef, Module, StateMapping, StateTree, treefy_merge, treefy_split
+from statejax.registry._manager import _own_version
 from statejax.transforms.abstract import eval_shape, make_jaxpr
 from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
 from statejax.transforms.checkpoint import checkpoint, remat
@@ -49,6 +43,8 @@ from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import ProgressBar, for_loop, scan, while_loop
 from statejax.transforms.vmap import vmap
+
+__version__ = _own_version()
 
 __all__ = [
     "BatchAxisError",

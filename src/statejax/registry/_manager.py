@@ -20,7 +20,8 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
+from importlib.metadata import version as metadata_version
 from typing import Any
 
 import pluggy
@@ -176,10 +177,9 @@ class Registry:
         warnings.warn(str(error), PluginWarning, stacklevel=4)
 
     def load(self) -> None:
-        from statejax import __version__
-
+        version = _own_version()
         for module_name in BUILTIN_PLUGINS:
-            origin = PluginOrigin("statejax", __version__, f"builtin:{module_name}")
+            origin = PluginOrigin("statejax", version, f"builtin:{module_name}")
             try:
                 module = importlib.import_module(module_name)
             except Exception as exc:  # one broken built-in must not take the others down
@@ -199,6 +199,13 @@ class Registry:
                 self._fail(_plugin_error(origin, exc))
                 continue
             self._add_plugin(plugin, f"{origin.distribution}:{ep.name}", origin)
+
+
+def _own_version() -> str:
+    try:
+        return metadata_version("statejax")
+    except PackageNotFoundError:  # running from a source tree
+        return "0.0.0+unknown"
 
 
 def _origin_of(ep: EntryPoint) -> PluginOrigin:
