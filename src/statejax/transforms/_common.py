@@ -12,9 +12,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["name_of", "show_signature", "signature"]
+__all__ = ["as_tuple", "name_of", "show_signature", "signature"]
 
 _ARRAY_LIKE = (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
+
+
+def as_tuple(value: Any) -> Any:
+    """Accept one position or name where options take a tuple (``static_argnums=1``).
+
+    Anything else is returned as it is, for pydantic to validate.
+
+    Example:
+        >>> as_tuple(1), as_tuple(["a", "b"]), as_tuple(None)
+        ((1,), ('a', 'b'), None)
+    """
+    if isinstance(value, (int, str)):
+        return (value,)
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def name_of(fn: Any) -> str:

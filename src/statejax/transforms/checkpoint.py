@@ -25,15 +25,9 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import name_of
+from statejax.transforms._common import as_tuple, name_of
 
 __all__ = ["CheckpointSpec", "checkpoint", "remat"]
-
-
-def _as_tuple(value: Any) -> Any:
-    if isinstance(value, int):
-        return (value,)
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 class CheckpointSpec(TransformSpec):
@@ -55,7 +49,7 @@ class CheckpointSpec(TransformSpec):
     )
 
     _normalise = pydantic.field_validator("static_argnums", mode="before")(
-        lambda cls, v: _as_tuple(v)
+        lambda cls, v: as_tuple(v)
     )
 
 

@@ -24,17 +24,12 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
+from statejax.transforms._common import as_tuple
 
 __all__ = ["JitSpec", "jit"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _as_tuple(value: Any) -> Any:
-    if isinstance(value, (int, str)):
-        return (value,)
-    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 class JitSpec(TransformSpec):
@@ -55,7 +50,7 @@ class JitSpec(TransformSpec):
     )
 
     _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
-        lambda cls, v: _as_tuple(v)
+        lambda cls, v: as_tuple(v)
     )
 
 
