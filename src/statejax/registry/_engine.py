@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from statejax._errors import TraceError
-from statejax._state import _TLS, State, StateTrace, describe_state
+from statejax._state import _TLS, State, StateTrace, _contains_tracer, describe_state
 from statejax.graph import Module
 
 __all__ = ["Lift", "PureCore", "Split", "StateSetChanged", "StatefulFunction"]
@@ -113,7 +113,7 @@ class Split:
 def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
     """Called inside a plain JAX transform, a statejax transform returns tracers: refuse them."""
     for state, value in zip(states, values, strict=True):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
+        if _contains_tracer(value):
             raise TraceError(
                 f"a statejax transform was called inside a plain JAX transform (jax.jit, "
                 f"jax.grad, ...) and would store a tracer in {describe_state(state)}. Use "
