@@ -78,3 +78,67 @@ def test_statejax_transform_inside_plain_jax_jit_is_refused() -> None:
     with pytest.raises(sj.TraceError, match=r"would store a tracer in State tagged 'total'"):
         jax.jit(lambda x: add(x))(1.0)
     assert float(total.value) == 0.0 and not isinstance(total.value, jax.core.Tracer)
+
+
+def test_escaped_tracer_written_to_a_state_is_named() -> None:
+    """A tracer that escaped a finished plain jax.vmap cannot be merged: TraceError naming the state."""
+    s = sj.State(jnp.zeros(2), tag="escapee")
+    box: list[Any] = []
+
+    @sj.jit
+    def f(x: jax.Array) -> jax.Array:
+        jax.vmap(lambda y: box.append(y) or y)(x)  # leaks the lane tracer
+        s.value = box[0]
+        return x
+
+    with pytest.raises(sj.TraceError, match=r"State tagged 'escapee' .*already returned"):
+        f(jnp.ones((3, 2)))
+    assert not isinstance(s.value, jax.core.Tracer) and s.value.tolist() == [0.0, 0.0]
+
+
+def test_returning_a_module_created_in_an_earlier_trace_is_a_clear_error() -> None:
+    """The cached result tree of a function returning a module made while tracing refers to that
+    module; once it is gone, the cached call says so instead of returning a stale object."""
+    import gc
+
+    class Box(sj.Module):
+        def __init__(self) -> None:
+            self.n = 1
+
+    make = sj.jit(lambda: Box())
+    assert isinstance(make(), Box)
+    gc.collect()
+    with pytest.raises(sj.TraceError, match="no longer exists"):
+        make()
+
+
+@pytest.mark.parametrize("transform", ["grad", "vmap"])
+def test_eager_call_meeting_a_new_state_runs_once(transform: str) -> None:
+    """Issue 8: a later eager call that needs a new state ran the function twice (host
+    callbacks twice for grad, 8 lanes instead of 4 for a 4-lane vmap)."""
+    w = sj.ParamState(jnp.array(2.0))
+    extra = sj.ShortTermState(jnp.array(0.0))
+    fired: list[float] = []
+
+    def loss(x: jax.Array, use_extra: bool) -> jax.Array:
+        jax.debug.callback(lambda v: fired.append(float(v)), x)  # once per lane
+        if use_extra:
+            extra.value = extra.value + 1.0
+        return w.value * x
+
+    if transform == "grad":
+        f = sj.grad(loss, w)
+        x, lanes = jnp.array(3.0), 1
+    else:
+        f = sj.vmap(loss, in_axes=(0, None))  # extra: broadcast, written unbatched
+        x, lanes = jnp.arange(4.0), 4
+    f(x, False)
+    jax.effects_barrier()
+    assert len(fired) == lanes
+    f(x, True)  # touches `extra` for the first time
+    jax.effects_barrier()
+    assert len(fired) == 2 * lanes
+    f(x, True)  # known signature: no abstract check, still once
+    jax.effects_barrier()
+    assert len(fired) == 3 * lanes
+    assert float(extra.value) == 2.0

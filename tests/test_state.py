@@ -57,7 +57,9 @@ def test_writing_a_tracer_outside_statejax_is_an_error() -> None:
         s.value = x
         return x
 
-    with pytest.raises(sj.TraceError, match="tracer was written to a State outside any statejax"):
+    with pytest.raises(
+        sj.TraceError, match=r"tracer was written to State \(float32\[\]=0.0\) outside any statejax"
+    ):
         jax.jit(f)(1.0)
     assert float(s.value) == 0.0
 

@@ -1,18 +1,21 @@
 """States and the thread-local trace stack that records how they are used.
 
-A :class:`State` is a mutable box around a pytree of arrays. Outside any
-transform, ``.value`` is a plain attribute access. While a statejax transform
-traces a function, a :class:`StateTrace` sits on a thread-local stack and every
-read, write and creation of a state is recorded on the top trace; that record is
-what the engine uses to build the pure core. The trace also remembers each
-state's value on first touch and puts it back when it closes, so a trace never
-leaves a tracer behind, whether the traced function returns or raises.
+A `State` is a mutable box around a pytree of arrays. Outside any transform,
+`.value` is a plain attribute access. While a statejax transform traces a
+function, a `StateTrace` sits on a thread-local stack: every read, write and
+creation of a state is recorded on the top trace, and the values the trace gives
+states (JAX tracers) live in the trace, never in the shared `State` object.
+`State._value` therefore only ever holds concrete values: another thread reading
+a state while this one traces sees the last merged value, and a trace that
+raises leaves nothing behind. The engine merges a call's written values into the
+states only after the transformed function returned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +23,7 @@ import jax
 import numpy as np
 
 from statejax._errors import StateLeakError, TraceError
+from statejax._jax_compat import current_jax_trace, tracer_trace
 
 __all__ = [
     "BatchState",
@@ -32,6 +36,7 @@ __all__ = [
     "adopt_created",
     "current_trace",
     "describe_state",
+    "peek_value",
 ]
 
 T = TypeVar("T")
@@ -103,11 +108,71 @@ def _contains_tracer(value: object) -> bool:
 # object itself is the node's auxiliary data. Passing a State (or a Module, see
 # graph.py) as an argument of a transformed function therefore hands the very same
 # object to the traced function, which discovers it like a closed-over state.
-def _flatten_by_reference(node: object) -> tuple[tuple[()], object]:
-    return (), node
+#
+# JAX compares and hashes auxiliary data in its caches (jax.jit's compilation cache
+# keys hold the argument tree), so the object travels inside an `_IdentityRef`:
+# equal only for the same object, whatever the class's __eq__/__hash__ say (a
+# dataclass module is unhashable; two modules may compare equal). It holds the
+# object strongly while the tree is in use (a module created inside vmap lives only
+# in its output tree until JAX rebuilds it); refs made during a statejax call are
+# weakened when the call returns, so a cache key does not keep a dropped module,
+# and the cache entry keyed by that module, alive.
+class _IdentityRef:
+    __slots__ = ("node", "ref")
+
+    def __init__(self, node: object) -> None:
+        self.node: object | None = node
+        # Without a callback, weakref.ref returns the one shared reference of a live
+        # object, so refs to the same node are identical and compare fast.
+        self.ref = weakref.ref(node)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _IdentityRef and other.ref is self.ref
+
+    def __hash__(self) -> int:
+        return id(self.ref)
+
+    def __repr__(self) -> str:
+        return repr(self.ref())
 
 
-def _unflatten_by_reference(node: object, _children: Iterable[object]) -> object:
+class _CallRefs(threading.local):
+    """Per thread: how deep in statejax calls we are, and the refs made meanwhile."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.made: list[_IdentityRef] = []
+
+
+_CALL_REFS = _CallRefs()
+
+
+def release_call_refs() -> None:
+    """The outermost statejax call returned: the trees it made stop holding their nodes.
+
+    The engine counts the depth in `_CALL_REFS` itself (its cached call path).
+    """
+    refs = _CALL_REFS
+    for ref in refs.made:
+        ref.node = None
+    refs.made = []
+
+
+def _flatten_by_reference(node: object) -> tuple[tuple[()], _IdentityRef]:
+    ref = _IdentityRef(node)
+    if _CALL_REFS.depth:
+        _CALL_REFS.made.append(ref)
+    return (), ref
+
+
+def _unflatten_by_reference(ref: _IdentityRef, _children: Iterable[object]) -> object:
+    node = ref.node if ref.node is not None else ref.ref()
+    if node is None:
+        raise TraceError(
+            "a transformed function returned a Module or State that no longer exists (it "
+            "was created inside an earlier trace of the function and dropped since); "
+            "return arrays, or modules that outlive the call, from a transformed function."
+        )
     return node
 
 
@@ -131,34 +196,39 @@ class State(Generic[T]):
         1
     """
 
-    __slots__ = ("__weakref__", "_name", "_value", "tag")
+    # _cache_entries: the transform cache entries keyed by this state, which it keeps
+    # alive (see registry/_engine.py); unset until a state is passed as an argument.
+    __slots__ = ("__weakref__", "_cache_entries", "_name", "_value", "tag")
+    _cache_entries: list[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register_by_reference(cls)
 
     def __init__(self, value: T, *, tag: str | None = None) -> None:
+        self.tag = tag
+        # Where the state was first stored, e.g. "Linear.w"; set by Module.__setattr__.
+        self._name: str | None = None
         trace = current_trace()
         if trace is not None:
-            trace.record_create(self)
-        elif _contains_tracer(value):
+            # Born inside a trace: its value lives in the trace, and outside it the
+            # state reads as leaked unless a transform adopts it (vmap's ensembles).
+            self._value: Any = _Leaked(trace.name)
+            trace.record_create(self, value)
+            return
+        if _contains_tracer(value):
             raise TraceError(
                 f"{type(self).__name__} was created holding a JAX tracer outside any statejax "
                 "transform; create states outside jax.jit/jax.grad, or use statejax.jit/grad "
                 "so the state is threaded through the trace."
             )
-        self._value: Any = value
-        self.tag = tag
-        # Where the state was first stored, e.g. "Linear.w"; set by Module.__setattr__.
-        self._name: str | None = None
+        self._value = value
 
     @property
     def value(self) -> T:
         """The current value; reading it inside a transform records a read."""
         stack = _TLS.stack
-        if stack:
-            stack[-1].record_read(self)
-        value = self._value
+        value = stack[-1].read(self) if stack else self._value
         if type(value) is _Leaked:
             raise StateLeakError(
                 f"this {type(self).__name__} was created inside {value.transform} and used after "
@@ -171,10 +241,11 @@ class State(Generic[T]):
     def value(self, new: T) -> None:
         stack = _TLS.stack
         if stack:
-            stack[-1].record_write(self)
-        elif _contains_tracer(new):
+            stack[-1].write(self, new)
+            return
+        if _contains_tracer(new):
             raise TraceError(
-                f"a JAX tracer was written to a {type(self).__name__} outside any statejax "
+                f"a JAX tracer was written to {describe_state(self)} outside any statejax "
                 "transform (inside plain jax.jit/grad/vmap?). It would leak; use statejax.jit, "
                 "statejax.grad or statejax.vmap, which thread states through the trace."
             )
@@ -182,7 +253,7 @@ class State(Generic[T]):
 
     def __repr__(self) -> str:
         tag = f", tag={self.tag!r}" if self.tag is not None else ""
-        return f"{type(self).__name__}(value={_describe(self._value)}{tag})"
+        return f"{type(self).__name__}(value={_describe(peek_value(self))}{tag})"
 
 
 def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> str:
@@ -200,7 +271,7 @@ def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> st
         "ParamState at path ('layers', 0, 'w') (float32[3,2])"
     """
     kind = type(state).__name__
-    shape = _describe(state._value)
+    shape = _describe(peek_value(state))
     if path is not None:
         return f"{kind} at path {path!r} ({shape})"
     where = f" {state._name}" if state._name else f" tagged {state.tag!r}" if state.tag else ""
@@ -240,68 +311,129 @@ class BatchState(State[T]):
 register_by_reference(State)
 
 
-class StateTrace:
-    """The record of how one traced function used states.
+_MISSING: Any = object()
 
-    ``known`` is the set of states the caller already threads through the trace;
-    touching any other state is recorded in ``unknown`` so the engine can retrace
-    with a larger set. On exit every touched state gets back its value from
-    before the trace, and states created inside are marked as leaked unless a
-    transform adopted them.
+
+def peek_value(state: State[Any]) -> Any:
+    """The value ``state`` has for this thread right now, without recording a read.
+
+    Inside a trace that is the trace's value (a tracer, say); outside, the stored one.
+    """
+    key = id(state)
+    for trace in reversed(_TLS.stack):
+        value = trace.values.get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+    return state._value
+
+
+# Which statejax transforms replace a plain JAX one, by the kind of JAX trace.
+_INSTEAD = {
+    "JVPTrace": "statejax.grad, jacfwd or jvp instead of jax.grad/jax.jvp/jax.jacfwd",
+    "LinearizeTrace": "statejax.grad, vjp or jacrev instead of jax.grad/jax.vjp/jax.jacrev",
+    "BatchTrace": "statejax.vmap instead of jax.vmap",
+    "DynamicJaxprTrace": "statejax.jit, scan, for_loop, while_loop, cond or checkpoint "
+    "instead of their jax/lax counterparts",
+}
+
+
+def _instead(jax_trace: object) -> str:
+    return _INSTEAD.get(type(jax_trace).__name__, "the statejax transform of the same name")
+
+
+class StateTrace:
+    """The record of how one traced function used states, and the values it gave them.
+
+    ``known`` is the set of states the caller threads through the trace (their
+    values are put in ``values`` with `set_value`); touching any other state is
+    recorded in ``unknown`` so the engine can retrace with a larger set. Values
+    written inside the trace stay in ``values``: the shared `State` objects are
+    never touched, and the record is emptied of values when the trace closes, so
+    it keeps no tracer alive. States created inside are marked as leaked unless a
+    transform adopts them.
     """
 
-    __slots__ = ("_known", "created", "name", "originals", "owner", "reads", "unknown", "writes")
+    __slots__ = (
+        "_jax_trace",
+        "_known",
+        "created",
+        "name",
+        "owner",
+        "reads",
+        "unknown",
+        "values",
+        "writes",
+    )
 
     def __init__(self, name: str, owner: object = None, known: Iterable[State[Any]] = ()) -> None:
         self.name = name
         self.owner = owner
         self._known = {id(s) for s in known}
-        self.originals: dict[int, tuple[State[Any], Any]] = {}
+        self._jax_trace: object = None
+        self.values: dict[int, Any] = {}
         self.reads: dict[int, State[Any]] = {}
         self.writes: dict[int, State[Any]] = {}
         self.created: list[State[Any]] = []
         self.unknown: dict[int, State[Any]] = {}
 
     def set_value(self, state: State[Any], value: Any) -> None:
-        """Give ``state`` the value ``value`` for the duration of the trace."""
+        """Give ``state`` the value ``value`` inside this trace (a known state's input)."""
+        self.values[id(state)] = value
+
+    def _touch(self, key: int, state: State[Any]) -> None:
+        if key not in self._known:
+            self.unknown.setdefault(key, state)
+
+    def read(self, state: State[Any]) -> Any:
+        """Record a read of ``state`` and return the value it has in this thread's traces."""
         key = id(state)
-        if key not in self.originals:
-            self.originals[key] = (state, state._value)
-        state._value = value
+        if key not in self.reads:
+            self.reads[key] = state
+            self._touch(key, state)
+        value = self.values.get(key, _MISSING)
+        return value if value is not _MISSING else peek_value(state)
 
-    def _touch(self, state: State[Any]) -> None:
+    def write(self, state: State[Any], value: Any) -> None:
+        """Record a write of ``state``; the value stays in this trace."""
         key = id(state)
-        if key not in self.originals:
-            self.originals[key] = (state, state._value)
-            if key not in self._known:
-                self.unknown[key] = state
+        if key not in self.writes:
+            self.writes[key] = state
+            self._touch(key, state)
+        jax_trace = current_jax_trace()
+        if jax_trace is not self._jax_trace:
+            self._refuse_escaping(state, value, jax_trace)
+        self.values[key] = value
 
-    def record_read(self, state: State[Any]) -> None:
-        self._touch(state)
-        self.reads.setdefault(id(state), state)
+    def _refuse_escaping(self, state: State[Any], value: Any, jax_trace: object) -> None:
+        # Written inside a plain JAX transform nested in this trace: a tracer of that
+        # transform would outlive it (JAX's bare UnexpectedTracerError, naming nothing).
+        for leaf in jax.tree.leaves(value):
+            if isinstance(leaf, jax.core.Tracer) and tracer_trace(leaf) is not self._jax_trace:
+                raise TraceError(
+                    f"{describe_state(state)} was written inside a plain JAX transform "
+                    f"nested in {self.name}; its new value is a tracer of that transform and "
+                    f"would escape it. Use {_instead(jax_trace)}, so the state is threaded "
+                    "through it, or write the state outside it."
+                )
 
-    def record_write(self, state: State[Any]) -> None:
-        self._touch(state)
-        self.writes.setdefault(id(state), state)
-
-    def record_create(self, state: State[Any]) -> None:
+    def record_create(self, state: State[Any], value: Any) -> None:
+        """Record ``state`` as born in this trace, holding ``value`` here."""
+        key = id(state)
         self.created.append(state)
-        # A state born in this trace holds its value from birth: nothing to restore.
-        self.originals[id(state)] = (state, _Leaked(self.name))
-
-    def adopt(self, state: State[Any]) -> None:
-        """Keep ``state`` (created in this trace) alive after exit; the caller sets its value."""
-        self.originals.pop(id(state), None)
+        self._known.add(key)  # its value is here from birth: never unknown
+        self.values[key] = value
 
     def __enter__(self) -> StateTrace:
+        self._jax_trace = current_jax_trace()
         _TLS.stack.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         popped = _TLS.stack.pop()
         assert popped is self, "statejax trace stack corrupted"
-        for state, value in self.originals.values():
-            state._value = value
+        # The values die with the trace: a record kept after it holds no tracer.
+        self.values = {}
+        self._jax_trace = None
 
 
 @contextlib.contextmanager
@@ -354,5 +486,12 @@ def adopt_created(state: State[Any], value: Any) -> None:
     """
     trace = current_trace()
     if trace is not None:
-        trace.record_create(state)
+        trace.record_create(state, value)
+        return
+    if _contains_tracer(value):
+        raise TraceError(
+            f"{describe_state(state)} would be handed out of a transform holding a JAX tracer "
+            "(a statejax transform inside a plain JAX transform?); use the statejax "
+            "transform on the outside too (statejax.jit, statejax.vmap, ...)."
+        )
     state._value = value

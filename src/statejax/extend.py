@@ -25,6 +25,7 @@ Example:
 from typing import Any as _Any
 
 from statejax._errors import BatchAxisError, SpecError, StateLeakError, TraceError
+from statejax._jax_compat import jit_disabled
 from statejax._state import (
     State,
     StateTrace,
@@ -95,6 +96,7 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "is_leaked",
+    "jit_disabled",
     "parse_spec",
     "register_by_reference",
     "reset_registry",

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
 Shape = Sequence[int]
 
 _default: RandomState | None = None
+_DEFAULT_LOCK = threading.Lock()
 
 
 def default_state() -> RandomState:
@@ -69,8 +71,10 @@ def default_state() -> RandomState:
     """
     global _default
     if _default is None:
-        with outside_traces(), jax.ensure_compile_time_eval():
-            _default = RandomState(0, tag="statejax.random.DEFAULT")
+        with _DEFAULT_LOCK:  # two threads drawing first must share one key state
+            if _default is None:
+                with outside_traces(), jax.ensure_compile_time_eval():
+                    _default = RandomState(0, tag="statejax.random.DEFAULT")
     return _default
 
 
@@ -81,10 +85,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'statejax.random' has no attribute {name!r}")
 
 
-def seed(seed_or_key: Any, *, rng: RandomState | None = None) -> None:
+def seed(seed_or_key: Any = None, *, rng: RandomState | None = None) -> None:
     """Reset a key state (the default one unless ``rng`` is given) from a seed or a key.
 
-    Example:
+    Accepts what BrainState's `seed` accepts: an int seed (a Python, NumPy or 0-d
+    JAX integer), `None` (a seed drawn from NumPy's global generator), a raw key
+    `jax.random.PRNGKey(n)` (`uint32[2]`), or a typed key `jax.random.key(n)`.
+
+    Raises:
+        TypeError: `seed_or_key` is not an int, an array or `None` (a bool, a float, a
+            string, a list); the message names it and what is accepted.
+        ValueError: `seed_or_key` is an array but neither an integer scalar nor a key
+            (a float array, or an integer array of the wrong dtype or shape).
+
+    Examples:
         >>> from statejax import random
         >>> random.seed(42)
         >>> x = random.randint((3,), 0, 10)

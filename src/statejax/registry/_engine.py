@@ -1,34 +1,49 @@
 """The split / pure core / merge recipe shared by every transform.
 
-A transform plugin wraps a user function in a :class:`StatefulFunction` and
-supplies one thing: ``lift(split, pure)``, which hands the pure core to a JAX
-transform. The engine does the rest:
+A transform plugin wraps a user function in a `StatefulFunction` and supplies one
+thing: ``lift(split, pure)``, which hands the pure core to a JAX transform. The
+engine does the rest:
 
-1. **split**: the :class:`Split` lists the states the function reads (only) and
-   the states it writes. It starts as the plugin's seed (often empty) and is
+1. **split**: the `Split` lists the states the function reads (only) and the
+   states it writes. It starts as the plugin's seed (often empty) and is
    *verified* by every trace: a trace that touches a state outside the split
-   raises :class:`StateSetChanged`, and the engine retries with the union. So
-   discovery costs one extra trace on the first call and nothing afterwards.
-2. **pure core**: :class:`PureCore` ``(read_vals, write_vals, *args, **kwargs)
-   -> (out, new_write_vals)`` runs the user function with the states
-   temporarily holding the given values (tracers, under a JAX transform).
-3. **merge**: the new values of the written states are stored back.
+   raises `StateSetChanged`, and the engine retries with the union. So discovery
+   costs one extra trace on the first call and nothing afterwards.
+2. **pure core**: `PureCore` ``(read_vals, write_vals, *args, **kwargs) ->
+   (out, new_write_vals)`` runs the user function inside a `StateTrace` that
+   gives the states the given values (tracers, under a JAX transform). Those
+   values live in the trace, never in the shared `State` objects.
+3. **merge**: the new values of the written states are stored back, all of one
+   call together, only after the lifted function returned.
 
-If anything raises, no state changes: values are only stored after the lifted
-function returns, and every trace restores what it touched when it closes.
+If anything raises, no state changes. Splits are cached per identity of the
+modules and states passed (positionally or by keyword), weakly: a cache entry
+dies with the objects it is keyed by and keeps none of them alive.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
 import jax
 import numpy as np
 
-from statejax._errors import TraceError
-from statejax._state import _TLS, State, StateTrace, _contains_tracer, describe_state
+from statejax._errors import StateLeakError, TraceError
+from statejax._jax_compat import concrete_array_type, is_top_level, jit_disabled, tracer_trace
+from statejax._state import (
+    _CALL_REFS,
+    _TLS,
+    State,
+    StateTrace,
+    _contains_tracer,
+    describe_state,
+    is_leaked,
+    release_call_refs,
+)
 from statejax.graph import Module
 
 __all__ = ["Lift", "PureCore", "Split", "StateSetChanged", "StatefulFunction"]
@@ -80,29 +95,41 @@ class Split:
         """A split with these reads and writes added (a state written anywhere is written)."""
         return Split(self.read_states + tuple(reads), self.write_states + tuple(writes))
 
+    def same_as(self, other: Split) -> bool:
+        """Whether ``other`` holds the same states, each read-only or written alike."""
+        return self._index == other._index
+
     def gather(self) -> tuple[list[Any], list[Any]]:
         """The current values, as ``(read_values, write_values)``.
 
         Inside an enclosing trace the reads go through ``State.value``, so the
-        enclosing transform learns of them (that is how transforms nest).
+        enclosing transform learns of them (that is how transforms nest), and see
+        the values that trace gave. Outside, the stored values are read together
+        under the merge lock, so a call never sees half of another call's merge.
         """
         if _TLS.stack:
             return [s.value for s in self.read_states], [s.value for s in self.write_states]
-        return [s._value for s in self.read_states], [s._value for s in self.write_states]
+        with _MERGE_LOCK:
+            return [s._value for s in self.read_states], [s._value for s in self.write_states]
 
     def scatter(self, write_values: Sequence[Any]) -> None:
-        """Store new values into the written states (recorded by an enclosing trace)."""
+        """Store new values into the written states (recorded by an enclosing trace).
+
+        Outside any statejax trace every value is checked before any is stored, so a
+        tracer (a statejax transform called inside a plain JAX transform) is refused
+        without a partial write; then all are stored together under the merge lock.
+        """
         if _TLS.stack:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
-        else:
-            # Inside a plain JAX transform every written value is a tracer; checking
-            # the first one is enough, and cheap when it is a concrete array.
-            first = write_values[0] if write_values else None
-            if first is not None and (
-                isinstance(first, jax.core.Tracer) or not isinstance(first, jax.Array)
-            ):
+            return
+        # Concrete arrays, the common case, cost one type check each; anything else
+        # (a pytree, a tracer inside a plain JAX transform) is searched for tracers.
+        for value in write_values:
+            if type(value) is not _CONCRETE:
                 _refuse_tracers(self.write_states, write_values)
+                break
+        with _MERGE_LOCK:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state._value = value
 
@@ -146,37 +173,58 @@ class StateSetChanged(Exception):
 
 
 class PureCore:
-    """The user function made pure over a :class:`Split`.
+    """The user function made pure over a `Split`.
 
     ``core(read_vals, write_vals, *args, **kwargs) -> (out, new_write_vals)``.
-    After each call, ``record`` is the :class:`StateTrace` of that call (which
-    states were read, written, created), for plugins that check usage, for
-    example grad's "this state is never read". ``created_values`` lists the
-    values the states in ``record.created`` held when the function returned
-    (before the trace closed and marked them leaked), so a transform can return
-    them from its JAX transform and hand them back out with
-    :func:`statejax.extend.adopt_created` (vmap does this for ensembles).
+    After each call on a thread, ``record`` is that call's `StateTrace` (which
+    states were read, written, created; it holds no values), for plugins that
+    check usage, for example grad's "this state is never read". A transform that
+    hands created states out (vmap does, for ensembles) sets
+    ``hands_out_created = True`` in its lift; then, right after each call,
+    `take_created_values` returns the values the states in ``record.created`` held
+    when the function returned, for the transform to return from its JAX transform
+    and hand out with `statejax.extend.adopt_created`. Both are kept per thread, so
+    threads tracing the same function at once do not mix them up.
     """
 
-    __slots__ = ("__weakref__", "created_values", "fn", "name", "owner", "record", "split")
+    __slots__ = ("__weakref__", "_local", "fn", "hands_out_created", "name", "owner", "split")
 
     def __init__(self, fn: Callable[..., Any], split: Split, name: str, owner: object) -> None:
         self.fn = fn
         self.split = split
         self.name = name
         self.owner = owner
-        self.record: StateTrace | None = None
-        self.created_values: list[Any] = []
+        # Off by default: kept values are tracers, which must not outlive their trace.
+        self.hands_out_created = False
+        self._local = threading.local()
+
+    @property
+    def record(self) -> StateTrace | None:
+        """The record of this thread's last call (``None`` before the first)."""
+        record: StateTrace | None = getattr(self._local, "record", None)
+        return record
+
+    def take_created_values(self) -> list[Any]:
+        """The values of the states created by this thread's last call; then forgets them.
+
+        Forgetting matters: they are tracers of the enclosing JAX transform, which
+        must not outlive it.
+        """
+        values: list[Any] = getattr(self._local, "created_values", [])
+        self._local.created_values = []
+        return values
 
     def __call__(
         self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
     ) -> tuple[Any, list[Any]]:
         split = self.split
-        with StateTrace(self.name, self.owner, split.states) as trace:
-            for state, value in zip(split.read_states, read_vals, strict=True):
-                trace.set_value(state, value)
-            for state, value in zip(split.write_states, write_vals, strict=True):
-                trace.set_value(state, value)
+        trace = StateTrace(self.name, self.owner, split.states)
+        values = trace.values
+        for state, value in zip(split.read_states, read_vals, strict=True):
+            values[id(state)] = value
+        for state, value in zip(split.write_states, write_vals, strict=True):
+            values[id(state)] = value
+        with trace:
             try:
                 out = self.fn(*args, **kwargs)
             except StateSetChanged:
@@ -186,16 +234,29 @@ class PureCore:
                 # trace (an inner vmap saw an unmapped value): retry with the union first;
                 # the retry raises again if the error is real.
                 if trace.unknown:
-                    raise self._changed(trace) from exc
+                    change = self._changed(trace)
+                    collected = _DISCOVERY.active.get(id(self.owner))
+                    if collected is None:
+                        raise change from exc
+                    collected.append(change)
                 raise
-            self.record = trace
-            self.created_values = [s._value for s in trace.created]
             # A state the split has as read-only but that this trace wrote must move.
             misplaced = [s for s in trace.writes.values() if split.is_read_only(s)]
             if trace.unknown or misplaced:
-                raise self._changed(trace, misplaced)
-            new_write_vals = [s._value for s in split.write_states]
+                change = self._changed(trace, misplaced)
+                collected = _DISCOVERY.active.get(id(self.owner))
+                if collected is None:
+                    raise change
+                # Discovery: note the change and let the abstract trace finish normally
+                # (JAX cleans up a trace that returns, not one aborted by an exception).
+                collected.append(change)
+            new_write_vals = [values[id(s)] for s in split.write_states]
+            created_values = [values[id(s)] for s in trace.created]
             _check_traceable(split.write_states, new_write_vals, self.name)
+            _check_traceable(trace.created, created_values, self.name)
+        self._local.record = trace
+        if self.hands_out_created:
+            self._local.created_values = created_values
         return out, new_write_vals
 
     def _changed(self, trace: StateTrace, misplaced: Sequence[State[Any]] = ()) -> StateSetChanged:
@@ -210,15 +271,41 @@ def _is_traceable(leaf: object) -> bool:
 
 
 def _check_traceable(states: Sequence[State[Any]], values: Sequence[Any], name: str) -> None:
-    """Raise a TraceError naming the first state whose value JAX cannot carry."""
+    """Raise a TraceError naming the first state whose value JAX cannot carry.
+
+    A tracer of a JAX trace that has already ended (written inside a plain JAX
+    transform deeper than the one the state was written in) cannot be carried
+    either: it would raise JAX's UnexpectedTracerError later, naming no state.
+    """
     for state, value in zip(states, values, strict=True):
-        bad = [leaf for leaf in jax.tree.leaves(value) if not _is_traceable(leaf)]
-        if bad:
-            raise TraceError(
-                f"{name}: {describe_state(state)} holds a {type(bad[0]).__name__}, which JAX "
-                "cannot trace. A state's value must be a pytree of arrays or numbers; keep "
-                "other objects as plain attributes (or static arguments)."
-            )
+        for leaf in jax.tree.leaves(value):
+            if isinstance(leaf, jax.core.Tracer):
+                if tracer_trace(leaf).is_valid():
+                    continue
+                raise TraceError(
+                    f"{name}: {describe_state(state)} was written inside a plain JAX transform "
+                    "(jax.grad, jax.vmap, lax.scan, ...) that has already returned, so its "
+                    "value is a tracer that escaped it. Use the statejax transform of the same "
+                    "name (statejax.grad, statejax.vmap, statejax.scan, ...) instead, so the "
+                    "state is threaded through it."
+                )
+            if not _is_traceable(leaf):
+                _refuse_untraceable(state, leaf, name)
+
+
+def _refuse_untraceable(state: State[Any], leaf: object, name: str) -> None:
+    if is_leaked(state):
+        raise StateLeakError(
+            f"{name}: {describe_state(state)} was created inside a transform that has "
+            "returned, and is used here; its value only existed inside that trace. Create "
+            "the state outside the transform (for example in the module's __init__) and "
+            "write to it inside."
+        )
+    raise TraceError(
+        f"{name}: {describe_state(state)} holds a {type(leaf).__name__}, which JAX "
+        "cannot trace. A state's value must be a pytree of arrays or numbers; keep "
+        "other objects as plain attributes (or static arguments)."
+    )
 
 
 #: ``lift(split, pure) -> transformed``: hand the pure core to a JAX transform.
@@ -227,26 +314,68 @@ def _check_traceable(states: Sequence[State[Any]], values: Sequence[Any], name: 
 Lift = Callable[[Split, PureCore], Callable[..., tuple[Any, Sequence[Any]]]]
 
 
-class _Entry:
-    __slots__ = ("pure", "split", "transformed", "verified")
+class _Version:
+    """One split of an entry with its pure core and lifted function.
 
-    def __init__(self, split: Split) -> None:
+    Only ``verified`` changes, once, from False to True: an abstract trace found
+    that the split holds every state the function touches.
+    """
+
+    __slots__ = ("pure", "signatures", "split", "transformed", "verified")
+
+    def __init__(
+        self, split: Split, pure: PureCore, transformed: Callable[..., Any], verified: bool
+    ) -> None:
         self.split = split
-        self.pure: PureCore | None = None
-        self.transformed: Callable[..., tuple[Any, Sequence[Any]]] | None = None
-        # Whether a trace has confirmed that ``split`` holds every state touched.
-        self.verified = False
+        self.pure = pure
+        self.transformed = transformed
+        self.verified = verified
+        # The signatures of the eager calls this split was verified for.
+        self.signatures: set[Hashable] = set()
+
+
+class _Entry:
+    """The cache entry of one tuple of modules/states: the current `_Version`.
+
+    A call reads ``version`` once and uses only that, so a thread that grows the
+    split (installing a new version) never gives another thread a split that does
+    not match its lifted function. ``refs`` are the weak references (with
+    callbacks that drop the entry) to the objects the entry is keyed by.
+    """
+
+    __slots__ = ("__weakref__", "refs", "version")
+
+    def __init__(self) -> None:
+        self.version: _Version | None = None
+        self.refs: list[weakref.ref[Any]] = []
+
+    @property
+    def split(self) -> Split:
+        assert self.version is not None
+        return self.version.split
+
+    @property
+    def pure(self) -> PureCore:
+        assert self.version is not None
+        return self.version.pure
 
 
 class StatefulFunction(Generic[R]):
     """A user function wrapped with the split/merge recipe around a plugin's ``lift``.
 
     Calling it gathers the split's values, calls the lifted pure core, merges the
-    written values and returns the result. Splits are cached per tuple of the
-    modules and states passed as top-level positional arguments (so a jitted
-    method keeps one split per instance).
+    written values and returns the result. Splits are cached per identity of the
+    modules and states passed as arguments, positionally or by keyword (so a
+    jitted method keeps one split per instance); an entry dies with those
+    objects and keeps none of them alive.
 
-    Example:
+    ``staged=True`` says that the lifted function traces the whole pure core
+    before running any of it (as `jax.jit` and `lax.scan` do). Otherwise
+    (`jax.grad`, `jax.vmap` run as they trace) an eager call first checks the
+    split with an abstract trace, so the function runs for real once per call
+    even when a call touches a state no earlier call did.
+
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.extend import StatefulFunction
@@ -255,7 +384,7 @@ class StatefulFunction(Generic[R]):
         ...     count.value += 1
         ...     return x * 2
         >>> lift = lambda split, pure: jax.jit(pure)      # a state-aware jit in one line
-        >>> f = StatefulFunction(step, "my_jit", lift)
+        >>> f = StatefulFunction(step, "my_jit", lift, staged=True)
         >>> int(f(jnp.array(3))), int(count.value)
         (6, 1)
     """
@@ -266,21 +395,45 @@ class StatefulFunction(Generic[R]):
         name: str,
         lift: Lift,
         seed: Split | None = None,
+        *,
+        staged: bool = False,
     ) -> None:
         self.fn = fn
         self.name = name
         self.lift = lift
         self.seed = seed if seed is not None else Split()
-        self._entries: dict[tuple[object, ...], _Entry] = {}
+        self.staged = staged
+        # Entries keyed by modules only (or by nothing) are held here. An entry keyed by
+        # a State is held by that state instead (its split refers to the state, so a
+        # strong reference from here would keep the state alive for ever), and only
+        # referenced weakly here.
+        self._entries: dict[tuple[int, ...], _Entry] = {}
+        self._state_keyed: dict[tuple[int, ...], weakref.ref[_Entry]] = {}
+        self._lock = threading.Lock()
 
-    def split_for(self, *args: Any) -> Split:
-        """The current split for a call with these positional arguments."""
-        entry = self._entries.get(_reference_key(args))
+    def split_for(self, *args: Any, **kwargs: Any) -> Split:
+        """The current split for a call with these arguments."""
+        entry = self._find(_reference_key(args, kwargs))
         return entry.split if entry is not None else self.seed
 
     def clear_cache(self) -> None:
         """Forget every split and lifted function; the next call discovers again."""
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
+            for ref in self._state_keyed.values():
+                entry = ref()
+                for obj in [] if entry is None else [r() for r in entry.refs]:
+                    held = getattr(obj, "_cache_entries", None)
+                    if held is not None and entry in held:
+                        held.remove(entry)
+            self._state_keyed.clear()
+
+    def _find(self, key: tuple[int, ...]) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            ref = self._state_keyed.get(key)
+            entry = ref() if ref is not None else None
+        return entry
 
     def as_function(self, like: Callable[P, Any]) -> Callable[P, R]:
         """A plain function that calls this one, with ``like``'s name, docs and signature.
@@ -299,72 +452,227 @@ class StatefulFunction(Generic[R]):
         wrapper.stateful = self  # type: ignore[attr-defined]
         return wrapper
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
-        key = _reference_key(args)
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry(self.seed)
+    def __call__(self, /, *args: Any, **kwargs: Any) -> R:
+        # `self` positional-only: a jitted method may be called as `Cls.method(self=m)`.
+        # Count call depth here, not through helper calls: this is the cached call path.
+        calls = _CALL_REFS
+        calls.depth += 1
+        try:
+            key = _reference_key(args, kwargs)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._find(key) or self._new_entry(key, args, kwargs)
+            version = entry.version
+            assert version is not None
+            if not version.verified or (not self.staged and is_top_level()):
+                version = self._verify(entry, version, args, kwargs)
+            while True:
+                split = version.split
+                read_vals, write_vals = split.gather()
+                try:
+                    result, new_write_vals = version.transformed(
+                        read_vals, write_vals, *args, **kwargs
+                    )
+                except StateSetChanged as change:
+                    if change.owner is not entry:
+                        raise
+                    # The retry traces again, which verifies the grown split.
+                    version = self._grow(entry, change.reads, change.writes, verified=True)
+                    continue
+                except TypeError:
+                    # JAX rejects a state value it cannot trace; say which state it was.
+                    _check_traceable(split.states, read_vals + write_vals, self.name)
+                    raise
+                split.scatter(new_write_vals)
+                return result  # type: ignore[no-any-return]
+        finally:
+            calls.depth -= 1
+            if not calls.depth and calls.made:
+                release_call_refs()
+
+    def _version(self, entry: _Entry, split: Split, verified: bool) -> _Version:
+        pure = PureCore(self.fn, split, self.name, entry)
+        return _Version(split, pure, self.lift(split, pure), verified)
+
+    def _new_entry(
+        self, key: tuple[int, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Entry:
+        with self._lock:
+            entry = self._find(key)
+            if entry is not None:  # another thread made it meanwhile
+                return entry
+            entry = _Entry()
+            entry.version = self._version(entry, self.seed, verified=False)
+            forget = functools.partial(_forget_entry, weakref.ref(self), key)
+            keyed = _by_reference(args, kwargs)
+            entry.refs = [weakref.ref(obj, forget) for obj in keyed]
+            states = [obj for obj in keyed if isinstance(obj, State)]
+            if not states:
+                self._entries[key] = entry
+                return entry
+            for state in states:
+                held = getattr(state, "_cache_entries", None)
+                if held is None:
+                    held = state._cache_entries = []
+                held.append(entry)
+            self._state_keyed[key] = weakref.ref(entry)
+            return entry
+
+    def _grow(
+        self,
+        entry: _Entry,
+        reads: Sequence[State[Any]],
+        writes: Sequence[State[Any]],
+        verified: bool,
+    ) -> _Version:
+        """Install the split grown by these states (unless another thread already did)."""
+        with self._lock:
+            current = entry.version
+            assert current is not None
+            split = current.split.union(reads, writes)
+            if not split.same_as(current.split):
+                entry.version = current = self._version(entry, split, verified)
+            return current
+
+    def _verify(
+        self, entry: _Entry, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Version:
+        """Make sure the split is complete before a call that would run as it traces.
+
+        A staged lift needs this once per split: it traces everything before running
+        anything, so a retrace meeting a new state costs nothing to abort. Under
+        `jax.disable_jit` it runs eagerly, and an abstract trace would refuse what the
+        user disabled jit for (`float(x)`, Python branches on values): skip it.
+
+        An eager call of a lift that is not staged (grad, vmap) runs the function as it
+        traces, so its split is checked for every new signature of the call (the
+        structure, shapes and dtypes of the arguments and state values, and the
+        values of other arguments), as `jax.jit` retraces for a new signature.
+        """
+        if self.staged:
+            if jit_disabled():
+                return version
+            return self._discover(entry, version, args, kwargs)
+        signature = _call_signature(version.split, args, kwargs)
+        if version.verified and signature is not None and signature in version.signatures:
+            return version
+        version = self._discover(entry, version, args, kwargs)
+        signature = _call_signature(version.split, args, kwargs)
+        if signature is not None:
+            if len(version.signatures) >= _MAX_SIGNATURES:
+                version.signatures.clear()
+            version.signatures.add(signature)
+        return version
+
+    def _discover(
+        self, entry: _Entry, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Version:
+        """Complete and verify the split with abstract traces; return the verified version.
+
+        The lifted function runs under `jax.eval_shape`, which computes nothing and
+        runs no side effect, while the pure core notes the states missing from the
+        split instead of aborting. So an eager grad or vmap then runs the function
+        for real once per call, and no JAX trace is abandoned by an exception
+        (JAX keeps an aborted trace, and the values it closed over, alive).
+        """
+        active = _DISCOVERY.active
         while True:
-            transformed = entry.transformed
-            split = entry.split
-            if transformed is None:
-                entry.pure = PureCore(self.fn, split, self.name, entry)
-                transformed = entry.transformed = self.lift(split, entry.pure)
+            split = version.split
             read_vals, write_vals = split.gather()
+            transformed = version.transformed
+
+            def run(read: list[Any], write: list[Any], transformed: Any = transformed) -> None:
+                transformed(read, write, *args, **kwargs)
+
+            changes: list[StateSetChanged] = []
+            active[id(entry)] = changes
             try:
-                if not entry.verified:
-                    self._discover(transformed, read_vals, write_vals, args, kwargs)
-                    entry.verified = True
-                result, new_write_vals = transformed(read_vals, write_vals, *args, **kwargs)
+                # The trace around it keeps anything the lifted function stores in a
+                # state while tracing (a created state it hands out, say): nothing leaks.
+                with StateTrace(f"{self.name} (discovery)", self):
+                    jax.eval_shape(run, read_vals, write_vals)
             except StateSetChanged as change:
                 if change.owner is not entry:
                     raise
-                entry.split = split.union(change.reads, change.writes)
-                entry.transformed = None
-                entry.verified = False
-                continue
-            except TypeError:
-                # JAX rejects a state value it cannot trace; say which state it was.
-                _check_traceable(split.states, read_vals + write_vals, self.name)
-                raise
-            split.scatter(new_write_vals)
-            return result  # type: ignore[no-any-return]
-
-    def _discover(
-        self,
-        transformed: Callable[..., Any],
-        read_vals: list[Any],
-        write_vals: list[Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        """Check the split with an abstract trace before the first real call.
-
-        Called eagerly, the lifted function (a grad, a vmap) would otherwise run
-        for real, side effects included, only to find that a state is missing and
-        run again. ``jax.eval_shape`` traces it without computing anything and
-        raises the same StateSetChanged. Inside an enclosing JAX trace the real
-        call is itself only a trace, so there is nothing to save.
-        """
-        if any(
-            isinstance(leaf, jax.core.Tracer)
-            for leaf in jax.tree.leaves((read_vals, write_vals, args, kwargs))
-        ):
-            return
-
-        def run(read: list[Any], write: list[Any]) -> None:
-            transformed(read, write, *args, **kwargs)
-
-        # The trace around it puts back anything the lifted function stores in a
-        # state while tracing (a created state it hands out, say): nothing leaks.
-        with StateTrace(f"{self.name} (discovery)", self):
-            jax.eval_shape(run, read_vals, write_vals)
+                changes.append(change)
+            except Exception as exc:
+                if not changes:  # a real error, not an artefact of a missing state
+                    if isinstance(exc, TypeError):
+                        _check_traceable(split.states, read_vals + write_vals, self.name)
+                    raise
+            finally:
+                del active[id(entry)]
+            if not changes:
+                version.verified = True
+                return version
+            version = self._grow(
+                entry,
+                [s for c in changes for s in c.reads],
+                [s for c in changes for s in c.writes],
+                verified=False,
+            )
 
 
-def _reference_key(args: tuple[Any, ...]) -> tuple[object, ...]:
-    if not args:
-        return ()
-    return tuple([a for a in args if isinstance(a, _BY_REFERENCE)])
+_MAX_SIGNATURES = 256
+
+
+def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+    """What decides which states an eager call touches: the tree of the arguments and
+    state values, the type of each array and the value of each other leaf (``None``
+    when one is unhashable: such a call is always checked)."""
+    read_vals, write_vals = split.gather()
+    leaves, treedef = jax.tree.flatten((read_vals, write_vals, args, kwargs))
+    signature: list[Hashable] = [treedef]
+    for leaf in leaves:
+        if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+            signature.append(jax.typeof(leaf))
+        else:
+            signature.append((type(leaf), leaf))
+    key = tuple(signature)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _forget_entry(
+    owner: weakref.ref[StatefulFunction[Any]], key: tuple[int, ...], _: object
+) -> None:
+    """Weak-reference callback: an object an entry is keyed by died; drop the entry."""
+    stateful = owner()
+    if stateful is not None:
+        stateful._entries.pop(key, None)
+        stateful._state_keyed.pop(key, None)
 
 
 _BY_REFERENCE = (Module, State)
+
+
+def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]:
+    found: list[object] = [a for a in args if isinstance(a, _BY_REFERENCE)]
+    if kwargs:
+        found += [v for v in kwargs.values() if isinstance(v, _BY_REFERENCE)]
+    return found
+
+
+def _reference_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]:
+    """The cache key of a call: the identities of the modules and states passed."""
+    key = [id(a) for a in args if isinstance(a, _BY_REFERENCE)]
+    if kwargs:
+        key += [id(v) for v in kwargs.values() if isinstance(v, _BY_REFERENCE)]
+    return tuple(key)
+
+
+class _Discovery(threading.local):
+    """Per thread: the entries being discovered, each with the changes noted so far."""
+
+    def __init__(self) -> None:
+        self.active: dict[int, list[StateSetChanged]] = {}
+
+
+_DISCOVERY = _Discovery()
+_CONCRETE = concrete_array_type()
+# Held while a call's values are gathered or merged: a call sees all of another
+# call's writes or none of them.
+_MERGE_LOCK = threading.Lock()

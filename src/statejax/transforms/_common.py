@@ -1,32 +1,75 @@
-"""Small helpers shared by the control-flow plugins (loops, conditionals, abstract).
+"""Small helpers shared by the built-in plugins.
 
-Private: not part of the plugin API. The plugins use them to name user functions
-and to describe the type of a carried state value in error messages.
+Private: not part of the plugin API. The plugins use them to name user functions,
+to describe the type of a carried state value in error messages, to validate the
+integer options of their specs, and to run a function eagerly under
+`jax.disable_jit()`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pydantic
 
-__all__ = ["as_tuple", "name_of", "show_signature", "signature"]
+from statejax.extend import Split, State, StateTrace, current_trace, jit_disabled
+
+__all__ = [
+    "MAX_INT32",
+    "Count",
+    "Index",
+    "PositiveCount",
+    "as_tuple",
+    "eager_call",
+    "jit_disabled",
+    "name_of",
+    "run_eagerly",
+    "show_signature",
+    "signature",
+]
+
+R = TypeVar("R")
+
+#: The largest position or count an option takes: JAX counts loop steps in int32.
+MAX_INT32 = 2**31 - 1
+
+
+def _strict_int(value: Any) -> Any:
+    """Refuse a bool where an int is expected; accept a NumPy integer as an int."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{value!r} is a bool, not an int; give an int")
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+_NOT_BOOL = pydantic.BeforeValidator(_strict_int)
+
+#: A non-negative int option that counts something (a position, a length), at most an int32.
+#: A bool, a float or a string is refused, where pydantic's plain `int` would take `True` as 1.
+Index = Annotated[int, pydantic.Strict(), pydantic.Field(ge=0, le=MAX_INT32), _NOT_BOOL]
+#: Like `Index`; the name for sizes rather than positions.
+Count = Index
+#: A positive `Count`.
+PositiveCount = Annotated[int, pydantic.Strict(), pydantic.Field(gt=0, le=MAX_INT32), _NOT_BOOL]
 
 _ARRAY_LIKE = (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
 
 
 def as_tuple(value: Any) -> Any:
-    """Accept one position or name where options take a tuple (``static_argnums=1``).
+    """Accept one position or name where options take a tuple (`static_argnums=1`).
 
     Anything else is returned as it is, for pydantic to validate.
 
-    Example:
+    Examples:
         >>> as_tuple(1), as_tuple(["a", "b"]), as_tuple(None)
         ((1,), ('a', 'b'), None)
     """
-    if isinstance(value, (int, str)):
+    if isinstance(value, (int, str, np.integer)):
         return (value,)
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
@@ -34,7 +77,7 @@ def as_tuple(value: Any) -> Any:
 def name_of(fn: Any) -> str:
     """How error messages and trace names refer to a user function.
 
-    Example:
+    Examples:
         >>> def step(x): return x
         >>> name_of(step), name_of(3)
         ('step', '3')
@@ -58,7 +101,7 @@ def signature(value: Any) -> Any:
 def show_signature(sig: Any) -> str:
     """A :func:`signature` as text: ``float32[2,3]`` for an array, else the tree and its leaves.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> show_signature(signature(jnp.zeros((2, 3))))
         'float32[2,3]'
@@ -70,3 +113,57 @@ def show_signature(sig: Any) -> str:
     ]
     is_array = treedef == jax.tree.structure(0)
     return shown[0] if is_array else f"{treedef} with leaves {', '.join(shown)}"
+
+
+# -- jax.disable_jit -----------------------------------------------------------------
+
+
+def eager_call(
+    name: str, fn: Callable[..., R], /, *args: Any, **kwargs: Any
+) -> tuple[R, list[tuple[State[Any], Any]]]:
+    """Run `fn` once, for real, and return its result and its writes, `(state, new_value)`.
+
+    The writes are not applied: every state is as it was when this returns or raises.
+    The states `fn` reads are reported to an enclosing statejax trace, as a transform's
+    reads are. States `fn` creates are marked as leaked, as under a traced transform.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> total = sj.State(jnp.array(1.0))
+        >>> def add():
+        ...     total.value = total.value + 1.0
+        >>> _, writes = eager_call("add", add)
+        >>> [float(v) for _, v in writes], float(total.value)
+        ([2.0], 1.0)
+    """
+    with StateTrace(f"{name} (eager)") as trace:
+        out = fn(*args, **kwargs)
+        created = {id(s) for s in trace.created}
+        writes = [(s, s.value) for k, s in trace.writes.items() if k not in created]
+    if current_trace() is not None:
+        skip = created | trace.writes.keys()
+        Split(read_states=[s for k, s in trace.reads.items() if k not in skip]).gather()
+    return out, writes
+
+
+def run_eagerly(name: str, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """Run `fn` once, eagerly, as a transform does under `jax.disable_jit()`.
+
+    Like `jax.jit` under `jax.disable_jit()`, the function runs as plain Python on
+    concrete values (so `float(x)` and `if x > 0:` work), and its state writes are
+    applied after it returns, all together: if it raises, no state changes.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> total = sj.State(jnp.array(1.0))
+        >>> def add(x):
+        ...     total.value = total.value + float(x)
+        ...     return total.value
+        >>> float(run_eagerly("add", add, jnp.array(2.0))), float(total.value)
+        (3.0, 3.0)
+    """
+    out, writes = eager_call(name, fn, *args, **kwargs)
+    Split(write_states=[s for s, _ in writes]).scatter([v for _, v in writes])
+    return out

@@ -25,7 +25,7 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import name_of
+from statejax.transforms._common import Index, as_tuple, name_of
 
 __all__ = ["EvalShapeSpec", "MakeJaxprSpec", "StatefulJaxpr", "eval_shape", "make_jaxpr"]
 
@@ -42,12 +42,12 @@ class EvalShapeSpec(TransformSpec):
 class MakeJaxprSpec(TransformSpec):
     """Options of :func:`make_jaxpr`."""
 
-    static_argnums: tuple[pydantic.NonNegativeInt, ...] = pydantic.Field(
+    static_argnums: tuple[Index, ...] = pydantic.Field(
         default=(), description="positions of arguments that are compile-time constants"
     )
 
     _normalise = pydantic.field_validator("static_argnums", mode="before")(
-        lambda cls, v: (v,) if isinstance(v, int) else tuple(v) if isinstance(v, list) else v
+        lambda cls, v: as_tuple(v)
     )
 
 
@@ -109,7 +109,7 @@ def eval_shape(
         return out, dict(zip(split.write_states, new_wv, strict=True))
 
     name = f"statejax.eval_shape({name_of(fn)})"
-    stateful: StatefulFunction[Any] = StatefulFunction(fn, name, _unchanged(abstract))
+    stateful: StatefulFunction[Any] = StatefulFunction(fn, name, _unchanged(abstract), staged=True)
     out, states = _isolated(stateful, name, *args, **kwargs)
     return (out, states) if spec.return_states else out
 
@@ -170,7 +170,9 @@ def make_jaxpr(
         jaxpr = jax.make_jaxpr(pure, static_argnums=shifted)(rv, wv, *a, **kw)
         return StatefulJaxpr(jaxpr, split.read_states, split.write_states)
 
-    stateful: StatefulFunction[StatefulJaxpr] = StatefulFunction(fn, name, _unchanged(abstract))
+    stateful: StatefulFunction[StatefulJaxpr] = StatefulFunction(
+        fn, name, _unchanged(abstract), staged=True
+    )
 
     @functools.wraps(fn)
     def trace(*args: Any, **kwargs: Any) -> StatefulJaxpr:

@@ -18,8 +18,10 @@ arguments, ``argnums``. They share one set of rules:
 * **Errors.** A grad state the function never reads is a :class:`TraceError`
   (pass ``allow_unused=True`` to get zeros instead); so is a grad state holding
   integers, and ``has_aux=True`` with a function that does not return a pair.
-  A negative ``argnums`` is a :class:`SpecError` at decoration, one past the
-  arguments actually passed a :class:`SpecError` at the call.
+  A negative ``argnums``, an empty one (``()``), and ``grad_states`` that select
+  no state (``[]``, ``{}``) are a :class:`SpecError` at decoration, for every
+  transform here alike; ``argnums`` one past the arguments actually passed is a
+  :class:`SpecError` at the call.
 
 They compose with every other transform: ``jit(grad(f))`` compiles the whole
 step into one executable, ``grad(jit(f))`` and ``grad(grad(f))`` work.
@@ -32,6 +34,7 @@ from typing import Any, Literal, Never
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pydantic
 
 from statejax.extend import (
@@ -48,7 +51,7 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.graph import StateMapping, StateTree
-from statejax.transforms._common import name_of
+from statejax.transforms._common import MAX_INT32, name_of
 
 __all__ = [
     "DiffSpec",
@@ -69,10 +72,19 @@ GradStates = State[Any] | Iterable[State[Any]] | Mapping[Any, State[Any]] | None
 def _check_argnums(value: Any) -> Any:
     if value is None:
         return None
+    if isinstance(value, np.integer):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
         raise ValueError(f"argnums must be an int or a tuple of ints, got {value!r}")
     items = [value] if isinstance(value, int) else list(value)
-    for item in items:
+    if not items:
+        raise ValueError(
+            f"argnums={value!r} selects no argument; give an int or a non-empty tuple of "
+            "ints, or argnums=None with grad_states to differentiate with respect to states only"
+        )
+    for i, item in enumerate(items):
+        if isinstance(item, np.integer):
+            items[i] = item = int(item)
         if isinstance(item, bool) or not isinstance(item, int):
             raise ValueError(f"argnums must be an int or a tuple of ints, got {value!r}")
         if item < 0:
@@ -80,9 +92,11 @@ def _check_argnums(value: Any) -> Any:
                 f"argnums must be non-negative, got {value!r}; count positions from the "
                 "first positional argument (0)"
             )
+        if item > MAX_INT32:
+            raise ValueError(f"argnums must be at most {MAX_INT32}, got {value!r}")
     if len(set(items)) != len(items):
         raise ValueError(f"argnums has a repeated position: {value!r}")
-    return value if isinstance(value, int) else tuple(items)
+    return items[0] if isinstance(value, int) else tuple(items)
 
 
 class DiffSpec(TransformSpec):
@@ -218,6 +232,13 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
                 )
             seen.add(id(s))
 
+    def none_selected(what: object) -> SpecError:
+        return SpecError(
+            f"statejax.{transform}: option grad_states: {what!r} selects no state. Pass at "
+            "least one State, or grad_states=None to differentiate with respect to the "
+            "arguments only (argnums)."
+        )
+
     if grad_states is None:
         return _Targets("none", ())
     if isinstance(grad_states, State):
@@ -225,13 +246,19 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
     if isinstance(grad_states, Mapping):
         keys = tuple(grad_states)
         states = tuple(grad_states[k] for k in keys)
+        if not states:
+            raise none_selected(grad_states)
         check(states)
         return _Targets(
             "mapping" if isinstance(grad_states, StateMapping) else "dict", states, keys
         )
+    if isinstance(grad_states, (jax.Array, np.ndarray, np.generic)):
+        raise bad(grad_states)  # iterable, but an array is not a collection of states
     if not isinstance(grad_states, (list, tuple, str, bytes)) and isinstance(grad_states, Iterable):
         grad_states = list(grad_states)  # any other iterable of states: gradients as a list
     if isinstance(grad_states, (list, tuple)):
+        if not grad_states:
+            raise none_selected(grad_states)
         check(grad_states)
         return _Targets("list" if isinstance(grad_states, list) else "tuple", tuple(grad_states))
     raise bad(grad_states)

@@ -25,7 +25,7 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import as_tuple, name_of
+from statejax.transforms._common import Index, as_tuple, name_of
 
 __all__ = ["CheckpointSpec", "checkpoint", "remat"]
 
@@ -38,7 +38,7 @@ class CheckpointSpec(TransformSpec):
         description="which intermediates to save rather than recompute, e.g. "
         "jax.checkpoint_policies.dots_saveable; None recomputes everything",
     )
-    static_argnums: tuple[pydantic.NonNegativeInt, ...] = pydantic.Field(
+    static_argnums: tuple[Index, ...] = pydantic.Field(
         default=(),
         description="positions of arguments that are Python constants (hashable, non-negative)",
     )
@@ -120,7 +120,7 @@ def _checkpoint(fn: Callable[..., Any], spec: CheckpointSpec) -> Callable[..., A
 
         return transformed
 
-    stateful: StatefulFunction[Any] = StatefulFunction(fn, label, lift)
+    stateful: StatefulFunction[Any] = StatefulFunction(fn, label, lift, staged=True)
     return stateful.as_function(fn)
 
 

@@ -88,7 +88,9 @@ def _branching(
         return transformed
 
     names = ", ".join(name_of(b) for b in branches)
-    stateful: StatefulFunction[Any] = StatefulFunction(dispatch, f"statejax.{name}({names})", lift)
+    stateful: StatefulFunction[Any] = StatefulFunction(
+        dispatch, f"statejax.{name}({names})", lift, staged=True
+    )
     return stateful(*operands)
 
 

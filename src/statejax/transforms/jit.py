@@ -24,7 +24,7 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import as_tuple
+from statejax.transforms._common import Index, as_tuple, run_eagerly
 
 __all__ = ["JitSpec", "jit"]
 
@@ -35,7 +35,7 @@ R = TypeVar("R")
 class JitSpec(TransformSpec):
     """Options of :func:`jit`."""
 
-    static_argnums: tuple[pydantic.NonNegativeInt, ...] = pydantic.Field(
+    static_argnums: tuple[Index, ...] = pydantic.Field(
         default=(),
         description="positions of arguments that are compile-time constants "
         "(hashable, non-negative; a new value recompiles)",
@@ -79,6 +79,8 @@ def jit(
 
     The first call traces ``fn`` to find its states; later calls go straight to
     the compiled code. Writes to states inside ``fn`` are visible after the call.
+    Under `jax.disable_jit()` it runs ``fn`` eagerly instead, as `jax.jit` does
+    (concrete values, so `float(x)` works), writes still applied after the call.
     The returned function has ``clear_cache()``. Use it as ``@jit``,
     ``@jit(static_argnums=...)`` or ``jit(fn, ...)``, on functions or methods.
 
@@ -115,8 +117,21 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         )
 
     name = getattr(fn, "__qualname__", repr(fn))
-    stateful: StatefulFunction[R] = StatefulFunction(fn, f"statejax.jit({name})", lift)
-    return stateful.as_function(fn)
+    label = f"statejax.jit({name})"
+    stateful: StatefulFunction[R] = StatefulFunction(fn, label, lift, staged=True)
+    call = stateful.__call__
+    config = jax.config
+
+    # Like stateful.as_function(fn), plus jax.disable_jit(): one config read per call.
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if config.jax_disable_jit:  # type: ignore[attr-defined]
+            return run_eagerly(label, fn, *args, **kwargs)
+        return call(*args, **kwargs)
+
+    wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
+    wrapper.stateful = stateful  # type: ignore[attr-defined]
+    return wrapper
 
 
 @hookimpl

@@ -16,11 +16,17 @@ arguments); :func:`while_loop` supports forward mode only (``jax.jvp``,
 ``scan`` and ``for_loop`` take ``progress=True`` (or an int ``k``, or a
 :class:`ProgressBar`) to show a tqdm progress bar driven from inside the
 compiled loop through a host callback, every ``k`` steps; it works under ``jit``.
+
+Under `jax.disable_jit()` every loop runs as a Python loop over concrete values, as
+`jax.lax.scan` and `jax.lax.while_loop` do there, so a body may call `float(x)` or
+branch on a value with `if`; the states it writes are still carried from step to step
+and stored after the loop (all together; if a step raises, no state changes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import jax
@@ -33,6 +39,7 @@ from statejax.extend import (
     PureCore,
     SpecError,
     Split,
+    State,
     StatefulFunction,
     TraceError,
     Transform,
@@ -41,7 +48,16 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import name_of, show_signature, signature
+from statejax.transforms._common import (
+    Count,
+    PositiveCount,
+    eager_call,
+    jit_disabled,
+    name_of,
+    run_eagerly,
+    show_signature,
+    signature,
+)
 
 __all__ = [
     "ForLoopSpec",
@@ -69,7 +85,7 @@ class ProgressBar(TransformSpec):
         10
     """
 
-    every: pydantic.PositiveInt | None = pydantic.Field(
+    every: PositiveCount | None = pydantic.Field(
         default=None,
         description="update the bar every this many steps (default: about 1% of the steps)",
     )
@@ -84,7 +100,7 @@ def _as_progress(value: Any) -> Any:
         return None
     if value is True:
         return ProgressBar()
-    if isinstance(value, int):
+    if isinstance(value, (int, np.integer)):
         return {"every": value}
     return value
 
@@ -92,12 +108,14 @@ def _as_progress(value: Any) -> Any:
 class ScanSpec(TransformSpec):
     """Options of :func:`scan`."""
 
-    length: pydantic.NonNegativeInt | None = pydantic.Field(
+    length: Count | None = pydantic.Field(
         default=None, description="number of steps; needed when xs is None"
     )
     reverse: bool = pydantic.Field(default=False, description="run the steps from last to first")
-    unroll: pydantic.PositiveInt | pydantic.StrictBool = pydantic.Field(
-        default=1, description="how many steps to unroll per loop iteration (a positive int)"
+    unroll: PositiveCount | pydantic.StrictBool = pydantic.Field(
+        default=1,
+        description="how many steps to unroll per loop iteration (a positive int; True: all, "
+        "False: none)",
     )
     progress: ProgressBar | None = pydantic.Field(
         default=None,
@@ -149,6 +167,11 @@ class _ProgressHandler:
         due = (done == 1) | (done % self.every == 0) | (done == self.total)
         lax.cond(due, lambda: jax.debug.callback(self, done), lambda: None)
 
+    def tick_eagerly(self, done: int) -> None:
+        """`tick` for a loop run in Python (under `jax.disable_jit()`)."""
+        if done == 1 or done % self.every == 0 or done == self.total:
+            self(done)
+
 
 def _loop_length(name: str, xs: Any, length: int | None) -> int | None:
     """The number of steps (``None`` for a malformed ``xs``, which lax.scan reports)."""
@@ -183,6 +206,53 @@ def _check_carried(
             )
 
 
+def _pair(out: Any, name: str, fn_name: str) -> tuple[Any, Any]:
+    """The body's ``(carry, y)``; anything else is a TypeError naming the body."""
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise TypeError(
+            f"statejax.{name}: the body {fn_name} must return a pair "
+            f"(carry, y); it returned {type(out).__name__} {out!r:.80}."
+        )
+    return out[0], out[1]
+
+
+def _eager_length(xs: Any, total: int | None) -> int | None:
+    """The number of steps of an eager scan, or ``None`` to leave it to `lax.scan`
+    (no steps, whose outputs only a trace can shape, or a malformed ``xs``)."""
+    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(xs)}
+    if not total or len(lengths - {total}) > 0:
+        return None
+    return total
+
+
+def _scan_eagerly(
+    f: Callable[..., Any],
+    init: Any,
+    xs: Any,
+    n: int,
+    spec: ScanSpec,
+    progress: _ProgressHandler | None,
+    name: str,
+    fn_name: str,
+) -> tuple[Any, Any]:
+    """`_scan` under `jax.disable_jit()`: a Python loop of ``n`` steps, like `lax.scan`'s."""
+    xs = jax.tree.map(jnp.asarray, xs)
+
+    def loop() -> tuple[Any, Any]:
+        carry, ys = init, []
+        steps = reversed(range(n)) if spec.reverse else range(n)
+        for done, i in enumerate(steps, 1):
+            carry, y = _pair(f(carry, jax.tree.map(itemgetter(i), xs)), name, fn_name)
+            ys.append(y)
+            if progress is not None:
+                progress.tick_eagerly(done)
+        if spec.reverse:
+            ys.reverse()
+        return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
+
+    return run_eagerly(f"statejax.{name}({fn_name})", loop)
+
+
 def _scan(
     f: Callable[..., Any], init: Any, xs: Any, spec: ScanSpec, name: str, fn_name: str
 ) -> tuple[Any, Any]:
@@ -192,6 +262,10 @@ def _scan(
         if spec.progress is not None and total
         else None
     )
+    if jit_disabled():
+        n = _eager_length(xs, total)
+        if n is not None:
+            return _scan_eagerly(f, init, xs, n, spec, progress, name, fn_name)
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
@@ -201,15 +275,11 @@ def _scan(
                 step, state_vals, c = carry
                 out, new_state_vals = pure(read_vals, state_vals, c, x)
                 _check_carried(name, split, state_vals, new_state_vals)
-                if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                    raise TypeError(
-                        f"statejax.{name}: the body {fn_name} must return a pair "
-                        f"(carry, y); it returned {type(out).__name__} {out!r:.80}."
-                    )
+                new_c, y = _pair(out, name, fn_name)
                 if progress is not None:
                     step = step + 1
                     progress.tick(step)
-                return (step, new_state_vals, out[0]), out[1]
+                return (step, new_state_vals, new_c), y
 
             step0 = jnp.zeros((), jnp.int32) if progress is not None else None
             (_, new_write_vals, carry), ys = lax.scan(
@@ -225,7 +295,7 @@ def _scan(
         return transformed
 
     stateful: StatefulFunction[tuple[Any, Any]] = StatefulFunction(
-        f, f"statejax.{name}({fn_name})", lift
+        f, f"statejax.{name}({fn_name})", lift, staged=True
     )
     return stateful(init, xs)
 
@@ -333,6 +403,8 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
     parse_spec(WhileLoopSpec, "while_loop")
     body_name = name_of(body_fun)
     cond_name = name_of(cond_fun)
+    if jit_disabled():
+        return _while_eagerly(cond_fun, body_fun, init_val, body_name, cond_name)
 
     def dispatch(which: str, val: Any) -> Any:
         return body_fun(val) if which == _BODY else cond_fun(val)
@@ -347,14 +419,9 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
                 record = pure.record
                 assert record is not None  # set by every call of the pure core
                 created = {id(s) for s in record.created}
-                written = [s for k, s in record.writes.items() if k not in created]
-                if written:
-                    names = ", ".join(describe_state(s) for s in written)
-                    raise TraceError(
-                        f"statejax.while_loop: cond_fun {cond_name} writes {names}; a loop "
-                        "condition must not change states (it is evaluated an extra time, and "
-                        "its writes would be lost). Move the write into body_fun."
-                    )
+                _refuse_cond_writes(
+                    cond_name, [s for k, s in record.writes.items() if k not in created]
+                )
                 return out
 
             def body(carry: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
@@ -369,9 +436,42 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
         return transformed
 
     stateful: StatefulFunction[C] = StatefulFunction(
-        dispatch, f"statejax.while_loop({body_name})", lift
+        dispatch, f"statejax.while_loop({body_name})", lift, staged=True
     )
     return stateful(init_val)
+
+
+def _refuse_cond_writes(cond_name: str, written: Sequence[State[Any]]) -> None:
+    if written:
+        names = ", ".join(describe_state(s) for s in written)
+        raise TraceError(
+            f"statejax.while_loop: cond_fun {cond_name} writes {names}; a loop "
+            "condition must not change states (it is evaluated an extra time, and "
+            "its writes would be lost). Move the write into body_fun."
+        )
+
+
+def _while_eagerly(
+    cond_fun: Callable[[C], Any],
+    body_fun: Callable[[C], C],
+    init_val: C,
+    body_name: str,
+    cond_name: str,
+) -> C:
+    """`while_loop` under `jax.disable_jit()`: a Python loop, like `lax.while_loop`'s."""
+
+    def cond(val: C) -> bool:
+        out, writes = eager_call(f"statejax.while_loop({cond_name})", cond_fun, val)
+        _refuse_cond_writes(cond_name, [s for s, _ in writes])
+        return bool(out)
+
+    def loop() -> C:
+        val = init_val
+        while cond(val):
+            val = body_fun(val)
+        return val
+
+    return run_eagerly(f"statejax.while_loop({body_name})", loop)
 
 
 @hookimpl

@@ -41,8 +41,14 @@ from statejax.extend import (
 )
 from statejax.filters import Filter, Path, to_filter
 from statejax.graph import Module, iter_states
-from statejax.transforms._common import name_of
-from statejax.transforms.loops import for_loop
+from statejax.transforms._common import (
+    Count,
+    PositiveCount,
+    jit_disabled,
+    name_of,
+    run_eagerly,
+)
+from statejax.transforms.loops import ForLoopSpec, _scan
 
 __all__ = ["MapSpec", "StateSelector", "VmapSpec", "map", "vmap"]
 
@@ -228,7 +234,7 @@ class VmapSpec(TransformSpec):
         description="states written back batched (same forms as in_states); their input is "
         "broadcast unless in_states maps them too",
     )
-    axis_size: pydantic.NonNegativeInt | None = pydantic.Field(
+    axis_size: Count | None = pydantic.Field(
         default=None,
         description="the batch size, needed when nothing is mapped; a non-negative int or None",
     )
@@ -254,7 +260,7 @@ class VmapSpec(TransformSpec):
 class MapSpec(TransformSpec):
     """Options of :func:`map`."""
 
-    batch_size: pydantic.PositiveInt | None = pydantic.Field(
+    batch_size: PositiveCount | None = pydantic.Field(
         default=None,
         description="run this many elements at a time under vmap (None: one at a time)",
     )
@@ -344,11 +350,14 @@ def vmap(
     return _vmap(fn, spec=spec)
 
 
-def _vmap(fn: Callable[P, R], spec: VmapSpec) -> Callable[P, R]:
-    name = f"statejax.vmap({name_of(fn)})"
+def _vmap(fn: Callable[P, R], spec: VmapSpec, map_batch: int | None = None) -> Callable[P, R]:
+    """``map_batch``: this vmap runs the batches of ``map(fn, batch_size=map_batch)``,
+    whose errors name map and give fixes that apply to it."""
+    name = f"statejax.{'vmap' if map_batch is None else 'map'}({name_of(fn)})"
 
     def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
-        return _Batched(split, pure, spec, name)
+        pure.hands_out_created = True  # created states come out stacked (ensembles)
+        return _Batched(split, pure, spec, name, map_batch)
 
     stateful: StatefulFunction[R] = StatefulFunction(fn, name, lift)
     return stateful.as_function(fn)
@@ -364,6 +373,10 @@ class _Plan:
     in_axes: tuple[Any, ...]
     inner: Callable[..., Any]
     paths: dict[int, Path]
+    # The states selected on a negative axis (indices into read values + written values)
+    # and the ranks of their leaves this plan normalised the axes against.
+    ranked: tuple[int, ...] = ()
+    ranks: tuple[int, ...] = ()
 
 
 _OUT_AXIS_ERROR = re.compile(r"at vmap out_axes\[0\]\[(\d+)\]")
@@ -372,12 +385,17 @@ _OUT_AXIS_ERROR = re.compile(r"at vmap out_axes\[0\]\[(\d+)\]")
 class _Batched:
     """The lifted pure core of one split: ``(read_vals, write_vals, *args) -> (out, writes)``."""
 
-    def __init__(self, split: Split, pure: PureCore, spec: VmapSpec, name: str) -> None:
+    def __init__(
+        self, split: Split, pure: PureCore, spec: VmapSpec, name: str, map_batch: int | None
+    ) -> None:
         self.split = split
         self.pure = pure
         self.spec = spec
         self.name = name
+        self.map_batch = map_batch
         self.plan: _Plan | None = None
+        # Plans by the ranks of the states selected on a negative axis (see _ranks).
+        self.plans: dict[tuple[int, ...], _Plan] = {}
         self.checked = False
         self.known_paths: dict[int, Path] = {}
 
@@ -389,11 +407,13 @@ class _Batched:
         split, spec = self.split, self.spec
         paths = self._paths(args, kwargs)
         values = {id(s): v for s, v in zip(split.states, [*rv, *wv], strict=True)}
-        in_ax = self._assign(spec.in_states, "in_states", paths, values, set())
+        negative: set[int] = set()
+        in_ax = self._assign(spec.in_states, "in_states", paths, values, set(), negative)
         # A state only in out_states gets its batch axis on the way out: a negative axis
         # counts from the end of the batched value, one rank more than the current one.
         unbatched = {id(s) for s in split.states if id(s) not in in_ax}
-        out_ax = self._assign(spec.out_states, "out_states", paths, values, unbatched)
+        out_ax = self._assign(spec.out_states, "out_states", paths, values, unbatched, negative)
+        ranked = tuple(k for k, s in enumerate(split.states) if id(s) in negative)
 
         def place(state: State[Any]) -> tuple[int | None, int | None, StateBatching | None]:
             """``(in_axis, out_axis, rule)``: selected, batched by a hook, or broadcast."""
@@ -432,7 +452,7 @@ class _Batched:
             # The written values come first, so a batched-into-broadcast error's path
             # (out_axes[0][i]) names the state, whatever the result's structure.
             out, new_w = pure(rv, wv, *args, **kwargs)
-            return new_w, pure.created_values, out
+            return new_w, pure.take_created_values(), out
 
         in_axes = (read_axes, write_in, args_axes, kwargs_axes)
         vmapped = jax.vmap(
@@ -451,7 +471,28 @@ class _Batched:
             in_axes=in_axes,
             inner=inner,
             paths=paths,
+            ranked=ranked,
+            ranks=_ranks(ranked, rv, wv),
         )
+
+    def _plan_for(
+        self,
+        current: _Plan | None,
+        rv: Sequence[Any],
+        wv: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _Plan:
+        """The plan for these values: a negative axis counts from the end of the current
+        rank, so states selected on one get a plan per tuple of their ranks."""
+        if current is not None:
+            cached = self.plans.get(_ranks(current.ranked, rv, wv))
+            if cached is not None:
+                return cached
+        plan = self._make_plan(rv, wv, args, kwargs)
+        if plan.ranked:
+            self.plans[plan.ranks] = plan
+        return plan
 
     def _paths(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[int, Path]:
         """The path of each state: in a mapping the user gave, in a module argument, or
@@ -478,13 +519,17 @@ class _Batched:
         paths: dict[int, Path],
         values: dict[int, Any],
         unbatched: set[int],
+        negative: set[int],
     ) -> dict[int, int]:
-        """The normalised axis of each state ``axes`` selects, by state id."""
+        """The normalised axis of each state ``axes`` selects, by state id; the ids of
+        those selected on a negative axis are added to ``negative``."""
         found: dict[int, tuple[int, int]] = {}
         for axis, sel in axes:
             for s in self.split.states:
                 if not sel.matches(s, paths.get(id(s), ())):
                     continue
+                if axis < 0:
+                    negative.add(id(s))
                 norm = _normalise(axis, values[id(s)], int(id(s) in unbatched))
                 prev = found.get(id(s))
                 if prev is not None and prev[0] != norm:
@@ -505,8 +550,8 @@ class _Batched:
         self, rv: Sequence[Any], wv: Sequence[Any], /, *args: Any, **kwargs: Any
     ) -> tuple[Any, list[Any]]:
         plan = self.plan
-        if plan is None:
-            plan = self.plan = self._make_plan(rv, wv, args, kwargs)
+        if plan is None or (plan.ranked and _ranks(plan.ranked, rv, wv) != plan.ranks):
+            plan = self.plan = self._plan_for(plan, rv, wv, args, kwargs)
         lanes_rv, lanes_wv, carries = list(rv), list(wv), list[Any]()
         if plan.rules:
             size = self._batch_size(plan, rv, wv, args, kwargs)
@@ -718,6 +763,17 @@ class _Batched:
             if index is None:
                 return
             state = self.split.write_states[index]
+            if self.map_batch is not None:
+                raise BatchAxisError(
+                    f"{self.name}: the function wrote a value that differs between the "
+                    f"elements of a batch into {self._describe(state)}; with batch_size="
+                    f"{self.map_batch}, map runs each batch under vmap and broadcasts states "
+                    "within a batch (one value shared by its elements). Write a value that "
+                    "is the same for every element, use batch_size=None (one element at a "
+                    "time, states carried from one to the next), or call "
+                    f"statejax.vmap({name_of(self.pure.fn)}, out_states=...) yourself to keep "
+                    "one value per element."
+                ) from None
             raise BatchAxisError(
                 f"{self.name}: the function wrote a value batched over the vmap axis into "
                 f"{self._describe(state)}, which is broadcast (not in in_states or "
@@ -757,6 +813,14 @@ def _pick_write(i: int, writes: list[Any], *_: Any) -> Any:
     return writes[i]
 
 
+def _ranks(ranked: tuple[int, ...], rv: Sequence[Any], wv: Sequence[Any]) -> tuple[int, ...]:
+    """The ranks of the leaves of the values at ``ranked`` (indices into ``[*rv, *wv]``)."""
+    n = len(rv)
+    return tuple(
+        jnp.ndim(leaf) for k in ranked for leaf in jax.tree.leaves(rv[k] if k < n else wv[k - n])
+    )
+
+
 def _normalise(axis: int, value: Any, added: int = 0) -> int:
     """A negative axis counted from the end of the value's rank plus ``added`` (when all
     leaves agree; otherwise left negative, for jax.vmap to count per leaf)."""
@@ -774,16 +838,37 @@ def _normalise(axis: int, value: Any, added: int = 0) -> int:
 
 
 def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
-    """Apply ``f`` to each slice of ``xs`` along axis 0 and stack the results.
+    """Apply `f` to each slice of `xs` along axis 0 and stack the results.
 
-    Like :func:`jax.lax.map` but state-aware: by default one element at a time
-    (a :func:`~statejax.transforms.loops.for_loop`, so states ``f`` writes are
-    carried from one element to the next, and each element draws fresh random
-    numbers); with ``batch_size``,
-    ``batch_size`` elements at a time under :func:`vmap` (states are then
-    broadcast within a batch).
+    Like `jax.lax.map` but state-aware. By default one element at a time (a
+    `for_loop`, so the states `f` writes are carried from one element to the next,
+    and each element draws fresh random numbers). With `batch_size`, `batch_size`
+    elements at a time under `vmap`, then the remainder as one smaller batch; states
+    are broadcast within a batch, so `f` may write a state only with a value that is
+    the same for every element of the batch.
 
-    Example:
+    The call is atomic: the states are written after every element has run, so if
+    any element (or batch) raises, no state changes. Under `jax.disable_jit()` the
+    one-at-a-time map runs as a Python loop, as `for_loop` does.
+
+    Args:
+        f: the function to apply; it takes one slice of each of `xs`.
+        *xs: arrays (or pytrees of arrays) with the same leading axis to map over.
+        batch_size: how many elements to run at a time under `vmap`; `None` for one
+            at a time.
+
+    Returns:
+        The outputs of `f`, stacked on a leading axis.
+
+    Raises:
+        TypeError: no `xs` were given (to call `f` `n` times without inputs, use
+            `statejax.for_loop(f, length=n)`).
+        ValueError: the `xs` have different leading sizes, or one is a scalar.
+        SpecError: `batch_size` is not a positive int.
+        BatchAxisError: with `batch_size`, `f` wrote a value that differs between the
+            elements of a batch into a state.
+
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.vmap import map
@@ -797,9 +882,13 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
         [1.0, 2.0, 3.0, 4.0, 5.0]
     """
     spec = parse_spec(MapSpec, "map", batch_size=batch_size)
+    fn_name = name_of(f)
+    name = f"statejax.map({fn_name})"
     if not xs:
-        raise TypeError("statejax.map: give at least one array to map over")
-    name = f"statejax.map({name_of(f)})"
+        raise TypeError(
+            f"{name}: give at least one array to map over, as map(f, xs); to call the "
+            "function n times without inputs, use statejax.for_loop(f, length=n)"
+        )
     sizes = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(xs)}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(
@@ -809,19 +898,37 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     n = sizes.pop()
     assert n is not None
     bs = spec.batch_size
-    if bs is None or n == 0:
-        return for_loop(f, *xs)
-    full, rem = divmod(n, bs)
-    batched = vmap(f)
-    parts: list[Any] = []
-    if full:  # the full batches one after the other, then the remainder as one batch
-        main = jax.tree.map(lambda a: a[: full * bs].reshape(full, bs, *a.shape[1:]), xs)
-        out = for_loop(batched, *main)
-        parts.append(jax.tree.map(lambda a: a.reshape(full * bs, *a.shape[2:]), out))
-    if rem:
-        parts.append(batched(*jax.tree.map(lambda a: a[full * bs :], xs)))
-    result: R = jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if full and rem else parts[0]
-    return result
+
+    def one_at_a_time(g: Callable[..., Any], *xs: Any) -> Any:
+        def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
+            return carry, g(*x)
+
+        return _scan(body, None, xs, ForLoopSpec(), "map", fn_name)[1]
+
+    def run(*xs: Any) -> R:
+        if bs is None or n == 0:
+            out: R = one_at_a_time(f, *xs)
+            return out
+        full, rem = divmod(n, bs)
+        batched = _vmap(f, VmapSpec(), map_batch=bs)
+        parts: list[Any] = []
+        if full:  # the full batches one after the other, then the remainder as one batch
+            main = jax.tree.map(lambda a: a[: full * bs].reshape(full, bs, *a.shape[1:]), xs)
+            out = one_at_a_time(batched, *main)
+            parts.append(jax.tree.map(lambda a: a.reshape(full * bs, *a.shape[2:]), out))
+        if rem:
+            parts.append(batched(*jax.tree.map(lambda a: a[full * bs :], xs)))
+        result: R = (
+            jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if full and rem else parts[0]
+        )
+        return result
+
+    # One stateful call around the whole map: the engine merges the writes of every
+    # batch only after the last one ran, so an error anywhere changes no state.
+    if jit_disabled():
+        return run_eagerly(name, run, *xs)
+    stateful: StatefulFunction[R] = StatefulFunction(run, name, lambda split, pure: pure)
+    return stateful(*xs)
 
 
 @hookimpl

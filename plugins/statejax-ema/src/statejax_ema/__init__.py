@@ -102,7 +102,7 @@ class EmaFunction(Generic[P, R]):
 
         # The averages are written every call; the tracked states are at least read.
         seed = Split(read_states=tracked, write_states=shadows)
-        self._stateful: StatefulFunction[R] = StatefulFunction(fn, "ema", lift, seed)
+        self._stateful: StatefulFunction[R] = StatefulFunction(fn, "ema", lift, seed, staged=True)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -1,0 +1,60 @@
+"""The few JAX internals statejax relies on, in one place.
+
+JAX has no public way to ask which trace is current, nor which trace a tracer
+belongs to. statejax needs both to keep its central promise (no state ever holds
+a tracer): a value written inside a plain JAX transform nested in a statejax
+trace must be refused when it is written, not when JAX finds the leak later
+without naming the state. These helpers wrap `jax._src.core` so that a change in
+JAX breaks one module, and `tests/test_leaks.py` pins the behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax._src import core as _core
+
+__all__ = [
+    "concrete_array_type",
+    "current_jax_trace",
+    "is_top_level",
+    "jit_disabled",
+    "tracer_trace",
+]
+
+
+def current_jax_trace() -> object:
+    """The JAX trace operations are bound to right now (the eval trace outside transforms)."""
+    return _core.trace_ctx.trace
+
+
+def is_top_level() -> bool:
+    """Whether no JAX transform is tracing on this thread (values are concrete)."""
+    return bool(_core.trace_ctx.is_top_level())
+
+
+def tracer_trace(leaf: jax.core.Tracer[Any]) -> Any:
+    """The trace a tracer belongs to."""
+    return leaf._trace
+
+
+def concrete_array_type() -> type:
+    """The type of a concrete `jax.Array` (a tracer also passes `isinstance(x, jax.Array)`)."""
+    from jax._src.array import ArrayImpl
+
+    return ArrayImpl
+
+
+def jit_disabled() -> bool:
+    """Whether `jax.disable_jit()` is in force (jit, scan and cond then run eagerly).
+
+    One config read: cheap enough for a cached call path.
+
+    Examples:
+        >>> import jax
+        >>> with jax.disable_jit():
+        ...     jit_disabled()
+        True
+    """
+    return bool(jax.config.jax_disable_jit)  # type: ignore[attr-defined]

@@ -1,0 +1,277 @@
+"""Identity-keyed weak caches (issue 8, part B).
+
+A ``StatefulFunction`` keeps one split per module or state it is called with, keyed
+by identity (never by ``==``/``hash``), whether the module is passed positionally or
+by keyword, and its cache holds nothing alive: a dropped module is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import threading
+import time
+import weakref
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import statejax as sj
+
+N_MODULES = 24
+JOIN_TIMEOUT = 60.0
+
+
+class Counter(sj.Module):
+    def __init__(self, k: float) -> None:
+        self.count = sj.ShortTermState(jnp.array(0))
+        self.w = sj.ParamState(jnp.full(2, k, jnp.float32))
+
+
+def make_step() -> Any:
+    """A fresh jitted function (a fresh cache) that updates the module it is given."""
+
+    @sj.jit
+    def step(model: Counter) -> jax.Array:
+        model.count.value = model.count.value + 1
+        return jnp.sum(model.w.value)
+
+    return step
+
+
+def all_dead(refs: list[weakref.ref[Any]]) -> int:
+    """How many of ``refs`` still point at a live object after a full collection."""
+    for _ in range(3):
+        gc.collect()
+    return sum(r() is not None for r in refs)
+
+
+def test_keyword_module_gets_its_own_split() -> None:
+    """Bug B1: a module passed by keyword shares one cache entry (2*N states) with all others."""
+    step = make_step()
+    models = [Counter(float(k)) for k in range(N_MODULES)]
+    for _ in range(2):
+        for k, m in enumerate(models):
+            assert float(step(model=m)) == 2.0 * k
+    assert [int(m.count.value) for m in models] == [2] * N_MODULES
+    m = models[7]
+    split = step.stateful.split_for(model=m)
+    assert len(split.states) == 2, f"the split for one module holds {len(split.states)} states"
+    assert {id(s) for s in split.states} == {id(m.count), id(m.w)}
+    assert {id(s) for s in step.stateful.split_for(m).states} == {id(m.count), id(m.w)}
+
+
+def test_keyword_modules_are_not_kept_alive() -> None:
+    """Bug B1: the shared keyword entry's split keeps every dropped module's states alive."""
+    step = make_step()
+    refs = []
+    for k in range(N_MODULES // 2):
+        m = Counter(float(k))
+        step(model=m)
+        refs.append(weakref.ref(m))
+        refs.append(weakref.ref(m.count))
+        del m
+    assert all_dead(refs) == 0, "dropped modules (or their states) are still alive"
+
+
+def test_threads_updating_their_own_model_by_keyword_count_exactly() -> None:
+    """Bug B1: with one shared keyword entry, every call re-merges every model: updates are lost."""
+    step = make_step()
+    models = [Counter(float(k)) for k in range(8)]
+    barrier = threading.Barrier(len(models))
+    errors: list[BaseException] = []
+
+    def work(m: Counter) -> None:
+        try:
+            barrier.wait(timeout=JOIN_TIMEOUT)
+            for _ in range(42):
+                step(model=m)
+        except BaseException as exc:  # re-raised in the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(m,), daemon=True) for m in models]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "threads hung (deadlock?)"
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)] or errors
+    if real:
+        raise AssertionError(f"a thread raised {type(real[0]).__name__}: {real[0]}") from real[0]
+    assert [int(m.count.value) for m in models] == [42] * len(models)
+
+
+class EqModule(sj.Module):
+    """A module whose instances all compare equal and hash alike."""
+
+    def __init__(self, w: float) -> None:
+        self.w = sj.ParamState(jnp.full(2, w, jnp.float32))
+        self.steps = sj.ShortTermState(jnp.array(0))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EqModule)
+
+    def __hash__(self) -> int:
+        return 0
+
+    @sj.jit
+    def apply(self, x: jax.Array) -> jax.Array:
+        self.steps.value = self.steps.value + 1
+        return x * self.w.value
+
+
+@pytest.mark.parametrize("by_keyword", [False, True], ids=["positional", "keyword"])
+def test_modules_that_compare_equal_do_not_share_a_split(by_keyword: bool) -> None:
+    """Bug B2: the cache is keyed by ==/hash, so b.apply uses a's parameters and counters."""
+    a, b = EqModule(1.0), EqModule(2.0)
+    x = jnp.ones(2, jnp.float32)
+
+    @sj.jit
+    def apply(model: EqModule, x: jax.Array) -> jax.Array:
+        return model.apply(x)
+
+    call = (lambda m: apply(model=m, x=x)) if by_keyword else (lambda m: m.apply(x))
+    np.testing.assert_array_equal(call(a), [1.0, 1.0])
+    np.testing.assert_array_equal(call(b), [2.0, 2.0])
+    np.testing.assert_array_equal(call(b), [2.0, 2.0])
+    np.testing.assert_array_equal(call(a), [1.0, 1.0])
+    assert int(a.steps.value) == 2
+    assert int(b.steps.value) == 2
+
+
+@dataclasses.dataclass
+class DataModule(sj.Module):
+    """A dataclass module: ``eq=True`` makes it unhashable."""
+
+    w: sj.ParamState[jax.Array]
+    steps: sj.ShortTermState[jax.Array]
+
+    @sj.jit
+    def apply(self, x: jax.Array) -> jax.Array:
+        self.steps.value = self.steps.value + 1
+        return x * self.w.value
+
+
+def test_dataclass_module_with_a_jitted_method_works() -> None:
+    """Bug B3: an unhashable (dataclass) module fails with a bare ``TypeError: unhashable type``."""
+    a = DataModule(sj.ParamState(jnp.full(2, 3.0)), sj.ShortTermState(jnp.array(0)))
+    b = DataModule(sj.ParamState(jnp.full(2, 5.0)), sj.ShortTermState(jnp.array(0)))
+    x = jnp.ones(2, jnp.float32)
+    np.testing.assert_array_equal(a.apply(x), [3.0, 3.0])
+    np.testing.assert_array_equal(b.apply(x), [5.0, 5.0])
+    np.testing.assert_array_equal(a.apply(x), [3.0, 3.0])
+    assert (int(a.steps.value), int(b.steps.value)) == (2, 1)
+
+    @sj.jit
+    def step(model: DataModule, x: jax.Array) -> jax.Array:
+        return model.apply(x) + 1
+
+    np.testing.assert_array_equal(step(b, x), [6.0, 6.0])
+    np.testing.assert_array_equal(step(model=a, x=x), [4.0, 4.0])
+    assert (int(a.steps.value), int(b.steps.value)) == (3, 2)
+
+
+class Net(sj.Module):
+    def __init__(self) -> None:
+        self.w = sj.ParamState(jnp.ones((2, 2), jnp.float32))
+        self.calls = sj.ShortTermState(jnp.array(0))
+
+    @sj.jit
+    def apply(self, x: jax.Array) -> jax.Array:
+        self.calls.value = self.calls.value + 1
+        return x @ self.w.value
+
+
+def test_cache_entries_keep_no_instance_alive() -> None:
+    """Bug B4: the method's cache keys hold every instance that ever called it."""
+    x = jnp.ones((1, 2), jnp.float32)
+    refs = []
+    for _ in range(N_MODULES):
+        net = Net()
+        net.apply(x)
+        refs.append(weakref.ref(net))
+        del net
+    alive = all_dead(refs)
+    assert alive == 0, f"{alive} of {len(refs)} dropped instances are still alive"
+    keep = Net()  # a live instance still works after the others were collected
+    np.testing.assert_array_equal(keep.apply(x), [[2.0, 2.0]])
+
+
+def test_function_cache_keeps_no_positional_module_alive() -> None:
+    """Bug B4: a module passed positionally to a jitted function is kept alive by the cache."""
+    step = make_step()
+    refs = []
+    for k in range(N_MODULES // 2):
+        m = Counter(float(k))
+        step(m)
+        refs.append(weakref.ref(m))
+        del m
+    assert all_dead(refs) == 0
+
+
+class AlwaysEqualState(sj.State[Any]):
+    """A State subclass whose instances all compare equal (as a value-comparing one might)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AlwaysEqualState)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def make_inc() -> Any:
+    @sj.jit
+    def inc(s: sj.State[Any]) -> jax.Array:
+        s.value = s.value + 1
+        return s.value
+
+    return inc
+
+
+@pytest.mark.parametrize("by_keyword", [False, True], ids=["positional", "keyword"])
+def test_state_argument_keys_the_cache_by_identity(by_keyword: bool) -> None:
+    """Bug B5: a State argument keys the cache by ==/hash (positional) or not at all (keyword)."""
+    inc = make_inc()
+    a, b = AlwaysEqualState(jnp.array(0)), AlwaysEqualState(jnp.array(100))
+
+    def call(s: sj.State[Any]) -> int:
+        return int(inc(s=s) if by_keyword else inc(s))
+
+    assert call(a) == 1
+    assert call(b) == 101
+    assert call(b) == 102
+    assert call(a) == 2
+    assert (int(a.value), int(b.value)) == (2, 102)
+    split = inc.stateful.split_for(s=b) if by_keyword else inc.stateful.split_for(b)
+    assert [id(s) for s in split.states] == [id(b)]
+
+
+@pytest.mark.parametrize("by_keyword", [False, True], ids=["positional", "keyword"])
+def test_state_argument_is_not_kept_alive(by_keyword: bool) -> None:
+    """Bug B5: the cache holds every State it was called with."""
+    inc = make_inc()
+    refs = []
+    for k in range(N_MODULES // 2):
+        s = sj.State(jnp.array(k))
+        assert int(inc(s=s) if by_keyword else inc(s)) == k + 1
+        refs.append(weakref.ref(s))
+        del s
+    assert all_dead(refs) == 0
+
+
+def test_jitted_method_called_with_self_by_keyword() -> None:
+    """Bug B1: ``Cls.method(self=m, ...)`` passes the module by keyword and must work like
+    ``m.method(...)`` (today the wrapper's own ``self`` parameter collides with it)."""
+    a, b = Net(), Net()
+    x = jnp.ones((1, 2), jnp.float32)
+    np.testing.assert_array_equal(Net.apply(self=a, x=x), [[2.0, 2.0]])
+    np.testing.assert_array_equal(Net.apply(self=b, x=x), [[2.0, 2.0]])
+    np.testing.assert_array_equal(Net.apply(self=a, x=x), [[2.0, 2.0]])
+    assert (int(a.calls.value), int(b.calls.value)) == (2, 1)
