@@ -275,3 +275,132 @@ def test_jitted_method_called_with_self_by_keyword() -> None:
     np.testing.assert_array_equal(Net.apply(self=b, x=x), [[2.0, 2.0]])
     np.testing.assert_array_equal(Net.apply(self=a, x=x), [[2.0, 2.0]])
     assert (int(a.calls.value), int(b.calls.value)) == (2, 1)
+
+
+# --- found in review of the rewrite -------------------------------------------------------
+
+
+def test_a_split_found_stale_by_discovery_is_never_verified() -> None:
+    """Two threads' first calls: jax.jit caches the lenient discovery trace of the first split,
+    so a second thread holding that split got the cached trace, noted nothing, verified it and
+    ran code with the write dropped. Replayed in one thread: discovering the stale split again
+    must move on to the grown one."""
+    from statejax.extend import StatefulFunction
+
+    c = sj.State(jnp.array(0.0))
+
+    def step(x: jax.Array) -> jax.Array:
+        c.value = c.value + x
+        return x
+
+    stateful: StatefulFunction[Any] = StatefulFunction(
+        step, "t", lambda split, pure: jax.jit(pure), staged=True
+    )
+    x = jnp.array(1.0)
+    entry = stateful._new_entry((), (x,), {})
+    first = entry.version
+    assert first is not None
+    grown = stateful._discover(entry, first, (x,), {})
+    again = stateful._discover(entry, first, (x,), {})  # a thread that still held `first`
+    assert again is grown and not first.verified
+    assert [id(s) for s in again.split.write_states] == [id(c)]
+
+
+def test_concurrent_first_calls_merge_every_write() -> None:
+    """The same race with real threads: each thread writes its own state through one jitted
+    function (the state is picked by a static argument), so no write may be lost."""
+    states = [sj.State(jnp.array(0.0)) for _ in range(4)]
+
+    @sj.jit(static_argnums=0)
+    def step(i: int, x: jax.Array) -> jax.Array:
+        time.sleep(0.05)  # a slow trace, so the threads trace at once
+        states[i].value = states[i].value + x
+        return x
+
+    barrier = threading.Barrier(4)
+
+    def run(i: int) -> None:
+        barrier.wait(timeout=30)
+        step(i, jnp.array(1.0))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [float(s.value) for s in states] == [1.0] * 4
+
+
+def test_entry_keyed_by_a_state_and_a_module_is_released_with_the_module() -> None:
+    """A state passed with a module held the entry after the module died (compiled code and the
+    module's states included)."""
+
+    class M(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(3))
+
+    s = sj.State(jnp.array(0.0))
+    f = sj.jit(lambda s, m, x: (m.w.value * x).sum() + s.value)
+    refs = []
+    for _ in range(5):
+        m = M()
+        f(s, m, 1.0)
+        refs.append(weakref.ref(m.w))
+        del m
+    assert all_dead(refs) == 0
+    assert s._cache_entries == []
+
+
+def test_entry_is_freed_without_the_cycle_collector() -> None:
+    """Nothing an entry owns points back at it, so a dropped module's states (device buffers)
+    and compiled code go as soon as the module does, not at the next full collection."""
+
+    class M(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(3))
+
+        @sj.jit
+        def apply(self, x: jax.Array) -> jax.Array:
+            self.w.value = self.w.value * 2
+            return (self.w.value * x).sum()
+
+    gc.collect()
+    gc.disable()
+    try:
+        m = M()
+        m.apply(jnp.array(1.0))
+        w = weakref.ref(m.w)
+        del m
+        assert w() is None
+    finally:
+        gc.enable()
+
+
+def test_ensemble_states_are_not_kept_by_the_trace_record() -> None:
+    """vmap's record of the states it created kept the last ensemble alive."""
+
+    class M(sj.Module):
+        def __init__(self, key: jax.Array) -> None:
+            self.w = sj.ParamState(jax.random.normal(key, (16,)))
+
+    ensemble = sj.vmap(M)(jax.random.split(jax.random.PRNGKey(0), 4))
+    w = weakref.ref(ensemble.w)
+    del ensemble
+    gc.collect()
+    assert w() is None
+
+
+def test_eager_grad_with_a_changing_number_checks_its_states_once() -> None:
+    """A Python float that changes every call (a learning rate) is not part of the call's
+    signature (as with jax.jit): the abstract check runs on the first call only."""
+    w = sj.ParamState(jnp.array(2.0))
+    traced: list[int] = []
+
+    def loss(x: jax.Array, scale: float) -> jax.Array:
+        traced.append(1)
+        return w.value * x * scale
+
+    g = sj.grad(loss, w)
+    for k in range(5):
+        np.testing.assert_allclose(g(jnp.array(3.0), 0.1 * (k + 1)), 3.0 * 0.1 * (k + 1))
+    assert len(traced) == 2 + 4  # discovery and run, then one run per call

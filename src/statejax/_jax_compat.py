@@ -16,7 +16,6 @@ import jax
 from jax._src import core as _core
 
 __all__ = [
-    "concrete_array_type",
     "current_jax_trace",
     "is_top_level",
     "jit_disabled",
@@ -37,13 +36,6 @@ def is_top_level() -> bool:
 def tracer_trace(leaf: jax.core.Tracer[Any]) -> Any:
     """The trace a tracer belongs to."""
     return leaf._trace
-
-
-def concrete_array_type() -> type:
-    """The type of a concrete `jax.Array` (a tracer also passes `isinstance(x, jax.Array)`)."""
-    from jax._src.array import ArrayImpl
-
-    return ArrayImpl
 
 
 def jit_disabled() -> bool:

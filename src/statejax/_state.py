@@ -123,8 +123,19 @@ class _IdentityRef:
     def __init__(self, node: object) -> None:
         self.node: object | None = node
         # Without a callback, weakref.ref returns the one shared reference of a live
-        # object, so refs to the same node are identical and compare fast.
-        self.ref = weakref.ref(node)
+        # object, so refs to the same node are identical and compare fast. A class
+        # without weak references (custom __slots__) is held, and compared, by itself.
+        try:
+            self.ref: object = weakref.ref(node)
+        except TypeError:
+            self.ref = node
+
+    def target(self) -> object | None:
+        """The node, or ``None`` if it was only weakly held and has died."""
+        if self.node is not None:
+            return self.node
+        ref = self.ref
+        return ref() if type(ref) is weakref.ref else ref
 
     def __eq__(self, other: object) -> bool:
         return type(other) is _IdentityRef and other.ref is self.ref
@@ -133,7 +144,7 @@ class _IdentityRef:
         return id(self.ref)
 
     def __repr__(self) -> str:
-        return repr(self.ref())
+        return repr(self.target())
 
 
 class _CallRefs(threading.local):
@@ -166,7 +177,7 @@ def _flatten_by_reference(node: object) -> tuple[tuple[()], _IdentityRef]:
 
 
 def _unflatten_by_reference(ref: _IdentityRef, _children: Iterable[object]) -> object:
-    node = ref.node if ref.node is not None else ref.ref()
+    node = ref.target()
     if node is None:
         raise TraceError(
             "a transformed function returned a Module or State that no longer exists (it "
@@ -358,16 +369,14 @@ class StateTrace:
         "_known",
         "created",
         "name",
-        "owner",
         "reads",
         "unknown",
         "values",
         "writes",
     )
 
-    def __init__(self, name: str, owner: object = None, known: Iterable[State[Any]] = ()) -> None:
+    def __init__(self, name: str, known: Iterable[State[Any]] = ()) -> None:
         self.name = name
-        self.owner = owner
         self._known = {id(s) for s in known}
         self._jax_trace: object = None
         self.values: dict[int, Any] = {}

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from statejax._errors import StateLeakError, TraceError
-from statejax._jax_compat import concrete_array_type, is_top_level, jit_disabled, tracer_trace
+from statejax._jax_compat import is_top_level, jit_disabled, tracer_trace
 from statejax._state import (
     _CALL_REFS,
     _TLS,
@@ -123,12 +123,11 @@ class Split:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
             return
-        # Concrete arrays, the common case, cost one type check each; anything else
-        # (a pytree, a tracer inside a plain JAX transform) is searched for tracers.
-        for value in write_values:
-            if type(value) is not _CONCRETE:
-                _refuse_tracers(self.write_states, write_values)
-                break
+        # Outside every JAX transform the values are concrete (a JAX transform returns
+        # no tracer at the top level); inside a plain one (a statejax transform called
+        # in jax.jit) every value is searched, before any is stored.
+        if not is_top_level():
+            _refuse_tracers(self.write_states, write_values)
         with _MERGE_LOCK:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state._value = value
@@ -187,7 +186,16 @@ class PureCore:
     threads tracing the same function at once do not mix them up.
     """
 
-    __slots__ = ("__weakref__", "_local", "fn", "hands_out_created", "name", "owner", "split")
+    __slots__ = (
+        "__weakref__",
+        "_local",
+        "fn",
+        "hands_out_created",
+        "name",
+        "noted",
+        "owner",
+        "split",
+    )
 
     def __init__(self, fn: Callable[..., Any], split: Split, name: str, owner: object) -> None:
         self.fn = fn
@@ -196,6 +204,10 @@ class PureCore:
         self.owner = owner
         # Off by default: kept values are tracers, which must not outlive their trace.
         self.hands_out_created = False
+        # The changes an abstract discovery trace noted instead of raising. Once one is
+        # noted, this split is stale for good: JAX may have cached that lenient trace
+        # (jax.jit does), so no thread may run it for real (see _discover).
+        self.noted: list[StateSetChanged] = []
         self._local = threading.local()
 
     @property
@@ -218,7 +230,7 @@ class PureCore:
         self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
     ) -> tuple[Any, list[Any]]:
         split = self.split
-        trace = StateTrace(self.name, self.owner, split.states)
+        trace = StateTrace(self.name, known=split.states)
         values = trace.values
         for state, value in zip(split.read_states, read_vals, strict=True):
             values[id(state)] = value
@@ -235,21 +247,19 @@ class PureCore:
                 # the retry raises again if the error is real.
                 if trace.unknown:
                     change = self._changed(trace)
-                    collected = _DISCOVERY.active.get(id(self.owner))
-                    if collected is None:
+                    if id(self.owner) not in _DISCOVERY.active:
                         raise change from exc
-                    collected.append(change)
+                    self.noted.append(change)
                 raise
             # A state the split has as read-only but that this trace wrote must move.
             misplaced = [s for s in trace.writes.values() if split.is_read_only(s)]
             if trace.unknown or misplaced:
                 change = self._changed(trace, misplaced)
-                collected = _DISCOVERY.active.get(id(self.owner))
-                if collected is None:
+                if id(self.owner) not in _DISCOVERY.active:
                     raise change
                 # Discovery: note the change and let the abstract trace finish normally
                 # (JAX cleans up a trace that returns, not one aborted by an exception).
-                collected.append(change)
+                self.noted.append(change)
             new_write_vals = [values[id(s)] for s in split.write_states]
             created_values = [values[id(s)] for s in trace.created]
             _check_traceable(split.write_states, new_write_vals, self.name)
@@ -343,11 +353,15 @@ class _Entry:
     callbacks that drop the entry) to the objects the entry is keyed by.
     """
 
-    __slots__ = ("__weakref__", "refs", "version")
+    __slots__ = ("__weakref__", "owner", "refs", "version")
 
     def __init__(self) -> None:
         self.version: _Version | None = None
         self.refs: list[weakref.ref[Any]] = []
+        # Names this entry to its pure cores and their StateSetChanged signals. A token,
+        # not the entry itself, so that the entry is freed by reference counting (no
+        # cycle through its pure cores) as soon as a module it is keyed by dies.
+        self.owner = object()
 
     @property
     def split(self) -> Split:
@@ -375,6 +389,12 @@ class StatefulFunction(Generic[R]):
     split with an abstract trace, so the function runs for real once per call
     even when a call touches a state no earlier call did.
 
+    ``static_key(args, kwargs)`` gives the hashable values of the arguments the
+    lifted function treats as compile-time constants (jit's static arguments): each
+    gets its own cache entry, so a variant stores back only the states it writes,
+    not those of every variant (which a concurrent call of another variant could
+    be writing).
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> import statejax as sj
@@ -397,38 +417,48 @@ class StatefulFunction(Generic[R]):
         seed: Split | None = None,
         *,
         staged: bool = False,
+        static_key: Callable[[tuple[Any, ...], dict[str, Any]], Hashable] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
         self.lift = lift
         self.seed = seed if seed is not None else Split()
         self.staged = staged
+        self.static_key = static_key
         # Entries keyed by modules only (or by nothing) are held here. An entry keyed by
         # a State is held by that state instead (its split refers to the state, so a
         # strong reference from here would keep the state alive for ever), and only
         # referenced weakly here.
-        self._entries: dict[tuple[int, ...], _Entry] = {}
-        self._state_keyed: dict[tuple[int, ...], weakref.ref[_Entry]] = {}
+        self._entries: dict[tuple[Hashable, ...], _Entry] = {}
+        self._state_keyed: dict[tuple[Hashable, ...], weakref.ref[_Entry]] = {}
         self._lock = threading.Lock()
 
     def split_for(self, *args: Any, **kwargs: Any) -> Split:
         """The current split for a call with these arguments."""
-        entry = self._find(_reference_key(args, kwargs))
+        entry = self._find(self._key(args, kwargs))
         return entry.split if entry is not None else self.seed
 
     def clear_cache(self) -> None:
         """Forget every split and lifted function; the next call discovers again."""
         with self._lock:
             self._entries.clear()
-            for ref in self._state_keyed.values():
+            for ref in list(self._state_keyed.values()):
                 entry = ref()
-                for obj in [] if entry is None else [r() for r in entry.refs]:
-                    held = getattr(obj, "_cache_entries", None)
-                    if held is not None and entry in held:
-                        held.remove(entry)
+                if entry is not None:
+                    _release_from_states(entry)
             self._state_keyed.clear()
 
-    def _find(self, key: tuple[int, ...]) -> _Entry | None:
+    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Hashable, ...]:
+        """The cache key of a call: the identities of the modules and states passed, then
+        (as one nested tuple) the static values."""
+        key = [id(a) for a in args if isinstance(a, _BY_REFERENCE)]
+        if kwargs:
+            key += [id(v) for v in kwargs.values() if isinstance(v, _BY_REFERENCE)]
+        if self.static_key is None:
+            return tuple(key)
+        return (*key, self.static_key(args, kwargs))
+
+    def _find(self, key: tuple[Hashable, ...]) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is None:
             ref = self._state_keyed.get(key)
@@ -458,7 +488,7 @@ class StatefulFunction(Generic[R]):
         calls = _CALL_REFS
         calls.depth += 1
         try:
-            key = _reference_key(args, kwargs)
+            key = self._key(args, kwargs)
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._find(key) or self._new_entry(key, args, kwargs)
@@ -467,6 +497,10 @@ class StatefulFunction(Generic[R]):
             if not version.verified or (not self.staged and is_top_level()):
                 version = self._verify(entry, version, args, kwargs)
             while True:
+                if version.pure.noted:
+                    # Another thread's discovery found this split incomplete while we
+                    # held it; JAX may have cached that lenient trace: never run it.
+                    version = self._discover(entry, version, args, kwargs)
                 split = version.split
                 read_vals, write_vals = split.gather()
                 try:
@@ -474,7 +508,7 @@ class StatefulFunction(Generic[R]):
                         read_vals, write_vals, *args, **kwargs
                     )
                 except StateSetChanged as change:
-                    if change.owner is not entry:
+                    if change.owner is not entry.owner:
                         raise
                     # The retry traces again, which verifies the grown split.
                     version = self._grow(entry, change.reads, change.writes, verified=True)
@@ -491,11 +525,11 @@ class StatefulFunction(Generic[R]):
                 release_call_refs()
 
     def _version(self, entry: _Entry, split: Split, verified: bool) -> _Version:
-        pure = PureCore(self.fn, split, self.name, entry)
+        pure = PureCore(self.fn, split, self.name, entry.owner)
         return _Version(split, pure, self.lift(split, pure), verified)
 
     def _new_entry(
-        self, key: tuple[int, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, key: tuple[Hashable, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _Entry:
         with self._lock:
             entry = self._find(key)
@@ -503,7 +537,7 @@ class StatefulFunction(Generic[R]):
                 return entry
             entry = _Entry()
             entry.version = self._version(entry, self.seed, verified=False)
-            forget = functools.partial(_forget_entry, weakref.ref(self), key)
+            forget = functools.partial(_forget_entry, weakref.ref(self), key, weakref.ref(entry))
             keyed = _by_reference(args, kwargs)
             entry.refs = [weakref.ref(obj, forget) for obj in keyed]
             states = [obj for obj in keyed if isinstance(obj, State)]
@@ -576,7 +610,20 @@ class StatefulFunction(Generic[R]):
         (JAX keeps an aborted trace, and the values it closed over, alive).
         """
         active = _DISCOVERY.active
+        key = id(entry.owner)
         while True:
+            noted = version.pure.noted
+            if noted:
+                # This thread's trace, or another thread's on the same split (whose
+                # trace JAX may have handed this thread from its cache), found states
+                # missing: the split is stale. Grow it, and check the grown one.
+                version = self._grow(
+                    entry,
+                    [s for change in noted for s in change.reads],
+                    [s for change in noted for s in change.writes],
+                    verified=False,
+                )
+                continue
             split = version.split
             read_vals, write_vals = split.gather()
             transformed = version.transformed
@@ -584,50 +631,45 @@ class StatefulFunction(Generic[R]):
             def run(read: list[Any], write: list[Any], transformed: Any = transformed) -> None:
                 transformed(read, write, *args, **kwargs)
 
-            changes: list[StateSetChanged] = []
-            active[id(entry)] = changes
+            active.add(key)
             try:
                 # The trace around it keeps anything the lifted function stores in a
                 # state while tracing (a created state it hands out, say): nothing leaks.
-                with StateTrace(f"{self.name} (discovery)", self):
+                with StateTrace(f"{self.name} (discovery)"):
                     jax.eval_shape(run, read_vals, write_vals)
-            except StateSetChanged as change:
-                if change.owner is not entry:
-                    raise
-                changes.append(change)
             except Exception as exc:
-                if not changes:  # a real error, not an artefact of a missing state
+                if not version.pure.noted:  # a real error, not an artefact of a missing state
                     if isinstance(exc, TypeError):
                         _check_traceable(split.states, read_vals + write_vals, self.name)
                     raise
             finally:
-                del active[id(entry)]
-            if not changes:
+                active.discard(key)
+            if not version.pure.noted:
                 version.verified = True
                 return version
-            version = self._grow(
-                entry,
-                [s for c in changes for s in c.reads],
-                [s for c in changes for s in c.writes],
-                verified=False,
-            )
 
 
 _MAX_SIGNATURES = 256
 
 
 def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
-    """What decides which states an eager call touches: the tree of the arguments and
-    state values, the type of each array and the value of each other leaf (``None``
-    when one is unhashable: such a call is always checked)."""
+    """What decides which states an eager call touches, as far as the call shows it.
+
+    The tree of the arguments and state values, the type of each array, the value of
+    each flag (a bool, None, a string) and the type of anything else: like `jax.jit`,
+    a new number does not count, so a learning rate that changes every call does not
+    cost an abstract trace every call. ``None`` when the tree cannot be hashed.
+    """
     read_vals, write_vals = split.gather()
     leaves, treedef = jax.tree.flatten((read_vals, write_vals, args, kwargs))
-    signature: list[Hashable] = [treedef]
+    signature: list[Any] = [treedef]
     for leaf in leaves:
         if isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
             signature.append(jax.typeof(leaf))
-        else:
+        elif leaf is None or isinstance(leaf, (bool, str)):
             signature.append((type(leaf), leaf))
+        else:
+            signature.append(type(leaf))
     key = tuple(signature)
     try:
         hash(key)
@@ -637,13 +679,31 @@ def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 def _forget_entry(
-    owner: weakref.ref[StatefulFunction[Any]], key: tuple[int, ...], _: object
+    owner: weakref.ref[StatefulFunction[Any]],
+    key: tuple[Hashable, ...],
+    entry_ref: weakref.ref[_Entry],
+    _: object,
 ) -> None:
-    """Weak-reference callback: an object an entry is keyed by died; drop the entry."""
+    """Weak-reference callback: an object an entry is keyed by died; drop the entry.
+
+    It runs wherever the garbage collector runs, so it takes no lock; dict pops and
+    list removals are atomic.
+    """
     stateful = owner()
     if stateful is not None:
         stateful._entries.pop(key, None)
         stateful._state_keyed.pop(key, None)
+    entry = entry_ref()
+    if entry is not None:
+        _release_from_states(entry)
+
+
+def _release_from_states(entry: _Entry) -> None:
+    """Stop the live states an entry is keyed by from holding it."""
+    for ref in entry.refs:
+        held = getattr(ref(), "_cache_entries", None)
+        if held is not None:
+            held[:] = [e for e in held if e is not entry]
 
 
 _BY_REFERENCE = (Module, State)
@@ -656,23 +716,15 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
     return found
 
 
-def _reference_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]:
-    """The cache key of a call: the identities of the modules and states passed."""
-    key = [id(a) for a in args if isinstance(a, _BY_REFERENCE)]
-    if kwargs:
-        key += [id(v) for v in kwargs.values() if isinstance(v, _BY_REFERENCE)]
-    return tuple(key)
-
-
 class _Discovery(threading.local):
-    """Per thread: the entries being discovered, each with the changes noted so far."""
+    """Per thread: the owners (by id) of the entries whose split is being discovered;
+    their pure cores note missing states instead of raising."""
 
     def __init__(self) -> None:
-        self.active: dict[int, list[StateSetChanged]] = {}
+        self.active: set[int] = set()
 
 
 _DISCOVERY = _Discovery()
-_CONCRETE = concrete_array_type()
 # Held while a call's values are gathered or merged: a call sees all of another
 # call's writes or none of them.
 _MERGE_LOCK = threading.Lock()

@@ -118,7 +118,14 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
 
     name = getattr(fn, "__qualname__", repr(fn))
     label = f"statejax.jit({name})"
-    stateful: StatefulFunction[R] = StatefulFunction(fn, label, lift, staged=True)
+    static_key = (
+        functools.partial(_static_values, spec.static_argnums, spec.static_argnames)
+        if spec.static_argnums or spec.static_argnames
+        else None
+    )
+    stateful: StatefulFunction[R] = StatefulFunction(
+        fn, label, lift, staged=True, static_key=static_key
+    )
     call = stateful.__call__
     config = jax.config
 
@@ -132,6 +139,22 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
     wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
     wrapper.stateful = stateful  # type: ignore[attr-defined]
     return wrapper
+
+
+def _static_values(
+    argnums: tuple[int, ...], argnames: tuple[str, ...], args: tuple[Any, ...], kwargs: Any
+) -> Any:
+    """The static arguments of a call: each combination is its own cache entry, whose
+    split holds only the states that variant touches."""
+    values = (
+        tuple(args[i] for i in argnums if i < len(args)),
+        tuple(kwargs.get(n) for n in argnames),
+    )
+    try:
+        hash(values)
+    except TypeError:  # jax.jit reports unhashable static arguments itself
+        return None
+    return values
 
 
 @hookimpl

@@ -576,6 +576,8 @@ class _Batched:
             assert record is not None
             for state, value in zip(record.created, created, strict=True):
                 adopt_created(state, value)
+            # Handed out: the record must not keep the ensemble's states alive.
+            record.created = []
         return out, new_w
 
     @staticmethod
