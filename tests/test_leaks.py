@@ -567,3 +567,69 @@ def test_state_created_inside_a_transform_keeps_no_tracer_alive(transform: str) 
             sj.scan(lambda c, x: (c, f(x)), jnp.array(0.0), jnp.ones(2))
     with pytest.raises(sj.StateLeakError, match="was created inside"):
         _ = made[0].value
+
+
+# --- states created inside a plain JAX transform (issue 14) ---------------------------------
+
+
+def test_state_of_a_plain_trace_refuses_a_tracer_from_a_deeper_transform() -> None:
+    """A state created inside jax.jit may take that jit's tracers, but not a jax.vmap lane's
+    (it would escape the vmap): TraceError naming the state."""
+
+    class Box(sj.Module):
+        def __init__(self, x: jax.Array) -> None:
+            self.s = sj.State(x)
+
+    def f(x: jax.Array) -> jax.Array:
+        box = Box(x)
+
+        def lane(y: jax.Array) -> jax.Array:
+            box.s.value = y  # a BatchTracer into a state of the jit's trace
+            return y
+
+        jax.vmap(lane)(jnp.ones(3))
+        return box.s.value
+
+    with pytest.raises(sj.TraceError, match=r"Box.s .*tracer of a JAX transform nested deeper"):
+        jax.jit(f)(jnp.array(1.0))
+
+
+def test_vmap_initialiser_inside_plain_jit_hands_out_states_of_that_trace() -> None:
+    """An ensemble made with sj.vmap inside jax.jit lives in the jit's trace: usable there."""
+
+    class M(sj.Module):
+        def __init__(self, key: jax.Array) -> None:
+            self.w = sj.ParamState(jax.random.normal(key, (3,)))
+
+    def f(keys: jax.Array) -> jax.Array:
+        ensemble = sj.vmap(M)(keys)
+        return ensemble.w.value.sum(axis=1)
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    expected = jax.vmap(lambda k: jax.random.normal(k, (3,)).sum())(keys)
+    np.testing.assert_allclose(jax.jit(f)(keys), expected, rtol=1e-6)
+
+
+def test_state_of_a_running_plain_trace_is_leaked_for_other_threads() -> None:
+    """Another thread reading a state that lives in this thread's jax.jit trace gets a
+    StateLeakError, never the tracer."""
+    import threading
+
+    seen: list[BaseException | object] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        s = sj.State(x * 2)
+
+        def read() -> None:
+            try:
+                seen.append(s.value)
+            except BaseException as exc:
+                seen.append(exc)
+
+        t = threading.Thread(target=read)
+        t.start()
+        t.join(timeout=30)
+        return s.value
+
+    assert float(jax.jit(f)(jnp.array(1.0))) == 2.0
+    assert len(seen) == 1 and isinstance(seen[0], sj.StateLeakError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -64,9 +66,21 @@ def test_writing_a_tracer_outside_statejax_is_an_error() -> None:
     assert float(s.value) == 0.0
 
 
-def test_creating_a_state_from_a_tracer_outside_statejax_is_an_error() -> None:
-    with pytest.raises(sj.TraceError, match="created holding a JAX tracer"):
-        jax.jit(lambda x: sj.State(x).tag)(1.0)
+def test_a_state_created_from_a_tracer_lives_in_that_plain_jax_trace() -> None:
+    """Issue 14: as in BrainState and NNX, a state made inside jax.jit holds its tracers there
+    (reads and writes work inside); used after the jit returned, it is a StateLeakError."""
+    made: list[sj.State[Any]] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        s = sj.State(x)
+        s.value = s.value * 2  # a traced write into a state of this trace
+        made.append(s)
+        return s.value + 1
+
+    assert float(jax.jit(f)(1.0)) == 3.0
+    with pytest.raises(sj.StateLeakError, match=r"created inside a plain JAX transform \(jax.jit"):
+        _ = made[0].value
+    assert is_leaked(made[0])
 
 
 def test_state_created_in_trace_is_leaked_afterwards() -> None:

@@ -18,7 +18,9 @@ from jax._src import core as _core
 __all__ = [
     "current_jax_trace",
     "is_top_level",
+    "is_tracing",
     "jit_disabled",
+    "trace_chain",
     "tracer_trace",
 ]
 
@@ -50,3 +52,18 @@ def jit_disabled() -> bool:
         True
     """
     return bool(jax.config.jax_disable_jit)  # type: ignore[attr-defined]
+
+
+def trace_chain(trace: object) -> list[object]:
+    """``trace`` and the traces it runs inside, innermost first (ending at the eval trace)."""
+    chain = []
+    while trace is not None:
+        chain.append(trace)
+        trace = getattr(trace, "parent_trace", None)
+    return chain
+
+
+def is_tracing() -> bool:
+    """Whether operations are being traced (not evaluated) here: some JAX transform is
+    running, and `jax.ensure_compile_time_eval()` is not in force."""
+    return _core.trace_ctx.trace is not _core.eval_trace

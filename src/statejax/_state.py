@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from statejax._errors import StateLeakError, TraceError
-from statejax._jax_compat import current_jax_trace, tracer_trace
+from statejax._jax_compat import current_jax_trace, is_tracing, trace_chain, tracer_trace
 
 __all__ = [
     "BatchState",
@@ -36,7 +36,9 @@ __all__ = [
     "adopt_created",
     "current_trace",
     "describe_state",
+    "lives_in_trace",
     "peek_value",
+    "storable_value",
 ]
 
 T = TypeVar("T")
@@ -45,6 +47,8 @@ T = TypeVar("T")
 class _TraceStack(threading.local):
     def __init__(self) -> None:
         self.stack: list[StateTrace] = []
+        # Inside outside_traces(): states created now are global, even while JAX traces.
+        self.global_states = False
 
 
 _TLS = _TraceStack()
@@ -56,16 +60,79 @@ def current_trace() -> StateTrace | None:
     return stack[-1] if stack else None
 
 
-class _Leaked:
-    """Stands in for the value of a state created inside a finished transform."""
+class _TraceLocal:
+    """Stands in ``State._value`` for a state created inside a trace; it lives there only.
 
-    __slots__ = ("transform",)
+    Created inside a statejax transform, a state's value is in that transform's
+    `StateTrace` and this holds none (``value`` is missing): after the transform
+    returned, the state is leaked. Created inside a plain JAX transform (say by
+    `treefy_merge` inside `jax.grad`), this holds the value, tracers and all, with a
+    weak reference to the JAX trace it belongs to (``scope``): usable while that
+    trace (or one inside it) is running on this thread, leaked after.
+    """
 
-    def __init__(self, transform: str) -> None:
+    __slots__ = ("scope", "transform", "value")
+
+    def __init__(
+        self, transform: str, value: Any = None, scope: weakref.ref[Any] | None = None
+    ) -> None:
         self.transform = transform
+        self.value = value
+        self.scope = scope
+
+    def usable(self) -> bool:
+        """Whether the value can be used here: its JAX trace is running on this thread."""
+        if self.scope is None:
+            return False
+        scope = self.scope()
+        return scope is not None and any(t is scope for t in trace_chain(current_jax_trace()))
+
+    def resolve(self, state: State[Any]) -> Any:
+        """The value, or a StateLeakError naming ``state`` if it is not usable here."""
+        if self.usable():
+            return self.value
+        raise StateLeakError(
+            f"{describe_state(state)} was created inside {self.transform} and used after it "
+            "returned (or from another thread); its value only existed inside that trace. "
+            "Create the state outside the transform (for example in the module's __init__) "
+            "and write to it inside, or use it only inside the transform that created it."
+        )
 
     def __repr__(self) -> str:
-        return f"<created inside {self.transform}; no value outside it>"
+        if self.scope is None:
+            return f"<created inside {self.transform}; no value outside it>"
+        return _describe(self.value)
+
+
+def _jax_transform_name(jax_trace: object) -> str:
+    kind = {
+        "LinearizeTrace": "jax.grad/jax.vjp",
+        "JVPTrace": "jax.jvp/jax.jacfwd",
+        "BatchTrace": "jax.vmap",
+        "DynamicJaxprTrace": "jax.jit (or lax.scan, jax.eval_shape, ...)",
+    }
+    return f"a plain JAX transform ({kind.get(type(jax_trace).__name__, type(jax_trace).__name__)})"
+
+
+def _bind_to_trace(state: State[Any], value: Any, scope: object | None = None) -> _TraceLocal:
+    """``value`` (holding tracers) as the value of a state that lives in a plain JAX trace.
+
+    ``scope`` is the JAX trace the state belongs to (default: the current one). Every
+    tracer in ``value`` must belong to it or to a trace it runs inside; a tracer of a
+    trace nested deeper would escape that trace when it ends.
+    """
+    if scope is None:
+        scope = current_jax_trace()
+    allowed = trace_chain(scope)
+    for leaf in jax.tree.leaves(value):
+        if isinstance(leaf, jax.core.Tracer) and not any(tracer_trace(leaf) is t for t in allowed):
+            raise TraceError(
+                f"{describe_state(state)} lives inside {_jax_transform_name(scope)}, but the "
+                "value written to it is a tracer of a JAX transform nested deeper, which would "
+                "escape it. Write the state inside the transform it was created in, or "
+                "return the value from the nested transform."
+            )
+    return _TraceLocal(_jax_transform_name(scope), value, weakref.ref(scope))
 
 
 class _Shown:
@@ -224,28 +291,18 @@ class State(Generic[T]):
         if trace is not None:
             # Born inside a trace: its value lives in the trace, and outside it the
             # state reads as leaked unless a transform adopts it (vmap's ensembles).
-            self._value: Any = _Leaked(trace.name)
+            self._value: Any = _TraceLocal(trace.name)
             trace.record_create(self, value)
             return
-        if _contains_tracer(value):
-            raise TraceError(
-                f"{type(self).__name__} was created holding a JAX tracer outside any statejax "
-                "transform; create states outside jax.jit/jax.grad, or use statejax.jit/grad "
-                "so the state is threaded through the trace."
-            )
-        self._value = value
+        self._value = _initial_value(self, value)
 
     @property
     def value(self) -> T:
         """The current value; reading it inside a transform records a read."""
         stack = _TLS.stack
         value = stack[-1].read(self) if stack else self._value
-        if type(value) is _Leaked:
-            raise StateLeakError(
-                f"this {type(self).__name__} was created inside {value.transform} and used after "
-                "it returned; its value only existed inside the trace. Create the state outside "
-                "the transform (for example in the module's __init__) and write to it inside."
-            )
+        if type(value) is _TraceLocal:
+            value = value.resolve(self)
         return value  # type: ignore[no-any-return]
 
     @value.setter
@@ -254,17 +311,52 @@ class State(Generic[T]):
         if stack:
             stack[-1].write(self, new)
             return
-        if _contains_tracer(new):
-            raise TraceError(
-                f"a JAX tracer was written to {describe_state(self)} outside any statejax "
-                "transform (inside plain jax.jit/grad/vmap?). It would leak; use statejax.jit, "
-                "statejax.grad or statejax.vmap, which thread states through the trace."
-            )
-        self._value = new
+        self._value = storable_value(self, new)
 
     def __repr__(self) -> str:
         tag = f", tag={self.tag!r}" if self.tag is not None else ""
         return f"{type(self).__name__}(value={_describe(peek_value(self))}{tag})"
+
+
+def _initial_value(state: State[Any], value: Any) -> Any:
+    """``State._value`` of a state born outside any statejax trace, holding ``value``.
+
+    Born inside a plain JAX transform (treefy_merge inside jax.grad, a module built
+    inside jax.jit), it belongs to that transform's trace, whatever its first value:
+    it may hold the trace's tracers, and it lives as long as that trace runs.
+    """
+    if is_tracing() and not _TLS.global_states:
+        return _bind_to_trace(state, value)
+    if _contains_tracer(value):
+        raise TraceError(
+            f"{type(state).__name__} was created holding a JAX tracer outside any transform "
+            "(a tracer that escaped its trace); create states from concrete values, or "
+            "inside the transform whose values they hold."
+        )
+    return value
+
+
+def storable_value(state: State[Any], new: Any) -> Any:
+    """What ``State._value`` becomes when ``new`` is written outside any statejax trace.
+
+    A state living in a running plain JAX trace (created there) takes any value of
+    that trace and stays in it. Any other state takes a concrete value as it is; a
+    traced one would leak: a `TraceError` naming the state.
+    """
+    current = state._value
+    if type(current) is _TraceLocal and current.usable():
+        # A state of a running plain JAX trace stays one, whatever it is given.
+        assert current.scope is not None
+        return _bind_to_trace(state, new, current.scope())
+    if not _contains_tracer(new):
+        return new
+    raise TraceError(
+        f"a JAX tracer was written to {describe_state(state)} outside any statejax "
+        "transform (inside plain jax.jit/grad/vmap?). The state exists outside that "
+        "transform, so the tracer would leak; use statejax.jit, statejax.grad or "
+        "statejax.vmap, which thread states through the trace, or create the state "
+        "inside the transform (treefy_merge) and return its value."
+    )
 
 
 def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> str:
@@ -462,15 +554,24 @@ def outside_traces() -> Iterator[None]:
         False
     """
     saved, _TLS.stack = _TLS.stack, []
+    saved_global, _TLS.global_states = _TLS.global_states, True
     try:
         yield
     finally:
         _TLS.stack = saved
+        _TLS.global_states = saved_global
+
+
+def lives_in_trace(state: State[Any]) -> bool:
+    """Whether ``state`` was created inside a plain JAX transform that is running here."""
+    value = state._value
+    return type(value) is _TraceLocal and value.usable()
 
 
 def is_leaked(state: State[Any]) -> bool:
     """Whether ``state`` was created inside a transform that has finished."""
-    return type(state._value) is _Leaked
+    value = state._value
+    return type(value) is _TraceLocal and not value.usable()
 
 
 def adopt_created(state: State[Any], value: Any) -> None:
@@ -497,10 +598,4 @@ def adopt_created(state: State[Any], value: Any) -> None:
     if trace is not None:
         trace.record_create(state, value)
         return
-    if _contains_tracer(value):
-        raise TraceError(
-            f"{describe_state(state)} would be handed out of a transform holding a JAX tracer "
-            "(a statejax transform inside a plain JAX transform?); use the statejax "
-            "transform on the outside too (statejax.jit, statejax.vmap, ...)."
-        )
-    state._value = value
+    state._value = _initial_value(state, value)

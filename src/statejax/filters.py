@@ -1,24 +1,29 @@
 """A typed language for selecting states.
 
 A filter answers "is the state at this path one I want?". Every place that takes
-a filter also accepts the shorthands below, converted by :func:`to_filter`:
+a filter also accepts the shorthands below, converted by
+[to_filter][statejax.filters.to_filter]:
 
-====================================  =========================================
-shorthand                             filter
-====================================  =========================================
-a ``State`` subclass                  :class:`OfType`
-a callable ``(path, state) -> bool``  :class:`Predicate`
-``...`` or ``True``                   :class:`Everything`
-``None`` or ``False``                 :class:`Nothing`
-a tuple of filters                    :class:`Any` (matches if one matches)
-====================================  =========================================
+| shorthand                            | filter                                |
+|--------------------------------------|---------------------------------------|
+| a `State` subclass                   | `OfType`                              |
+| a callable `(path, state) -> bool`   | `Predicate`                           |
+| `...` or `True`                      | `Everything`                          |
+| `None` or `False`                    | `Nothing`                             |
+| a tuple of filters                   | `Any` (matches if one matches)        |
 
 Filters are frozen and hashable, so they can sit in a transform's options, and
-generic in the state type they select: ``OfType(ParamState)`` is a
-``Filter[ParamState]``, which is how mypy knows what ``model.states(ParamState)``
+generic in the state type they select: `OfType(ParamState)` is a
+`Filter[ParamState]`, which is how mypy knows what `model.states(ParamState)`
 holds.
 
-Example:
+`OfType` and `WithTag` are also plain predicates on any object, as in BrainState:
+`OfType(T)` matches instances of any class `T`, `WithTag(t)` any object whose `tag`
+attribute is `t` (or a list/tuple/set holding `t`).
+[to_predicate][statejax.filters.to_predicate] turns BrainState's wider shorthand
+(which also takes a tag string, any class, or a list) into such a predicate.
+
+Examples:
     >>> import jax.numpy as jnp
     >>> import statejax as sj
     >>> from statejax.filters import Any, Not, WithTag
@@ -56,6 +61,7 @@ __all__ = [
     "Predicate",
     "WithTag",
     "to_filter",
+    "to_predicate",
 ]
 
 #: The address of a state inside a module: attribute names and container keys.
@@ -69,13 +75,13 @@ D = TypeVar("D", bound=State[_Any])
 
 
 class Filter(abc.ABC, Generic[S]):
-    """A frozen, hashable predicate on ``(path, state)`` selecting states of type ``S``."""
+    """A frozen, hashable predicate on `(path, state)` selecting states of type `S`."""
 
     __slots__ = ()
 
     @abc.abstractmethod
     def __call__(self, path: Path, state: State[_Any], /) -> bool:
-        """Whether the state at ``path`` is selected."""
+        """Whether the state at `path` is selected."""
 
     @abc.abstractmethod
     def _key(self) -> Hashable: ...
@@ -103,17 +109,45 @@ if TYPE_CHECKING:
 
 
 class OfType(Filter[S]):
-    """Selects states that are instances of ``state_type`` (subclasses included)."""
+    """Selects objects that are instances of `state_type` (subclasses included).
+
+    Given a `State` subclass it is typed as a filter of that state type, so
+    `model.states(OfType(ParamState))` is a `StateMapping[ParamState]`. As in
+    BrainState, any class is accepted, which makes it a predicate on any object
+    (for example with [to_predicate][statejax.filters.to_predicate]); as a state
+    filter, a class that is not a `State` subclass selects nothing.
+
+    Args:
+        state_type: the class to match.
+
+    Raises:
+        TypeError: `state_type` is not a class.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.filters import OfType
+        >>> OfType(sj.ParamState)((), sj.ParamState(jnp.ones(1)))
+        True
+        >>> OfType(int)((), 3), OfType(int)((), "3")
+        (True, False)
+    """
 
     __slots__ = ("state_type",)
     state_type: type[S]
 
-    def __init__(self, state_type: type[S]) -> None:
-        if not (isinstance(state_type, type) and issubclass(state_type, State)):
-            raise TypeError(f"OfType expects a State subclass, got {state_type!r}")
+    @overload
+    def __init__(self: OfType[A], state_type: type[A]) -> None: ...
+    @overload
+    def __init__(self: OfType[State[_Any]], state_type: type[object]) -> None: ...
+    def __init__(self, state_type: type[object]) -> None:
+        if not isinstance(state_type, type):
+            raise TypeError(
+                f"OfType expects a class, got {state_type!r} ({type(state_type).__name__})"
+            )
         object.__setattr__(self, "state_type", state_type)
 
-    def __call__(self, path: Path, state: State[_Any], /) -> bool:
+    def __call__(self, path: Path, state: object, /) -> bool:
         return isinstance(state, self.state_type)
 
     def _key(self) -> Hashable:
@@ -124,7 +158,7 @@ class OfType(Filter[S]):
 
 
 class PathContains(Filter[State[_Any]]):
-    """Selects states whose path has ``key`` as one of its components."""
+    """Selects states whose path has `key` as one of its components."""
 
     __slots__ = ("key",)
     key: str | int
@@ -143,16 +177,45 @@ class PathContains(Filter[State[_Any]]):
 
 
 class WithTag(Filter[State[_Any]]):
-    """Selects states created with ``tag=tag``."""
+    """Selects objects whose `tag` attribute is `tag`: states created with `tag=tag`.
+
+    As in BrainState it works on any object with a `tag` attribute; a tag that is a
+    list, tuple or set matches when it holds `tag`. Objects without a `tag`
+    attribute (and states created without one) never match.
+
+    Args:
+        tag: the tag to match.
+
+    Raises:
+        TypeError: `tag` is not a string.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.filters import WithTag
+        >>> WithTag("enc")((), sj.ParamState(jnp.ones(1), tag="enc"))
+        True
+        >>> class Layer:
+        ...     tag = ("enc", "frozen")
+        >>> WithTag("frozen")((), Layer()), WithTag("enc")((), object())
+        (True, False)
+    """
 
     __slots__ = ("tag",)
     tag: str
 
     def __init__(self, tag: str) -> None:
+        if not isinstance(tag, str):
+            raise TypeError(f"WithTag expects a str tag, got {tag!r} ({type(tag).__name__})")
         object.__setattr__(self, "tag", tag)
 
-    def __call__(self, path: Path, state: State[_Any], /) -> bool:
-        return state.tag == self.tag
+    def __call__(self, path: Path, state: object, /) -> bool:
+        tag = getattr(state, "tag", None)
+        if isinstance(tag, str):
+            return tag == self.tag
+        if isinstance(tag, (list, tuple, set, frozenset)):
+            return self.tag in tag
+        return False
 
     def _key(self) -> Hashable:
         return self.tag
@@ -162,7 +225,7 @@ class WithTag(Filter[State[_Any]]):
 
 
 class Predicate(Filter[State[_Any]]):
-    """Wraps a callable ``(path, state) -> bool``; equal when the callables are."""
+    """Wraps a callable `(path, state) -> bool`; equal when the callables are."""
 
     __slots__ = ("fn",)
     fn: PredicateFn
@@ -181,7 +244,7 @@ class Predicate(Filter[State[_Any]]):
 
 
 class Everything(Filter[State[_Any]]):
-    """Selects every state (also written ``...`` or ``True``)."""
+    """Selects every state (also written `...` or `True`)."""
 
     __slots__ = ()
 
@@ -196,7 +259,7 @@ class Everything(Filter[State[_Any]]):
 
 
 class Nothing(Filter[State[_Any]]):
-    """Selects no state (also written ``None`` or ``False``)."""
+    """Selects no state (also written `None` or `False`)."""
 
     __slots__ = ()
 
@@ -211,9 +274,9 @@ class Nothing(Filter[State[_Any]]):
 
 
 class Any(Filter[S]):
-    """Selects states matched by any of ``filters``; typed as the union of theirs.
+    """Selects states matched by any of `filters`; typed as the union of theirs.
 
-    Example:
+    Examples:
         >>> import statejax as sj
         >>> from statejax.filters import Any
         >>> Any(sj.ParamState, sj.HiddenState)
@@ -249,7 +312,7 @@ class Any(Filter[S]):
 
 
 class All(Filter[S]):
-    """Selects states matched by every one of ``filters``; typed as the first one's type."""
+    """Selects states matched by every one of `filters`; typed as the first one's type."""
 
     __slots__ = ("filters",)
     filters: tuple[Filter[_Any], ...]
@@ -272,7 +335,7 @@ class All(Filter[S]):
 
 
 class Not(Filter[State[_Any]]):
-    """Selects the states that ``filter`` does not."""
+    """Selects the states that `filter` does not."""
 
     __slots__ = ("filter",)
     filter: Filter[_Any]
@@ -295,12 +358,23 @@ def to_filter(spec: type[A] | Filter[A]) -> Filter[A]: ...
 @overload
 def to_filter(spec: FilterLike) -> Filter[State[_Any]]: ...
 def to_filter(spec: FilterLike) -> Filter[_Any]:
-    """Convert a filter shorthand into a :class:`Filter`.
+    """Convert a filter shorthand into a `Filter`.
+
+    Accepts a `State` subclass, a predicate `(path, state) -> bool`, `...`/`True`,
+    `None`/`False`, a tuple of these (any of them matches), or a `Filter`, which is
+    returned as it is. Unlike BrainState, a string is not a filter here: spell a tag
+    `WithTag("name")` (or convert with [to_predicate][statejax.filters.to_predicate]).
+
+    Args:
+        spec: the shorthand or filter to convert.
+
+    Returns:
+        A frozen, hashable filter; its type parameter is the state type it selects.
 
     Raises:
-        TypeError: ``spec`` is none of the accepted forms; the message names it.
+        TypeError: `spec` is none of the accepted forms; the message names it.
 
-    Example:
+    Examples:
         >>> import statejax as sj
         >>> from statejax.filters import to_filter
         >>> to_filter(sj.ParamState), to_filter(...), to_filter(None)
@@ -319,9 +393,85 @@ def to_filter(spec: FilterLike) -> Filter[_Any]:
         return Any(*spec)
     elif callable(spec):
         return Predicate(spec)
+    hint = (
+        f" To select states by tag write WithTag({spec!r}); by path component, "
+        f"PathContains({spec!r})."
+        if isinstance(spec, str)
+        else ""
+    )
     raise TypeError(
         f"statejax: {spec!r} ({type(spec).__name__}) is not a state filter. Use a State subclass "
         "(sj.ParamState), a predicate (path, state) -> bool, ... or True (all), None or False "
         "(none), a tuple of filters, or one of statejax.filters.OfType/PathContains/WithTag/"
-        "Any/All/Not/Everything/Nothing."
+        f"Any/All/Not/Everything/Nothing.{hint}"
+    )
+
+
+#: What [to_predicate][statejax.filters.to_predicate] accepts: a filter shorthand, a tag
+#: string, any class, or a list/tuple of these.
+PredicateLike: TypeAlias = (
+    "FilterLike | str | type[object] | list[PredicateLike] | tuple[PredicateLike, ...]"
+)
+
+
+def to_predicate(the_filter: PredicateLike) -> Callable[[Path, _Any], bool]:
+    """Turn a filter shorthand into a predicate `(path, obj) -> bool` (BrainState's function).
+
+    Takes everything [to_filter][statejax.filters.to_filter] takes, plus BrainState's
+    wider shorthand:
+
+    | given                         | predicate                           |
+    |-------------------------------|-------------------------------------|
+    | a string                      | `WithTag(string)`                   |
+    | any class                     | `OfType(cls)`                       |
+    | `...`/`True`, `None`/`False`  | `Everything()`, `Nothing()`         |
+    | a list or tuple               | `Any(...)` of the converted items   |
+    | a `Filter` or other callable  | itself, unchanged                   |
+
+    The result can be called on any object, and passed wherever statejax takes a
+    filter (a plain callable is then wrapped in `Predicate`).
+
+    Args:
+        the_filter: the shorthand to convert.
+
+    Returns:
+        A callable `(path, obj) -> bool`; a `Filter` for every form but a callable,
+        which comes back as it is.
+
+    Raises:
+        TypeError: `the_filter` is none of the above; the message names it.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.filters import to_predicate
+        >>> to_predicate("enc"), to_predicate([int, sj.ParamState])
+        (WithTag('enc'), Any(OfType(int), OfType(ParamState)))
+        >>> to_predicate(int)((), 3)
+        True
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2), tag="enc")
+        ...         self.h = sj.HiddenState(jnp.zeros(2))
+        >>> list(Net().states(to_predicate("enc")))
+        [('w',)]
+    """
+    if isinstance(the_filter, Filter):
+        return the_filter
+    if isinstance(the_filter, str):
+        return WithTag(the_filter)
+    if isinstance(the_filter, type):
+        return OfType(the_filter)
+    if isinstance(the_filter, (list, tuple)):
+        return Any(*(to_predicate(f) for f in the_filter))
+    if callable(the_filter):
+        return cast(Callable[[Path, _Any], bool], the_filter)
+    if the_filter is Ellipsis or the_filter is True:
+        return Everything()
+    if the_filter is None or the_filter is False:
+        return Nothing()
+    raise TypeError(
+        f"statejax: {the_filter!r} ({type(the_filter).__name__}) is not a filter. Use a tag "
+        "string, a class, a predicate (path, obj) -> bool, ... or True (all), None or False "
+        "(none), a list or tuple of these, or a statejax.filters filter."
     )

@@ -5,7 +5,7 @@ states it trains. The optax state (Adam's moments, step counts...) lives in an
 :class:`OptimState`, so ``update(grads)`` is an ordinary state-writing call that
 works eagerly and inside ``statejax.jit``; no update rule is written by hand.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> import optax
     >>> import statejax as sj

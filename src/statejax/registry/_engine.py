@@ -42,7 +42,9 @@ from statejax._state import (
     _contains_tracer,
     describe_state,
     is_leaked,
+    lives_in_trace,
     release_call_refs,
+    storable_value,
 )
 from statejax.graph import Module
 
@@ -99,20 +101,25 @@ class Split:
         """Whether ``other`` holds the same states, each read-only or written alike."""
         return self._index == other._index
 
-    def gather(self) -> tuple[list[Any], list[Any]]:
+    def gather(self, top_level: bool | None = None) -> tuple[list[Any], list[Any]]:
         """The current values, as ``(read_values, write_values)``.
 
         Inside an enclosing trace the reads go through ``State.value``, so the
         enclosing transform learns of them (that is how transforms nest), and see
         the values that trace gave. Outside, the stored values are read together
         under the merge lock, so a call never sees half of another call's merge.
+        ``top_level``: whether no JAX transform is tracing (the caller may know).
         """
         if _TLS.stack:
             return [s.value for s in self.read_states], [s.value for s in self.write_states]
         with _MERGE_LOCK:
+            if not (is_top_level() if top_level is None else top_level):
+                # Inside a plain JAX transform: a state created there holds its value
+                # with the trace it belongs to; `.value` unwraps it.
+                return [s.value for s in self.read_states], [s.value for s in self.write_states]
             return [s._value for s in self.read_states], [s._value for s in self.write_states]
 
-    def scatter(self, write_values: Sequence[Any]) -> None:
+    def scatter(self, write_values: Sequence[Any], top_level: bool | None = None) -> None:
         """Store new values into the written states (recorded by an enclosing trace).
 
         Outside any statejax trace every value is checked before any is stored, so a
@@ -124,10 +131,19 @@ class Split:
                 state.value = value
             return
         # Outside every JAX transform the values are concrete (a JAX transform returns
-        # no tracer at the top level); inside a plain one (a statejax transform called
-        # in jax.jit) every value is searched, before any is stored.
-        if not is_top_level():
-            _refuse_tracers(self.write_states, write_values)
+        # no tracer at the top level). Inside a plain one (a statejax transform called
+        # in jax.jit) every value is checked before any is stored: a tracer may only go
+        # into a state created inside that plain transform.
+        if not (is_top_level() if top_level is None else top_level):
+            stored = []
+            for state, value in zip(self.write_states, write_values, strict=True):
+                if not lives_in_trace(state) and _contains_tracer(value):
+                    _refuse_tracers((state,), (value,))
+                stored.append(storable_value(state, value))
+            with _MERGE_LOCK:
+                for state, value in zip(self.write_states, stored, strict=True):
+                    state._value = value
+            return
         with _MERGE_LOCK:
             for state, value in zip(self.write_states, write_values, strict=True):
                 state._value = value
@@ -494,7 +510,8 @@ class StatefulFunction(Generic[R]):
                 entry = self._find(key) or self._new_entry(key, args, kwargs)
             version = entry.version
             assert version is not None
-            if not version.verified or (not self.staged and is_top_level()):
+            top_level = is_top_level()
+            if not version.verified or (not self.staged and top_level):
                 version = self._verify(entry, version, args, kwargs)
             while True:
                 if version.pure.noted:
@@ -502,7 +519,7 @@ class StatefulFunction(Generic[R]):
                     # held it; JAX may have cached that lenient trace: never run it.
                     version = self._discover(entry, version, args, kwargs)
                 split = version.split
-                read_vals, write_vals = split.gather()
+                read_vals, write_vals = split.gather(top_level)
                 try:
                     result, new_write_vals = version.transformed(
                         read_vals, write_vals, *args, **kwargs
@@ -517,7 +534,7 @@ class StatefulFunction(Generic[R]):
                     # JAX rejects a state value it cannot trace; say which state it was.
                     _check_traceable(split.states, read_vals + write_vals, self.name)
                     raise
-                split.scatter(new_write_vals)
+                split.scatter(new_write_vals, top_level)
                 return result  # type: ignore[no-any-return]
         finally:
             calls.depth -= 1

@@ -664,7 +664,7 @@ def hessian(
     the pair ``(states, args)``, so ``h[0]`` has the structure of the states with
     a pair ``(d/d states, d/d args)`` at each leaf, and ``h[1]`` that of the args.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import hessian

@@ -1,11 +1,16 @@
-"""Conditionals over functions that read and write states: ``cond``, ``switch``, ``ifelse``.
+"""Conditionals over functions that read and write states: `cond`, `switch`, `ifelse`.
 
-Every branch is traced (as in :func:`jax.lax.cond`). The states written by *any*
+Every branch is traced (as in `jax.lax.cond`). The states written by *any*
 branch are carried through every branch: a branch that does not write such a
 state returns it unchanged, so the state keeps its value on the paths that do
-not write it. States only read are passed in as operands. Under ``vmap`` with a
+not write it. States only read are passed in as operands. Under `vmap` with a
 batched predicate, JAX turns the conditional into a select over both branches;
 the states come out selected per lane in the same way.
+
+Under `jax.disable_jit()`, with a concrete predicate or index, only the chosen
+branch runs, once, as plain Python (as `jax.lax.cond` does, and BrainState): it
+sees concrete values, may return anything (a string, `None`), and its state writes
+are stored after it returns, all together (if it raises, no state changes).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from statejax.extend import (
@@ -26,9 +33,10 @@ from statejax.extend import (
     TransformSpec,
     describe_state,
     hookimpl,
+    jit_disabled,
     parse_spec,
 )
-from statejax.transforms._common import name_of, show_signature, signature
+from statejax.transforms._common import name_of, run_eagerly, show_signature, signature
 
 __all__ = ["CondSpec", "IfElseSpec", "SwitchSpec", "cond", "ifelse", "switch"]
 
@@ -36,15 +44,43 @@ R = TypeVar("R")
 
 
 class CondSpec(TransformSpec):
-    """Options of :func:`cond`: none."""
+    """Options of `cond`: none."""
 
 
 class SwitchSpec(TransformSpec):
-    """Options of :func:`switch`: none."""
+    """Options of `switch`: none."""
 
 
 class IfElseSpec(TransformSpec):
-    """Options of :func:`ifelse`: none."""
+    """Options of `ifelse`: none."""
+
+
+# -- jax.disable_jit: run the chosen branch only ----------------------------------------
+
+_SCALAR_LIKE = (jax.Array, np.ndarray, np.generic, bool, int, float)
+
+
+def _concrete(value: Any, kinds: str, convert: Callable[[Any], int]) -> int | None:
+    """`convert(value)` if `value` is a concrete scalar whose dtype kind is in `kinds`.
+
+    `None` when it is traced (batched under `vmap`, abstract under `eval_shape`), not a
+    scalar, or of another dtype: the lax conditional then decides, tracing every
+    branch or reporting the bad predicate or index as it always does.
+    """
+    if not isinstance(value, _SCALAR_LIKE) or np.ndim(value) != 0:
+        return None
+    try:
+        if np.dtype(jnp.result_type(value)).kind not in kinds:
+            return None
+        return int(convert(value))
+    except jax.errors.ConcretizationTypeError:  # a tracer without a concrete value
+        return None
+
+
+def _run_branch(name: str, branches: Sequence[Callable[..., Any]], index: int, ops: Any) -> Any:
+    """Run `branches[index]` alone, eagerly, its writes stored after it returns."""
+    branch = branches[index]
+    return run_eagerly(f"statejax.{name}({name_of(branch)})", branch, *ops)
 
 
 Select = Callable[[list[Callable[..., Any]], list[Any], list[Any], tuple[Any, ...]], Any]
@@ -53,7 +89,7 @@ Select = Callable[[list[Callable[..., Any]], list[Any], list[Any], tuple[Any, ..
 def _branching(
     name: str, branches: Sequence[Callable[..., Any]], select: Select, operands: tuple[Any, ...]
 ) -> Any:
-    """Run ``select`` (a lax conditional) over the branches made pure on one shared split."""
+    """Run `select` (a lax conditional) over the branches made pure on one shared split."""
 
     def dispatch(index: int, *ops: Any) -> Any:
         return branches[index](*ops)
@@ -117,7 +153,7 @@ def _explain_mismatch(
 def _switch(
     name: str, index: Any, branches: list[Callable[..., Any]], operands: tuple[Any, ...]
 ) -> Any:
-    """``lax.switch`` over the branches made pure (``switch`` and ``ifelse``)."""
+    """`lax.switch` over the branches made pure (`switch` and `ifelse`)."""
 
     def select(
         fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
@@ -143,13 +179,17 @@ def _check_branches(name: str, branches: Any) -> list[Callable[..., Any]]:
 
 
 def cond(pred: Any, true_fun: Callable[..., R], false_fun: Callable[..., R], *operands: Any) -> R:
-    """``true_fun(*operands)`` if ``pred`` else ``false_fun(*operands)``, threading states.
+    """`true_fun(*operands)` if `pred` else `false_fun(*operands)`, threading states.
 
-    Like :func:`jax.lax.cond`: both functions are traced, and they must return
+    Like `jax.lax.cond`: both functions are traced, and they must return
     the same structure. A state written by either branch is carried through
     both, so the branch that does not write it leaves it unchanged.
 
-    Example:
+    Under `jax.disable_jit()` with a concrete `pred`, only the chosen function runs,
+    as plain Python: it may call `float(x)`, branch on values and return anything;
+    its state writes are stored when it returns (if it raises, no state changes).
+
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.conditionals import cond
@@ -161,9 +201,17 @@ def cond(pred: Any, true_fun: Callable[..., R], false_fun: Callable[..., R], *op
         (10, 5)
         >>> int(hits.value)
         1
+        >>> import jax
+        >>> with jax.disable_jit():
+        ...     cond(hits.value > 0, lambda: "hit", lambda: None)
+        'hit'
     """
     parse_spec(CondSpec, "cond")
     _check_branches("cond", [true_fun, false_fun])
+    if jit_disabled():
+        flag = _concrete(pred, "biuf", bool)  # a number is true where not 0, as in lax.cond
+        if flag is not None:
+            return _run_branch("cond", [false_fun, true_fun], flag, operands)  # type: ignore[no-any-return]
 
     def select(
         fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
@@ -174,12 +222,14 @@ def cond(pred: Any, true_fun: Callable[..., R], false_fun: Callable[..., R], *op
 
 
 def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> R:
-    """``branches[index](*operands)``, threading states; ``index`` is clamped into range.
+    """`branches[index](*operands)`, threading states; `index` is clamped into range.
 
-    Like :func:`jax.lax.switch`: every branch is traced and must return the same
+    Like `jax.lax.switch`: every branch is traced and must return the same
     structure. The states written by any branch are carried through all of them.
+    Under `jax.disable_jit()` with a concrete `index`, only the chosen branch runs,
+    eagerly, as in `cond`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.conditionals import switch
@@ -196,19 +246,25 @@ def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> 
     """
     parse_spec(SwitchSpec, "switch")
     fns = _check_branches("switch", branches)
+    if jit_disabled():
+        i = _concrete(index, "iu", int)  # lax.switch refuses other dtypes
+        if i is not None:
+            return _run_branch("switch", fns, min(max(i, 0), len(fns) - 1), operands)  # type: ignore[no-any-return]
     return _switch("switch", index, fns, operands)  # type: ignore[no-any-return]
 
 
 def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *operands: Any) -> R:
-    """Run the branch of the first true condition, threading states (BrainState's ``ifelse``).
+    """Run the branch of the first true condition, threading states (BrainState's `ifelse`).
 
-    ``branches[i]`` runs for the first ``i`` with ``conditions[i]`` true. Pass as
+    `branches[i]` runs for the first `i` with `conditions[i]` true. Pass as
     many branches as conditions (if no condition holds, the *last* branch runs, as
     in BrainState, so make the last condition the catch-all), or one branch more
-    than conditions (the extra last branch is the ``else``). Every branch is
-    traced; conditions may be traced booleans, batched under ``vmap``.
+    than conditions (the extra last branch is the `else`). Every branch is
+    traced; conditions may be traced booleans, batched under `vmap`. Under
+    `jax.disable_jit()` with concrete conditions, only the chosen branch runs,
+    eagerly, as in `cond`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from statejax.transforms.conditionals import ifelse
         >>> def sign(a):
@@ -229,8 +285,13 @@ def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *ope
             f"statejax.ifelse: got {n} conditions and {len(fns)} branches; pass one branch per "
             f"condition ({n}), or one more ({n + 1}) for an else branch."
         )
-    flags = jnp.stack([jnp.asarray(c).astype(bool).reshape(()) for c in conditions])
     fallback = len(fns) - 1
+    if jit_disabled():
+        eager = [_concrete(c, "biuf", bool) for c in conditions]
+        if None not in eager:
+            first = next((i for i, flag in enumerate(eager) if flag), fallback)
+            return _run_branch("ifelse", fns, first, operands)  # type: ignore[no-any-return]
+    flags = jnp.stack([jnp.asarray(c).astype(bool).reshape(()) for c in conditions])
     index = jnp.where(jnp.any(flags), jnp.argmax(flags), fallback).astype(jnp.int32)
     return _switch("ifelse", index, fns, operands)  # type: ignore[no-any-return]
 
