@@ -676,7 +676,11 @@ def test_misspelled_option_is_a_spec_error_with_did_you_mean() -> None:
     import statejax as sj
 
     w = sj.ParamState(jnp.ones(2))
-    with pytest.raises(sj.SpecError, match=r"statejax.grad: unknown option 'has_axu'. Did you mean 'has_aux'\?"):
+    with pytest.raises(
+        sj.SpecError, match=r"statejax.grad: unknown option 'has_axu'. Did you mean 'has_aux'\?"
+    ):
         sj.grad(lambda: w.value.sum(), w, has_axu=True)  # type: ignore[arg-type]
-    with pytest.raises(sj.SpecError, match=r"statejax.checkpoint: unknown option 'polcy'. Did you mean 'policy'\?"):
+    with pytest.raises(
+        sj.SpecError, match=r"statejax.checkpoint: unknown option 'polcy'. Did you mean 'policy'\?"
+    ):
         sj.checkpoint(lambda x: x, polcy=None)  # type: ignore[arg-type]

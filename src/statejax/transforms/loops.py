@@ -76,14 +76,21 @@ Y = TypeVar("Y")
 class ProgressBar(TransformSpec):
     """How a loop shows its progress: a tqdm bar updated from inside the compiled loop.
 
-    ``progress=True`` means ``ProgressBar()``; ``progress=k`` (an int) means
-    ``ProgressBar(every=k)``.
+    `progress=True` means `ProgressBar()`; `progress=k` (a positive int) means
+    `ProgressBar(every=k)`; `progress=False` or `None` shows no bar.
 
-    Example:
+    Examples:
         >>> from statejax.transforms.loops import ProgressBar
         >>> ProgressBar(every=10, desc="training").every
         10
     """
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "description": "How a loop shows its progress: a tqdm bar updated from inside the "
+            "compiled loop."
+        }
+    )
 
     every: PositiveCount | None = pydantic.Field(
         default=None,
@@ -93,6 +100,16 @@ class ProgressBar(TransformSpec):
         default=None, description="text shown before the bar (default: the loop's name)"
     )
     leave: bool = pydantic.Field(default=True, description="keep the bar on screen when done")
+
+
+def _progress_json_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of `progress`: what the validator accepts, not only `ProgressBar`."""
+    every = pydantic.TypeAdapter(PositiveCount).json_schema()
+    schema["anyOf"] = [
+        {"type": "boolean", "description": "True: the default bar; False: no bar"},
+        {**every, "description": "update the bar every this many steps"},
+        *schema.get("anyOf", []),
+    ]
 
 
 def _as_progress(value: Any) -> Any:
@@ -119,7 +136,9 @@ class ScanSpec(TransformSpec):
     )
     progress: ProgressBar | None = pydantic.Field(
         default=None,
-        description="show a progress bar: True, an int k (update every k steps) or a ProgressBar",
+        description="show a progress bar: True (the default bar), False or None (no bar), a "
+        "positive int k (update every k steps), or a ProgressBar",
+        json_schema_extra=_progress_json_schema,
     )
 
     _progress = pydantic.field_validator("progress", mode="before")(lambda cls, v: _as_progress(v))

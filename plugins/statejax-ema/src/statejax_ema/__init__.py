@@ -33,7 +33,7 @@ R = TypeVar("R")
 
 
 def _as_mapping(states: Any) -> Any:
-    """Accept a mapping path -> State (``model.states(...)``), one State, or a sequence."""
+    """Accept a mapping path -> State (`model.states(...)`), one State, or a sequence."""
     if isinstance(states, sj.State):
         return {0: states}
     if isinstance(states, Mapping):
@@ -43,11 +43,30 @@ def _as_mapping(states: Any) -> Any:
     return states
 
 
+def _states_json_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of `states`: the three forms the validator accepts."""
+    state = {"description": "a State (a Python object; not representable in JSON)"}
+    schema.pop("type", None)
+    schema.pop("additionalProperties", None)
+    schema["anyOf"] = [
+        {
+            "type": "object",
+            "additionalProperties": state,
+            "minProperties": 1,
+            "description": "a mapping path -> State, such as model.states(sj.ParamState)",
+        },
+        {"type": "array", "items": state, "minItems": 1, "description": "a list of States"},
+        state,
+    ]
+
+
 class EmaSpec(TransformSpec):
     """Options of :func:`ema`."""
 
     states: dict[Any, Any] = pydantic.Field(
-        description="the states to average: model.states(...), a State, or a list of States"
+        description="the states to average: a mapping path -> State such as "
+        "model.states(sj.ParamState), a list of States, or a single State",
+        json_schema_extra=_states_json_schema,
     )
     decay: float = pydantic.Field(
         default=0.999, gt=0.0, lt=1.0, description="weight of the old average, in (0, 1)"
@@ -58,7 +77,10 @@ class EmaSpec(TransformSpec):
     def _states(cls, value: Any) -> Any:
         mapping = _as_mapping(value)
         if not isinstance(mapping, dict):
-            raise ValueError(f"expected states, got {type(value).__name__}")
+            raise ValueError(
+                "expected a mapping path -> State, a list of States or a single State, "
+                f"got {type(value).__name__}"
+            )
         for path, state in mapping.items():
             if not isinstance(state, sj.State):
                 raise ValueError(
