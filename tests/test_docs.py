@@ -1,4 +1,4 @@
-"""Every ```python block in docs/ runs (blocks of one page share a namespace, in order).
+"""Every ```python block in docs/ and the README runs (a page's blocks share a namespace).
 
 Fragments that are not meant to run on their own are fenced as ```py instead.
 """
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).parent.parent / "docs"
-PAGES = sorted(p for p in DOCS.rglob("*.md") if "```python" in p.read_text())
+ROOT = Path(__file__).parent.parent
+DOCS = ROOT / "docs"
+PAGES = [*sorted(p for p in DOCS.rglob("*.md") if "```python" in p.read_text()), ROOT / "README.md"]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_python_blocks_run(page: Path) -> None:
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):

@@ -1,6 +1,6 @@
 """statejax: state-aware JAX transformations on a plugin-extensible registry.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> import statejax as sj
     >>> class Linear(sj.Module):

@@ -1,6 +1,6 @@
 """The exception hierarchy of statejax.
 
-Every error statejax raises on purpose derives from :class:`StatejaxError`, so a
+Every error statejax raises on purpose derives from `StatejaxError`, so a
 user can catch the library's complaints without catching their own bugs. The
 messages name the state path (where one is known), the transform and the fix.
 """

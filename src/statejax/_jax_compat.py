@@ -55,7 +55,7 @@ def jit_disabled() -> bool:
 
 
 def trace_chain(trace: object) -> list[object]:
-    """``trace`` and the traces it runs inside, innermost first (ending at the eval trace)."""
+    """`trace` and the traces it runs inside, innermost first (ending at the eval trace)."""
     chain = []
     while trace is not None:
         chain.append(trace)

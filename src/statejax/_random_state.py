@@ -1,4 +1,4 @@
-"""``RandomState``: a PRNG key held in a state, split on every draw."""
+"""`RandomState`: a PRNG key held in a state, split on every draw."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["RandomState"]
 
 
 class RandomState(State[Any]):
-    """A PRNG key as state: every draw splits ``.value`` and writes one half back.
+    """A PRNG key as state: every draw splits `.value` and writes one half back.
 
     Built from an integer seed or a key: a raw key `jax.random.PRNGKey(n)`
     (`uint32[2]`, or stacked keys `uint32[..., 2]`) or a typed key
@@ -23,11 +23,11 @@ class RandomState(State[Any]):
     generator, as BrainState does. Anything else is refused when given, not at the
     first draw: a `TypeError` for a value that is not an int or an array (a bool, a
     float, a string, a list), a `ValueError` for an array that is neither an
-    integer scalar nor a key (wrong dtype or shape). Under ``jit`` the key is
+    integer scalar nor a key (wrong dtype or shape). Under `jit` the key is
     threaded through the compiled code, so each call draws fresh numbers without
-    recompiling; under ``vmap`` each lane gets its own key (see :mod:`statejax.random`).
+    recompiling; under `vmap` each lane gets its own key (see `statejax.random`).
 
-    Example:
+    Examples:
         >>> import statejax as sj
         >>> from statejax.random import RandomState
         >>> rng = RandomState(0)
@@ -59,14 +59,14 @@ class RandomState(State[Any]):
         self.value = _as_key(seed_or_key)
 
     def next_key(self) -> Any:
-        """A fresh key; the state advances (a read and a write of ``.value``)."""
+        """A fresh key; the state advances (a read and a write of `.value`)."""
         with _ADVANCING:
             keep, use = jax.random.split(self.value)
             self.value = keep
         return use
 
     def split_keys(self, n: int) -> Any:
-        """``n`` fresh keys stacked on axis 0; the state advances once."""
+        """`n` fresh keys stacked on axis 0; the state advances once."""
         with _ADVANCING:
             keys = jax.random.split(self.value, n + 1)
             self.value = keys[0]

@@ -55,19 +55,19 @@ _TLS = _TraceStack()
 
 
 def current_trace() -> StateTrace | None:
-    """The innermost active :class:`StateTrace` of this thread, or ``None``."""
+    """The innermost active `StateTrace` of this thread, or `None`."""
     stack = _TLS.stack
     return stack[-1] if stack else None
 
 
 class _TraceLocal:
-    """Stands in ``State._value`` for a state created inside a trace; it lives there only.
+    """Stands in `State._value` for a state created inside a trace; it lives there only.
 
     Created inside a statejax transform, a state's value is in that transform's
-    `StateTrace` and this holds none (``value`` is missing): after the transform
+    `StateTrace` and this holds none (`value` is missing): after the transform
     returned, the state is leaked. Created inside a plain JAX transform (say by
     `treefy_merge` inside `jax.grad`), this holds the value, tracers and all, with a
-    weak reference to the JAX trace it belongs to (``scope``): usable while that
+    weak reference to the JAX trace it belongs to (`scope`): usable while that
     trace (or one inside it) is running on this thread, leaked after.
     """
 
@@ -88,7 +88,7 @@ class _TraceLocal:
         return scope is not None and any(t is scope for t in trace_chain(current_jax_trace()))
 
     def resolve(self, state: State[Any]) -> Any:
-        """The value, or a StateLeakError naming ``state`` if it is not usable here."""
+        """The value, or a StateLeakError naming `state` if it is not usable here."""
         if self.usable():
             return self.value
         raise StateLeakError(
@@ -115,10 +115,10 @@ def _jax_transform_name(jax_trace: object) -> str:
 
 
 def _bind_to_trace(state: State[Any], value: Any, scope: object | None = None) -> _TraceLocal:
-    """``value`` (holding tracers) as the value of a state that lives in a plain JAX trace.
+    """`value` (holding tracers) as the value of a state that lives in a plain JAX trace.
 
-    ``scope`` is the JAX trace the state belongs to (default: the current one). Every
-    tracer in ``value`` must belong to it or to a trace it runs inside; a tracer of a
+    `scope` is the JAX trace the state belongs to (default: the current one). Every
+    tracer in `value` must belong to it or to a trace it runs inside; a tracer of a
     trace nested deeper would escape that trace when it ends.
     """
     if scope is None:
@@ -198,7 +198,7 @@ class _IdentityRef:
             self.ref = node
 
     def target(self) -> object | None:
-        """The node, or ``None`` if it was only weakly held and has died."""
+        """The node, or `None` if it was only weakly held and has died."""
         if self.node is not None:
             return self.node
         ref = self.ref
@@ -255,17 +255,17 @@ def _unflatten_by_reference(ref: _IdentityRef, _children: Iterable[object]) -> o
 
 
 def register_by_reference(cls: type) -> None:
-    """Make ``cls`` a leafless pytree node that is passed through transforms by reference."""
+    """Make `cls` a leafless pytree node that is passed through transforms by reference."""
     jax.tree_util.register_pytree_node(cls, _flatten_by_reference, _unflatten_by_reference)
 
 
 class State(Generic[T]):
     """A mutable, named-by-path box around a pytree of arrays.
 
-    Reads and writes of ``.value`` inside a statejax transform are recorded so the
+    Reads and writes of `.value` inside a statejax transform are recorded so the
     transform can thread the value through its pure core.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> count = sj.State(jnp.array(0), tag="counter")
@@ -319,7 +319,7 @@ class State(Generic[T]):
 
 
 def _initial_value(state: State[Any], value: Any) -> Any:
-    """``State._value`` of a state born outside any statejax trace, holding ``value``.
+    """`State._value` of a state born outside any statejax trace, holding `value`.
 
     Born inside a plain JAX transform (treefy_merge inside jax.grad, a module built
     inside jax.jit), it belongs to that transform's trace, whatever its first value:
@@ -337,7 +337,7 @@ def _initial_value(state: State[Any], value: Any) -> Any:
 
 
 def storable_value(state: State[Any], new: Any) -> Any:
-    """What ``State._value`` becomes when ``new`` is written outside any statejax trace.
+    """What `State._value` becomes when `new` is written outside any statejax trace.
 
     A state living in a running plain JAX trace (created there) takes any value of
     that trace and stays in it. Any other state takes a concrete value as it is; a
@@ -362,7 +362,7 @@ def storable_value(state: State[Any], new: Any) -> Any:
 def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> str:
     """How error messages name a state: its path if known, else where it was stored.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> class Linear(sj.Module):
@@ -418,7 +418,7 @@ _MISSING: Any = object()
 
 
 def peek_value(state: State[Any]) -> Any:
-    """The value ``state`` has for this thread right now, without recording a read.
+    """The value `state` has for this thread right now, without recording a read.
 
     Inside a trace that is the trace's value (a tracer, say); outside, the stored one.
     """
@@ -447,10 +447,10 @@ def _instead(jax_trace: object) -> str:
 class StateTrace:
     """The record of how one traced function used states, and the values it gave them.
 
-    ``known`` is the set of states the caller threads through the trace (their
-    values are put in ``values`` with `set_value`); touching any other state is
-    recorded in ``unknown`` so the engine can retrace with a larger set. Values
-    written inside the trace stay in ``values``: the shared `State` objects are
+    `known` is the set of states the caller threads through the trace (their
+    values are put in `values` with `set_value`); touching any other state is
+    recorded in `unknown` so the engine can retrace with a larger set. Values
+    written inside the trace stay in `values`: the shared `State` objects are
     never touched, and the record is emptied of values when the trace closes, so
     it keeps no tracer alive. States created inside are marked as leaked unless a
     transform adopts them.
@@ -478,7 +478,7 @@ class StateTrace:
         self.unknown: dict[int, State[Any]] = {}
 
     def set_value(self, state: State[Any], value: Any) -> None:
-        """Give ``state`` the value ``value`` inside this trace (a known state's input)."""
+        """Give `state` the value `value` inside this trace (a known state's input)."""
         self.values[id(state)] = value
 
     def _touch(self, key: int, state: State[Any]) -> None:
@@ -486,7 +486,7 @@ class StateTrace:
             self.unknown.setdefault(key, state)
 
     def read(self, state: State[Any]) -> Any:
-        """Record a read of ``state`` and return the value it has in this thread's traces."""
+        """Record a read of `state` and return the value it has in this thread's traces."""
         key = id(state)
         if key not in self.reads:
             self.reads[key] = state
@@ -495,7 +495,7 @@ class StateTrace:
         return value if value is not _MISSING else peek_value(state)
 
     def write(self, state: State[Any], value: Any) -> None:
-        """Record a write of ``state``; the value stays in this trace."""
+        """Record a write of `state`; the value stays in this trace."""
         key = id(state)
         if key not in self.writes:
             self.writes[key] = state
@@ -518,7 +518,7 @@ class StateTrace:
                 )
 
     def record_create(self, state: State[Any], value: Any) -> None:
-        """Record ``state`` as born in this trace, holding ``value`` here."""
+        """Record `state` as born in this trace, holding `value` here."""
         key = id(state)
         self.created.append(state)
         self._known.add(key)  # its value is here from birth: never unknown
@@ -543,9 +543,9 @@ def outside_traces() -> Iterator[None]:
 
     For library-level states made lazily on first use, such as the default random
     key, which may happen inside a transform. Combine with
-    ``jax.ensure_compile_time_eval()`` so their initial values are concrete.
+    `jax.ensure_compile_time_eval()` so their initial values are concrete.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> with StateTrace("demo"):
         ...     with outside_traces():
@@ -563,27 +563,27 @@ def outside_traces() -> Iterator[None]:
 
 
 def lives_in_trace(state: State[Any]) -> bool:
-    """Whether ``state`` was created inside a plain JAX transform that is running here."""
+    """Whether `state` was created inside a plain JAX transform that is running here."""
     value = state._value
     return type(value) is _TraceLocal and value.usable()
 
 
 def is_leaked(state: State[Any]) -> bool:
-    """Whether ``state`` was created inside a transform that has finished."""
+    """Whether `state` was created inside a transform that has finished."""
     value = state._value
     return type(value) is _TraceLocal and not value.usable()
 
 
 def adopt_created(state: State[Any], value: Any) -> None:
-    """Hand out ``state``, created inside a trace that has closed, holding ``value``.
+    """Hand out `state`, created inside a trace that has closed, holding `value`.
 
     For transforms that return the states their function created (vmap returns
     them stacked, for ensembles): after the transform's trace closed the state
-    is marked leaked; this gives it ``value`` instead. Inside an enclosing
+    is marked leaked; this gives it `value` instead. Inside an enclosing
     trace the state is recorded as created *there*, so the enclosing transform
     decides its fate in turn (another vmap stacks it again; jit marks it leaked).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from statejax import State
         >>> with StateTrace("demo") as trace:

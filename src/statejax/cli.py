@@ -96,7 +96,7 @@ def _list() -> int:
 
 
 _SECTION = re.compile(r"^\s*(Examples?|Args|Arguments|Returns|Raises|Attributes|Notes?):\s*$", re.M)
-_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")  # :func:`x`, :py:class:`~x`
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")  # `x`, :py`x`
 _XREF = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")  # Markdown cross-reference [x][path.x]
 
 

@@ -1,13 +1,13 @@
-"""``statejax demo``: train a small MLP on two interleaving half-moons.
+"""`statejax demo`: train a small MLP on two interleaving half-moons.
 
 Everything is generated in code (no downloads): a two-moons data set, a
-:class:`statejax.Module` MLP of :class:`statejax.ParamState` s, a training step
-that is ``jit`` of ``grad`` plus an optax Adam update through
-:class:`statejax.optim.Optimizer`, a tqdm progress bar, and a final test
+`statejax.Module` MLP of `statejax.ParamState` s, a training step
+that is `jit` of `grad` plus an optax Adam update through
+`statejax.optim.Optimizer`, a tqdm progress bar, and a final test
 accuracy (at least 95 %; the command fails otherwise). The tutorial in the docs
 walks through this file.
 
-Example:
+Examples:
     >>> from statejax.demo import main
     >>> main(["--steps", "150", "--no-progress"])  # doctest: +ELLIPSIS
     two moons: 1024 training points, 1024 test points; MLP 2-32-32-2, Adam(lr=0.01)
@@ -41,9 +41,9 @@ N_POINTS = 1024  # in the training set, and again in the test set
 
 
 def make_moons(n: int, noise: float, seed: int) -> tuple[jax.Array, jax.Array]:
-    """``n`` points on two interleaving half circles with Gaussian noise, and their labels.
+    """`n` points on two interleaving half circles with Gaussian noise, and their labels.
 
-    Example:
+    Examples:
         >>> x, y = make_moons(8, noise=0.1, seed=0)
         >>> x.shape, y.shape, sorted(set(y.tolist()))
         ((8, 2), (8,), [0, 1])
@@ -60,7 +60,7 @@ def make_moons(n: int, noise: float, seed: int) -> tuple[jax.Array, jax.Array]:
 
 
 class Linear(sj.Module):
-    """A dense layer ``x @ w + b`` with Glorot-uniform weights."""
+    """A dense layer `x @ w + b` with Glorot-uniform weights."""
 
     def __init__(self, n_in: int, n_out: int, key: jax.Array) -> None:
         limit = (6.0 / (n_in + n_out)) ** 0.5
@@ -72,9 +72,9 @@ class Linear(sj.Module):
 
 
 class MLP(sj.Module):
-    """Dense layers with ``tanh`` between them; ``sizes`` = (inputs, hidden..., outputs).
+    """Dense layers with `tanh` between them; `sizes` = (inputs, hidden..., outputs).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from statejax.demo import MLP
         >>> net = MLP((2, 4, 3), jax.random.PRNGKey(0))
@@ -97,7 +97,7 @@ class MLP(sj.Module):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What :func:`train` reports."""
+    """What `train` reports."""
 
     final_loss: float
     test_accuracy: float
@@ -113,9 +113,9 @@ def train(
     n_points: int = N_POINTS,
     progress: bool = True,
 ) -> TrainResult:
-    """Train the demo MLP with full-batch Adam for ``steps`` steps; return loss and accuracy.
+    """Train the demo MLP with full-batch Adam for `steps` steps; return loss and accuracy.
 
-    Example:
+    Examples:
         >>> result = train(150, progress=False)
         >>> result.test_accuracy >= 0.95
         True

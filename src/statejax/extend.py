@@ -1,14 +1,14 @@
 """The public API for writing transform plugins.
 
-A plugin is a module with a ``statejax_register_transforms`` hook (see
-:mod:`statejax.registry._hookspecs` for the contract) that registers
-:class:`Transform` objects. A transform wraps the user's function in a
-:class:`StatefulFunction`, whose ``lift`` hands the pure core to a JAX
+A plugin is a module with a `statejax_register_transforms` hook (see
+`statejax.registry._hookspecs` for the contract) that registers
+`Transform` objects. A transform wraps the user's function in a
+`StatefulFunction`, whose `lift` hands the pure core to a JAX
 transform; the engine splits the states, verifies them at every trace, and
-merges the written values back. The built-in ``jit``, ``grad`` and ``vmap`` are
+merges the written values back. The built-in `jit`, `grad` and `vmap` are
 written with exactly this API.
 
-Example:
+Examples:
     A complete state-aware transform (a jit that counts its calls) as a plugin:
 
     >>> import jax
@@ -51,11 +51,11 @@ from statejax.registry._protocol import StateTransform, Transform, TransformSpec
 
 
 def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:
-    """Ask the plugins how a batching transform should batch ``state`` (``None``: broadcast).
+    """Ask the plugins how a batching transform should batch `state` (`None`: broadcast).
 
-    Calls the ``statejax_batch_state`` hook; see :class:`StateBatching`.
+    Calls the `statejax_batch_state` hook; see `StateBatching`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.vmap import VmapSpec

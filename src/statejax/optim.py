@@ -1,9 +1,9 @@
 """Optimizers as state: a thin layer over optax.
 
-:class:`Optimizer` pairs an optax ``GradientTransformation`` with the parameter
+`Optimizer` pairs an optax `GradientTransformation` with the parameter
 states it trains. The optax state (Adam's moments, step counts...) lives in an
-:class:`OptimState`, so ``update(grads)`` is an ordinary state-writing call that
-works eagerly and inside ``statejax.jit``; no update rule is written by hand.
+`OptimState`, so `update(grads)` is an ordinary state-writing call that
+works eagerly and inside `statejax.jit`; no update rule is written by hand.
 
 Examples:
     >>> import jax.numpy as jnp
@@ -49,13 +49,13 @@ class OptimState(LongTermState[T]):
 class Optimizer(Module):
     """An optax transformation bound to parameter states, its own state held in a State.
 
-    ``params`` is a mapping to states (such as ``model.states(ParamState)``) or a
-    list/tuple of states. :meth:`update` takes gradients in the same structure,
-    the one :func:`statejax.transforms.autodiff.grad` returns for those
-    ``grad_states``. ``opt_state`` is the :class:`OptimState`; the optimizer is a
-    :class:`statejax.Module`, so ``optimizer.states()`` finds it.
+    `params` is a mapping to states (such as `model.states(ParamState)`) or a
+    list/tuple of states. `update` takes gradients in the same structure,
+    the one `statejax.transforms.autodiff.grad` returns for those
+    `grad_states`. `opt_state` is the `OptimState`; the optimizer is a
+    `statejax.Module`, so `optimizer.states()` finds it.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import optax
         >>> import statejax as sj
@@ -103,7 +103,7 @@ class Optimizer(Module):
             state.value = jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(v)), state.value)
         self.opt_state = OptimState(tx.init(self._values()))
 
-    # optax sees the parameters as a flat list, in the order of ``params``: lists flatten
+    # optax sees the parameters as a flat list, in the order of `params`: lists flatten
     # in JAX's C++ pytree code, so the optimizer state costs nothing extra on a jit call
     # (a StateTree, a Python-registered pytree node, would call back into Python).
     def _values(self) -> list[Any]:
@@ -132,12 +132,12 @@ class Optimizer(Module):
     def update(self, grads: Any, **extra_args: Any) -> None:
         """Apply one optax step: write new parameter values and the new optimizer state.
 
-        ``grads`` has the structure of ``params`` (a mapping with its keys, or a
-        list in its order). ``extra_args`` go to ``tx.update``, for the optax
-        transformations that take them (``value=loss`` for
-        ``optax.contrib.reduce_on_plateau``). Works eagerly and inside ``statejax.jit``.
+        `grads` has the structure of `params` (a mapping with its keys, or a
+        list in its order). `extra_args` go to `tx.update`, for the optax
+        transformations that take them (`value=loss` for
+        `optax.contrib.reduce_on_plateau`). Works eagerly and inside `statejax.jit`.
 
-        Example:
+        Examples:
             >>> import jax.numpy as jnp
             >>> import optax
             >>> import statejax as sj

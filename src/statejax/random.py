@@ -1,17 +1,17 @@
 """Random numbers drawn from key states: a default key, seeding, and the common samplers.
 
-Every sampler reads a :class:`RandomState` (the module's default one, or the
-``rng=`` you pass), splits its key, writes one half back and draws with the
+Every sampler reads a `RandomState` (the module's default one, or the
+`rng=` you pass), splits its key, writes one half back and draws with the
 other. Because the key is a state, the statejax transforms thread it:
 
-- under ``jit`` each call draws fresh numbers, and nothing recompiles;
-- under ``vmap`` each lane gets its own key and the key advances once per call
-  (``vmap(..., split_keys=False)`` broadcasts the key instead: every lane draws
+- under `jit` each call draws fresh numbers, and nothing recompiles;
+- under `vmap` each lane gets its own key and the key advances once per call
+  (`vmap(..., split_keys=False)` broadcasts the key instead: every lane draws
   the same numbers). vmap learns this through the registry hook
-  ``statejax_batch_state``, implemented here, which a third party's State
+  `statejax_batch_state`, implemented here, which a third party's State
   type can implement too.
 
-Example:
+Examples:
     >>> import statejax as sj
     >>> from statejax import random
     >>> random.seed(0)
@@ -59,12 +59,12 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_state() -> RandomState:
-    """The default key state (``DEFAULT``), used when a sampler gets no ``rng=``.
+    """The default key state (`DEFAULT`), used when a sampler gets no `rng=`.
 
     Made on first use, not at import, so importing statejax does not start a JAX
     backend; first use may be inside a transform, and the state is global all the same.
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> random.default_state() is random.DEFAULT
         True
@@ -79,14 +79,14 @@ def default_state() -> RandomState:
 
 
 def __getattr__(name: str) -> Any:
-    # DEFAULT: the key state the samplers use when no ``rng=`` is given (see seed()).
+    # DEFAULT: the key state the samplers use when no `rng=` is given (see seed()).
     if name == "DEFAULT":
         return default_state()
     raise AttributeError(f"module 'statejax.random' has no attribute {name!r}")
 
 
 def seed(seed_or_key: Any = None, *, rng: RandomState | None = None) -> None:
-    """Reset a key state (the default one unless ``rng`` is given) from a seed or a key.
+    """Reset a key state (the default one unless `rng` is given) from a seed or a key.
 
     Accepts what BrainState's `seed` accepts: an int seed (a Python, NumPy or 0-d
     JAX integer), `None` (a seed drawn from NumPy's global generator), a raw key
@@ -110,9 +110,9 @@ def seed(seed_or_key: Any = None, *, rng: RandomState | None = None) -> None:
 
 
 def split_key(n: int | None = None, *, rng: RandomState | None = None) -> Any:
-    """A fresh key (or ``n`` keys stacked on axis 0); the key state advances once.
+    """A fresh key (or `n` keys stacked on axis 0); the key state advances once.
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> random.split_key(3).shape
         (3, 2)
@@ -122,9 +122,9 @@ def split_key(n: int | None = None, *, rng: RandomState | None = None) -> Any:
 
 
 def normal(shape: Shape = (), dtype: Any = float, *, rng: RandomState | None = None) -> jax.Array:
-    """Standard normal samples of ``shape``.
+    """Standard normal samples of `shape`.
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> random.normal((2, 3)).shape
         (2, 3)
@@ -140,9 +140,9 @@ def uniform(
     *,
     rng: RandomState | None = None,
 ) -> jax.Array:
-    """Uniform samples in ``[minval, maxval)``.
+    """Uniform samples in `[minval, maxval)`.
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> x = random.uniform((100,), minval=2.0, maxval=3.0)
         >>> bool(((x >= 2) & (x < 3)).all())
@@ -154,9 +154,9 @@ def uniform(
 def bernoulli(
     p: Any = 0.5, shape: Shape | None = None, *, rng: RandomState | None = None
 ) -> jax.Array:
-    """Booleans that are ``True`` with probability ``p``.
+    """Booleans that are `True` with probability `p`.
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> random.bernoulli(0.5, (4,)).dtype
         dtype('bool')
@@ -167,9 +167,9 @@ def bernoulli(
 def randint(
     shape: Shape, minval: Any, maxval: Any, dtype: Any = int, *, rng: RandomState | None = None
 ) -> jax.Array:
-    """Integers in ``[minval, maxval)``.
+    """Integers in `[minval, maxval)`.
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> x = random.randint((50,), 0, 3)
         >>> bool(((x >= 0) & (x < 3)).all())
@@ -181,9 +181,9 @@ def randint(
 def permutation(
     x: Any, axis: int = 0, independent: bool = False, *, rng: RandomState | None = None
 ) -> jax.Array:
-    """A random permutation of ``x`` along ``axis`` (of ``arange(x)`` if ``x`` is an int).
+    """A random permutation of `x` along `axis` (of `arange(x)` if `x` is an int).
 
-    Example:
+    Examples:
         >>> from statejax import random
         >>> sorted(random.permutation(5).tolist())
         [0, 1, 2, 3, 4]
@@ -198,9 +198,9 @@ def categorical(
     *,
     rng: RandomState | None = None,
 ) -> jax.Array:
-    """Category indices drawn with probabilities ``softmax(logits)`` along ``axis``.
+    """Category indices drawn with probabilities `softmax(logits)` along `axis`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from statejax import random
         >>> random.categorical(jnp.array([0.0, -1e9, -1e9]), shape=(3,)).tolist()
@@ -219,9 +219,9 @@ def truncated_normal(
     *,
     rng: RandomState | None = None,
 ) -> jax.Array:
-    """Normal samples truncated to ``(lower, upper)``.
+    """Normal samples truncated to `(lower, upper)`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from statejax import random
         >>> x = random.truncated_normal(-1.0, 1.0, (100,))
@@ -257,7 +257,7 @@ def _advanced_key(_lanes_keys: Any, advanced: Any) -> Any:
 
 @hookimpl
 def statejax_batch_state(state: State[Any], spec: TransformSpec) -> StateBatching | None:
-    """Split a :class:`RandomState` per lane under vmap, unless ``split_keys=False``."""
+    """Split a `RandomState` per lane under vmap, unless `split_keys=False`."""
     if isinstance(state, RandomState) and getattr(spec, "split_keys", True):
         return _split_per_lane(state)
     return None

@@ -1,4 +1,4 @@
 """The transform registry: protocol, engine, hookspecs and plugin manager (private).
 
-Plugins use the public face of this package, :mod:`statejax.extend`.
+Plugins use the public face of this package, `statejax.extend`.
 """

@@ -1,7 +1,7 @@
 """The split / pure core / merge recipe shared by every transform.
 
 A transform plugin wraps a user function in a `StatefulFunction` and supplies one
-thing: ``lift(split, pure)``, which hands the pure core to a JAX transform. The
+thing: `lift(split, pure)`, which hands the pure core to a JAX transform. The
 engine does the rest:
 
 1. **split**: the `Split` lists the states the function reads (only) and the
@@ -9,8 +9,8 @@ engine does the rest:
    *verified* by every trace: a trace that touches a state outside the split
    raises `StateSetChanged`, and the engine retries with the union. So discovery
    costs one extra trace on the first call and nothing afterwards.
-2. **pure core**: `PureCore` ``(read_vals, write_vals, *args, **kwargs) ->
-   (out, new_write_vals)`` runs the user function inside a `StateTrace` that
+2. **pure core**: `PureCore` `(read_vals, write_vals, *args, **kwargs) ->
+   (out, new_write_vals)` runs the user function inside a `StateTrace` that
    gives the states the given values (tracers, under a JAX transform). Those
    values live in the trace, never in the shared `State` objects.
 3. **merge**: the new values of the written states are stored back, all of one
@@ -55,7 +55,7 @@ R = TypeVar("R")
 
 
 class Split:
-    """The states a function touches: ``read_states`` (read only) and ``write_states``.
+    """The states a function touches: `read_states` (read only) and `write_states`.
 
     Order is first-touch order and is stable across calls, so the value lists
     line up with the pure core's inputs and outputs.
@@ -82,11 +82,11 @@ class Split:
         return self.read_states + self.write_states
 
     def locate(self, state: State[Any]) -> tuple[bool, int] | None:
-        """``(is_written, index)`` of ``state`` in its list, or ``None`` if absent."""
+        """`(is_written, index)` of `state` in its list, or `None` if absent."""
         return self._index.get(id(state))
 
     def is_read_only(self, state: State[Any]) -> bool:
-        """Whether ``state`` is in the split as read-only."""
+        """Whether `state` is in the split as read-only."""
         location = self._index.get(id(state))
         return location is not None and not location[0]
 
@@ -98,17 +98,17 @@ class Split:
         return Split(self.read_states + tuple(reads), self.write_states + tuple(writes))
 
     def same_as(self, other: Split) -> bool:
-        """Whether ``other`` holds the same states, each read-only or written alike."""
+        """Whether `other` holds the same states, each read-only or written alike."""
         return self._index == other._index
 
     def gather(self, top_level: bool | None = None) -> tuple[list[Any], list[Any]]:
-        """The current values, as ``(read_values, write_values)``.
+        """The current values, as `(read_values, write_values)`.
 
-        Inside an enclosing trace the reads go through ``State.value``, so the
+        Inside an enclosing trace the reads go through `State.value`, so the
         enclosing transform learns of them (that is how transforms nest), and see
         the values that trace gave. Outside, the stored values are read together
         under the merge lock, so a call never sees half of another call's merge.
-        ``top_level``: whether no JAX transform is tracing (the caller may know).
+        `top_level`: whether no JAX transform is tracing (the caller may know).
         """
         if _TLS.stack:
             return [s.value for s in self.read_states], [s.value for s in self.write_states]
@@ -176,8 +176,8 @@ def _unique(states: Sequence[State[Any]]) -> list[State[Any]]:
 class StateSetChanged(Exception):
     """A trace touched states outside its split; the engine retries with the union.
 
-    Internal control flow: it never escapes :meth:`StatefulFunction.__call__`
-    of the function that raised it (``owner``).
+    Internal control flow: it never escapes `StatefulFunction.__call__`
+    of the function that raised it (`owner`).
     """
 
     def __init__(self, owner: object, reads: list[State[Any]], writes: list[State[Any]]) -> None:
@@ -190,13 +190,13 @@ class StateSetChanged(Exception):
 class PureCore:
     """The user function made pure over a `Split`.
 
-    ``core(read_vals, write_vals, *args, **kwargs) -> (out, new_write_vals)``.
-    After each call on a thread, ``record`` is that call's `StateTrace` (which
+    `core(read_vals, write_vals, *args, **kwargs) -> (out, new_write_vals)`.
+    After each call on a thread, `record` is that call's `StateTrace` (which
     states were read, written, created; it holds no values), for plugins that
     check usage, for example grad's "this state is never read". A transform that
     hands created states out (vmap does, for ensembles) sets
-    ``hands_out_created = True`` in its lift; then, right after each call,
-    `take_created_values` returns the values the states in ``record.created`` held
+    `hands_out_created = True` in its lift; then, right after each call,
+    `take_created_values` returns the values the states in `record.created` held
     when the function returned, for the transform to return from its JAX transform
     and hand out with `statejax.extend.adopt_created`. Both are kept per thread, so
     threads tracing the same function at once do not mix them up.
@@ -228,7 +228,7 @@ class PureCore:
 
     @property
     def record(self) -> StateTrace | None:
-        """The record of this thread's last call (``None`` before the first)."""
+        """The record of this thread's last call (`None` before the first)."""
         record: StateTrace | None = getattr(self._local, "record", None)
         return record
 
@@ -334,16 +334,16 @@ def _refuse_untraceable(state: State[Any], leaf: object, name: str) -> None:
     )
 
 
-#: ``lift(split, pure) -> transformed``: hand the pure core to a JAX transform.
-#: ``transformed(read_vals, write_vals, *args, **kwargs)`` returns
-#: ``(result, new_write_vals)``; the engine merges the latter and returns ``result``.
+#: `lift(split, pure) -> transformed`: hand the pure core to a JAX transform.
+#: `transformed(read_vals, write_vals, *args, **kwargs)` returns
+#: `(result, new_write_vals)`; the engine merges the latter and returns `result`.
 Lift = Callable[[Split, PureCore], Callable[..., tuple[Any, Sequence[Any]]]]
 
 
 class _Version:
     """One split of an entry with its pure core and lifted function.
 
-    Only ``verified`` changes, once, from False to True: an abstract trace found
+    Only `verified` changes, once, from False to True: an abstract trace found
     that the split holds every state the function touches.
     """
 
@@ -363,9 +363,9 @@ class _Version:
 class _Entry:
     """The cache entry of one tuple of modules/states: the current `_Version`.
 
-    A call reads ``version`` once and uses only that, so a thread that grows the
+    A call reads `version` once and uses only that, so a thread that grows the
     split (installing a new version) never gives another thread a split that does
-    not match its lifted function. ``refs`` are the weak references (with
+    not match its lifted function. `refs` are the weak references (with
     callbacks that drop the entry) to the objects the entry is keyed by.
     """
 
@@ -391,7 +391,7 @@ class _Entry:
 
 
 class StatefulFunction(Generic[R]):
-    """A user function wrapped with the split/merge recipe around a plugin's ``lift``.
+    """A user function wrapped with the split/merge recipe around a plugin's `lift`.
 
     Calling it gathers the split's values, calls the lifted pure core, merges the
     written values and returns the result. Splits are cached per identity of the
@@ -399,13 +399,13 @@ class StatefulFunction(Generic[R]):
     jitted method keeps one split per instance); an entry dies with those
     objects and keeps none of them alive.
 
-    ``staged=True`` says that the lifted function traces the whole pure core
+    `staged=True` says that the lifted function traces the whole pure core
     before running any of it (as `jax.jit` and `lax.scan` do). Otherwise
     (`jax.grad`, `jax.vmap` run as they trace) an eager call first checks the
     split with an abstract trace, so the function runs for real once per call
     even when a call touches a state no earlier call did.
 
-    ``static_key(args, kwargs)`` gives the hashable values of the arguments the
+    `static_key(args, kwargs)` gives the hashable values of the arguments the
     lifted function treats as compile-time constants (jit's static arguments): each
     gets its own cache entry, so a variant stores back only the states it writes,
     not those of every variant (which a concurrent call of another variant could
@@ -482,10 +482,10 @@ class StatefulFunction(Generic[R]):
         return entry
 
     def as_function(self, like: Callable[P, Any]) -> Callable[P, R]:
-        """A plain function that calls this one, with ``like``'s name, docs and signature.
+        """A plain function that calls this one, with `like`'s name, docs and signature.
 
         Being a function, it binds as a method when stored on a class, so a
-        decorated method works. It carries ``clear_cache()`` and ``stateful``
+        decorated method works. It carries `clear_cache()` and `stateful`
         (this object).
         """
         call = self.__call__
@@ -675,7 +675,7 @@ def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any])
     The tree of the arguments and state values, the type of each array, the value of
     each flag (a bool, None, a string) and the type of anything else: like `jax.jit`,
     a new number does not count, so a learning rate that changes every call does not
-    cost an abstract trace every call. ``None`` when the tree cannot be hashed.
+    cost an abstract trace every call. `None` when the tree cannot be hashed.
     """
     read_vals, write_vals = split.gather()
     leaves, treedef = jax.tree.flatten((read_vals, write_vals, args, kwargs))

@@ -1,16 +1,16 @@
 """The hook specifications: the documented contract between statejax and its plugins.
 
-A plugin is a module (or object) with functions marked ``@statejax.extend.hookimpl``
+A plugin is a module (or object) with functions marked `@statejax.extend.hookimpl`
 whose names match the hooks below. Built-in transforms are plugins too and use
 nothing a third party cannot. A third-party plugin is found through the
-``statejax.transforms`` entry-point group::
+`statejax.transforms` entry-point group::
 
     [project.entry-points."statejax.transforms"]
     ema = "statejax_ema.plugin"
 
 A hook implementation may accept a subset of a hook's arguments. A function
-marked ``@hookimpl`` whose name matches no hook below is reported as an error
-when plugins load (pluggy's ``check_pending``).
+marked `@hookimpl` whose name matches no hook below is reported as an error
+when plugins load (pluggy's `check_pending`).
 """
 
 from __future__ import annotations
@@ -33,25 +33,25 @@ hookspec = pluggy.HookspecMarker("statejax")
 
 @hookspec
 def statejax_register_transforms(registry: PluginRegistry) -> None:
-    """Register the plugin's transforms: call ``registry.register(transform)`` for each.
+    """Register the plugin's transforms: call `registry.register(transform)` for each.
 
-    ``transform`` satisfies :class:`statejax.extend.StateTransform` (for example a
-    :class:`statejax.extend.Transform`). A name that is already taken is a
-    :class:`statejax.PluginError` naming both plugins.
+    `transform` satisfies `statejax.extend.StateTransform` (for example a
+    `statejax.extend.Transform`). A name that is already taken is a
+    `statejax.PluginError` naming both plugins.
     """
 
 
 @dataclass(frozen=True)
 class StateBatching:
-    """How vmap batches one state it would otherwise broadcast; see :func:`statejax_batch_state`.
+    """How vmap batches one state it would otherwise broadcast; see `statejax_batch_state`.
 
-    - ``prepare(value, axis_size) -> (lane_value, carry)``: called before the
+    - `prepare(value, axis_size) -> (lane_value, carry)`: called before the
       lanes run, with the state's current value and the batch size.
-      ``lane_value`` is handed to the lanes, batched on ``in_axis`` (``None``:
-      one shared value); ``carry`` is kept for ``finish``.
-    - ``finish(new_value, carry) -> stored``: called after the lanes ran, only if
-      the function wrote the state; ``new_value`` is what the lanes wrote,
-      collected on ``out_axis`` (``None``: the lanes must write an unbatched
+      `lane_value` is handed to the lanes, batched on `in_axis` (`None`:
+      one shared value); `carry` is kept for `finish`.
+    - `finish(new_value, carry) -> stored`: called after the lanes ran, only if
+      the function wrote the state; `new_value` is what the lanes wrote,
+      collected on `out_axis` (`None`: the lanes must write an unbatched
       value). Its result is stored in the state.
 
     Both run under the enclosing JAX trace (if any), so they may use jax ops.
@@ -65,20 +65,20 @@ class StateBatching:
 
 @hookspec(firstresult=True)
 def statejax_batch_state(state: State[Any], spec: TransformSpec) -> StateBatching | None:
-    """Say how ``vmap`` batches ``state``, a state the user did not select.
+    """Say how `vmap` batches `state`, a state the user did not select.
 
     Called once per state when vmap builds its pure core (not per call), for
-    every state the function touches that ``in_states``/``out_states`` do not
-    select; ``spec`` is the vmap's validated options (a ``VmapSpec``; read
-    options with ``getattr`` so other batching transforms can call the hook).
-    Return a :class:`StateBatching` to take over, or ``None`` to let another
+    every state the function touches that `in_states`/`out_states` do not
+    select; `spec` is the vmap's validated options (a `VmapSpec`; read
+    options with `getattr` so other batching transforms can call the hook).
+    Return a `StateBatching` to take over, or `None` to let another
     plugin decide; if none does, the state is broadcast (one shared copy, and
-    writing a batched value into it is a ``BatchAxisError``). The first
-    non-``None`` answer wins. ``RandomState`` uses this hook to give each lane
+    writing a batched value into it is a `BatchAxisError`). The first
+    non-`None` answer wins. `RandomState` uses this hook to give each lane
     its own key and advance the key once per call.
 
-    Example:
-        A plugin that gives each lane a copy of every ``Counter`` state and
+    Examples:
+        A plugin that gives each lane a copy of every `Counter` state and
         stores the lanes' sum back:
 
         >>> import jax.numpy as jnp

@@ -1,13 +1,13 @@
 """The plugin manager: loads built-in and third-party plugins and keeps their transforms.
 
-Built-in plugins are imported from :data:`BUILTIN_PLUGINS`, so the core works even
+Built-in plugins are imported from `BUILTIN_PLUGINS`, so the core works even
 with broken package metadata. Third-party plugins come from the entry-point group
-``statejax.transforms``. Setting ``STATEJAX_DISABLE_PLUGIN_AUTOLOAD=1`` skips the
-entry points; ``STATEJAX_PLUGINS=name1,name2`` loads only those entry points.
+`statejax.transforms`. Setting `STATEJAX_DISABLE_PLUGIN_AUTOLOAD=1` skips the
+entry points; `STATEJAX_PLUGINS=name1,name2` loads only those entry points.
 
 A plugin that fails (import error, bad hook signature, misspelled hook, invalid
-or duplicate transform) is unregistered and recorded as a :class:`PluginError`
-that names its distribution, version and entry point; a ``PluginWarning`` is
+or duplicate transform) is unregistered and recorded as a `PluginError`
+that names its distribution, version and entry point; a `PluginWarning` is
 issued, and every other transform keeps working.
 """
 
@@ -60,7 +60,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 
 
 class PluginWarning(UserWarning):
-    """A plugin failed to load; its :class:`PluginError` message is the warning text."""
+    """A plugin failed to load; its `PluginError` message is the warning text."""
 
 
 @dataclass(frozen=True)
@@ -96,14 +96,14 @@ class RegisteredTransform:
 
 
 class PluginRegistry:
-    """What a plugin's ``statejax_register_transforms`` hook receives."""
+    """What a plugin's `statejax_register_transforms` hook receives."""
 
     def __init__(self, table: dict[str, RegisteredTransform], origin: PluginOrigin) -> None:
         self._table = table
         self._origin = origin
 
     def register(self, transform: StateTransform) -> None:
-        """Add ``transform``; its name must be free and it must satisfy the protocol."""
+        """Add `transform`; its name must be free and it must satisfy the protocol."""
         origin = self._origin
         if not isinstance(transform, StateTransform) or not isinstance(transform.name, str):
             raise PluginError(
@@ -140,7 +140,7 @@ class Registry:
         self._origins: dict[str, PluginOrigin] = {}
 
     def get(self, name: str) -> RegisteredTransform:
-        """The transform called ``name``; raises ``AttributeError`` with suggestions."""
+        """The transform called `name`; raises `AttributeError` with suggestions."""
         try:
             return self.transforms[name]
         except KeyError:

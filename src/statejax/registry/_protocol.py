@@ -1,4 +1,4 @@
-"""What a transform plugin provides: the :class:`StateTransform` protocol and option specs."""
+"""What a transform plugin provides: the `StateTransform` protocol and option specs."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ SpecT = TypeVar("SpecT", bound="TransformSpec")
 class TransformSpec(pydantic.BaseModel):
     """Base class of a transform's options: frozen, no unknown fields, hashable.
 
-    Subclass it with one field per option. Give a field a ``description``; it
-    appears in ``statejax list``, in the JSON schema and in error messages.
+    Subclass it with one field per option. Give a field a `description`; it
+    appears in `statejax list`, in the JSON schema and in error messages.
 
-    Example:
+    Examples:
         >>> from statejax.extend import TransformSpec
         >>> class EmaSpec(TransformSpec):
         ...     decay: float = 0.99
@@ -36,7 +36,7 @@ class TransformSpec(pydantic.BaseModel):
         frozen=True, extra="forbid", arbitrary_types_allowed=True, validate_default=True
     )
 
-    #: Set by :func:`parse_spec` callers for error messages; not a field.
+    #: Set by `parse_spec` callers for error messages; not a field.
     transform_name: ClassVar[str] = ""
 
 
@@ -44,8 +44,8 @@ class TransformSpec(pydantic.BaseModel):
 class StateTransform(Protocol):
     """The contract of a registered transform.
 
-    ``name`` is how users reach it (``statejax.transform.<name>``), ``function``
-    is what they call, and ``spec`` is the pydantic model of its options.
+    `name` is how users reach it (`statejax.transform.<name>`), `function`
+    is what they call, and `spec` is the pydantic model of its options.
     """
 
     @property
@@ -60,9 +60,9 @@ class StateTransform(Protocol):
 
 @dataclass(frozen=True)
 class Transform:
-    """A ready-made :class:`StateTransform`: pass it to ``registry.register``.
+    """A ready-made `StateTransform`: pass it to `registry.register`.
 
-    Example:
+    Examples:
         >>> from statejax.extend import Transform, TransformSpec
         >>> class NoOptions(TransformSpec):
         ...     pass
@@ -83,12 +83,12 @@ def _suggest(bad: str, choices: list[str]) -> str:
 
 
 def parse_spec(spec: type[SpecT], transform: str, /, **options: Any) -> SpecT:
-    """Validate ``options`` into ``spec``, turning pydantic's errors into a :class:`SpecError`.
+    """Validate `options` into `spec`, turning pydantic's errors into a `SpecError`.
 
     Call it once, when the user decorates, never on the call path. The message
     names the transform, the option and the fix (a did-you-mean for misspellings).
 
-    Example:
+    Examples:
         >>> from statejax.extend import TransformSpec, parse_spec
         >>> class EmaSpec(TransformSpec):
         ...     decay: float = 0.99
@@ -129,9 +129,9 @@ class _LenientSchema(GenerateJsonSchema):
 
 
 def spec_schema(spec: type[TransformSpec]) -> dict[str, Any]:
-    """The JSON schema of a transform's options (``statejax schema NAME``).
+    """The JSON schema of a transform's options (`statejax schema NAME`).
 
-    Example:
+    Examples:
         >>> from statejax.transforms.jit import JitSpec
         >>> sorted(spec_schema(JitSpec)["properties"])
         ['donate_states', 'static_argnames', 'static_argnums']

@@ -1,10 +1,10 @@
-"""Every registered transform, built-in and third-party: ``statejax.transform.<name>``.
+"""Every registered transform, built-in and third-party: `statejax.transform.<name>`.
 
 The built-ins are imported here so type checkers see their signatures; any other
 name is looked up in the plugin registry, so an installed plugin's transform is
-reachable as ``statejax.transform.<its name>``.
+reachable as `statejax.transform.<its name>`.
 
-Example:
+Examples:
     >>> import statejax as sj
     >>> sj.transform.jit is sj.jit
     True

@@ -99,7 +99,7 @@ def signature(value: Any) -> Any:
 
 
 def show_signature(sig: Any) -> str:
-    """A :func:`signature` as text: ``float32[2,3]`` for an array, else the tree and its leaves.
+    """A `signature` as text: `float32[2,3]` for an array, else the tree and its leaves.
 
     Examples:
         >>> import jax.numpy as jnp

@@ -1,8 +1,8 @@
-"""Abstract evaluation of functions that read and write states: ``eval_shape``, ``make_jaxpr``.
+"""Abstract evaluation of functions that read and write states: `eval_shape`, `make_jaxpr`.
 
-Both trace the function's pure core (see :mod:`statejax.extend`) without
+Both trace the function's pure core (see `statejax.extend`) without
 running it and never change a state: the traces run inside a private
-:class:`~statejax.extend.StateTrace` that puts every touched state back, so an
+`statejax.extend.StateTrace` that puts every touched state back, so an
 enclosing statejax transform does not see them either.
 """
 
@@ -31,7 +31,7 @@ __all__ = ["EvalShapeSpec", "MakeJaxprSpec", "StatefulJaxpr", "eval_shape", "mak
 
 
 class EvalShapeSpec(TransformSpec):
-    """Options of :func:`eval_shape`."""
+    """Options of `eval_shape`."""
 
     return_states: bool = pydantic.Field(
         default=False,
@@ -40,7 +40,7 @@ class EvalShapeSpec(TransformSpec):
 
 
 class MakeJaxprSpec(TransformSpec):
-    """Options of :func:`make_jaxpr`."""
+    """Options of `make_jaxpr`."""
 
     static_argnums: tuple[Index, ...] = pydantic.Field(
         default=(), description="positions of arguments that are compile-time constants"
@@ -54,7 +54,7 @@ class MakeJaxprSpec(TransformSpec):
 def _unchanged(
     abstract: Callable[..., Any],
 ) -> Callable[[Split, PureCore], Callable[..., tuple[Any, list[Any]]]]:
-    """A lift that applies ``abstract`` to the pure core and leaves every state as it was."""
+    """A lift that applies `abstract` to the pure core and leaves every state as it was."""
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
@@ -78,16 +78,16 @@ def _isolated(stateful: StatefulFunction[Any], name: str, *args: Any, **kwargs: 
 def eval_shape(
     fn: Callable[..., Any], /, *args: Any, return_states: bool = False, **kwargs: Any
 ) -> Any:
-    """Shapes and dtypes of ``fn(*args, **kwargs)``, without running it or changing a state.
+    """Shapes and dtypes of `fn(*args, **kwargs)`, without running it or changing a state.
 
-    Returns the output as a pytree of :class:`jax.ShapeDtypeStruct`, like
-    :func:`jax.eval_shape`; arguments may be arrays or ``ShapeDtypeStruct``.
-    With ``return_states=True`` (a keyword reserved by ``eval_shape``) returns
-    ``(out_shapes, state_shapes)`` where ``state_shapes`` is a dict from each
-    state ``fn`` writes (in first-write order) to the shapes of the value it would
+    Returns the output as a pytree of `jax.ShapeDtypeStruct`, like
+    `jax.eval_shape`; arguments may be arrays or `ShapeDtypeStruct`.
+    With `return_states=True` (a keyword reserved by `eval_shape`) returns
+    `(out_shapes, state_shapes)` where `state_shapes` is a dict from each
+    state `fn` writes (in first-write order) to the shapes of the value it would
     hold afterwards.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.abstract import eval_shape
@@ -115,14 +115,14 @@ def eval_shape(
 
 
 class StatefulJaxpr(NamedTuple):
-    """What :func:`make_jaxpr` returns; unpacks as ``jaxpr, read_states, write_states``.
+    """What `make_jaxpr` returns; unpacks as `jaxpr, read_states, write_states`.
 
-    ``jaxpr`` is the :class:`jax.extend.core.ClosedJaxpr` of the pure core. Its
-    inputs are, in order: the values of ``read_states`` (states only read), the
-    values of ``write_states`` (states written), then the arguments. Its outputs
-    are the function's outputs, then the new values of ``write_states``. Each
+    `jaxpr` is the `jax.extend.core.ClosedJaxpr` of the pure core. Its
+    inputs are, in order: the values of `read_states` (states only read), the
+    values of `write_states` (states written), then the arguments. Its outputs
+    are the function's outputs, then the new values of `write_states`. Each
     state contributes one input (and output) per leaf of its value, in
-    :func:`jax.tree.leaves` order. Both state lists are in first-touch order.
+    `jax.tree.leaves` order. Both state lists are in first-touch order.
     """
 
     jaxpr: Any
@@ -138,15 +138,15 @@ class StatefulJaxpr(NamedTuple):
 def make_jaxpr(
     fn: Callable[..., Any], /, static_argnums: int | Sequence[int] = ()
 ) -> Callable[..., StatefulJaxpr]:
-    """A function that returns the jaxpr of ``fn``'s pure core and the states it uses.
+    """A function that returns the jaxpr of `fn`'s pure core and the states it uses.
 
-    ``make_jaxpr(fn)(*args, **kwargs)`` traces ``fn`` (arguments may be arrays or
-    :class:`jax.ShapeDtypeStruct`), changes no state, and returns a
-    :class:`StatefulJaxpr` ``(jaxpr, read_states, write_states)``. The jaxpr's
+    `make_jaxpr(fn)(*args, **kwargs)` traces `fn` (arguments may be arrays or
+    `jax.ShapeDtypeStruct`), changes no state, and returns a
+    `StatefulJaxpr` `(jaxpr, read_states, write_states)`. The jaxpr's
     inputs are the read states' values, the written states' values, then the
-    arguments; its outputs are ``fn``'s outputs, then the written states' new values.
+    arguments; its outputs are `fn`'s outputs, then the written states' new values.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.abstract import make_jaxpr

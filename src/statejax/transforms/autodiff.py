@@ -1,30 +1,30 @@
-"""Automatic differentiation over states and arguments: ``grad`` and its family.
+"""Automatic differentiation over states and arguments: `grad` and its family.
 
 Every transform here differentiates a function that reads (and may write) states
-with respect to a chosen set of states, ``grad_states``, and/or some positional
-arguments, ``argnums``. They share one set of rules:
+with respect to a chosen set of states, `grad_states`, and/or some positional
+arguments, `argnums`. They share one set of rules:
 
 * **Structure.** Derivatives with respect to states come back in the structure
-  ``grad_states`` was given in: a single state gives an array, a list a list, a
-  tuple a tuple, a mapping (such as ``model.states(ParamState)``) a mapping with
-  the same keys. With ``argnums`` as well, the result is ``(state_part,
-  arg_part)``; with no states, only the argument part, and ``argnums`` defaults
-  to ``0``. An ``int`` ``argnums`` gives one derivative, a tuple a tuple.
-* **Extras.** ``return_value=True`` and ``has_aux=True`` append the function's
-  value and its auxiliary output, in that order: ``(g, value)``, ``(g, aux)``,
-  ``(g, value, aux)``.
+  `grad_states` was given in: a single state gives an array, a list a list, a
+  tuple a tuple, a mapping (such as `model.states(ParamState)`) a mapping with
+  the same keys. With `argnums` as well, the result is `(state_part,
+  arg_part)`; with no states, only the argument part, and `argnums` defaults
+  to `0`. An `int` `argnums` gives one derivative, a tuple a tuple.
+* **Extras.** `return_value=True` and `has_aux=True` append the function's
+  value and its auxiliary output, in that order: `(g, value)`, `(g, aux)`,
+  `(g, value, aux)`.
 * **States.** Differentiation is with respect to each state's value on entry;
-  writes made by the function are applied after the call (as with ``jit``).
-* **Errors.** A grad state the function never reads is a :class:`TraceError`
-  (pass ``allow_unused=True`` to get zeros instead); so is a grad state holding
-  integers, and ``has_aux=True`` with a function that does not return a pair.
-  A negative ``argnums``, an empty one (``()``), and ``grad_states`` that select
-  no state (``[]``, ``{}``) are a :class:`SpecError` at decoration, for every
-  transform here alike; ``argnums`` one past the arguments actually passed is a
-  :class:`SpecError` at the call.
+  writes made by the function are applied after the call (as with `jit`).
+* **Errors.** A grad state the function never reads is a `TraceError`
+  (pass `allow_unused=True` to get zeros instead); so is a grad state holding
+  integers, and `has_aux=True` with a function that does not return a pair.
+  A negative `argnums`, an empty one (`()`), and `grad_states` that select
+  no state (`[]`, `{}`) are a `SpecError` at decoration, for every
+  transform here alike; `argnums` one past the arguments actually passed is a
+  `SpecError` at the call.
 
-They compose with every other transform: ``jit(grad(f))`` compiles the whole
-step into one executable, ``grad(jit(f))`` and ``grad(grad(f))`` work.
+They compose with every other transform: `jit(grad(f))` compiles the whole
+step into one executable, `grad(jit(f))` and `grad(grad(f))` work.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ __all__ = [
     "vjp",
 ]
 
-#: What ``grad_states`` may be: one state, a list, tuple or other iterable of states, or a mapping.
+#: What `grad_states` may be: one state, a list, tuple or other iterable of states, or a mapping.
 GradStates = State[Any] | Iterable[State[Any]] | Mapping[Any, State[Any]] | None
 
 
@@ -100,7 +100,7 @@ def _check_argnums(value: Any) -> Any:
 
 
 class DiffSpec(TransformSpec):
-    """Options shared by every differentiation transform (:func:`vjp`, :func:`jvp`)."""
+    """Options shared by every differentiation transform (`vjp`, `jvp`)."""
 
     argnums: int | tuple[int, ...] | None = pydantic.Field(
         default=None,
@@ -119,7 +119,7 @@ class DiffSpec(TransformSpec):
 
 
 class GradSpec(DiffSpec):
-    """Options of the gradient family: ``grad``, ``vector_grad``, ``jac*``, ``hessian``."""
+    """Options of the gradient family: `grad`, `vector_grad`, `jac*`, `hessian`."""
 
     return_value: bool = pydantic.Field(
         default=False, description="also return the function's value: (g, value[, aux])"
@@ -132,9 +132,9 @@ class GradSpec(DiffSpec):
 class _Dict(dict[Any, Any]):
     """A plain dict of grad-state values, flattened by JAX in insertion order.
 
-    JAX sorts the keys of a ``dict`` (and fails on keys that do not sort), so the
+    JAX sorts the keys of a `dict` (and fails on keys that do not sort), so the
     values of a user's dict travel through the JAX transform in this private
-    node, which :meth:`_Targets.restore` turns back into dicts in the result.
+    node, which `_Targets.restore` turns back into dicts in the result.
     """
 
     __slots__ = ()
@@ -155,7 +155,7 @@ def _plain_dicts(tree: Any) -> Any:
 
 
 class _Targets:
-    """The normalised ``grad_states``: a flat tuple of states and how to rebuild the structure."""
+    """The normalised `grad_states`: a flat tuple of states and how to rebuild the structure."""
 
     __slots__ = ("keys", "kind", "states")
 
@@ -188,7 +188,7 @@ class _Targets:
         return StateTree(pairs) if kind == "mapping" else _Dict(pairs)
 
     def unpack(self, packed: Any, what: str) -> list[Any]:
-        """The flat values of ``packed``, which has the user's structure; ``what`` names it."""
+        """The flat values of `packed`, which has the user's structure; `what` names it."""
         kind = self.kind
         if kind == "single":
             return [packed]
@@ -207,7 +207,7 @@ class _Targets:
         return [packed[k] for k in self.keys]
 
     def restore(self, tree: Any) -> Any:
-        """``tree`` with the packed dicts of grad states in it turned back into plain dicts."""
+        """`tree` with the packed dicts of grad states in it turned back into plain dicts."""
         return _plain_dicts(tree) if self.kind == "dict" else tree
 
 
@@ -266,12 +266,12 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
 
 # --------------------------------------------------------------------------- the shared core
 
-#: ``apply(core, primals, plan) -> result``: run one JAX transform over the core.
+#: `apply(core, primals, plan) -> result`: run one JAX transform over the core.
 _Apply = Callable[["_Core", tuple[Any, ...], "_Plan"], Any]
 
 
 class _Plan:
-    """What is differentiated: ``with_states`` / ``argnums``, and how to call the core."""
+    """What is differentiated: `with_states` / `argnums`, and how to call the core."""
 
     __slots__ = ("argnums", "label", "spec", "targets", "with_states")
 
@@ -290,12 +290,12 @@ class _Plan:
         return int(self.with_states) + int(self.argnums is not None)
 
     def select(self, per_primal: Sequence[Any]) -> Any:
-        """The derivative ``g`` from one entry per primal: ``(states, args)`` or the one part."""
+        """The derivative `g` from one entry per primal: `(states, args)` or the one part."""
         g = tuple(per_primal) if self.n_primals == 2 else per_primal[0]
         return self.targets.restore(g)
 
     def split_primals(self, structured: Any) -> tuple[Any, ...]:
-        """The inverse of :meth:`select`, for tangents given by the user."""
+        """The inverse of `select`, for tangents given by the user."""
         if self.n_primals == 2:
             if not isinstance(structured, (tuple, list)) or len(structured) != 2:
                 raise TypeError(
@@ -313,9 +313,9 @@ class _Plan:
 class _Core:
     """The pure core as a function of the differentiated values only.
 
-    ``core(*primals) -> (out, (out, aux, new_write_vals))``, where the primals are
+    `core(*primals) -> (out, (out, aux, new_write_vals))`, where the primals are
     the grad-state values in the user's structure and/or the differentiated
-    arguments (one, or a tuple for a tuple ``argnums``). ``leading`` holds the
+    arguments (one, or a tuple for a tuple `argnums`). `leading` holds the
     call's positional arguments before the user's (jvp's tangents).
     """
 
@@ -415,10 +415,10 @@ def _family(
     leading: int = 0,
     **options: Any,
 ) -> Callable[..., Any]:
-    """Validate the options once, then wrap ``fn`` (or return a decorator that does).
+    """Validate the options once, then wrap `fn` (or return a decorator that does).
 
-    ``leading`` positional arguments of the call come before the user's (jvp's
-    tangents): the function does not receive them, and ``argnums`` counts after them.
+    `leading` positional arguments of the call come before the user's (jvp's
+    tangents): the function does not receive them, and `argnums` counts after them.
     """
     spec = parse_spec(spec_type, transform, **options)
     targets = _targets(grad_states, transform)
@@ -474,7 +474,7 @@ def _family(
 
 
 def _extras(plan: _Plan, g: Any, value: Any, aux: Any) -> Any:
-    """``g``, then the value and the aux when the spec asks for them, in that order."""
+    """`g`, then the value and the aux when the spec asks for them, in that order."""
     return_value = isinstance(plan.spec, GradSpec) and plan.spec.return_value
     if not (return_value or plan.spec.has_aux):
         return g
@@ -487,7 +487,7 @@ def _extras(plan: _Plan, g: Any, value: Any, aux: Any) -> Any:
 
 
 def _jacobian_apply(jax_transform: Callable[..., Any]) -> _Apply:
-    """``apply`` for transforms shaped like jax.grad: ``T(f, argnums, has_aux=True)``."""
+    """`apply` for transforms shaped like jax.grad: `T(f, argnums, has_aux=True)`."""
 
     def apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
         argnums = (0, 1) if plan.n_primals == 2 else 0
@@ -539,12 +539,12 @@ def grad(
 ) -> Callable[..., Any]:
     """The gradient of a scalar function with respect to states and/or arguments.
 
-    Returns a function with ``fn``'s arguments that returns ``g`` (see the module
-    docs for its structure), or ``(g, value)``, ``(g, aux)``, ``(g, value, aux)``
-    when ``return_value`` / ``has_aux`` ask for them. Writes made by ``fn`` are
-    applied after the call. Called without ``fn``, returns a decorator.
+    Returns a function with `fn`'s arguments that returns `g` (see the module
+    docs for its structure), or `(g, value)`, `(g, aux)`, `(g, value, aux)`
+    when `return_value` / `has_aux` ask for them. Writes made by `fn` are
+    applied after the call. Called without `fn`, returns a decorator.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import grad
@@ -583,12 +583,12 @@ def jacrev(
     allow_unused: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """The Jacobian by reverse mode (:func:`jax.jacrev`) over states and/or arguments.
+    """The Jacobian by reverse mode (`jax.jacrev`) over states and/or arguments.
 
-    Same arguments and result structure as :func:`grad`; each derivative leaf has
+    Same arguments and result structure as `grad`; each derivative leaf has
     the output's shape followed by the input's shape.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import jacrev
@@ -619,11 +619,11 @@ def jacfwd(
     allow_unused: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """The Jacobian by forward mode (:func:`jax.jacfwd`) over states and/or arguments.
+    """The Jacobian by forward mode (`jax.jacfwd`) over states and/or arguments.
 
-    Same arguments and result structure as :func:`jacrev`.
+    Same arguments and result structure as `jacrev`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import jacfwd
@@ -655,14 +655,14 @@ def hessian(
     allow_unused: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """The Hessian of a scalar function (:func:`jax.hessian`) over states and/or arguments.
+    """The Hessian of a scalar function (`jax.hessian`) over states and/or arguments.
 
-    Same arguments as :func:`grad`. The result nests the input structure twice,
-    as :func:`jax.hessian` does: each leaf of the input structure holds the input
-    structure again. For one state, an array of shape ``w.shape + w.shape``; for
-    a mapping of states, ``h[k1][k2]``; with states and ``argnums``, the input is
-    the pair ``(states, args)``, so ``h[0]`` has the structure of the states with
-    a pair ``(d/d states, d/d args)`` at each leaf, and ``h[1]`` that of the args.
+    Same arguments as `grad`. The result nests the input structure twice,
+    as `jax.hessian` does: each leaf of the input structure holds the input
+    structure again. For one state, an array of shape `w.shape + w.shape`; for
+    a mapping of states, `h[k1][k2]`; with states and `argnums`, the input is
+    the pair `(states, args)`, so `h[0]` has the structure of the states with
+    a pair `(d/d states, d/d args)` at each leaf, and `h[1]` that of the args.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -698,13 +698,13 @@ def vector_grad(
     allow_unused: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """The gradient of ``sum(fn(...))`` for a function with a non-scalar output.
+    """The gradient of `sum(fn(...))` for a function with a non-scalar output.
 
     A vector-Jacobian product with a cotangent of ones: for elementwise
     functions, the elementwise derivative. Same arguments and result structure
-    as :func:`grad`.
+    as `grad`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import vector_grad
@@ -734,15 +734,15 @@ def vjp(
     allow_unused: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """A vector-Jacobian product (:func:`jax.vjp`) over states and/or arguments.
+    """A vector-Jacobian product (`jax.vjp`) over states and/or arguments.
 
-    ``vjp(fn, grad_states, argnums)(*args)`` runs ``fn`` once (its writes are
-    applied) and returns ``(out, pullback)``, or ``(out, pullback, aux)`` with
-    ``has_aux``. ``pullback(cotangent)`` takes a cotangent shaped like ``out``
-    and returns ``g`` in the structure :func:`grad` uses. Call ``pullback``
+    `vjp(fn, grad_states, argnums)(*args)` runs `fn` once (its writes are
+    applied) and returns `(out, pullback)`, or `(out, pullback, aux)` with
+    `has_aux`. `pullback(cotangent)` takes a cotangent shaped like `out`
+    and returns `g` in the structure `grad` uses. Call `pullback`
     inside the same transform that called the vjp'd function.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import vjp
@@ -773,16 +773,16 @@ def jvp(
     allow_unused: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """A Jacobian-vector product (:func:`jax.jvp`) over states and/or arguments.
+    """A Jacobian-vector product (`jax.jvp`) over states and/or arguments.
 
-    ``jvp(fn, grad_states, argnums)(tangents, *args)`` runs ``fn(*args)`` once (its
-    writes are applied) and returns ``(out, out_tangent)``, or ``(out,
-    out_tangent, aux)`` with ``has_aux``. ``tangents`` has the structure
-    :func:`grad` would return: tangents of the grad states in their structure,
-    of the arguments, or the pair ``(state_tangents, arg_tangents)``. ``argnums``
-    counts the arguments of ``fn``, after ``tangents``.
+    `jvp(fn, grad_states, argnums)(tangents, *args)` runs `fn(*args)` once (its
+    writes are applied) and returns `(out, out_tangent)`, or `(out,
+    out_tangent, aux)` with `has_aux`. `tangents` has the structure
+    `grad` would return: tangents of the grad states in their structure,
+    of the arguments, or the pair `(state_tangents, arg_tangents)`. `argnums`
+    counts the arguments of `fn`, after `tangents`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import jvp

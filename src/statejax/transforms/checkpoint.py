@@ -1,8 +1,8 @@
-"""``checkpoint`` / ``remat``: trade compute for memory under differentiation.
+"""`checkpoint` / `remat`: trade compute for memory under differentiation.
 
-The pure core is handed to :func:`jax.checkpoint`: under ``grad`` the function's
+The pure core is handed to `jax.checkpoint`: under `grad` the function's
 intermediate values are recomputed on the backward pass instead of being stored
-(a ``policy`` may name the ones worth saving). Values, gradients and state writes
+(a `policy` may name the ones worth saving). Values, gradients and state writes
 are exactly those of the function without it.
 """
 
@@ -31,7 +31,7 @@ __all__ = ["CheckpointSpec", "checkpoint", "remat"]
 
 
 class CheckpointSpec(TransformSpec):
-    """Options of :func:`checkpoint`."""
+    """Options of `checkpoint`."""
 
     policy: Callable[..., bool] | None = pydantic.Field(
         default=None,
@@ -62,14 +62,14 @@ def checkpoint(
     prevent_cse: bool = True,
     **misspelled: Never,
 ) -> Callable[..., Any]:
-    """Recompute ``fn``'s intermediates on the backward pass (:func:`jax.checkpoint`).
+    """Recompute `fn`'s intermediates on the backward pass (`jax.checkpoint`).
 
-    The states ``fn`` reads and writes are threaded through as with ``jit``;
-    gradients are those of ``fn`` itself. Use as ``@checkpoint``,
-    ``@checkpoint(policy=...)`` or ``checkpoint(fn, ...)``. ``remat`` is the
+    The states `fn` reads and writes are threaded through as with `jit`;
+    gradients are those of `fn` itself. Use as `@checkpoint`,
+    `@checkpoint(policy=...)` or `checkpoint(fn, ...)`. `remat` is the
     same function.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import grad

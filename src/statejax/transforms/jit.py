@@ -1,6 +1,6 @@
-"""``jit``: compile a function that reads and writes states.
+"""`jit`: compile a function that reads and writes states.
 
-The pure core is handed to :func:`jax.jit`. On a cached call the wrapper gathers
+The pure core is handed to `jax.jit`. On a cached call the wrapper gathers
 the state values into two flat lists, calls the compiled core through JAX's C++
 dispatch (which checks shapes and dtypes, and retraces when a state's shape or
 dtype changed), and stores the written values back.
@@ -33,7 +33,7 @@ R = TypeVar("R")
 
 
 class JitSpec(TransformSpec):
-    """Options of :func:`jit`."""
+    """Options of `jit`."""
 
     static_argnums: tuple[Index, ...] = pydantic.Field(
         default=(),
@@ -75,16 +75,16 @@ def jit(
 def jit(
     fn: Callable[P, R] | None = None, /, **options: Any
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Compile ``fn`` with :func:`jax.jit`, threading the states it reads and writes.
+    """Compile `fn` with `jax.jit`, threading the states it reads and writes.
 
-    The first call traces ``fn`` to find its states; later calls go straight to
-    the compiled code. Writes to states inside ``fn`` are visible after the call.
-    Under `jax.disable_jit()` it runs ``fn`` eagerly instead, as `jax.jit` does
+    The first call traces `fn` to find its states; later calls go straight to
+    the compiled code. Writes to states inside `fn` are visible after the call.
+    Under `jax.disable_jit()` it runs `fn` eagerly instead, as `jax.jit` does
     (concrete values, so `float(x)` works), writes still applied after the call.
-    The returned function has ``clear_cache()``. Use it as ``@jit``,
-    ``@jit(static_argnums=...)`` or ``jit(fn, ...)``, on functions or methods.
+    The returned function has `clear_cache()`. Use it as `@jit`,
+    `@jit(static_argnums=...)` or `jit(fn, ...)`, on functions or methods.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> total = sj.State(jnp.array(0.0))

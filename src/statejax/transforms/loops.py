@@ -1,7 +1,7 @@
-"""Loops over functions that read and write states: ``scan``, ``for_loop``, ``while_loop``.
+"""Loops over functions that read and write states: `scan`, `for_loop`, `while_loop`.
 
 Each loop wraps its body in the engine's split / pure core / merge recipe and
-hands the pure core to :func:`jax.lax.scan` or :func:`jax.lax.while_loop`:
+hands the pure core to `jax.lax.scan` or `jax.lax.while_loop`:
 
 - states **written** in the body are part of the loop carry, next to the user's
   carry, so each step sees the previous step's value and the final values are
@@ -9,13 +9,13 @@ hands the pure core to :func:`jax.lax.scan` or :func:`jax.lax.while_loop`:
 - states only **read** are passed in once as loop constants, not carried.
 
 The result equals a Python loop over the same body. Reverse-mode gradients flow
-through :func:`scan` and :func:`for_loop` (with respect to states and
-arguments); :func:`while_loop` supports forward mode only (``jax.jvp``,
-``jax.jacfwd``), exactly as :func:`jax.lax.while_loop`.
+through `scan` and `for_loop` (with respect to states and
+arguments); `while_loop` supports forward mode only (`jax.jvp`,
+`jax.jacfwd`), exactly as `jax.lax.while_loop`.
 
-``scan`` and ``for_loop`` take ``progress=True`` (or an int ``k``, or a
-:class:`ProgressBar`) to show a tqdm progress bar driven from inside the
-compiled loop through a host callback, every ``k`` steps; it works under ``jit``.
+`scan` and `for_loop` take `progress=True` (or an int `k`, or a
+`ProgressBar`) to show a tqdm progress bar driven from inside the
+compiled loop through a host callback, every `k` steps; it works under `jit`.
 
 Under `jax.disable_jit()` every loop runs as a Python loop over concrete values, as
 `jax.lax.scan` and `jax.lax.while_loop` do there, so a body may call `float(x)` or
@@ -123,7 +123,7 @@ def _as_progress(value: Any) -> Any:
 
 
 class ScanSpec(TransformSpec):
-    """Options of :func:`scan`."""
+    """Options of `scan`."""
 
     length: Count | None = pydantic.Field(
         default=None, description="number of steps; needed when xs is None"
@@ -145,11 +145,11 @@ class ScanSpec(TransformSpec):
 
 
 class ForLoopSpec(ScanSpec):
-    """Options of :func:`for_loop` (the same as :func:`scan`)."""
+    """Options of `for_loop` (the same as `scan`)."""
 
 
 class WhileLoopSpec(TransformSpec):
-    """Options of :func:`while_loop`: none."""
+    """Options of `while_loop`: none."""
 
 
 # -- progress bars -----------------------------------------------------------------
@@ -182,7 +182,7 @@ class _ProgressHandler:
             self.bar = None
 
     def tick(self, done: jax.Array) -> None:
-        """Called in the loop body: report ``done`` to the host when it is due."""
+        """Called in the loop body: report `done` to the host when it is due."""
         due = (done == 1) | (done % self.every == 0) | (done == self.total)
         lax.cond(due, lambda: jax.debug.callback(self, done), lambda: None)
 
@@ -193,7 +193,7 @@ class _ProgressHandler:
 
 
 def _loop_length(name: str, xs: Any, length: int | None) -> int | None:
-    """The number of steps (``None`` for a malformed ``xs``, which lax.scan reports)."""
+    """The number of steps (`None` for a malformed `xs`, which lax.scan reports)."""
     if length is not None:
         return length
     leaves = jax.tree.leaves(xs)
@@ -226,7 +226,7 @@ def _check_carried(
 
 
 def _pair(out: Any, name: str, fn_name: str) -> tuple[Any, Any]:
-    """The body's ``(carry, y)``; anything else is a TypeError naming the body."""
+    """The body's `(carry, y)`; anything else is a TypeError naming the body."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise TypeError(
             f"statejax.{name}: the body {fn_name} must return a pair "
@@ -236,8 +236,8 @@ def _pair(out: Any, name: str, fn_name: str) -> tuple[Any, Any]:
 
 
 def _eager_length(xs: Any, total: int | None) -> int | None:
-    """The number of steps of an eager scan, or ``None`` to leave it to `lax.scan`
-    (no steps, whose outputs only a trace can shape, or a malformed ``xs``)."""
+    """The number of steps of an eager scan, or `None` to leave it to `lax.scan`
+    (no steps, whose outputs only a trace can shape, or a malformed `xs`)."""
     lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(xs)}
     if not total or len(lengths - {total}) > 0:
         return None
@@ -254,7 +254,7 @@ def _scan_eagerly(
     name: str,
     fn_name: str,
 ) -> tuple[Any, Any]:
-    """`_scan` under `jax.disable_jit()`: a Python loop of ``n`` steps, like `lax.scan`'s."""
+    """`_scan` under `jax.disable_jit()`: a Python loop of `n` steps, like `lax.scan`'s."""
     xs = jax.tree.map(jnp.asarray, xs)
 
     def loop() -> tuple[Any, Any]:
@@ -329,15 +329,15 @@ def scan(
     *,
     progress: bool | int | ProgressBar | None = None,
 ) -> tuple[C, Y]:
-    """Scan ``f(carry, x) -> (carry, y)`` over the leading axis of ``xs``, threading states.
+    """Scan `f(carry, x) -> (carry, y)` over the leading axis of `xs`, threading states.
 
-    Like :func:`jax.lax.scan`, returns ``(final_carry, stacked_ys)``. States that
-    ``f`` writes are carried from step to step and hold their final values
+    Like `jax.lax.scan`, returns `(final_carry, stacked_ys)`. States that
+    `f` writes are carried from step to step and hold their final values
     afterwards; states it only reads are loop constants. Differentiable in
-    reverse mode. ``progress=True`` / ``k`` / :class:`ProgressBar` shows a progress
-    bar updated every ``k`` steps from inside the compiled loop.
+    reverse mode. `progress=True` / `k` / `ProgressBar` shows a progress
+    bar updated every `k` steps from inside the compiled loop.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.loops import scan
@@ -363,14 +363,14 @@ def for_loop(
     unroll: int | bool = 1,
     progress: bool | int | ProgressBar | None = None,
 ) -> Y:
-    """Call ``f(*x)`` for each slice ``x`` of ``xs`` along axis 0; return the stacked outputs.
+    """Call `f(*x)` for each slice `x` of `xs` along axis 0; return the stacked outputs.
 
-    A :func:`scan` without a user carry: states written by ``f`` are carried from
-    step to step, states only read are constants. With no ``xs``, pass ``length``
-    and ``f`` takes no arguments. Takes the same ``progress`` option as
-    :func:`scan`.
+    A `scan` without a user carry: states written by `f` are carried from
+    step to step, states only read are constants. With no `xs`, pass `length`
+    and `f` takes no arguments. Takes the same `progress` option as
+    `scan`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.loops import for_loop
@@ -399,16 +399,16 @@ _BODY = "body_fun"
 
 
 def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_val: C) -> C:
-    """Run ``val = body_fun(val)`` while ``cond_fun(val)`` is true, threading states.
+    """Run `val = body_fun(val)` while `cond_fun(val)` is true, threading states.
 
-    Like :func:`jax.lax.while_loop`. States that ``body_fun`` writes are carried
-    through the loop; ``cond_fun`` may read states (it sees the current carried
-    values) but must not write any: that is a :class:`~statejax.TraceError`.
+    Like `jax.lax.while_loop`. States that `body_fun` writes are carried
+    through the loop; `cond_fun` may read states (it sees the current carried
+    values) but must not write any: that is a `statejax.TraceError`.
     Forward-mode differentiable only, as in JAX (the number of steps is not known
-    ahead, so reverse mode would need unbounded memory); use :func:`scan` or
-    :func:`for_loop` with a fixed length for reverse mode.
+    ahead, so reverse mode would need unbounded memory); use `scan` or
+    `for_loop` with a fixed length for reverse mode.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.loops import while_loop

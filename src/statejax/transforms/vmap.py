@@ -1,12 +1,12 @@
-"""``vmap`` and ``map``: vectorise a function that reads and writes states.
+"""`vmap` and `map`: vectorise a function that reads and writes states.
 
-The pure core is handed to :func:`jax.vmap`. States selected by ``in_states``
+The pure core is handed to `jax.vmap`. States selected by `in_states`
 are mapped on their axis (their value carries the batch dimension) and written
-back batched; states selected by ``out_states`` are written back batched on
+back batched; states selected by `out_states` are written back batched on
 their axis; every other state is broadcast: one shared copy, which the lanes may
 read, and may overwrite only with an unbatched value. A state type can take over
-its own batching through the ``statejax_batch_state`` hook (that is how every
-lane gets its own :class:`~statejax.random.RandomState` key). States the
+its own batching through the `statejax_batch_state` hook (that is how every
+lane gets its own `statejax.random.RandomState` key). States the
 function *creates* come out stacked on a leading axis, which is how an ensemble
 is initialised.
 """
@@ -61,11 +61,11 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class StateSelector:
-    """One normalised selector of ``in_states``/``out_states``.
+    """One normalised selector of `in_states`/`out_states`.
 
-    ``states`` are explicit states (``paths`` holds the path of each, when the
-    user gave a mapping such as ``model.states(...)``, else ``None``);
-    ``filter`` selects further states among those the function touches.
+    `states` are explicit states (`paths` holds the path of each, when the
+    user gave a mapping such as `model.states(...)`, else `None`);
+    `filter` selects further states among those the function touches.
     """
 
     states: tuple[State[Any], ...] = ()
@@ -73,7 +73,7 @@ class StateSelector:
     filter: Filter[Any] | None = None
 
     def matches(self, state: State[Any], path: Path) -> bool:
-        """Whether this selector selects ``state`` (found at ``path``)."""
+        """Whether this selector selects `state` (found at `path`)."""
         if any(s is state for s in self.states):
             return True
         return self.filter is not None and self.filter(path, state)
@@ -121,7 +121,7 @@ def _is_filter_like(item: object) -> bool:
 
 
 def _selector(value: object, where: str = "") -> StateSelector:
-    """Normalise one selector; ``where`` locates it in error messages (``in_states[1]: ``)."""
+    """Normalise one selector; `where` locates it in error messages (`in_states[1]: `)."""
     states: list[State[Any]] = []
     paths: list[Path | None] = []
     filters: list[Filter[Any]] = []
@@ -216,7 +216,7 @@ def _check_axes(value: object) -> object:
 
 
 class VmapSpec(TransformSpec):
-    """Options of :func:`vmap`."""
+    """Options of `vmap`."""
 
     in_axes: Any = pydantic.Field(
         default=0,
@@ -258,7 +258,7 @@ class VmapSpec(TransformSpec):
 
 
 class MapSpec(TransformSpec):
-    """Options of :func:`map`."""
+    """Options of `map`."""
 
     batch_size: PositiveCount | None = pydantic.Field(
         default=None,
@@ -308,19 +308,19 @@ def vmap(
     split_keys: bool = True,
     **options: Any,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Vectorise ``fn`` with :func:`jax.vmap`, threading the states it reads and writes.
+    """Vectorise `fn` with `jax.vmap`, threading the states it reads and writes.
 
-    Arguments (and keyword arguments) are mapped as ``in_axes`` says. States
-    selected by ``in_states`` (a filter, a State, an iterable or mapping of
-    States, meaning axis 0, or ``{axis: selector}``) are mapped on their axis
-    and written back batched; ``out_states`` are written back batched. Every
+    Arguments (and keyword arguments) are mapped as `in_axes` says. States
+    selected by `in_states` (a filter, a State, an iterable or mapping of
+    States, meaning axis 0, or `{axis: selector}`) are mapped on their axis
+    and written back batched; `out_states` are written back batched. Every
     other state is broadcast: writing a batched value into it raises
-    :class:`statejax.BatchAxisError`. Each lane draws from its own random key
-    unless ``split_keys=False``. States created by ``fn`` come out stacked on a
-    leading axis (initialise an ensemble this way). Use it as ``@vmap``,
-    ``@vmap(in_states=...)`` or ``vmap(fn, ...)``.
+    `statejax.BatchAxisError`. Each lane draws from its own random key
+    unless `split_keys=False`. States created by `fn` come out stacked on a
+    leading axis (initialise an ensemble this way). Use it as `@vmap`,
+    `@vmap(in_states=...)` or `vmap(fn, ...)`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.vmap import vmap
@@ -351,7 +351,7 @@ def vmap(
 
 
 def _vmap(fn: Callable[P, R], spec: VmapSpec, map_batch: int | None = None) -> Callable[P, R]:
-    """``map_batch``: this vmap runs the batches of ``map(fn, batch_size=map_batch)``,
+    """`map_batch`: this vmap runs the batches of `map(fn, batch_size=map_batch)`,
     whose errors name map and give fixes that apply to it."""
     name = f"statejax.{'vmap' if map_batch is None else 'map'}({name_of(fn)})"
 
@@ -383,7 +383,7 @@ _OUT_AXIS_ERROR = re.compile(r"at vmap out_axes\[0\]\[(\d+)\]")
 
 
 class _Batched:
-    """The lifted pure core of one split: ``(read_vals, write_vals, *args) -> (out, writes)``."""
+    """The lifted pure core of one split: `(read_vals, write_vals, *args) -> (out, writes)`."""
 
     def __init__(
         self, split: Split, pure: PureCore, spec: VmapSpec, name: str, map_batch: int | None
@@ -416,7 +416,7 @@ class _Batched:
         ranked = tuple(k for k, s in enumerate(split.states) if id(s) in negative)
 
         def place(state: State[Any]) -> tuple[int | None, int | None, StateBatching | None]:
-            """``(in_axis, out_axis, rule)``: selected, batched by a hook, or broadcast."""
+            """`(in_axis, out_axis, rule)`: selected, batched by a hook, or broadcast."""
             key = id(state)
             if key in in_ax or key in out_ax:
                 return in_ax.get(key), out_ax.get(key, in_ax.get(key)), None
@@ -521,8 +521,8 @@ class _Batched:
         unbatched: set[int],
         negative: set[int],
     ) -> dict[int, int]:
-        """The normalised axis of each state ``axes`` selects, by state id; the ids of
-        those selected on a negative axis are added to ``negative``."""
+        """The normalised axis of each state `axes` selects, by state id; the ids of
+        those selected on a negative axis are added to `negative`."""
         found: dict[int, tuple[int, int]] = {}
         for axis, sel in axes:
             for s in self.split.states:
@@ -692,8 +692,8 @@ class _Batched:
         out_axes: Any = 0,
         axis_size: int | None = None,
     ) -> Any:
-        """Trace the lanes abstractly and return the shapes of ``pick(writes, created, out)``
-        collected on ``out_axes`` (for diagnosing errors, never on the call path)."""
+        """Trace the lanes abstractly and return the shapes of `pick(writes, created, out)`
+        collected on `out_axes` (for diagnosing errors, never on the call path)."""
 
         def lane(*a: Any) -> Any:
             return pick(*plan.inner(*a))
@@ -816,7 +816,7 @@ def _pick_write(i: int, writes: list[Any], *_: Any) -> Any:
 
 
 def _ranks(ranked: tuple[int, ...], rv: Sequence[Any], wv: Sequence[Any]) -> tuple[int, ...]:
-    """The ranks of the leaves of the values at ``ranked`` (indices into ``[*rv, *wv]``)."""
+    """The ranks of the leaves of the values at `ranked` (indices into `[*rv, *wv]`)."""
     n = len(rv)
     return tuple(
         jnp.ndim(leaf) for k in ranked for leaf in jax.tree.leaves(rv[k] if k < n else wv[k - n])
@@ -824,7 +824,7 @@ def _ranks(ranked: tuple[int, ...], rv: Sequence[Any], wv: Sequence[Any]) -> tup
 
 
 def _normalise(axis: int, value: Any, added: int = 0) -> int:
-    """A negative axis counted from the end of the value's rank plus ``added`` (when all
+    """A negative axis counted from the end of the value's rank plus `added` (when all
     leaves agree; otherwise left negative, for jax.vmap to count per leaf)."""
     if axis >= 0:
         return axis

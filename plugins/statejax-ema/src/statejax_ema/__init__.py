@@ -1,6 +1,6 @@
 """Exponential moving averages of states, updated inside a compiled step.
 
-Example:
+Examples:
     >>> import jax.numpy as jnp
     >>> import statejax as sj
     >>> from statejax_ema import ema
@@ -61,7 +61,7 @@ def _states_json_schema(schema: dict[str, Any]) -> None:
 
 
 class EmaSpec(TransformSpec):
-    """Options of :func:`ema`."""
+    """Options of `ema`."""
 
     states: dict[Any, Any] = pydantic.Field(
         description="the states to average: a mapping path -> State such as "
@@ -96,7 +96,7 @@ class EmaSpec(TransformSpec):
 
 
 class EmaFunction(Generic[P, R]):
-    """A compiled step that also keeps moving averages; see :func:`ema`."""
+    """A compiled step that also keeps moving averages; see `ema`."""
 
     def __init__(self, fn: Callable[P, R], spec: EmaSpec) -> None:
         tracked: list[sj.State[Any]] = list(spec.states.values())
@@ -132,14 +132,14 @@ class EmaFunction(Generic[P, R]):
 
 
 def ema(fn: Callable[P, R], states: Any, decay: float = 0.999) -> EmaFunction[P, R]:
-    """Compile ``fn`` and keep an exponential moving average of ``states`` across calls.
+    """Compile `fn` and keep an exponential moving average of `states` across calls.
 
-    After each call, ``average = decay * average + (1 - decay) * value`` for every
-    selected state, computed in the same compiled computation as ``fn``. The
-    averages start at the states' values when ``ema`` is called and are exposed
-    as ``.averages`` (same keys as ``states``).
+    After each call, `average = decay * average + (1 - decay) * value` for every
+    selected state, computed in the same compiled computation as `fn`. The
+    averages start at the states' values when `ema` is called and are exposed
+    as `.averages` (same keys as `states`).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax_ema import ema

@@ -1,4 +1,4 @@
-"""The entry-point module: registers ``ema`` with statejax."""
+"""The entry-point module: registers `ema` with statejax."""
 
 from __future__ import annotations
 
