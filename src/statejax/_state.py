@@ -104,14 +104,34 @@ class _TraceLocal:
         return _describe(self.value)
 
 
+# What each kind of JAX trace is, for error messages: the plain JAX transforms that
+# make it, and the statejax transforms to use in their place.
+_PLAIN_TRANSFORMS: dict[str, tuple[str, str]] = {
+    "JVPTrace": (
+        "jax.jvp/jax.jacfwd",
+        "statejax.grad, jacfwd or jvp instead of jax.grad/jax.jvp/jax.jacfwd",
+    ),
+    "LinearizeTrace": (
+        "jax.grad/jax.vjp",
+        "statejax.grad, vjp or jacrev instead of jax.grad/jax.vjp/jax.jacrev",
+    ),
+    "BatchTrace": ("jax.vmap", "statejax.vmap instead of jax.vmap"),
+    "DynamicJaxprTrace": (
+        "jax.jit (or lax.scan, jax.eval_shape, ...)",
+        "statejax.jit, scan, for_loop, while_loop, cond or checkpoint "
+        "instead of their jax/lax counterparts",
+    ),
+}
+
+
 def _jax_transform_name(jax_trace: object) -> str:
-    kind = {
-        "LinearizeTrace": "jax.grad/jax.vjp",
-        "JVPTrace": "jax.jvp/jax.jacfwd",
-        "BatchTrace": "jax.vmap",
-        "DynamicJaxprTrace": "jax.jit (or lax.scan, jax.eval_shape, ...)",
-    }
-    return f"a plain JAX transform ({kind.get(type(jax_trace).__name__, type(jax_trace).__name__)})"
+    kind = type(jax_trace).__name__
+    return f"a plain JAX transform ({_PLAIN_TRANSFORMS.get(kind, (kind, ''))[0]})"
+
+
+def _instead(jax_trace: object) -> str:
+    entry = _PLAIN_TRANSFORMS.get(type(jax_trace).__name__)
+    return entry[1] if entry else "the statejax transform of the same name"
 
 
 def _bind_to_trace(state: State[Any], value: Any, scope: object | None = None) -> _TraceLocal:
@@ -428,20 +448,6 @@ def peek_value(state: State[Any]) -> Any:
         if value is not _MISSING:
             return value
     return state._value
-
-
-# Which statejax transforms replace a plain JAX one, by the kind of JAX trace.
-_INSTEAD = {
-    "JVPTrace": "statejax.grad, jacfwd or jvp instead of jax.grad/jax.jvp/jax.jacfwd",
-    "LinearizeTrace": "statejax.grad, vjp or jacrev instead of jax.grad/jax.vjp/jax.jacrev",
-    "BatchTrace": "statejax.vmap instead of jax.vmap",
-    "DynamicJaxprTrace": "statejax.jit, scan, for_loop, while_loop, cond or checkpoint "
-    "instead of their jax/lax counterparts",
-}
-
-
-def _instead(jax_trace: object) -> str:
-    return _INSTEAD.get(type(jax_trace).__name__, "the statejax transform of the same name")
 
 
 class StateTrace:
