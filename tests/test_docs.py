@@ -12,7 +12,11 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"
-PAGES = [*sorted(p for p in DOCS.rglob("*.md") if "```python" in p.read_text()), ROOT / "README.md"]
+PAGES = [
+    *sorted(p for p in DOCS.rglob("*.md") if "```python" in p.read_text()),
+    ROOT / "README.md",
+    ROOT / "PYPI.md",
+]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
