@@ -298,9 +298,10 @@ class _Runner:
             raise _Boom("raised while running")
 
         def bad(case: _Case) -> Callable[..., Any]:
-            def f(x: jax.Array) -> jax.Array:
+            def f(x: jax.Array) -> Any:
                 y = case.step(x)
-                return jax.pure_callback(explode, jax.ShapeDtypeStruct((), y.dtype), y)
+                shape = jax.ShapeDtypeStruct((), y.dtype)  # type: ignore[no-untyped-call]
+                return jax.pure_callback(explode, shape, y)
 
             return f
 

@@ -89,5 +89,5 @@ class StatePaths:
 
     def select(self, filter: FilterLike, states: Iterable[S]) -> list[S]:
         """The states among `states` that `filter` matches, in order, each at its path."""
-        match = to_filter(filter)  # type: ignore[call-overload]
+        match = to_filter(filter)
         return [s for s in states if match(self.path(s), s)]
