@@ -23,4 +23,5 @@ PAGES = [
 def test_python_blocks_run(page: Path) -> None:
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
-        exec(compile(block, str(page), "exec"), namespace)
+        # dont_inherit: blocks run without this module's `from __future__ import annotations`
+        exec(compile(block, str(page), "exec", dont_inherit=True), namespace)

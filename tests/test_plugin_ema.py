@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import statejax as sj
+from statejax.testing import CHECKS
 
 
 class Net(sj.Module):
@@ -45,3 +49,17 @@ def test_ema_options_are_validated_with_the_path() -> None:
         sj.transform.ema(lambda: None, [sj.State(jnp.ones(1))], decay=1.5)
     with pytest.raises(sj.SpecError, match=r"entry at path 'w' is ndarray, not a State"):
         sj.transform.ema(lambda: None, {"w": np.ones(2)})
+
+
+def test_ema_passes_the_conformance_kit(statejax_conformance: Callable[..., Any]) -> None:
+    def apply(fn: Callable[..., Any], states: Mapping[str, sj.State[Any]], **options: Any) -> Any:
+        return sj.transform.ema(fn, states, decay=0.5, **options)
+
+    assert statejax_conformance("ema", apply) == CHECKS
+
+
+def test_a_misspelled_ema_option_is_a_spec_error() -> None:
+    with pytest.raises(
+        sj.SpecError, match=r"^statejax.ema: unknown option 'decya'. Did you mean 'decay'\?"
+    ):
+        sj.transform.ema(lambda: None, [sj.State(jnp.ones(1))], decya=0.5)

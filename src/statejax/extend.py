@@ -1,10 +1,9 @@
 """The public API for writing transform plugins.
 
-A plugin is a module with a `statejax_register_transforms` hook (see
-`statejax.registry._hookspecs` for the contract) that registers
-`Transform` objects. A transform wraps the user's function in a
-`StatefulFunction`, whose `lift` hands the pure core to a JAX
-transform; the engine splits the states, verifies them at every trace, and
+A plugin is a module with a `statejax_register_transforms` hook that registers
+`Transform` objects; docs/plugins.md states the whole contract. A transform wraps
+the user's function in a `StatefulFunction`, whose `lift` hands the pure core to a
+JAX transform; the engine splits the states, verifies them at every trace, and
 merges the written values back. The built-in `jit`, `grad` and `vmap` are
 written with exactly this API.
 
@@ -47,6 +46,7 @@ from statejax.registry._manager import (
     hookimpl,
     reset_registry,
 )
+from statejax.registry._paths import StatePaths
 from statejax.registry._protocol import StateTransform, Transform, TransformSpec, parse_spec
 
 
@@ -81,6 +81,7 @@ __all__ = [
     "Split",
     "State",
     "StateLeakError",
+    "StatePaths",
     "StateTrace",
     "StateSetChanged",
     "StateTransform",

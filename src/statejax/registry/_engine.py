@@ -85,6 +85,29 @@ class Split:
         """`(is_written, index)` of `state` in its list, or `None` if absent."""
         return self._index.get(id(state))
 
+    def position(self, state: State[Any]) -> tuple[bool, int]:
+        """`(is_written, index)` of `state`, which must be in the split (else `KeyError`).
+
+        For the states a transform put in the split itself (its seed), where
+        `locate`'s `None` cannot happen: `written, i = split.position(state)`
+        type-checks, and `write_vals[i] if written else read_vals[i]` is its value.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> from statejax.extend import Split
+            >>> a, b = sj.State(jnp.zeros(1)), sj.State(jnp.ones(1))
+            >>> Split(read_states=[a], write_states=[b]).position(b)
+            (True, 0)
+        """
+        location = self._index.get(id(state))
+        if location is None:
+            raise KeyError(
+                f"{describe_state(state)} is not in this split; put it in the seed Split "
+                "of the StatefulFunction, or use split.locate, which returns None"
+            )
+        return location
+
     def is_read_only(self, state: State[Any]) -> bool:
         """Whether `state` is in the split as read-only."""
         location = self._index.get(id(state))

@@ -8,9 +8,11 @@ nothing a third party cannot. A third-party plugin is found through the
     [project.entry-points."statejax.transforms"]
     ema = "statejax_ema.plugin"
 
-A hook implementation may accept a subset of a hook's arguments. A function
-marked `@hookimpl` whose name matches no hook below is reported as an error
-when plugins load (pluggy's `check_pending`).
+A hook implementation may accept a subset of a hook's arguments. Hooks are
+plain (not `async`) functions. A function marked `@hookimpl` whose name matches
+no hook below, a hook function without `@hookimpl`, and a plugin that defines
+no hook at all are reported as a `PluginError` when plugins load.
+docs/plugins.md states the whole contract.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ def statejax_register_transforms(registry: PluginRegistry) -> None:
     """Register the plugin's transforms: call `registry.register(transform)` for each.
 
     `transform` satisfies `statejax.extend.StateTransform` (for example a
-    `statejax.extend.Transform`). A name that is already taken is a
-    `statejax.PluginError` naming both plugins.
+    `statejax.extend.Transform`); its name must be an identifier, its function
+    callable, its spec a `TransformSpec` whose defaults satisfy its own
+    constraints. Return `None`: returning the transforms instead is an error. A
+    name claimed twice is a `statejax.PluginError` naming both claimants; a
+    built-in keeps its name, a name two third-party plugins claim goes to neither.
     """
 
 

@@ -103,14 +103,17 @@ def parse_spec(spec: type[SpecT], transform: str, /, **options: Any) -> SpecT:
         lines = []
         for err in exc.errors():
             loc = err["loc"]
-            name = str(loc[0]) if loc else "options"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not loc:  # a model validator: the options together, no single field
+                lines.append(msg)
+                continue
+            name = str(loc[0])
             if err["type"] == "extra_forbidden":
                 lines.append(
                     f"unknown option {name!r}.{_suggest(name, fields)} "
                     f"Valid options: {', '.join(fields) or 'none'}."
                 )
                 continue
-            msg = str(err["msg"]).removeprefix("Value error, ")
             where = "".join(f"[{p!r}]" for p in loc[1:])
             field = spec.model_fields.get(name)
             hint = (

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, Never, ParamSpec, TypeVar
 
 import jax
 import pydantic
@@ -112,9 +112,9 @@ class EmaFunction(Generic[P, R]):
                 out, new_write = pure(read, write, *args, **kwargs)
                 new_write = list(new_write)
                 for state, shadow in zip(tracked, shadows, strict=True):
-                    written, i = split.locate(state)  # type: ignore[misc]
+                    written, i = split.position(state)
                     current = new_write[i] if written else read[i]
-                    _, j = split.locate(shadow)  # type: ignore[misc]
+                    _, j = split.position(shadow)
                     new_write[j] = jax.tree.map(
                         lambda avg, cur: decay * avg + (1.0 - decay) * cur, new_write[j], current
                     )
@@ -131,13 +131,16 @@ class EmaFunction(Generic[P, R]):
         return self._stateful(*args, **kwargs)
 
 
-def ema(fn: Callable[P, R], states: Any, decay: float = 0.999) -> EmaFunction[P, R]:
+def ema(
+    fn: Callable[P, R], states: Any, decay: float = 0.999, **misspelled: Never
+) -> EmaFunction[P, R]:
     """Compile `fn` and keep an exponential moving average of `states` across calls.
 
     After each call, `average = decay * average + (1 - decay) * value` for every
     selected state, computed in the same compiled computation as `fn`. The
     averages start at the states' values when `ema` is called and are exposed
-    as `.averages` (same keys as `states`).
+    as `.averages` (same keys as `states`). A misspelled option is a
+    `statejax.SpecError` with a did-you-mean (and a mypy error).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -149,5 +152,5 @@ def ema(fn: Callable[P, R], states: Any, decay: float = 0.999) -> EmaFunction[P,
         >>> float(step.averages["w"].value)
         2.0
     """
-    spec = parse_spec(EmaSpec, "ema", states=states, decay=decay)
+    spec = parse_spec(EmaSpec, "ema", states=states, decay=decay, **misspelled)
     return EmaFunction(fn, spec)
