@@ -21,12 +21,22 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from types import EllipsisType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import jax
 
 from statejax._state import State, register_by_reference
-from statejax.filters import Everything, Filter, FilterLike, Path, PredicateFn, to_filter
+from statejax.filters import (
+    Everything,
+    Filter,
+    FilterLike,
+    Path,
+    PredicateFn,
+    to_filter,
+)
+
+if TYPE_CHECKING:
+    from statejax.filters import A, B, C, D, _Each
 
 __all__ = [
     "GraphDef",
@@ -90,12 +100,20 @@ class Module:
         self, filter: PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...], /
     ) -> StateMapping[State[Any]]: ...
     @overload
+    def states(self, a: _Each[A], b: _Each[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    @overload
+    def states(
+        self, a: _Each[A], b: _Each[B], c: _Each[C], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
+    @overload
+    def states(
+        self, a: _Each[A], b: _Each[B], c: _Each[C], d: _Each[D], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C], StateMapping[D]]: ...
+    @overload
     def states(
         self, first: FilterLike, second: FilterLike, /, *more: FilterLike
     ) -> tuple[StateMapping[State[Any]], ...]: ...
-    def states(
-        self, *filters: FilterLike
-    ) -> StateMapping[Any] | tuple[StateMapping[State[Any]], ...]:
+    def states(self, *filters: FilterLike) -> StateMapping[Any] | tuple[StateMapping[Any], ...]:
         """The states of this module selected by `filters`, as path -> State mappings.
 
         With no filter, every state; with one, one mapping; with several, a tuple
@@ -691,11 +709,19 @@ def pop_states(
 ) -> StateMapping[State[Any]]: ...
 @overload
 def pop_states(
+    node: object, a: _Each[A], b: _Each[B], /
+) -> tuple[StateMapping[A], StateMapping[B]]: ...
+@overload
+def pop_states(
+    node: object, a: _Each[A], b: _Each[B], c: _Each[C], /
+) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
+@overload
+def pop_states(
     node: object, first: FilterLike, second: FilterLike, /, *more: FilterLike
 ) -> tuple[StateMapping[State[Any]], ...]: ...
 def pop_states(
     node: object, *filters: FilterLike
-) -> StateMapping[Any] | tuple[StateMapping[State[Any]], ...]:
+) -> StateMapping[Any] | tuple[StateMapping[Any], ...]:
     """Remove the states matching `filters` from `node`, and return them.
 
     Each matching state is detached from every attribute and dict entry holding
