@@ -36,7 +36,7 @@ from statejax.filters import (
 )
 
 if TYPE_CHECKING:
-    from statejax.filters import A, B, C, D, _Each
+    from statejax.filters import A, B, C, D, _Each, _One
 
 __all__ = [
     "GraphDef",
@@ -99,16 +99,24 @@ class Module:
     def states(
         self, filter: PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...], /
     ) -> StateMapping[State[Any]]: ...
+    # Filters and State types first: a filter is also a predicate, which would make the
+    # element type ambiguous in the `_Each` overloads that also take predicates and `...`.
+    @overload
+    def states(self, a: _One[A], b: _One[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    @overload
+    def states(
+        self, a: _One[A], b: _One[B], c: _One[C], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
+    @overload
+    def states(
+        self, a: _One[A], b: _One[B], c: _One[C], d: _One[D], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C], StateMapping[D]]: ...
     @overload
     def states(self, a: _Each[A], b: _Each[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
     @overload
     def states(
         self, a: _Each[A], b: _Each[B], c: _Each[C], /
     ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
-    @overload
-    def states(
-        self, a: _Each[A], b: _Each[B], c: _Each[C], d: _Each[D], /
-    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C], StateMapping[D]]: ...
     @overload
     def states(
         self, first: FilterLike, second: FilterLike, /, *more: FilterLike
@@ -709,12 +717,16 @@ def pop_states(
 ) -> StateMapping[State[Any]]: ...
 @overload
 def pop_states(
-    node: object, a: _Each[A], b: _Each[B], /
+    node: object, a: _One[A], b: _One[B], /
 ) -> tuple[StateMapping[A], StateMapping[B]]: ...
 @overload
 def pop_states(
-    node: object, a: _Each[A], b: _Each[B], c: _Each[C], /
+    node: object, a: _One[A], b: _One[B], c: _One[C], /
 ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
+@overload
+def pop_states(
+    node: object, a: _Each[A], b: _Each[B], /
+) -> tuple[StateMapping[A], StateMapping[B]]: ...
 @overload
 def pop_states(
     node: object, first: FilterLike, second: FilterLike, /, *more: FilterLike

@@ -158,7 +158,8 @@ def _check_parse_spec(ctx: FunctionContext) -> Type:
     fields_meta = info.metadata.get("dataclass") if info is not None else None
     if info is None or fields_meta is None:
         return ctx.default_return_type
-    fields = [str(a["name"]) for a in fields_meta.get("attributes", [])]
+    attributes = fields_meta.get("attributes", [])
+    fields = [str(a["name"]) for a in attributes if a.get("is_in_init", True)]
     for name, expr in zip(ctx.arg_names[2], ctx.args[2], strict=True):
         if name is None or name in fields:
             continue  # `**options` passed through cannot be checked here
