@@ -65,3 +65,12 @@ def test_each_misuse_gets_its_own_message(
     fragment = expected_errors()[line]
     messages = reported["usage_bad.py"].get(line, [])
     assert any(fragment in m for m in messages), (fragment, messages)
+
+
+def test_the_mypy_plugin_finds_each_installed_transform_function() -> None:
+    from statejax.mypy import _installed_targets, _is_typed
+
+    targets = _installed_targets()
+    assert targets["ema"] == "statejax_ema.ema"
+    assert "grad" not in targets  # built-ins are real attributes of statejax.transform
+    assert _is_typed("statejax_ema") and not _is_typed("no_such_module_here")
