@@ -1,18 +1,12 @@
 """The statejax mypy plugin: types `statejax.transform.<plugin name>` and checks `parse_spec`.
 
-Enable it in the mypy configuration:
-
-```toml
-[tool.mypy]
-plugins = ["statejax.mypy"]
-```
-
-With it, mypy sees each transform an installed plugin registers as the plugin's
-own function: `statejax.transform.ema` has the signature of `statejax_ema.ema`,
-and a name no installed plugin registers (`statejax.transform.no_such_transform`)
-is an error, as for any module attribute. Without the plugin, such names are
-`Any`. The built-in transforms are real attributes of `statejax.transform` and
-need no plugin.
+Enable it in the mypy configuration: `plugins = ["statejax.mypy"]` under
+`[tool.mypy]` in `pyproject.toml`. With it, mypy sees each transform an installed
+plugin registers as the plugin's own function: `statejax.transform.ema` has the
+signature of `statejax_ema.ema`, and a name no installed plugin registers
+(`statejax.transform.no_such_transform`) is an error, as for any module attribute.
+Without the plugin, such names are `Any`. The built-in transforms are real
+attributes of `statejax.transform` and need no plugin.
 
 It also checks the options of `parse_spec(Spec, "name", option=...)` against the
 fields of `Spec`: a misspelled option is an error naming the valid ones.
