@@ -39,8 +39,10 @@ class GradFunction(Generic[P, R, G, RV, AX]):
     `Mapping[K, jax.Array]` for a mapping of states (such as
     `model.states(ParamState)`), `Sequence[jax.Array]` for a list or tuple of
     states, `(state_part, arg_part)` with `argnums` as well, and `Any` for
-    argument derivatives alone. Only a type: at run time the transform returns
-    a plain function.
+    argument derivatives alone. That is for `grad` and `vector_grad`; `jacrev`,
+    `jacfwd` and `hessian` type `g` as `Any`, since its structure also depends
+    on the output's. Only a type: at run time the transform returns a plain
+    function.
 
     Examples:
         >>> import jax.numpy as jnp
