@@ -136,7 +136,7 @@ def train(
     def train_step(x: jax.Array, y: jax.Array) -> jax.Array:
         grads, loss = grad(loss_fn, params, return_value=True)(x, y)
         optimizer.update(grads)  # writes the params and Adam's moments
-        return loss  # type: ignore[no-any-return]
+        return loss
 
     @sj.jit
     def accuracy(x: jax.Array, y: jax.Array) -> jax.Array:

@@ -42,8 +42,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Hashable
 from types import EllipsisType
-from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Generic, TypeAlias, cast, overload
 from typing import Any as _Any
+
+from typing_extensions import TypeVar
 
 from statejax._state import State
 
@@ -68,10 +70,11 @@ __all__ = [
 Path: TypeAlias = tuple[_Any, ...]
 
 S = TypeVar("S", bound=State[_Any], covariant=True)
-A = TypeVar("A", bound=State[_Any])
-B = TypeVar("B", bound=State[_Any])
-C = TypeVar("C", bound=State[_Any])
-D = TypeVar("D", bound=State[_Any])
+# The default is what a filter of unknown element type (`...`, a plain predicate) selects.
+A = TypeVar("A", bound=State[_Any], default=State[_Any])
+B = TypeVar("B", bound=State[_Any], default=State[_Any])
+C = TypeVar("C", bound=State[_Any], default=State[_Any])
+D = TypeVar("D", bound=State[_Any], default=State[_Any])
 
 
 class Filter(abc.ABC, Generic[S]):
@@ -106,6 +109,11 @@ FilterLike: TypeAlias = "type[State[_Any]] | Filter[_Any] | PredicateFn | Ellips
 if TYPE_CHECKING:
     # What a filter argument of one element type may be, for the overloads below.
     _One: TypeAlias = type[A] | Filter[A]
+    # Any filter shorthand, typed by its element type where that is known: one argument
+    # of `states(a, b, ...)`. `...`, `None` or a plain predicate leave `A` at its default.
+    _Each: TypeAlias = (
+        type[A] | Filter[A] | PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...]
+    )
 
 
 class OfType(Filter[S]):
@@ -225,7 +233,16 @@ class WithTag(Filter[State[_Any]]):
 
 
 class Predicate(Filter[State[_Any]]):
-    """Wraps a callable `(path, state) -> bool`; equal when the callables are."""
+    """Wraps a callable `(path, state) -> bool`; equal when the callables are.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.filters import Predicate
+        >>> big = Predicate(lambda path, state: state.value.size > 1)
+        >>> big(("w",), sj.ParamState(jnp.ones(3))), big(("b",), sj.ParamState(jnp.ones(1)))
+        (True, False)
+    """
 
     __slots__ = ("fn",)
     fn: PredicateFn

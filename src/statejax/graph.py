@@ -21,12 +21,22 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from types import EllipsisType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import jax
 
 from statejax._state import State, register_by_reference
-from statejax.filters import Everything, Filter, FilterLike, Path, PredicateFn, to_filter
+from statejax.filters import (
+    Everything,
+    Filter,
+    FilterLike,
+    Path,
+    PredicateFn,
+    to_filter,
+)
+
+if TYPE_CHECKING:
+    from statejax.filters import A, B, C, D, _Each, _One
 
 __all__ = [
     "GraphDef",
@@ -89,13 +99,29 @@ class Module:
     def states(
         self, filter: PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...], /
     ) -> StateMapping[State[Any]]: ...
+    # Filters and State types first: a filter is also a predicate, which would make the
+    # element type ambiguous in the `_Each` overloads that also take predicates and `...`.
+    @overload
+    def states(self, a: _One[A], b: _One[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    @overload
+    def states(
+        self, a: _One[A], b: _One[B], c: _One[C], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
+    @overload
+    def states(
+        self, a: _One[A], b: _One[B], c: _One[C], d: _One[D], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C], StateMapping[D]]: ...
+    @overload
+    def states(self, a: _Each[A], b: _Each[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    @overload
+    def states(
+        self, a: _Each[A], b: _Each[B], c: _Each[C], /
+    ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
     @overload
     def states(
         self, first: FilterLike, second: FilterLike, /, *more: FilterLike
     ) -> tuple[StateMapping[State[Any]], ...]: ...
-    def states(
-        self, *filters: FilterLike
-    ) -> StateMapping[Any] | tuple[StateMapping[State[Any]], ...]:
+    def states(self, *filters: FilterLike) -> StateMapping[Any] | tuple[StateMapping[Any], ...]:
         """The states of this module selected by `filters`, as path -> State mappings.
 
         With no filter, every state; with one, one mapping; with several, a tuple
@@ -691,11 +717,23 @@ def pop_states(
 ) -> StateMapping[State[Any]]: ...
 @overload
 def pop_states(
+    node: object, a: _One[A], b: _One[B], /
+) -> tuple[StateMapping[A], StateMapping[B]]: ...
+@overload
+def pop_states(
+    node: object, a: _One[A], b: _One[B], c: _One[C], /
+) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
+@overload
+def pop_states(
+    node: object, a: _Each[A], b: _Each[B], /
+) -> tuple[StateMapping[A], StateMapping[B]]: ...
+@overload
+def pop_states(
     node: object, first: FilterLike, second: FilterLike, /, *more: FilterLike
 ) -> tuple[StateMapping[State[Any]], ...]: ...
 def pop_states(
     node: object, *filters: FilterLike
-) -> StateMapping[Any] | tuple[StateMapping[State[Any]], ...]:
+) -> StateMapping[Any] | tuple[StateMapping[Any], ...]:
     """Remove the states matching `filters` from `node`, and return them.
 
     Each matching state is detached from every attribute and dict entry holding

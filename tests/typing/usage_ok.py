@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, assert_type
 
 import jax
 import jax.numpy as jnp
+from statejax_ema import EmaFunction, EmaSpec
 
 import statejax as sj
+from statejax.extend import parse_spec
+from statejax.filters import All, Not, OfType, Path, PathContains, WithTag
 from statejax.filters import Any as AnyOf
-from statejax.filters import Filter, Not, OfType, Path, WithTag
+from statejax.filters import Filter
 
 
 class Net(sj.Module):
@@ -43,7 +46,22 @@ assert_type(net.states(OfType(sj.HiddenState)), sj.StateMapping[sj.HiddenState[A
 assert_type(net.states(Not(WithTag("x"))), sj.StateMapping[sj.State[Any]])
 assert_type(net.states(...), sj.StateMapping[sj.State[Any]])
 assert_type(net.states(lambda p, s: True), sj.StateMapping[sj.State[Any]])
-assert_type(net.states(sj.ParamState, sj.HiddenState), tuple[sj.StateMapping[sj.State[Any]], ...])
+
+# states(A, B) is one typed mapping per filter; filters of unknown element type give State
+ParamMap = sj.StateMapping[sj.ParamState[Any]]
+HiddenMap = sj.StateMapping[sj.HiddenState[Any]]
+AnyMap = sj.StateMapping[sj.State[Any]]
+assert_type(net.states(sj.ParamState, sj.HiddenState), tuple[ParamMap, HiddenMap])
+assert_type(net.states(sj.ParamState, ...), tuple[ParamMap, AnyMap])
+assert_type(
+    net.states(Not(WithTag("x")), OfType(sj.HiddenState), PathContains("w")),
+    tuple[AnyMap, HiddenMap, AnyMap],
+)
+assert_type(net.states(lambda p, s: True, sj.ParamState), tuple[AnyMap, ParamMap])
+assert_type(net.states(All(sj.ParamState, Not(WithTag("frozen")))), ParamMap)
+assert_type(sj.graph.pop_states(Net(), sj.ParamState, sj.HiddenState), tuple[ParamMap, HiddenMap])
+five = net.states(sj.ParamState, sj.HiddenState, sj.State, sj.ParamState, sj.State)
+assert_type(five, tuple[AnyMap, ...])
 
 # the value of a typed state
 counter = sj.State(jnp.array(0))
@@ -66,3 +84,50 @@ assert_type(scale(jnp.ones(2), 2.0), jax.Array)
 assert_type(repeat(jnp.ones(2), 3), list[jax.Array])
 assert_type(net.step(jnp.ones(3)), jax.Array)
 assert_type(sj.transform.jit(scale)(jnp.ones(2), 1.0), jax.Array)
+
+
+# the grad family: the derivative has the structure of grad_states
+def loss(x: jax.Array) -> jax.Array:
+    return jnp.sum(net.w.value * x)
+
+
+x = jnp.ones(3)
+Grads = Mapping[Path, jax.Array]
+assert_type(sj.grad(loss, params)(x), Grads)
+assert_type(sj.grad(loss, net.w)(x), jax.Array)
+assert_type(sj.grad(loss, [net.w, net.h])(x), Sequence[jax.Array])
+assert_type(sj.grad(loss, {"w": net.w})(x), Mapping[str, jax.Array])
+assert_type(sj.grad(loss, params, argnums=0)(x), tuple[Grads, Any])
+assert_type(sj.grad(loss)(x), Any)
+# return_value and has_aux append the value (typed as fn's result) and the aux
+assert_type(sj.grad(loss, params, return_value=True)(x), tuple[Grads, jax.Array])
+assert_type(sj.grad(loss, params, has_aux=True)(x), tuple[Grads, Any])
+assert_type(sj.grad(loss, params, has_aux=True, return_value=True)(x), tuple[Grads, jax.Array, Any])
+assert_type(sj.vector_grad(loss, params, return_value=True)(x), tuple[Grads, jax.Array])
+assert_type(sj.transform.jacrev(loss, params, has_aux=True)(x), tuple[Any, Any])
+assert_type(sj.transform.hessian(loss, params)(x), Any)
+assert_type(sj.grad(loss, params, check_states=False, holomorphic=False)(x), Grads)
+# the returned function keeps fn's parameters, also through jit and as a decorator
+assert_type(sj.jit(sj.grad(loss, params))(x), Grads)
+step = sj.grad(grad_states=params, return_value=True)(loss)
+assert_type(step(x), tuple[Any, jax.Array])
+flag = bool(x.sum() > 0)
+assert_type(sj.grad(loss, params, has_aux=flag)(x), Any)
+
+
+# vmap selectors: a selector (axis 0) or {axis: selector} with int axes
+def lane(x: jax.Array) -> jax.Array:
+    return x
+
+
+sj.vmap(lane, in_states=params)
+sj.vmap(lane, in_states={0: params, 1: [net.h]}, out_states=sj.HiddenState)
+sj.vmap(lane, in_states={-1: net.w}, out_states=[net.h, WithTag("x")])
+sj.vmap(lane, in_states=(sj.ParamState, sj.HiddenState), out_states=...)
+assert_type(sj.vmap(in_states=params)(lane)(x), jax.Array)
+
+# an installed plugin's transform has its function's signature (the statejax.mypy plugin)
+ema_step = sj.transform.ema(lambda: None, params, decay=0.9)
+assert_type(ema_step, EmaFunction[[], None])
+assert_type(ema_step(), None)
+assert_type(parse_spec(EmaSpec, "ema", states=params, decay=0.5), EmaSpec)

@@ -10,7 +10,7 @@ Examples:
     True
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statejax.registry._manager import get_registry
 from statejax.transforms.abstract import eval_shape, make_jaxpr
@@ -53,3 +53,11 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(__all__) | set(get_registry().transforms))
+
+
+if TYPE_CHECKING:
+    # With the statejax.mypy plugin enabled, mypy declares every installed plugin's transform
+    # here, typed as the plugin's function, and drops __getattr__ so unknown names are errors.
+    def _declare_plugin_transforms() -> object: ...
+
+    _plugin_transforms = _declare_plugin_transforms()

@@ -30,7 +30,7 @@ step into one executable, `grad(jit(f))` and `grad(grad(f))` work.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, Never
+from typing import Any, Literal, Never, overload
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +51,12 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.graph import StateMapping, StateTree
+from statejax.transforms._autodiff_types import AX, RV, GradFunction, K, P, R
 from statejax.transforms._common import MAX_INT32, name_of
 
 __all__ = [
     "DiffSpec",
+    "GradFunction",
     "GradSpec",
     "grad",
     "hessian",
@@ -528,14 +530,118 @@ def _jvp_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
 # --------------------------------------------------------------------------- public API
 
 
+@overload
 def grad(
+    fn: Callable[P, R],
+    grad_states: None = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Any, RV, AX]: ...
+@overload
+def grad(
+    fn: Callable[P, R],
+    grad_states: State[Any],
+    argnums: None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, jax.Array, RV, AX]: ...
+@overload
+def grad(
+    fn: Callable[P, R],
+    grad_states: State[Any],
+    argnums: int | Sequence[int],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[jax.Array, Any], RV, AX]: ...
+@overload
+def grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
+    fn: Callable[P, R],
+    grad_states: Mapping[K, State[Any]],
+    argnums: None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Mapping[K, jax.Array], RV, AX]: ...
+@overload
+def grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
+    fn: Callable[P, R],
+    grad_states: Mapping[K, State[Any]],
+    argnums: int | Sequence[int],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[Mapping[K, jax.Array], Any], RV, AX]: ...
+@overload
+def grad(
+    fn: Callable[P, R],
+    grad_states: Iterable[State[Any]],
+    argnums: None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Sequence[jax.Array], RV, AX]: ...
+@overload
+def grad(
+    fn: Callable[P, R],
+    grad_states: Iterable[State[Any]],
+    argnums: int | Sequence[int],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[Sequence[jax.Array], Any], RV, AX]: ...
+@overload
+def grad(
+    fn: None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
+def grad(  # type: ignore[misc]  # until the issue 9 parameter list lands here
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
-    **misspelled: Never,
+    **misspelled: Any,
 ) -> Callable[..., Any]:
     """The gradient of a scalar function with respect to states and/or arguments.
 
@@ -574,14 +680,40 @@ def grad(
     )
 
 
+@overload
 def jacrev(
+    fn: Callable[P, R],
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Any, RV, AX]: ...
+@overload
+def jacrev(
+    fn: None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
+def jacrev(  # type: ignore[misc]  # until the issue 9 parameter list lands here
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
-    **misspelled: Never,
+    **misspelled: Any,
 ) -> Callable[..., Any]:
     """The Jacobian by reverse mode (`jax.jacrev`) over states and/or arguments.
 
@@ -610,14 +742,40 @@ def jacrev(
     )
 
 
+@overload
 def jacfwd(
+    fn: Callable[P, R],
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Any, RV, AX]: ...
+@overload
+def jacfwd(
+    fn: None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
+def jacfwd(  # type: ignore[misc]  # until the issue 9 parameter list lands here
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
-    **misspelled: Never,
+    **misspelled: Any,
 ) -> Callable[..., Any]:
     """The Jacobian by forward mode (`jax.jacfwd`) over states and/or arguments.
 
@@ -646,14 +804,40 @@ def jacfwd(
     )
 
 
+@overload
 def hessian(
+    fn: Callable[P, R],
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Any, RV, AX]: ...
+@overload
+def hessian(
+    fn: None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
+def hessian(  # type: ignore[misc]  # until the issue 9 parameter list lands here
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
-    **misspelled: Never,
+    **misspelled: Any,
 ) -> Callable[..., Any]:
     """The Hessian of a scalar function (`jax.hessian`) over states and/or arguments.
 
@@ -689,14 +873,118 @@ def hessian(
     )
 
 
+@overload
 def vector_grad(
+    fn: Callable[P, R],
+    grad_states: None = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Any, RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: State[Any],
+    argnums: None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, jax.Array, RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: State[Any],
+    argnums: int | Sequence[int],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[jax.Array, Any], RV, AX]: ...
+@overload
+def vector_grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
+    fn: Callable[P, R],
+    grad_states: Mapping[K, State[Any]],
+    argnums: None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Mapping[K, jax.Array], RV, AX]: ...
+@overload
+def vector_grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
+    fn: Callable[P, R],
+    grad_states: Mapping[K, State[Any]],
+    argnums: int | Sequence[int],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[Mapping[K, jax.Array], Any], RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: Iterable[State[Any]],
+    argnums: None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Sequence[jax.Array], RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: Iterable[State[Any]],
+    argnums: int | Sequence[int],
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[Sequence[jax.Array], Any], RV, AX]: ...
+@overload
+def vector_grad(
+    fn: None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    has_aux: AX = ...,
+    return_value: RV = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
+def vector_grad(  # type: ignore[misc]  # until the issue 9 parameter list lands here
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
     allow_unused: bool = False,
-    **misspelled: Never,
+    **misspelled: Any,
 ) -> Callable[..., Any]:
     """The gradient of `sum(fn(...))` for a function with a non-scalar output.
 

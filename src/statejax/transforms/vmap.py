@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar, overload
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeAlias, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +40,8 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.filters import Filter, Path, to_filter
-from statejax.graph import Module, iter_states
+from statejax.filters import Filter, FilterLike, Path, to_filter
+from statejax.graph import Module, StateMapping, iter_states
 from statejax.transforms._common import (
     Count,
     PositiveCount,
@@ -50,7 +51,16 @@ from statejax.transforms._common import (
 )
 from statejax.transforms.loops import ForLoopSpec, _scan
 
-__all__ = ["MapSpec", "StateSelector", "VmapSpec", "map", "vmap"]
+__all__ = [
+    "MapSpec",
+    "SelectorItem",
+    "SelectorLike",
+    "StateAxesLike",
+    "StateSelector",
+    "VmapSpec",
+    "map",
+    "vmap",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -268,6 +278,17 @@ class MapSpec(TransformSpec):
 
 # --- vmap ---------------------------------------------------------------------------------
 
+#: One item of a selector: a State, the states of a module (`model.states(ParamState)`), or a
+#: filter (a State type, a predicate, `...`, a `statejax.filters` filter).
+SelectorItem: TypeAlias = "State[Any] | StateMapping[Any] | FilterLike"
+#: One selector of `in_states`/`out_states`: an item, or a list, tuple or set of items. For
+#: the type checker a mapping of States is a `StateMapping` (what `model.states()` returns):
+#: a plain `Mapping` here would make every `{axis: selector}` literal ambiguous to mypy.
+SelectorLike: TypeAlias = "SelectorItem | Sequence[SelectorItem] | AbstractSet[SelectorItem]"
+#: What `in_states`/`out_states` take: a selector (axis 0), `{axis: selector}` with int
+#: axes, or `None` (no state).
+StateAxesLike: TypeAlias = "SelectorLike | Mapping[int, SelectorLike] | None"
+
 
 @overload
 def vmap(
@@ -275,8 +296,8 @@ def vmap(
     /,
     in_axes: Any = 0,
     out_axes: Any = 0,
-    in_states: Any = None,
-    out_states: Any = None,
+    in_states: StateAxesLike = None,
+    out_states: StateAxesLike = None,
     axis_size: int | None = None,
     axis_name: Hashable | None = None,
     *,
@@ -288,8 +309,8 @@ def vmap(
     /,
     in_axes: Any = 0,
     out_axes: Any = 0,
-    in_states: Any = None,
-    out_states: Any = None,
+    in_states: StateAxesLike = None,
+    out_states: StateAxesLike = None,
     axis_size: int | None = None,
     axis_name: Hashable | None = None,
     *,
@@ -300,8 +321,8 @@ def vmap(
     /,
     in_axes: Any = 0,
     out_axes: Any = 0,
-    in_states: Any = None,
-    out_states: Any = None,
+    in_states: StateAxesLike = None,
+    out_states: StateAxesLike = None,
     axis_size: int | None = None,
     axis_name: Hashable | None = None,
     *,
