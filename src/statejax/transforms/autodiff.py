@@ -177,7 +177,7 @@ class VectorGradSpec(DiffSpec):
         default=False, description="also return the function's value: (g, value[, aux])"
     )
     unit_aware: bool = pydantic.Field(
-        default=False, description="BrainState's brainunit mode; statejax refuses True"
+        default=False, description="False (brainunit's unit-aware mode is not supported)"
     )
     debug_nan: bool = pydantic.Field(
         default=False,

@@ -231,13 +231,8 @@ def check_error(error: Any) -> None:
 
 
 def _check_errors(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, list, tuple)):
-        value = frozenset(value)
-        bad = [
-            e for e in value if not (isinstance(e, type) and issubclass(e, _checkify.JaxException))
-        ]
-        if not bad:
-            return value
+    if isinstance(value, (set, frozenset, list, tuple)) and frozenset(value) <= all_checks:
+        return frozenset(value)
     raise ValueError(
         f"{value!r} is not a set of checkify error classes; pass one of the *_checks sets "
         "(user_checks, float_checks, ...), or a union of them"
