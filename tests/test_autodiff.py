@@ -262,6 +262,8 @@ def test_argnums_out_of_range_is_a_spec_error() -> None:
         vjp(lambda x, y: x * y, 1.0, 2.0, argnums=(1, -1))
     with pytest.raises(sj.SpecError, match=r"nothing to differentiate"):
         vjp(lambda: jnp.ones(2))
+    with pytest.raises(sj.SpecError, match=r"statejax\.vjp: option grad_states: \[\] selects no"):
+        vjp(lambda x: x, 1.0, grad_states=[])
     out, vjp_fn = vjp(lambda x, y: x * y**2, 2.0, 3.0, argnums=-1)
     assert (float(out), float(vjp_fn(1.0))) == (18.0, 12.0)
 
