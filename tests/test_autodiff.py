@@ -569,7 +569,7 @@ def pure_out(w: jax.Array, b: jax.Array, x: jax.Array, y: jax.Array) -> jax.Arra
 
 STRUCTURES = ["none", "single", "list", "tuple", "dict", "mapping"]
 ARGNUMS: list[Any] = [None, 1, (1, 0)]
-FAMILY = {
+FAMILY: dict[str, tuple[Any, Any]] = {
     "grad": (grad, jax.grad),
     "vector_grad": (vector_grad, None),
     "jacrev": (jacrev, jax.jacrev),

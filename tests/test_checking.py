@@ -76,7 +76,12 @@ def test_jit_error_if_raises_and_changes_no_state() -> None:
     with pytest.raises(Exception, match=r"x is negative: -1\.0"):
         step(jnp.array(-1.0))
     assert float(count.value) == 1.0
-    lanes = jax.vmap(lambda x: (jit_error_if(x, "lane failed"), x)[1])
+
+    def lane(x: jax.Array) -> jax.Array:
+        jit_error_if(x, "lane failed")
+        return x
+
+    lanes = jax.vmap(lane)
     lanes(jnp.array([False, False]))
     with pytest.raises(Exception, match="lane failed"):
         lanes(jnp.array([False, True]))
@@ -109,7 +114,12 @@ def test_debug_nan_inside_jit_and_vmap() -> None:
     with pytest.raises(Exception, match="NaN/Inf detected"):
         step(jnp.array([-1.0]), jnp.array(True))
     assert float(s.value[0]) == 2.0
-    lanes = jax.vmap(lambda x, t: (debug_nan_if(t, jnp.log, x), x)[1])
+
+    def lane(x: jax.Array, t: jax.Array) -> jax.Array:
+        debug_nan_if(t, jnp.log, x)
+        return x
+
+    lanes = jax.vmap(lane)
     lanes(jnp.array([-1.0, 1.0]), jnp.array([False, True]))  # the NaN lane is not triggered
     with pytest.raises(Exception, match="NaN/Inf detected"):
         lanes(jnp.array([-1.0, 1.0]), jnp.array([True, False]))

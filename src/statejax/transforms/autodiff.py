@@ -643,6 +643,7 @@ class GradientTransform:
     _name: str
     _plan: _Plan
     _stateful_fn: StatefulFunction[Any]
+    _target: Callable[..., Any]
     _fwd: bool
     _key: Any
 
@@ -714,6 +715,7 @@ class GradientTransform:
             raise _SpecTypeError(f"statejax.{name}: {target!r} is not callable.")
         label = f"statejax.{name}({name_of(target)})"
         self._name = name
+        self._target = target
         self._plan = _Plan(label, targets, spec)
         if spec.debug_nan:
             apply = _checking_nan(apply)
@@ -752,7 +754,7 @@ class GradientTransform:
             describe_state(s, plan.targets.path(i)) for i, s in enumerate(plan.targets.states)
         ]
         return (
-            f"GradientTransform({self._name}, target={name_of(self.__wrapped__)}, "
+            f"GradientTransform({self._name}, target={name_of(self._target)}, "
             f"grad_states=[{', '.join(states)}], {options})"
         )
 
@@ -805,11 +807,12 @@ def _fwd_grad_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
             )
     batch = () if spec.tangent_size is None else (spec.tangent_size,)
     keys = jax.random.split(key, len(leaves))
-    tangents = treedef.unflatten(
+    tangents = jax.tree.unflatten(
+        treedef,
         [
             jax.random.normal(k, batch + jnp.shape(leaf), jnp.result_type(leaf))
             for k, leaf in zip(keys, leaves, strict=True)
-        ]
+        ],
     )
     # linearize runs the function once; its linear map is then batched over directions.
     out, linear, (value, aux, new_write_vals) = jax.linearize(core, *primals, has_aux=True)
@@ -870,14 +873,12 @@ def _named_entries(plan: _Plan, g: Any) -> list[tuple[str, Any]]:
     """The parts of `g` with a name each: grad states by path, arguments by position."""
     targets = plan.targets
     parts: list[tuple[str, Any]] = []
-    state_part, arg_part = (
-        (g if plan.n_primals == 2 else (g, None))
-        if plan.with_states
-        else (
-            None,
-            g,
-        )
-    )
+    state_part: Any = None
+    arg_part: Any = g
+    if plan.n_primals == 2:
+        state_part, arg_part = g
+    elif plan.with_states:
+        state_part, arg_part = g, None
     if plan.with_states:
         values = targets.unpack(_as_user_structure(targets, state_part), plan.label)
         for index, (state, value) in enumerate(zip(targets.states, values, strict=True)):

@@ -321,7 +321,7 @@ def checkify(fn: Callable[..., R], errors: Any = user_checks) -> Callable[..., t
     stateful: StatefulFunction[tuple[Any, R]] = StatefulFunction(
         fn, f"statejax.checkify({name_of(fn)})", lift, staged=True
     )
-    return stateful.as_function(fn)  # type: ignore[return-value]
+    return stateful.as_function(fn)
 
 
 # --------------------------------------------------------------------------- debug_nan
