@@ -166,7 +166,7 @@ def test_gradient_transform_is_public_and_binds_as_a_method() -> None:
     assert isinstance(grad(lambda x: x**2), GradientTransform)
     assert "grad_states" in repr(gt) and "return_value=False" in repr(gt)
     with pytest.raises(TypeError, match="is not a State"):
-        GradientTransform(lambda: 0.0, jax.grad, grad_states=[object()])
+        GradientTransform(lambda: 0.0, jax.grad, grad_states=[object()])  # type: ignore[list-item]
 
     class Model(sj.Module):
         def __init__(self) -> None:

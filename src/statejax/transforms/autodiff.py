@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, Never
+from typing import Any, Literal, Never, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +84,8 @@ __all__ = [
 
 #: What `grad_states` may be: one state, a list, tuple or other iterable of states, a
 #: mapping, or a nested container of these.
-GradStates = State[Any] | Iterable[Any] | Mapping[Any, Any] | None
+_StateTree: TypeAlias = "State[Any] | Iterable[_StateTree] | Mapping[Any, _StateTree]"
+GradStates: TypeAlias = "_StateTree | None"
 
 
 class _SpecTypeError(SpecError, TypeError):
