@@ -151,16 +151,15 @@ class DiffSpec(TransformSpec):
     has_aux: bool = pydantic.Field(
         default=False, description="the function returns (output, aux); aux is passed through"
     )
-    check_states: bool = pydantic.Field(
-        default=True,
-        description="refuse grad states the function never reads (False: their derivative is zero)",
-    )
 
     _argnums = pydantic.field_validator("argnums", mode="before")(lambda cls, v: _check_argnums(v))
 
 
 class VjpSpec(DiffSpec):
-    """Options of `vjp` (its `argnums` are resolved against the primals first)."""
+    """Options of `vjp` (its `argnums` are resolved against the primals first).
+
+    A grad state the function never reads is always an error here, as in BrainState.
+    """
 
 
 class JvpSpec(TransformSpec):
@@ -176,6 +175,10 @@ class VectorGradSpec(DiffSpec):
 
     return_value: bool = pydantic.Field(
         default=False, description="also return the function's value: (g, value[, aux])"
+    )
+    check_states: bool = pydantic.Field(
+        default=True,
+        description="refuse grad states the function never reads (False: their derivative is zero)",
     )
     unit_aware: bool = pydantic.Field(
         default=False, description="False (brainunit's unit-aware mode is not supported)"
@@ -497,7 +500,7 @@ class _Core:
             for position, value in zip(argnums, rest.pop(0), strict=True):
                 args[position] = value
         out, new_write_vals = self.pure(read_vals, write_vals, *self.leading, *args, **self.kwargs)
-        if plan.spec.check_states and plan.with_states:
+        if getattr(plan.spec, "check_states", True) and plan.with_states:
             self._check_used()
         aux = None
         if plan.spec.has_aux:

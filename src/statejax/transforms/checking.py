@@ -230,9 +230,15 @@ def check_error(error: Any) -> None:
 # --------------------------------------------------------------------------- checkify
 
 
-def _check_errors(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, list, tuple)) and frozenset(value) <= all_checks:
-        return frozenset(value)
+#: The checkify error classes by name: a spec holds names, so that it has a JSON form.
+_CHECKS_BY_NAME: Final[dict[str, Any]] = {e.__name__: e for e in all_checks}
+
+
+def _check_names(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, list, tuple)):
+        names = [getattr(e, "__name__", e) for e in value]
+        if all(isinstance(n, str) and n in _CHECKS_BY_NAME for n in names):
+            return frozenset(names)
     raise ValueError(
         f"{value!r} is not a set of checkify error classes; pass one of the *_checks sets "
         "(user_checks, float_checks, ...), or a union of them"
@@ -240,15 +246,15 @@ def _check_errors(value: Any) -> Any:
 
 
 class CheckifySpec(TransformSpec):
-    """Options of `checkify`."""
+    """Options of `checkify`: `errors`, held as the names of the error classes."""
 
-    errors: frozenset[Any] = pydantic.Field(
-        default=user_checks,
+    errors: frozenset[str] = pydantic.Field(
+        default=frozenset(e.__name__ for e in user_checks),
         description="the checks to run: a *_checks set (user_checks, float_checks, ...) or a "
         "union of them",
     )
 
-    _errors = pydantic.field_validator("errors", mode="before")(lambda cls, v: _check_errors(v))
+    _errors = pydantic.field_validator("errors", mode="before")(lambda cls, v: _check_names(v))
 
 
 class DebugNanSpec(TransformSpec):
@@ -307,7 +313,9 @@ def checkify(fn: Callable[..., R], errors: Any = user_checks) -> Callable[..., t
     spec = parse_spec(CheckifySpec, "checkify", errors=errors)
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
-        checked = _checkify.checkify(pure, errors=spec.errors)
+        checked = _checkify.checkify(
+            pure, errors=frozenset(_CHECKS_BY_NAME[name] for name in spec.errors)
+        )
 
         def transformed(
             read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
