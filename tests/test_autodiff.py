@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import statejax as sj
 from statejax.optim import Optimizer
 from statejax.transforms.autodiff import (
+    fwd_grad,
     grad,
     hessian,
     jacfwd,
@@ -189,7 +190,7 @@ def test_a_raising_function_changes_no_state() -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        grad(f, w, allow_unused=True)()
+        grad(f, w, check_states=False)()
     assert float(w.value) == 1.0 and int(count.value) == 0
 
 
@@ -208,11 +209,15 @@ def test_unused_grad_state_is_an_error() -> None:
     m = Model()
     unused = sj.ParamState(jnp.ones(2))
     unused._name = "Extra.u"
-    with pytest.raises(sj.TraceError, match=r"grad state ParamState Extra\.u .* is never read"):
+    with pytest.raises(
+        sj.SpecError, match=r"option grad_states: the ParamState Extra\.u .* is never read"
+    ):
         grad(m.loss, [m.w, unused])(X, Y)
-    with pytest.raises(sj.TraceError, match=r"ParamState at path \('u',\) .*allow_unused=True"):
+    with pytest.raises(sj.SpecError, match=r"ParamState at path \('u',\) .*check_states=False"):
         grad(m.loss, {"u": unused, "w": m.w})(X, Y)
-    gw, gu = grad(m.loss, [m.w, unused], allow_unused=True)(X, Y)
+    with pytest.raises(ValueError):  # BrainState raises ValueError: a SpecError is one
+        grad(m.loss, [unused, m.w])(X, Y)
+    gw, gu = grad(m.loss, [m.w, unused], check_states=False)(X, Y)
     close(gu, jnp.zeros(2))
     close(gw, jax.grad(pure_loss)(W0, B0, X, Y))
 
@@ -250,27 +255,24 @@ def test_negative_argnums_is_a_spec_error() -> None:
 def test_argnums_out_of_range_is_a_spec_error() -> None:
     with pytest.raises(sj.SpecError, match=r"argnums=2 but the function was called with 2 posit"):
         grad(lambda x, y: jnp.sum(x * y), argnums=2)(1.0, 2.0)
-    # jvp's argnums count the function's arguments, after the tangents.
-    with pytest.raises(
-        sj.SpecError, match=r"statejax\.jvp\(.*\): argnums=1 but the function was called with 1 "
-    ):
-        jvp(lambda x, y: x * y, argnums=1)(1.0, 2.0)
-    out, tangent = jvp(lambda x, y: x * y, argnums=1)(1.0, 2.0, 3.0)
-    assert (float(out), float(tangent)) == (6.0, 2.0)
+    # vjp resolves argnums against its primals: negative ones count from the end.
+    with pytest.raises(sj.SpecError, match=r"statejax\.vjp\(.*\): option argnums: 2 is out of ra"):
+        vjp(lambda x, y: x * y, 1.0, 2.0, argnums=2)
+    with pytest.raises(sj.SpecError, match=r"option argnums: argnums has a repeated position"):
+        vjp(lambda x, y: x * y, 1.0, 2.0, argnums=(1, -1))
+    with pytest.raises(sj.SpecError, match=r"nothing to differentiate"):
+        vjp(lambda: jnp.ones(2))
+    with pytest.raises(sj.SpecError, match=r"statejax\.vjp: option grad_states: \[\] selects no"):
+        vjp(lambda x: x, 1.0, grad_states=[])
+    out, vjp_fn = vjp(lambda x, y: x * y**2, 2.0, 3.0, argnums=-1)
+    assert (float(out), float(vjp_fn(1.0))) == (18.0, 12.0)
 
 
-def test_tangents_of_the_wrong_structure() -> None:
-    w = sj.ParamState(jnp.ones(2))
-    with pytest.raises(
-        TypeError, match=r"statejax\.jvp\(.*\): state tangents: expected a list of 1"
-    ):
-        jvp(lambda: w.value * 2, [w])(jnp.ones(2))
-    with pytest.raises(
-        TypeError, match=r"the tangents are a pair \(state_tangents, arg_tangents\)"
-    ):
-        jvp(lambda x: w.value * x, w, argnums=0)(jnp.ones(2), 1.0)
-    with pytest.raises(TypeError, match=r"expected a mapping with the keys of grad_states \['w'\]"):
-        jvp(lambda: w.value * 2, {"w": w})({"v": jnp.ones(2)})
+def test_jvp_primals_and_tangents_must_be_sequences() -> None:
+    with pytest.raises(TypeError, match=r"statejax\.jvp\(.*\): primals must be a tuple or list"):
+        jvp(lambda x: x, 1.0, (1.0,))  # type: ignore[arg-type]
+    with pytest.raises(sj.SpecError, match=r"tangents must be a tuple or list"):
+        jvp(lambda x: x, (1.0,), 1.0)  # type: ignore[arg-type]
 
 
 def test_bad_grad_states_and_unknown_options() -> None:
@@ -434,29 +436,34 @@ def test_vector_grad() -> None:
 def test_vjp() -> None:
     m = Model()
     ct = jnp.array([1.0, -2.0, 0.5])
-    out, pullback = vjp(m.vec, (m.w,), argnums=(0,))(X)
+    out, pullback = vjp(m.vec, X, grad_states=(m.w,), argnums=(0,))
     e_out, e_pullback = jax.vjp(pure_vec, W0, B0, X)
-    ew, _, ex = e_pullback(ct)
+    ew, eb, ex = e_pullback(ct)
     close(out, e_out)
     close(pullback(ct), ((ew,), (ex,)))
-    out, pullback, aux = vjp(lambda x: (m.vec(x), 7), m.b, has_aux=True)(X)
+    out, pullback, aux = vjp(
+        lambda x: (m.vec(x), 7), X, grad_states=m.b, argnums=None, has_aux=True
+    )
     assert aux == 7
-    close(pullback(ct), e_pullback(ct)[1])
+    close(pullback(ct), eb)
+    _, pullback = vjp(m.vec, X)  # no states: the argument's cotangent, unwrapped
+    close(pullback(ct), ex)
+    close(
+        vjp(m.vec, X, grad_states={"layer": {"w": m.w}}, argnums=None)[1](ct), {"layer": {"w": ew}}
+    )
 
 
 def test_jvp() -> None:
     m = Model()
-    tw, tb, tx = jnp.array([1.0, 0.5]), jnp.array(2.0), jnp.ones_like(X)
-    e_out, e_tan = jax.jvp(pure_vec, (W0, B0, X), (tw, tb, tx))
-    out, tan = jvp(m.vec, {"w": m.w, "b": m.b}, argnums=0)(({"w": tw, "b": tb}, tx), X)
+    tx = jnp.ones_like(X)
+    e_out, e_tan = jax.jvp(lambda x: pure_vec(W0, B0, x), (X,), (tx,))
+    out, tan = jvp(m.vec, (X,), (tx,))
     close((out, tan), (e_out, e_tan))
-    _, e_tan_x = jax.jvp(lambda x: pure_vec(W0, B0, x), (X,), (tx,))
-    out, tan = jvp(m.vec)(tx, X)
-    close(tan, e_tan_x)
-    out, tan, aux = jvp(lambda x: (m.vec(x), "a"), [m.w], has_aux=True)([tw], X)
-    _, e_tan_w = jax.jvp(lambda w: pure_vec(w, B0, X), (W0,), (tw,))
-    close(tan, e_tan_w)
+    out, tan, aux = jvp(lambda x: (m.vec(x), "a"), [X], [tx], has_aux=True)
+    close(tan, e_tan)
     assert aux == "a"
+    out, tan = jvp(lambda x, y: x * y, (2.0, 3.0), (1.0, 0.0))
+    assert (float(out), float(tan)) == (6.0, 3.0)
 
 
 def test_family_writes_are_applied() -> None:
@@ -470,8 +477,8 @@ def test_family_writes_are_applied() -> None:
     jacrev(f, w)()
     jacfwd(f, w)()
     vector_grad(f, w)()
-    vjp(f, w)()
-    jvp(f, w)(jnp.ones(2))
+    vjp(f, grad_states=w)
+    jvp(f, (), ())
     hessian(lambda: jnp.sum(f()), w)()
     assert int(count.value) == 6
 
@@ -479,13 +486,13 @@ def test_family_writes_are_applied() -> None:
 def test_family_checks_unused_and_integer_states() -> None:
     w = sj.ParamState(jnp.array([1.0, 2.0]))
     n = sj.State(jnp.array([1, 2]))
-    for transform in (jacrev, jacfwd, vector_grad, hessian, vjp):
-        with pytest.raises(sj.TraceError, match="is never read"):
+    for transform in (jacrev, jacfwd, vector_grad, hessian, fwd_grad):
+        with pytest.raises(sj.SpecError, match="is never read"):
             transform(lambda: jnp.sum(n.value) * 1.0, w)()
         with pytest.raises(sj.TraceError, match="not a float"):
             transform(lambda: jnp.sum(n.value) * 1.0, n)()
-    with pytest.raises(sj.TraceError, match="is never read"):
-        jvp(lambda: jnp.sum(n.value) * 1.0, w)(jnp.ones(2))
+    with pytest.raises(sj.SpecError, match="is never read"):
+        vjp(lambda: jnp.sum(n.value) * 1.0, grad_states=w)
 
 
 # --------------------------------------------------------------------------- property
@@ -527,8 +534,11 @@ def test_registered_as_plugins() -> None:
         ("hessian", hessian),
         ("vjp", vjp),
         ("jvp", jvp),
+        ("fwd_grad", fwd_grad),
+        ("jacobian", jacrev),
     ]:
         assert getattr(sj.transform, name) is function
+        assert sj.transform.__getattr__(name) is function  # through the registry too
 
 
 def test_vjp_and_jvp_under_jit() -> None:
@@ -537,13 +547,13 @@ def test_vjp_and_jvp_under_jit() -> None:
 
     @jit
     def both(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        _, pullback = vjp(m.vec, m.w)(x)
-        _, tangent = jvp(m.vec, m.b)(jnp.array(1.0), x)
+        _, pullback = vjp(m.vec, x, grad_states=m.w, argnums=None)
+        _, tangent = jvp(m.vec, (x,), (jnp.ones_like(x),))
         return pullback(ct), tangent
 
     g, tangent = both(X)
     close(g, jax.vjp(lambda w: pure_vec(w, B0, X), W0)[1](ct)[0])
-    close(tangent, jax.jvp(lambda b: pure_vec(W0, b, X), (B0,), (jnp.array(1.0),))[1])
+    close(tangent, jax.jvp(lambda x: pure_vec(W0, B0, x), (X,), (jnp.ones_like(X),))[1])
 
 
 # --------------------------------------------------------------------------- the family vs jax
@@ -559,14 +569,13 @@ def pure_out(w: jax.Array, b: jax.Array, x: jax.Array, y: jax.Array) -> jax.Arra
 
 STRUCTURES = ["none", "single", "list", "tuple", "dict", "mapping"]
 ARGNUMS: list[Any] = [None, 1, (1, 0)]
-FAMILY = {
+FAMILY: dict[str, tuple[Any, Any]] = {
     "grad": (grad, jax.grad),
     "vector_grad": (vector_grad, None),
     "jacrev": (jacrev, jax.jacrev),
     "jacfwd": (jacfwd, jax.jacfwd),
     "hessian": (hessian, jax.hessian),
     "vjp": (vjp, None),
-    "jvp": (jvp, None),
 }
 
 
@@ -647,17 +656,12 @@ def test_family_matches_jax(name: str, structure: str, argnums: Any) -> None:
     value, aux = ref(*primals)
 
     if name == "vjp":
-        out, pullback, got_aux = transform(user_fn, states, argnums, has_aux=True)(*args)
+        out, pullback, got_aux = vjp(
+            user_fn, *args, grad_states=states, argnums=argnums_used, has_aux=True
+        )
         _, e_pullback, _ = jax.vjp(ref, *primals, has_aux=True)
         ct = jnp.linspace(-1.0, 1.0, 3)
         close(plain((out, got_aux, pullback(ct))), (value, aux, pack(e_pullback(ct))))
-    elif name == "jvp":
-        tangents = jax.tree.map(lambda p: jnp.full_like(p, 0.5), primals)
-        out, tangent, got_aux = transform(user_fn, states, argnums, has_aux=True)(
-            pack(tangents), *args
-        )
-        _, e_tangent, _ = jax.jvp(ref, tuple(primals), tuple(tangents), has_aux=True)
-        close((out, tangent, got_aux), (value, e_tangent, aux))
     else:
         got = transform(user_fn, states, argnums, has_aux=True, return_value=True)(*args)
         if jax_transform is None:  # vector_grad: a vjp with a cotangent of ones

@@ -97,8 +97,8 @@ def test_while_loop_forward_mode_through_statejax_autodiff() -> None:
     (j_rate, j_x) = jacfwd(f, rate, argnums=0)(jnp.array(1.0))
     ref = jax.jacfwd(pure, argnums=(0, 1))(2.0, 1.0)
     np.testing.assert_allclose((j_rate, j_x), ref)  # x * r**4 after 4 steps: (4 r**3, r**4)
-    out, tangent = jvp(f, rate)(jnp.array(1.0), jnp.array(1.0))
-    ref_out, ref_tangent = jax.jvp(lambda r: pure(r, 1.0), (2.0,), (1.0,))
+    out, tangent = jvp(f, (jnp.array(1.0),), (jnp.array(1.0),))
+    ref_out, ref_tangent = jax.jvp(lambda x: pure(2.0, x), (1.0,), (1.0,))
     np.testing.assert_allclose((out, tangent), (ref_out, ref_tangent))
     # reverse mode is JAX's own error, as documented
     with pytest.raises(

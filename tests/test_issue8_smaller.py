@@ -292,7 +292,15 @@ def _loss(x: jax.Array) -> jax.Array:
 
 
 @pytest.mark.parametrize(
-    "transform", [sj.grad, sj.vector_grad, sj.jacrev, sj.jacfwd, sj.hessian, sj.vjp, sj.jvp]
+    "transform",
+    [
+        sj.grad,
+        sj.vector_grad,
+        sj.jacrev,
+        sj.jacfwd,
+        sj.hessian,
+        sj.transform.fwd_grad,
+    ],
 )
 def test_grad_family_rejects_empty_argnums_and_grad_states(transform: Any) -> None:
     name = transform.__name__

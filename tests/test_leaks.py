@@ -214,7 +214,7 @@ def _p_jac(jax_transform: Callable[..., Any], scalar: bool) -> Callable[[Pure], 
 
 def s_vjp(m: Model, f: Callable[..., Any]) -> Callable[..., Any]:
     def g(x: Any) -> Any:
-        y, pullback = sj.vjp(f, grad_states=m.w)(x)
+        y, pullback = sj.vjp(f, x, grad_states=m.w, argnums=None)
         return y, pullback(jnp.ones_like(y))
 
     return g
@@ -229,14 +229,12 @@ def p_vjp(p: Pure) -> Pure:
 
 
 def s_jvp(m: Model, f: Callable[..., Any]) -> Callable[..., Any]:
-    return lambda x: sj.jvp(f, grad_states=m.w)(jnp.ones(2, jnp.float32), x)
+    return lambda x: sj.jvp(f, (x,), (jnp.ones_like(x),))
 
 
 def p_jvp(p: Pure) -> Pure:
     def q(s: PureState, x: Any) -> tuple[Any, PureState]:
-        y, t, s2 = jax.jvp(
-            lambda w: p((w, s[1], s[2]), x), (s[0],), (jnp.ones(2, jnp.float32),), has_aux=True
-        )
+        y, t, s2 = jax.jvp(lambda v: p(s, v), (x,), (jnp.ones_like(x),), has_aux=True)
         return (y, t), s2
 
     return q

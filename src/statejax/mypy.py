@@ -34,9 +34,25 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from mypy.errorcodes import CALL_ARG
-from mypy.nodes import GDEF, MypyFile, SymbolTableNode, TypeInfo, Var
-from mypy.plugin import DynamicClassDefContext, FunctionContext, Plugin, ReportConfigContext
-from mypy.types import AnyType, CallableType, Instance, Type, TypeOfAny, TypeType, get_proper_type
+from mypy.nodes import ARG_STAR2, GDEF, MypyFile, SymbolTableNode, TypeInfo, Var
+from mypy.plugin import (
+    DynamicClassDefContext,
+    FunctionContext,
+    FunctionSigContext,
+    Plugin,
+    ReportConfigContext,
+)
+from mypy.types import (
+    AnyType,
+    CallableType,
+    FunctionLike,
+    Instance,
+    Type,
+    TypeOfAny,
+    TypeType,
+    UninhabitedType,
+    get_proper_type,
+)
 
 __all__ = ["StatejaxPlugin", "plugin"]
 
@@ -126,6 +142,11 @@ class StatejaxPlugin(Plugin):
     def get_function_hook(self, fullname: str) -> Callable[[FunctionContext], Type] | None:
         return _check_parse_spec if fullname == _PARSE_SPEC else None
 
+    def get_function_signature_hook(
+        self, fullname: str
+    ) -> Callable[[FunctionSigContext], FunctionLike] | None:
+        return _without_never_kwargs if fullname in self.targets().values() else None
+
     def _declare_transforms(self, ctx: DynamicClassDefContext) -> None:
         api = ctx.api
         names = api.modules[_TRANSFORM_MODULE].names
@@ -142,6 +163,24 @@ class StatejaxPlugin(Plugin):
                 names[name] = SymbolTableNode(GDEF, var, module_public=True)
         # Every transform is now a real attribute: an unknown name is an error, not `Any`.
         names.pop("__getattr__", None)
+
+
+def _without_never_kwargs(ctx: FunctionSigContext) -> FunctionLike:
+    """Drop a transform's `**misspelled: Never` so that a misspelled option reads as one.
+
+    The pattern makes the runtime turn a misspelled option into a `SpecError`; left in
+    the signature, mypy would report it as an argument "expected Never".
+    """
+    sig = ctx.default_signature
+    if (
+        sig.arg_kinds
+        and sig.arg_kinds[-1] == ARG_STAR2
+        and isinstance(get_proper_type(sig.arg_types[-1]), UninhabitedType)
+    ):
+        return sig.copy_modified(
+            arg_types=sig.arg_types[:-1], arg_kinds=sig.arg_kinds[:-1], arg_names=sig.arg_names[:-1]
+        )
+    return sig
 
 
 def _check_parse_spec(ctx: FunctionContext) -> Type:

@@ -58,6 +58,7 @@ ENTRY_POINT_GROUP = "statejax.transforms"
 #: The built-in transform plugins, registered without package metadata.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.jit",
+    "statejax.transforms.checking",
     "statejax.transforms.autodiff",
     "statejax.transforms.checkpoint",
     "statejax.transforms.vmap",

@@ -14,7 +14,34 @@ from typing import TYPE_CHECKING, Any
 
 from statejax.registry._manager import get_registry
 from statejax.transforms.abstract import eval_shape, make_jaxpr
-from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
+from statejax.transforms.autodiff import (
+    GradientTransform,
+    fwd_grad,
+    grad,
+    hessian,
+    jacfwd,
+    jacobian,
+    jacrev,
+    jvp,
+    vector_grad,
+    vjp,
+)
+from statejax.transforms.checking import (
+    all_checks,
+    automatic_checks,
+    breakpoint_if,
+    check,
+    check_error,
+    checkify,
+    debug_nan,
+    debug_nan_if,
+    div_checks,
+    float_checks,
+    index_checks,
+    jit_error_if,
+    nan_checks,
+    user_checks,
+)
 from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
@@ -22,22 +49,39 @@ from statejax.transforms.loops import for_loop, scan, while_loop
 from statejax.transforms.vmap import map, vmap
 
 __all__ = [
+    "GradientTransform",
+    "all_checks",
+    "automatic_checks",
+    "breakpoint_if",
+    "check",
+    "check_error",
+    "checkify",
     "checkpoint",
     "cond",
+    "debug_nan",
+    "debug_nan_if",
+    "div_checks",
     "eval_shape",
+    "float_checks",
     "for_loop",
+    "fwd_grad",
     "grad",
     "hessian",
     "ifelse",
+    "index_checks",
     "jacfwd",
+    "jacobian",
     "jacrev",
     "jit",
+    "jit_error_if",
     "jvp",
     "make_jaxpr",
     "map",
+    "nan_checks",
     "remat",
     "scan",
     "switch",
+    "user_checks",
     "vector_grad",
     "vjp",
     "vmap",

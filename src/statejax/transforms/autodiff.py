@@ -7,36 +7,44 @@ arguments, `argnums`. They share one set of rules:
 * **Structure.** Derivatives with respect to states come back in the structure
   `grad_states` was given in: a single state gives an array, a list a list, a
   tuple a tuple, a mapping (such as `model.states(ParamState)`) a mapping with
-  the same keys. With `argnums` as well, the result is `(state_part,
-  arg_part)`; with no states, only the argument part, and `argnums` defaults
-  to `0`. An `int` `argnums` gives one derivative, a tuple a tuple.
+  the same keys, a nested container (`{"layer": {"w": w}}`) the same nesting.
+  With `argnums` as well, the result is `(state_part, arg_part)`; with no
+  states, only the argument part, and `argnums` defaults to `0`. An `int`
+  `argnums` gives one derivative, a tuple a tuple.
 * **Extras.** `return_value=True` and `has_aux=True` append the function's
   value and its auxiliary output, in that order: `(g, value)`, `(g, aux)`,
   `(g, value, aux)`.
 * **States.** Differentiation is with respect to each state's value on entry;
   writes made by the function are applied after the call (as with `jit`).
-* **Errors.** A grad state the function never reads is a `TraceError`
-  (pass `allow_unused=True` to get zeros instead); so is a grad state holding
-  integers, and `has_aux=True` with a function that does not return a pair.
-  A negative `argnums`, an empty one (`()`), and `grad_states` that select
-  no state (`[]`, `{}`) are a `SpecError` at decoration, for every
-  transform here alike; `argnums` one past the arguments actually passed is a
-  `SpecError` at the call.
+* **Errors.** A grad state the function never reads is a `SpecError`
+  (pass `check_states=False` to get zeros instead); a grad state holding
+  integers is a `TraceError` (unless `allow_int=True`), and so is
+  `has_aux=True` with a function that does not return a pair. A negative
+  `argnums`, an empty one (`()`), and `grad_states` that select no state
+  (`[]`, `{}`) are a `SpecError` at decoration, for every transform here
+  alike; `argnums` one past the arguments actually passed is a `SpecError`
+  at the call. `debug_nan=True` raises a `NaNError` naming the entry whose
+  derivative is NaN or infinite, and then no state changes.
 
-They compose with every other transform: `jit(grad(f))` compiles the whole
-step into one executable, `grad(jit(f))` and `grad(grad(f))` work.
+The gradient transforms return a `GradientTransform`, a callable that binds
+as a method when stored on a class. They compose with every other transform:
+`jit(grad(f))` compiles the whole step into one executable, `grad(jit(f))` and
+`grad(grad(f))` work.
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, Never, overload
+from typing import Any, Literal, Never, TypeAlias, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pydantic
 
+from statejax import random as _random
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -52,23 +60,46 @@ from statejax.extend import (
 )
 from statejax.graph import StateMapping, StateTree
 from statejax.transforms._autodiff_types import AX, RV, GradFunction, K, P, R
-from statejax.transforms._common import MAX_INT32, name_of
+from statejax.transforms._common import MAX_INT32, PositiveCount, name_of
+from statejax.transforms.checking import NaNError, raise_when
 
 __all__ = [
     "DiffSpec",
+    "FwdGradSpec",
     "GradFunction",
     "GradSpec",
+    "GradientTransform",
+    "JacFwdSpec",
+    "JvpSpec",
+    "VectorGradSpec",
+    "VjpSpec",
+    "fwd_grad",
     "grad",
     "hessian",
     "jacfwd",
+    "jacobian",
     "jacrev",
     "jvp",
     "vector_grad",
     "vjp",
 ]
 
-#: What `grad_states` may be: one state, a list, tuple or other iterable of states, or a mapping.
-GradStates = State[Any] | Iterable[State[Any]] | Mapping[Any, State[Any]] | None
+#: What `grad_states` may be: one state, a list, tuple or other iterable of states, a
+#: mapping, or a nested container of these.
+_StateTree: TypeAlias = "State[Any] | Iterable[_StateTree] | Mapping[Any, _StateTree]"
+GradStates: TypeAlias = "_StateTree | None"
+
+
+class _SpecTypeError(SpecError, TypeError):
+    """A `SpecError` about an option's type (a non-State in `grad_states`); a `TypeError` too."""
+
+
+class _TraceTypeError(TraceError, TypeError):
+    """A `TraceError` about a value's type (has_aux without a pair); a `TypeError` too."""
+
+
+class _TraceValueError(TraceError, ValueError):
+    """A `TraceError` about a value (a non-scalar output of fwd_grad); a `ValueError` too."""
 
 
 def _check_argnums(value: Any) -> Any:
@@ -101,8 +132,18 @@ def _check_argnums(value: Any) -> Any:
     return items[0] if isinstance(value, int) else tuple(items)
 
 
+def _refuse_unit_aware(value: Any) -> Any:
+    if value:
+        raise ValueError(
+            "unit_aware=True needs brainunit, which statejax does not use; strip the units "
+            "(x.mantissa) before differentiating and put them back on the result, or pass "
+            "unit_aware=False"
+        )
+    return value
+
+
 class DiffSpec(TransformSpec):
-    """Options shared by every differentiation transform (`vjp`, `jvp`)."""
+    """Options shared by every differentiation transform."""
 
     argnums: int | tuple[int, ...] | None = pydantic.Field(
         default=None,
@@ -112,20 +153,83 @@ class DiffSpec(TransformSpec):
     has_aux: bool = pydantic.Field(
         default=False, description="the function returns (output, aux); aux is passed through"
     )
-    allow_unused: bool = pydantic.Field(
-        default=False,
-        description="allow grad states the function never reads (their derivative is zero)",
-    )
 
     _argnums = pydantic.field_validator("argnums", mode="before")(lambda cls, v: _check_argnums(v))
 
 
-class GradSpec(DiffSpec):
-    """Options of the gradient family: `grad`, `vector_grad`, `jac*`, `hessian`."""
+class VjpSpec(DiffSpec):
+    """Options of `vjp` (its `argnums` are resolved against the primals first).
+
+    A grad state the function never reads is always an error here, as in BrainState.
+    """
+
+
+class JvpSpec(TransformSpec):
+    """Options of `jvp`."""
+
+    has_aux: bool = pydantic.Field(
+        default=False, description="the function returns (output, aux); aux is passed through"
+    )
+
+
+class VectorGradSpec(DiffSpec):
+    """Options of `vector_grad`, and the base of the other gradient transforms."""
 
     return_value: bool = pydantic.Field(
         default=False, description="also return the function's value: (g, value[, aux])"
     )
+    check_states: bool = pydantic.Field(
+        default=True,
+        description="refuse grad states the function never reads (False: their derivative is zero)",
+    )
+    unit_aware: bool = pydantic.Field(
+        default=False, description="False (brainunit's unit-aware mode is not supported)"
+    )
+    debug_nan: bool = pydantic.Field(
+        default=False,
+        description="raise NaNError, changing no state, when a derivative holds NaN or Inf",
+    )
+
+    _unit_aware = pydantic.field_validator("unit_aware", mode="before")(
+        lambda cls, v: _refuse_unit_aware(v)
+    )
+
+
+class JacFwdSpec(VectorGradSpec):
+    """Options of `jacfwd` and `hessian`."""
+
+    holomorphic: bool = pydantic.Field(
+        default=False, description="the function is holomorphic (complex inputs and outputs)"
+    )
+
+
+class GradSpec(JacFwdSpec):
+    """Options of `grad` and `jacrev`."""
+
+    allow_int: bool = pydantic.Field(
+        default=False,
+        description="allow integer inputs; their derivative has JAX's trivial float0 dtype",
+    )
+
+
+class FwdGradSpec(VectorGradSpec):
+    """Options of `fwd_grad`."""
+
+    tangent_size: PositiveCount | None = pydantic.Field(
+        default=None,
+        description="number of random directions averaged (None: one direction, no batch axis)",
+    )
+    drct_der_clip: float | None = pydantic.Field(
+        default=None,
+        description="clip each directional derivative to [-clip, clip] (a positive float)",
+    )
+
+    @pydantic.field_validator("drct_der_clip")
+    @classmethod
+    def _positive_clip(cls, value: float | None) -> float | None:
+        if value is not None and not value > 0:
+            raise ValueError(f"drct_der_clip must be a positive float, got {value!r}")
+        return value
 
 
 # --------------------------------------------------------------------------- targets
@@ -159,20 +263,22 @@ def _plain_dicts(tree: Any) -> Any:
 class _Targets:
     """The normalised `grad_states`: a flat tuple of states and how to rebuild the structure."""
 
-    __slots__ = ("keys", "kind", "states")
+    __slots__ = ("keys", "kind", "states", "treedef")
 
     def __init__(
         self,
-        kind: Literal["none", "single", "list", "tuple", "mapping", "dict"],
+        kind: Literal["none", "single", "list", "tuple", "mapping", "dict", "tree"],
         states: tuple[State[Any], ...],
         keys: tuple[Any, ...] = (),
+        treedef: Any = None,
     ) -> None:
         self.kind = kind
         self.states = states
-        self.keys = keys
+        self.keys = keys  # mapping keys, or for a "tree" the path of each state
+        self.treedef = treedef
 
     def path(self, index: int) -> tuple[Any, ...] | None:
-        if self.kind in ("mapping", "dict"):
+        if self.kind in ("mapping", "dict", "tree"):
             key = self.keys[index]
             return key if isinstance(key, tuple) else (key,)
         return None
@@ -186,6 +292,8 @@ class _Targets:
             return list(values)
         if kind == "tuple":
             return tuple(values)
+        if kind == "tree":
+            return self.treedef.unflatten(values)
         pairs = zip(self.keys, values, strict=True)
         return StateTree(pairs) if kind == "mapping" else _Dict(pairs)
 
@@ -201,6 +309,13 @@ class _Targets:
                     f"state), got {type(packed).__name__}"
                 )
             return list(packed)
+        if kind == "tree":
+            try:
+                return list(self.treedef.flatten_up_to(packed))
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{what}: expected the structure of grad_states {self.treedef}, got {packed!r}"
+                ) from None
         if not isinstance(packed, Mapping) or set(packed) != set(self.keys):
             raise TypeError(
                 f"{what}: expected a mapping with the keys of grad_states {list(self.keys)!r}, "
@@ -215,7 +330,7 @@ class _Targets:
 
 def _targets(grad_states: Any, transform: str) -> _Targets:
     def bad(what: object) -> SpecError:
-        return SpecError(
+        return _SpecTypeError(
             f"statejax.{transform}: option grad_states: {what!r} is not a State. Pass a State, "
             "a list or tuple of States, or a mapping whose values are States (such as "
             "model.states(ParamState))."
@@ -241,6 +356,21 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
             "arguments only (argnums)."
         )
 
+    def tree(container: Any) -> _Targets:
+        # A nested container of states: the structure is kept as JAX sees it.
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(
+            container, is_leaf=lambda node: isinstance(node, State)
+        )
+        if not pairs:
+            raise none_selected(container)
+        states = tuple(state for _, state in pairs)
+        check(states)
+        paths = tuple(tuple(_key_of(entry) for entry in path) for path, _ in pairs)
+        return _Targets("tree", states, paths, treedef)
+
+    def nested(values: Iterable[Any]) -> bool:
+        return any(isinstance(v, (Mapping, list, tuple)) for v in values)
+
     if grad_states is None:
         return _Targets("none", ())
     if isinstance(grad_states, State):
@@ -250,6 +380,8 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
         states = tuple(grad_states[k] for k in keys)
         if not states:
             raise none_selected(grad_states)
+        if nested(states):
+            return tree(grad_states)
         check(states)
         return _Targets(
             "mapping" if isinstance(grad_states, StateMapping) else "dict", states, keys
@@ -261,9 +393,19 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
     if isinstance(grad_states, (list, tuple)):
         if not grad_states:
             raise none_selected(grad_states)
+        if nested(grad_states):
+            return tree(grad_states)
         check(grad_states)
         return _Targets("list" if isinstance(grad_states, list) else "tuple", tuple(grad_states))
     raise bad(grad_states)
+
+
+def _key_of(entry: Any) -> Any:
+    """The plain key of one entry of a JAX key path (a dict key, a list index, ...)."""
+    for attribute in ("key", "idx", "name"):
+        if hasattr(entry, attribute):
+            return getattr(entry, attribute)
+    return entry
 
 
 # --------------------------------------------------------------------------- the shared core
@@ -277,7 +419,7 @@ class _Plan:
 
     __slots__ = ("argnums", "label", "spec", "targets", "with_states")
 
-    def __init__(self, label: str, targets: _Targets, spec: DiffSpec) -> None:
+    def __init__(self, label: str, targets: _Targets, spec: Any) -> None:
         self.label = label  # "statejax.grad(loss)", how errors name the call
         self.targets = targets
         self.spec = spec
@@ -360,12 +502,12 @@ class _Core:
             for position, value in zip(argnums, rest.pop(0), strict=True):
                 args[position] = value
         out, new_write_vals = self.pure(read_vals, write_vals, *self.leading, *args, **self.kwargs)
-        if not plan.spec.allow_unused and plan.with_states:
+        if getattr(plan.spec, "check_states", True) and plan.with_states:
             self._check_used()
         aux = None
         if plan.spec.has_aux:
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TraceError(
+                raise _TraceTypeError(
                     f"{plan.label}: has_aux=True but the function returned {_kind(out)}, not a "
                     "pair (output, aux). Return a 2-tuple, or drop has_aux."
                 )
@@ -380,11 +522,11 @@ class _Core:
         plan = self.plan
         for index, state in enumerate(plan.targets.states):
             if id(state) not in reads:
-                raise TraceError(
-                    f"{plan.label}: the grad state "
+                raise SpecError(
+                    f"{plan.label}: option grad_states: the "
                     f"{describe_state(state, plan.targets.path(index))} is never read by the "
                     "function, so its derivative is always zero. Remove it from grad_states, "
-                    "or pass allow_unused=True to get zeros."
+                    "or pass check_states=False to get zeros."
                 )
 
 
@@ -397,6 +539,8 @@ def _kind(out: object) -> str:
 
 
 def _check_float(plan: _Plan, values: Sequence[Any]) -> None:
+    if getattr(plan.spec, "allow_int", False):
+        return
     for index, (state, value) in enumerate(zip(plan.targets.states, values, strict=True)):
         for leaf in jax.tree.leaves(value):
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
@@ -404,80 +548,226 @@ def _check_float(plan: _Plan, values: Sequence[Any]) -> None:
                     f"{plan.label}: cannot differentiate with respect to the grad state "
                     f"{describe_state(state, plan.targets.path(index))}: its value has dtype "
                     f"{jnp.result_type(leaf)}, not a float. Store a float array in it (for "
-                    "example jnp.asarray(x, jnp.float32)) or remove it from grad_states."
+                    "example jnp.asarray(x, jnp.float32)), remove it from grad_states, or pass "
+                    "allow_int=True (grad and jacrev) for a float0 derivative."
                 )
 
 
-def _family(
-    transform: str,
-    spec_type: type[DiffSpec],
+def _stateful(
+    label: str,
+    f: Callable[..., Any],
+    plan: _Plan,
     apply: _Apply,
-    fn: Callable[..., Any] | None,
-    grad_states: GradStates,
     leading: int = 0,
-    **options: Any,
-) -> Callable[..., Any]:
-    """Validate the options once, then wrap `fn` (or return a decorator that does).
+) -> StatefulFunction[Any]:
+    """Wrap `f` in the engine, with `apply` running one JAX transform over the core.
 
     `leading` positional arguments of the call come before the user's (jvp's
-    tangents): the function does not receive them, and `argnums` counts after them.
+    tangents, fwd_grad's key): the function does not receive them, and
+    `argnums` counts after them.
     """
-    spec = parse_spec(spec_type, transform, **options)
-    targets = _targets(grad_states, transform)
+    targets = plan.targets
+    argnums = plan.argnums
+    needed = 0 if argnums is None else 1 + (argnums if isinstance(argnums, int) else max(argnums))
 
-    def make(f: Callable[..., Any]) -> Callable[..., Any]:
-        label = f"statejax.{transform}({name_of(f)})"
-        plan = _Plan(label, targets, spec)
-        argnums = plan.argnums
-        needed = (
-            0 if argnums is None else 1 + (argnums if isinstance(argnums, int) else max(argnums))
+    def user_fn(*args: Any, **kwargs: Any) -> Any:
+        return f(*args[leading:], **kwargs)
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
+        locs: list[tuple[bool, int]] = []
+        for state in targets.states:
+            loc = split.locate(state)
+            assert loc is not None, "grad states are always in the seed split"
+            locs.append(loc)
+
+        def transformed(
+            read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
+        ) -> tuple[Any, Sequence[Any]]:
+            head, args = args[:leading], args[leading:]
+            if len(args) < needed:
+                raise SpecError(
+                    f"{label}: argnums={argnums!r} but the function was called with "
+                    f"{len(args)} positional argument(s). Pass the differentiated arguments "
+                    "positionally, or fix argnums."
+                )
+            values = [(write_vals if w else read_vals)[i] for w, i in locs]
+            _check_float(plan, values)
+            primals: list[Any] = []
+            if plan.with_states:
+                primals.append(targets.pack(values))
+            if isinstance(argnums, int):
+                primals.append(args[argnums])
+            elif argnums is not None:
+                primals.append(tuple(args[i] for i in argnums))
+            core = _Core(plan, pure, locs, read_vals, write_vals, head, args, kwargs)
+            return apply(core, tuple(primals), plan)  # type: ignore[no-any-return]
+
+        return transformed
+
+    return StatefulFunction(
+        user_fn if leading else f, label, lift, seed=Split(read_states=targets.states)
+    )
+
+
+class GradientTransform:
+    """A function differentiated over states and arguments by a JAX transform.
+
+    `grad`, `vector_grad`, `jacrev`, `jacfwd`, `hessian` and `fwd_grad`
+    return one; construct it directly to differentiate with another transform
+    shaped like `jax.grad`: `transform(f, argnums=..., has_aux=True,
+    **transform_params)` returning `(derivative, aux)`. Calling it returns the
+    derivative in the structure described in the module docs, with the value
+    and aux appended as asked. Stored on a class, it binds as a method.
+
+    Args:
+        target: the function to differentiate; it may read and write states.
+        transform: the JAX transform, such as `jax.grad` or `jax.jacrev`.
+        grad_states: the states to differentiate with respect to (a State, a
+            list, tuple, mapping or nested container of States), or `None`.
+        argnums: positional arguments to differentiate; `0` when no states.
+        return_value: also return the function's value.
+        has_aux: the function returns `(output, aux)`.
+        transform_params: more keyword arguments for `transform`.
+        check_states: refuse grad states the function never reads.
+        debug_nan: raise `NaNError`, changing no state, when a derivative
+            holds NaN or Inf.
+
+    Raises:
+        SpecError: invalid options (also a `TypeError` for a non-State in
+            `grad_states`), at construction.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.autodiff import GradientTransform
+        >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
+        >>> g = GradientTransform(lambda: jnp.sum(w.value ** 2), jax.grad, grad_states=w)
+        >>> g().tolist()
+        [2.0, 4.0]
+    """
+
+    _name: str
+    _plan: _Plan
+    _stateful_fn: StatefulFunction[Any]
+    _target: Callable[..., Any]
+    _fwd: bool
+    _key: Any
+
+    def __init__(
+        self,
+        target: Callable[..., Any],
+        transform: Callable[..., Any],
+        grad_states: GradStates = None,
+        argnums: int | Sequence[int] | None = None,
+        return_value: bool = False,
+        has_aux: bool = False,
+        transform_params: Mapping[str, Any] | None = None,
+        check_states: bool = True,
+        debug_nan: bool = False,
+    ) -> None:
+        name = "GradientTransform"
+        if not callable(transform):
+            raise _SpecTypeError(
+                f"statejax.{name}: option transform: {transform!r} is not callable. Pass a JAX "
+                "transform shaped like jax.grad, such as jax.grad or jax.jacrev."
+            )
+        if transform_params is not None and not isinstance(transform_params, Mapping):
+            raise _SpecTypeError(
+                f"statejax.{name}: option transform_params: {transform_params!r} is not a "
+                "mapping. Pass a dict of keyword arguments for the transform, or None."
+            )
+        spec = parse_spec(
+            VectorGradSpec,
+            name,
+            argnums=argnums,
+            return_value=return_value,
+            has_aux=has_aux,
+            check_states=check_states,
+            debug_nan=debug_nan,
+        )
+        params = dict(transform_params or {})
+        self._setup(
+            name,
+            spec,
+            _jacobian_apply(functools.partial(transform, **params)),
+            target,
+            _targets(grad_states, name),
         )
 
-        def user_fn(*args: Any, **kwargs: Any) -> Any:
-            return f(*args[leading:], **kwargs)
+    @classmethod
+    def _make(
+        cls,
+        name: str,
+        spec: VectorGradSpec,
+        apply: _Apply,
+        target: Callable[..., Any],
+        grad_states: GradStates,
+        key: Any = None,
+    ) -> GradientTransform:
+        self = cls.__new__(cls)
+        self._setup(name, spec, apply, target, _targets(grad_states, name), key)
+        return self
 
-        def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
-            locs: list[tuple[bool, int]] = []
-            for state in targets.states:
-                loc = split.locate(state)
-                assert loc is not None, "grad states are always in the seed split"
-                locs.append(loc)
+    def _setup(
+        self,
+        name: str,
+        spec: VectorGradSpec,
+        apply: _Apply,
+        target: Callable[..., Any],
+        targets: _Targets,
+        key: Any = None,
+    ) -> None:
+        if not callable(target):
+            raise _SpecTypeError(f"statejax.{name}: {target!r} is not callable.")
+        label = f"statejax.{name}({name_of(target)})"
+        self._name = name
+        self._target = target
+        self._plan = _Plan(label, targets, spec)
+        if spec.debug_nan:
+            apply = _checking_nan(apply)
+        # fwd_grad's key goes ahead of the arguments: the given one, or one drawn per call.
+        self._fwd = isinstance(spec, FwdGradSpec)
+        self._key = key
+        self._stateful_fn = _stateful(label, target, self._plan, apply, int(self._fwd))
+        functools.update_wrapper(self, target, updated=())
 
-            def transformed(
-                read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
-            ) -> tuple[Any, Sequence[Any]]:
-                head, args = args[:leading], args[leading:]
-                if len(args) < needed:
-                    raise SpecError(
-                        f"{label}: argnums={argnums!r} but the function was called with "
-                        f"{len(args)} positional argument(s). Pass the differentiated arguments "
-                        "positionally, or fix argnums."
-                    )
-                values = [(write_vals if w else read_vals)[i] for w, i in locs]
-                _check_float(plan, values)
-                primals: list[Any] = []
-                if plan.with_states:
-                    primals.append(targets.pack(values))
-                if isinstance(argnums, int):
-                    primals.append(args[argnums])
-                elif argnums is not None:
-                    primals.append(tuple(args[i] for i in argnums))
-                core = _Core(plan, pure, locs, read_vals, write_vals, head, args, kwargs)
-                return apply(core, tuple(primals), plan)  # type: ignore[no-any-return]
+    @property
+    def stateful(self) -> StatefulFunction[Any]:
+        """The engine's `StatefulFunction` behind this transform."""
+        return self._stateful_fn
 
-            return transformed
+    def clear_cache(self) -> None:
+        """Forget every traced split; the next call discovers the states again."""
+        self._stateful_fn.clear_cache()
 
-        stateful: StatefulFunction[Any] = StatefulFunction(
-            user_fn if leading else f, label, lift, seed=Split(read_states=targets.states)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fwd:
+            key = self._key if self._key is not None else _random.split_key()
+            return self._stateful_fn(key, *args, **kwargs)
+        return self._stateful_fn(*args, **kwargs)
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        return self if instance is None else types.MethodType(self, instance)
+
+    def __repr__(self) -> str:
+        plan = self._plan
+        spec = plan.spec
+        options = ", ".join(
+            f"{field}={getattr(spec, field)!r}"
+            for field in ("argnums", "return_value", "has_aux", "check_states", "debug_nan")
         )
-        return stateful.as_function(f)
-
-    return make if fn is None else make(fn)
+        states = [
+            describe_state(s, plan.targets.path(i)) for i, s in enumerate(plan.targets.states)
+        ]
+        return (
+            f"GradientTransform({self._name}, target={name_of(self._target)}, "
+            f"grad_states=[{', '.join(states)}], {options})"
+        )
 
 
 def _extras(plan: _Plan, g: Any, value: Any, aux: Any) -> Any:
     """`g`, then the value and the aux when the spec asks for them, in that order."""
-    return_value = isinstance(plan.spec, GradSpec) and plan.spec.return_value
+    return_value = getattr(plan.spec, "return_value", False)
     if not (return_value or plan.spec.has_aux):
         return g
     out: tuple[Any, ...] = (g,)
@@ -508,26 +798,144 @@ def _vector_grad_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> An
     return _extras(plan, g, value, aux), new_write_vals
 
 
-def _vjp_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
-    out, raw_pullback, (_, aux, new_write_vals) = jax.vjp(core, *primals, has_aux=True)
-
-    def pullback(cotangent: Any) -> Any:
-        return plan.select(raw_pullback(cotangent))
-
-    result = (out, pullback, aux) if plan.spec.has_aux else (out, pullback)
-    return result, new_write_vals
-
-
-def _jvp_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
-    (tangents,) = core.leading
-    out, out_tangent, (_, aux, new_write_vals) = jax.jvp(
-        core, primals, plan.split_primals(tangents), has_aux=True
+def _fwd_grad_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
+    """Forward-mode estimate: random tangents `v`, then `v * (J v)`, averaged over `v`."""
+    spec = plan.spec
+    assert isinstance(spec, FwdGradSpec)
+    (key,) = core.leading
+    leaves, treedef = jax.tree.flatten(primals)
+    for leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise _TraceTypeError(
+                f"{plan.label}: fwd_grad needs inexact (float or complex) inputs to draw "
+                f"tangents for, got dtype {dtype}. Cast the input to a float dtype first."
+            )
+    batch = () if spec.tangent_size is None else (spec.tangent_size,)
+    keys = jax.random.split(key, len(leaves))
+    tangents = jax.tree.unflatten(
+        treedef,
+        [
+            jax.random.normal(k, batch + jnp.shape(leaf), jnp.result_type(leaf))
+            for k, leaf in zip(keys, leaves, strict=True)
+        ],
     )
-    result = (out, out_tangent, aux) if plan.spec.has_aux else (out, out_tangent)
-    return result, new_write_vals
+    # linearize runs the function once; its linear map is then batched over directions.
+    out, linear, (value, aux, new_write_vals) = jax.linearize(core, *primals, has_aux=True)
+    if jnp.ndim(out) != 0:
+        raise _TraceValueError(
+            f"{plan.label}: fwd_grad estimates the gradient of a scalar function, but the "
+            f"output has shape {jnp.shape(out)}. Return a scalar, or use vector_grad, jacfwd "
+            "or jacrev for a non-scalar output."
+        )
+    clip = spec.drct_der_clip
+
+    def estimate(direction: Any) -> Any:
+        derivative = linear(*direction)
+        if clip is not None:
+            derivative = jnp.clip(derivative, -clip, clip)
+        return jax.tree.map(lambda t: t * derivative, direction)
+
+    g = estimate(tangents) if not batch else jax.vmap(estimate)(tangents)
+    if batch:
+        g = jax.tree.map(lambda x: jnp.mean(x, axis=0), g)
+    return _extras(plan, plan.select(g), value, aux), new_write_vals
+
+
+def _checking_nan(apply: _Apply) -> _Apply:
+    """`apply`, then a `NaNError` naming each derivative entry that holds NaN or Inf."""
+
+    def checked(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
+        result, new_write_vals = apply(core, primals, plan)
+        g = _extras_g(plan, result)
+        entries = _named_entries(plan, g)
+        flags = [_has_nan_or_inf(value) for _, value in entries]
+        names = [name for name, _ in entries]
+
+        def error(bad: Any) -> NaNError:
+            which = [
+                name for name, flag in zip(names, np.asarray(bad).tolist(), strict=True) if flag
+            ]
+            return NaNError(
+                f"{plan.label}: NaN/Inf in the derivative with respect to {', '.join(which)} "
+                "(debug_nan=True). No state was changed. Find where it starts with "
+                "statejax.transform.debug_nan(fn, *args)."
+            )
+
+        if flags:
+            raise_when(jnp.stack(flags), error)
+        return result, new_write_vals
+
+    return checked
+
+
+def _extras_g(plan: _Plan, result: Any) -> Any:
+    """The derivative `g` out of `_extras`' result."""
+    extra = getattr(plan.spec, "return_value", False) or plan.spec.has_aux
+    return result[0] if extra else result
+
+
+def _named_entries(plan: _Plan, g: Any) -> list[tuple[str, Any]]:
+    """The parts of `g` with a name each: grad states by path, arguments by position."""
+    targets = plan.targets
+    parts: list[tuple[str, Any]] = []
+    state_part: Any = None
+    arg_part: Any = g
+    if plan.n_primals == 2:
+        state_part, arg_part = g
+    elif plan.with_states:
+        state_part, arg_part = g, None
+    if plan.with_states:
+        values = targets.unpack(_as_user_structure(targets, state_part), plan.label)
+        for index, (state, value) in enumerate(zip(targets.states, values, strict=True)):
+            parts.append((describe_state(state, targets.path(index)), value))
+    argnums = plan.argnums
+    if isinstance(argnums, int):
+        parts.append((f"argument {argnums}", arg_part))
+    elif argnums is not None:
+        for position, value in zip(argnums, arg_part, strict=True):
+            parts.append((f"argument {position}", value))
+    return parts
+
+
+def _as_user_structure(targets: _Targets, packed: Any) -> Any:
+    return _Dict(packed) if targets.kind == "dict" else packed
+
+
+def _has_nan_or_inf(tree: Any) -> jax.Array:
+    flags = [
+        jnp.any(~jnp.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.any(jnp.stack(flags)) if flags else jnp.array(False)
 
 
 # --------------------------------------------------------------------------- public API
+
+
+def _gradient(
+    name: str,
+    spec_type: type[VectorGradSpec],
+    apply: _Apply,
+    fn: Callable[..., Any] | None,
+    grad_states: GradStates,
+    key: Any = None,
+    **options: Any,
+) -> Callable[..., Any]:
+    """Validate the options once, then wrap `fn` (or return a decorator that does)."""
+    spec = parse_spec(spec_type, name, **options)
+    _targets(grad_states, name)  # validated at decoration, even when used as a decorator
+
+    def make(f: Callable[..., Any]) -> GradientTransform:
+        return GradientTransform._make(name, spec, apply, f, grad_states, key)
+
+    return make if fn is None else make(fn)
+
+
+def _jax_options(**options: Any) -> dict[str, Any]:
+    """The options passed on to the JAX transform, only where they differ from its default."""
+    return {k: v for k, v in options.items() if v}
 
 
 @overload
@@ -634,21 +1042,29 @@ def grad(
     check_states: bool = True,
     debug_nan: bool = False,
 ) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
-def grad(  # type: ignore[misc]  # until the issue 9 parameter list lands here
+def grad(
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
+    holomorphic: bool = False,
+    allow_int: bool = False,
     has_aux: bool = False,
     return_value: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Any,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The gradient of a scalar function with respect to states and/or arguments.
 
-    Returns a function with `fn`'s arguments that returns `g` (see the module
-    docs for its structure), or `(g, value)`, `(g, aux)`, `(g, value, aux)`
-    when `return_value` / `has_aux` ask for them. Writes made by `fn` are
-    applied after the call. Called without `fn`, returns a decorator.
+    Returns a `GradientTransform`: a function with `fn`'s arguments that
+    returns `g` (see the module docs for its structure), or `(g, value)`,
+    `(g, aux)`, `(g, value, aux)` when `return_value` / `has_aux` ask for
+    them. Writes made by `fn` are applied after the call. Called without
+    `fn`, returns a decorator. `holomorphic` and `allow_int` are passed to
+    `jax.grad`; `check_states=False` gives zeros for grad states `fn` never
+    reads; `debug_nan=True` raises `NaNError` (and changes no state) when a
+    derivative holds NaN or Inf. `unit_aware=True` is refused (a `SpecError`).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -666,17 +1082,222 @@ def grad(  # type: ignore[misc]  # until the issue 9 parameter list lands here
         >>> g["w"].tolist(), float(value)
         ([6.0, 6.0], 9.0)
     """
-    return _family(
+    return _gradient(
         "grad",
         GradSpec,
-        _jacobian_apply(jax.grad),
+        _jacobian_apply(
+            functools.partial(
+                jax.grad, **_jax_options(holomorphic=holomorphic, allow_int=allow_int)
+            )
+        ),
         fn,
         grad_states,
         argnums=argnums,
+        holomorphic=holomorphic,
+        allow_int=allow_int,
         has_aux=has_aux,
         return_value=return_value,
-        allow_unused=allow_unused,
+        unit_aware=unit_aware,
+        check_states=check_states,
+        debug_nan=debug_nan,
         **misspelled,
+    )
+
+
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: None = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Any, RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: State[Any],
+    argnums: None = None,
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, jax.Array, RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: State[Any],
+    argnums: int | Sequence[int],
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[jax.Array, Any], RV, AX]: ...
+@overload
+def vector_grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
+    fn: Callable[P, R],
+    grad_states: Mapping[K, State[Any]],
+    argnums: None = None,
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Mapping[K, jax.Array], RV, AX]: ...
+@overload
+def vector_grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
+    fn: Callable[P, R],
+    grad_states: Mapping[K, State[Any]],
+    argnums: int | Sequence[int],
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[Mapping[K, jax.Array], Any], RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: Iterable[State[Any]],
+    argnums: None = None,
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, Sequence[jax.Array], RV, AX]: ...
+@overload
+def vector_grad(
+    fn: Callable[P, R],
+    grad_states: Iterable[State[Any]],
+    argnums: int | Sequence[int],
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> GradFunction[P, R, tuple[Sequence[jax.Array], Any], RV, AX]: ...
+@overload
+def vector_grad(
+    fn: None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: RV = ...,
+    has_aux: AX = ...,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
+def vector_grad(
+    fn: Callable[..., Any] | None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    has_aux: bool = False,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+    **misspelled: Never,
+) -> Callable[..., Any]:
+    """The gradient of `sum(fn(...))` for a function with a non-scalar output.
+
+    A vector-Jacobian product with a cotangent of ones: for elementwise
+    functions, the elementwise derivative. Same arguments and result structure
+    as `grad`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.autodiff import vector_grad
+        >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
+        >>> vector_grad(lambda: w.value ** 2, w)().tolist()
+        [2.0, 4.0]
+    """
+    return _gradient(
+        "vector_grad",
+        VectorGradSpec,
+        _vector_grad_apply,
+        fn,
+        grad_states,
+        argnums=argnums,
+        return_value=return_value,
+        has_aux=has_aux,
+        unit_aware=unit_aware,
+        check_states=check_states,
+        debug_nan=debug_nan,
+        **misspelled,
+    )
+
+
+def fwd_grad(
+    fn: Callable[..., Any] | None = None,
+    grad_states: GradStates = None,
+    argnums: int | Sequence[int] | None = None,
+    return_value: bool = False,
+    has_aux: bool = False,
+    tangent_size: int | None = None,
+    drct_der_clip: float | None = None,
+    key: Any = None,
+    check_states: bool = True,
+    debug_nan: bool = False,
+    **misspelled: Never,
+) -> Callable[..., Any]:
+    """A forward-mode estimate of the gradient of a scalar function.
+
+    Draws a random normal tangent `v` for the differentiated values and
+    returns `v * (J v)`, an unbiased estimate of the gradient computed in
+    forward mode; `tangent_size=n` averages `n` directions. `drct_der_clip`
+    clips each directional derivative `J v`. `key` (an int seed or a PRNG
+    key) fixes the directions; without it, each call draws a key from
+    `statejax.random`'s default state. Same result structure as `grad`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.autodiff import fwd_grad
+        >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
+        >>> g = fwd_grad(lambda: jnp.sum(w.value ** 2), w, tangent_size=4096, key=0)()
+        >>> bool(jnp.allclose(g, jnp.array([2.0, 4.0]), atol=0.3))
+        True
+    """
+    return _gradient(
+        "fwd_grad",
+        FwdGradSpec,
+        _fwd_grad_apply,
+        fn,
+        grad_states,
+        _as_key(key),
+        argnums=argnums,
+        return_value=return_value,
+        has_aux=has_aux,
+        tangent_size=tangent_size,
+        drct_der_clip=drct_der_clip,
+        check_states=check_states,
+        debug_nan=debug_nan,
+        **misspelled,
+    )
+
+
+def _as_key(key: Any) -> Any:
+    """A PRNG key from `key`: an int seed, a size-1 integer array seed, or a key."""
+    if key is None:
+        return None
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.PRNGKey(int(key))
+    array = key if isinstance(key, jax.Array) else np.asarray(key)
+    if jnp.issubdtype(array.dtype, jax.dtypes.prng_key):
+        return array
+    if jnp.issubdtype(array.dtype, jnp.integer) and array.size == 1:
+        return jax.random.PRNGKey(int(np.asarray(array).reshape(())))
+    if array.dtype == jnp.uint32 and array.shape == (2,):
+        return array
+    raise SpecError(
+        f"statejax.fwd_grad: option key: {key!r} is neither an int seed nor a PRNG key. Pass "
+        "an int, jax.random.PRNGKey(seed), or None to draw from statejax.random."
     )
 
 
@@ -685,10 +1306,10 @@ def jacrev(
     fn: Callable[P, R],
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
     has_aux: AX = ...,
     return_value: RV = ...,
+    holomorphic: bool = False,
+    allow_int: bool = False,
     unit_aware: bool = False,
     check_states: bool = True,
     debug_nan: bool = False,
@@ -698,27 +1319,32 @@ def jacrev(
     fn: None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
     has_aux: AX = ...,
     return_value: RV = ...,
+    holomorphic: bool = False,
+    allow_int: bool = False,
     unit_aware: bool = False,
     check_states: bool = True,
     debug_nan: bool = False,
 ) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
-def jacrev(  # type: ignore[misc]  # until the issue 9 parameter list lands here
+def jacrev(
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Any,
+    holomorphic: bool = False,
+    allow_int: bool = False,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The Jacobian by reverse mode (`jax.jacrev`) over states and/or arguments.
 
     Same arguments and result structure as `grad`; each derivative leaf has
-    the output's shape followed by the input's shape.
+    the output's shape followed by the input's shape. `jacobian` is this
+    function.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -728,18 +1354,30 @@ def jacrev(  # type: ignore[misc]  # until the issue 9 parameter list lands here
         >>> jacrev(lambda x: w.value * x, w)(jnp.array(3.0)).tolist()
         [[3.0, 0.0], [0.0, 3.0]]
     """
-    return _family(
+    return _gradient(
         "jacrev",
         GradSpec,
-        _jacobian_apply(jax.jacrev),
+        _jacobian_apply(
+            functools.partial(
+                jax.jacrev, **_jax_options(holomorphic=holomorphic, allow_int=allow_int)
+            )
+        ),
         fn,
         grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
-        allow_unused=allow_unused,
+        holomorphic=holomorphic,
+        allow_int=allow_int,
+        unit_aware=unit_aware,
+        check_states=check_states,
+        debug_nan=debug_nan,
         **misspelled,
     )
+
+
+#: BrainState's name for `jacrev`.
+jacobian = jacrev
 
 
 @overload
@@ -747,10 +1385,9 @@ def jacfwd(
     fn: Callable[P, R],
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
     has_aux: AX = ...,
     return_value: RV = ...,
+    holomorphic: bool = False,
     unit_aware: bool = False,
     check_states: bool = True,
     debug_nan: bool = False,
@@ -760,22 +1397,24 @@ def jacfwd(
     fn: None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
     has_aux: AX = ...,
     return_value: RV = ...,
+    holomorphic: bool = False,
     unit_aware: bool = False,
     check_states: bool = True,
     debug_nan: bool = False,
 ) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
-def jacfwd(  # type: ignore[misc]  # until the issue 9 parameter list lands here
+def jacfwd(
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
     has_aux: bool = False,
     return_value: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Any,
+    holomorphic: bool = False,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The Jacobian by forward mode (`jax.jacfwd`) over states and/or arguments.
 
@@ -790,16 +1429,19 @@ def jacfwd(  # type: ignore[misc]  # until the issue 9 parameter list lands here
         >>> jac.tolist(), value.tolist()
         ([[3.0, 0.0], [0.0, 3.0]], [3.0, 6.0])
     """
-    return _family(
+    return _gradient(
         "jacfwd",
-        GradSpec,
-        _jacobian_apply(jax.jacfwd),
+        JacFwdSpec,
+        _jacobian_apply(functools.partial(jax.jacfwd, **_jax_options(holomorphic=holomorphic))),
         fn,
         grad_states,
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
-        allow_unused=allow_unused,
+        holomorphic=holomorphic,
+        unit_aware=unit_aware,
+        check_states=check_states,
+        debug_nan=debug_nan,
         **misspelled,
     )
 
@@ -809,10 +1451,9 @@ def hessian(
     fn: Callable[P, R],
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
     return_value: RV = ...,
+    holomorphic: bool = False,
+    has_aux: AX = ...,
     unit_aware: bool = False,
     check_states: bool = True,
     debug_nan: bool = False,
@@ -822,22 +1463,24 @@ def hessian(
     fn: None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
     return_value: RV = ...,
+    holomorphic: bool = False,
+    has_aux: AX = ...,
     unit_aware: bool = False,
     check_states: bool = True,
     debug_nan: bool = False,
 ) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
-def hessian(  # type: ignore[misc]  # until the issue 9 parameter list lands here
+def hessian(
     fn: Callable[..., Any] | None = None,
     grad_states: GradStates = None,
     argnums: int | Sequence[int] | None = None,
-    has_aux: bool = False,
     return_value: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Any,
+    holomorphic: bool = False,
+    has_aux: bool = False,
+    unit_aware: bool = False,
+    check_states: bool = True,
+    debug_nan: bool = False,
+    **misspelled: Never,
 ) -> Callable[..., Any]:
     """The Hessian of a scalar function (`jax.hessian`) over states and/or arguments.
 
@@ -859,249 +1502,179 @@ def hessian(  # type: ignore[misc]  # until the issue 9 parameter list lands her
         >>> h["w"]["w"].tolist()
         [[6.0, 0.0], [0.0, 12.0]]
     """
-    return _family(
+    return _gradient(
         "hessian",
-        GradSpec,
-        _jacobian_apply(jax.hessian),
+        JacFwdSpec,
+        _jacobian_apply(functools.partial(jax.hessian, **_jax_options(holomorphic=holomorphic))),
         fn,
         grad_states,
         argnums=argnums,
-        has_aux=has_aux,
         return_value=return_value,
-        allow_unused=allow_unused,
+        holomorphic=holomorphic,
+        has_aux=has_aux,
+        unit_aware=unit_aware,
+        check_states=check_states,
+        debug_nan=debug_nan,
         **misspelled,
     )
 
 
-@overload
-def vector_grad(
-    fn: Callable[P, R],
-    grad_states: None = None,
-    argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, Any, RV, AX]: ...
-@overload
-def vector_grad(
-    fn: Callable[P, R],
-    grad_states: State[Any],
-    argnums: None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, jax.Array, RV, AX]: ...
-@overload
-def vector_grad(
-    fn: Callable[P, R],
-    grad_states: State[Any],
-    argnums: int | Sequence[int],
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, tuple[jax.Array, Any], RV, AX]: ...
-@overload
-def vector_grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
-    fn: Callable[P, R],
-    grad_states: Mapping[K, State[Any]],
-    argnums: None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, Mapping[K, jax.Array], RV, AX]: ...
-@overload
-def vector_grad(  # type: ignore[overload-overlap]  # a Mapping of States to States is both
-    fn: Callable[P, R],
-    grad_states: Mapping[K, State[Any]],
-    argnums: int | Sequence[int],
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, tuple[Mapping[K, jax.Array], Any], RV, AX]: ...
-@overload
-def vector_grad(
-    fn: Callable[P, R],
-    grad_states: Iterable[State[Any]],
-    argnums: None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, Sequence[jax.Array], RV, AX]: ...
-@overload
-def vector_grad(
-    fn: Callable[P, R],
-    grad_states: Iterable[State[Any]],
-    argnums: int | Sequence[int],
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> GradFunction[P, R, tuple[Sequence[jax.Array], Any], RV, AX]: ...
-@overload
-def vector_grad(
-    fn: None = None,
-    grad_states: GradStates = None,
-    argnums: int | Sequence[int] | None = None,
-    holomorphic: bool = False,
-    allow_int: bool = False,
-    has_aux: AX = ...,
-    return_value: RV = ...,
-    unit_aware: bool = False,
-    check_states: bool = True,
-    debug_nan: bool = False,
-) -> Callable[[Callable[P, R]], GradFunction[P, R, Any, RV, AX]]: ...
-def vector_grad(  # type: ignore[misc]  # until the issue 9 parameter list lands here
-    fn: Callable[..., Any] | None = None,
-    grad_states: GradStates = None,
-    argnums: int | Sequence[int] | None = None,
-    has_aux: bool = False,
-    return_value: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Any,
-) -> Callable[..., Any]:
-    """The gradient of `sum(fn(...))` for a function with a non-scalar output.
-
-    A vector-Jacobian product with a cotangent of ones: for elementwise
-    functions, the elementwise derivative. Same arguments and result structure
-    as `grad`.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import vector_grad
-        >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
-        >>> vector_grad(lambda: w.value ** 2, w)().tolist()
-        [2.0, 4.0]
-    """
-    return _family(
-        "vector_grad",
-        GradSpec,
-        _vector_grad_apply,
-        fn,
-        grad_states,
-        argnums=argnums,
-        has_aux=has_aux,
-        return_value=return_value,
-        allow_unused=allow_unused,
-        **misspelled,
-    )
+def _vjp_argnums(argnums: Any, n_primals: int, label: str) -> Any:
+    """`argnums` against the primals given: negative positions count from the end."""
+    if argnums is None or n_primals == 0:
+        return None
+    single = isinstance(argnums, (int, np.integer)) and not isinstance(argnums, bool)
+    items = [argnums] if single else argnums
+    if not isinstance(items, (list, tuple)):
+        return argnums  # not ints: the spec names the problem
+    resolved = []
+    for item in items:
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if not -n_primals <= item < n_primals:
+                raise SpecError(
+                    f"{label}: option argnums: {item} is out of range for {n_primals} "
+                    "positional argument(s). Count from 0 (or from -1 at the end)."
+                )
+            item = int(item) % n_primals
+        resolved.append(item)
+    return resolved[0] if single else tuple(resolved)
 
 
 def vjp(
-    fn: Callable[..., Any] | None = None,
+    fn: Callable[..., Any],
+    *primals: Any,
     grad_states: GradStates = None,
-    argnums: int | Sequence[int] | None = None,
+    argnums: int | Sequence[int] | None = 0,
     has_aux: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Never,
-) -> Callable[..., Any]:
+) -> tuple[Any, ...]:
     """A vector-Jacobian product (`jax.vjp`) over states and/or arguments.
 
-    `vjp(fn, grad_states, argnums)(*args)` runs `fn` once (its writes are
-    applied) and returns `(out, pullback)`, or `(out, pullback, aux)` with
-    `has_aux`. `pullback(cotangent)` takes a cotangent shaped like `out`
-    and returns `g` in the structure `grad` uses. Call `pullback`
-    inside the same transform that called the vjp'd function.
+    Runs `fn(*primals)` once (its writes are applied) and returns `(out,
+    vjp_fn)`, or `(out, vjp_fn, aux)` with `has_aux`. `vjp_fn(cotangent)`
+    takes a cotangent shaped like `out` and returns the cotangents: of the
+    `argnums` arguments without `grad_states`; `(state_cotangents,
+    arg_cotangents)` with both; the state cotangents only when `argnums` is
+    `None` or no primals are given. State cotangents come in the structure
+    of `grad_states`; a negative `argnums` counts from the end. Call `vjp_fn`
+    inside the same transform that called `vjp`.
+
+    Raises:
+        SpecError: `argnums` out of range or repeated, a grad state `fn`
+            never reads, or nothing to differentiate (no primals and no
+            `grad_states`).
 
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import vjp
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
-        >>> out, pullback = vjp(lambda x: w.value * x, w, argnums=0)(jnp.array(3.0))
-        >>> gw, gx = pullback(jnp.array([1.0, 1.0]))
+        >>> out, vjp_fn = vjp(lambda x: w.value * x, jnp.array(3.0), grad_states=w)
+        >>> gw, gx = vjp_fn(jnp.array([1.0, 1.0]))
         >>> out.tolist(), gw.tolist(), float(gx)
         ([3.0, 6.0], [3.0, 3.0], 3.0)
     """
-    return _family(
-        "vjp",
-        DiffSpec,
-        _vjp_apply,
-        fn,
-        grad_states,
-        argnums=argnums,
-        has_aux=has_aux,
-        allow_unused=allow_unused,
-        **misspelled,
-    )
+    label = f"statejax.vjp({name_of(fn)})"
+    targets = _targets(grad_states, "vjp")
+    resolved = _vjp_argnums(argnums, len(primals), label)
+    if resolved is None and targets.kind == "none":
+        raise SpecError(
+            f"{label}: nothing to differentiate: no positional primals (or argnums=None) and "
+            "no grad_states. Pass the arguments to differentiate, or grad_states."
+        )
+    spec = parse_spec(VjpSpec, "vjp", argnums=resolved, has_aux=has_aux)
+    plan = _Plan(label, targets, spec)
+    result: tuple[Any, ...] = _stateful(label, fn, plan, _vjp_apply)(*primals)
+    return result
+
+
+def _vjp_apply(core: _Core, primals: tuple[Any, ...], plan: _Plan) -> Any:
+    out, raw_pullback, (_, aux, new_write_vals) = jax.vjp(core, *primals, has_aux=True)
+
+    def vjp_fn(cotangent: Any) -> Any:
+        return plan.select(raw_pullback(cotangent))
+
+    result = (out, vjp_fn, aux) if plan.spec.has_aux else (out, vjp_fn)
+    return result, new_write_vals
 
 
 def jvp(
-    fn: Callable[..., Any] | None = None,
-    grad_states: GradStates = None,
-    argnums: int | Sequence[int] | None = None,
+    fn: Callable[..., Any],
+    primals: Sequence[Any],
+    tangents: Sequence[Any],
+    *,
     has_aux: bool = False,
-    allow_unused: bool = False,
-    **misspelled: Never,
-) -> Callable[..., Any]:
-    """A Jacobian-vector product (`jax.jvp`) over states and/or arguments.
+) -> tuple[Any, ...]:
+    """A Jacobian-vector product (`jax.jvp`) of a function that may use states.
 
-    `jvp(fn, grad_states, argnums)(tangents, *args)` runs `fn(*args)` once (its
-    writes are applied) and returns `(out, out_tangent)`, or `(out,
-    out_tangent, aux)` with `has_aux`. `tangents` has the structure
-    `grad` would return: tangents of the grad states in their structure,
-    of the arguments, or the pair `(state_tangents, arg_tangents)`. `argnums`
-    counts the arguments of `fn`, after `tangents`.
+    Runs `fn(*primals)` once (its writes are applied) and returns `(out,
+    out_tangent)`, or `(out, out_tangent, aux)` with `has_aux`, as
+    `jax.jvp(fn, primals, tangents)` does. States are constants here (zero
+    tangent); for derivatives with respect to states use `jacfwd` or `grad`.
+
+    Raises:
+        TypeError: `primals` or `tangents` is not a tuple or list.
 
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
         >>> from statejax.transforms.autodiff import jvp
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
-        >>> out, tangent = jvp(lambda x: w.value * x, w)(jnp.array([1.0, 0.0]), jnp.array(3.0))
+        >>> out, tangent = jvp(lambda x: w.value * x, (jnp.array(3.0),), (jnp.array(1.0),))
         >>> out.tolist(), tangent.tolist()
-        ([3.0, 6.0], [3.0, 0.0])
+        ([3.0, 6.0], [1.0, 2.0])
     """
-    return _family(
-        "jvp",
-        DiffSpec,
-        _jvp_apply,
-        fn,
-        grad_states,
-        leading=1,
-        argnums=argnums,
-        has_aux=has_aux,
-        allow_unused=allow_unused,
-        **misspelled,
-    )
+    label = f"statejax.jvp({name_of(fn)})"
+    for what, value in (("primals", primals), ("tangents", tangents)):
+        if not isinstance(value, (tuple, list)):
+            raise _SpecTypeError(
+                f"{label}: {what} must be a tuple or list (one entry per positional argument "
+                f"of the function), got {type(value).__name__}."
+            )
+    spec = parse_spec(JvpSpec, "jvp", has_aux=has_aux)
+    n = len(primals)
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
+        def transformed(
+            read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any
+        ) -> tuple[Any, Sequence[Any]]:
+            prim, tang = args[:n], args[n:]
+
+            def core(*values: Any) -> tuple[Any, tuple[Any, list[Any]]]:
+                out, new_write_vals = pure(read_vals, write_vals, *values)
+                aux = None
+                if spec.has_aux:
+                    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+                        raise _TraceTypeError(
+                            f"{label}: has_aux=True but the function returned {_kind(out)}, "
+                            "not a pair (output, aux). Return a 2-tuple, or drop has_aux."
+                        )
+                    out, aux = out
+                return out, (aux, new_write_vals)
+
+            out, out_tangent, (aux, new_write_vals) = jax.jvp(core, prim, tang, has_aux=True)
+            result = (out, out_tangent, aux) if spec.has_aux else (out, out_tangent)
+            return result, new_write_vals
+
+        return transformed
+
+    def user_fn(*args: Any) -> Any:
+        return fn(*args[:n])
+
+    stateful: StatefulFunction[tuple[Any, ...]] = StatefulFunction(user_fn, label, lift)
+    return stateful(*primals, *tangents)
 
 
 @hookimpl
 def statejax_register_transforms(registry: Any) -> None:
     for name, function, spec, summary in (
         ("grad", grad, GradSpec, "gradient over states and arguments (jax.grad)"),
-        ("vector_grad", vector_grad, GradSpec, "gradient of a vector output's sum (jax.vjp)"),
+        ("vector_grad", vector_grad, VectorGradSpec, "gradient of a vector output's sum"),
+        ("fwd_grad", fwd_grad, FwdGradSpec, "forward-mode gradient estimate (random tangents)"),
         ("jacrev", jacrev, GradSpec, "reverse-mode Jacobian over states and arguments"),
-        ("jacfwd", jacfwd, GradSpec, "forward-mode Jacobian over states and arguments"),
-        ("hessian", hessian, GradSpec, "Hessian over states and arguments (jax.hessian)"),
-        ("vjp", vjp, DiffSpec, "vector-Jacobian product over states and arguments"),
-        ("jvp", jvp, DiffSpec, "Jacobian-vector product over states and arguments"),
+        ("jacobian", jacobian, GradSpec, "BrainState's name for jacrev"),
+        ("jacfwd", jacfwd, JacFwdSpec, "forward-mode Jacobian over states and arguments"),
+        ("hessian", hessian, JacFwdSpec, "Hessian over states and arguments (jax.hessian)"),
+        ("vjp", vjp, VjpSpec, "vector-Jacobian product over states and arguments (jax.vjp)"),
+        ("jvp", jvp, JvpSpec, "Jacobian-vector product; states are constants (jax.jvp)"),
     ):
         registry.register(Transform(name, function, spec, summary))
