@@ -54,6 +54,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.vmap",
     "statejax.random",
     "statejax.transforms.loops",
+    "statejax.transforms.bounded",
+    "statejax.transforms.unvmap",
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
 )
