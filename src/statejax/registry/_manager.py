@@ -56,6 +56,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.loops",
     "statejax.transforms.bounded",
     "statejax.transforms.unvmap",
+    "statejax.transforms.naming",
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
 )

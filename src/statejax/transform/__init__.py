@@ -15,14 +15,26 @@ from typing import Any
 from statejax.registry._manager import get_registry
 from statejax.transforms.abstract import eval_shape, make_jaxpr
 from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
+from statejax.transforms.bounded import (
+    bounded_while_loop,
+    checkpointed_for_loop,
+    checkpointed_scan,
+)
 from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.naming import named_call, named_scope
+from statejax.transforms.progress import ProgressBar
+from statejax.transforms.unvmap import unvmap
 from statejax.transforms.vmap import map, vmap
 
 __all__ = [
+    "ProgressBar",
+    "bounded_while_loop",
     "checkpoint",
+    "checkpointed_for_loop",
+    "checkpointed_scan",
     "cond",
     "eval_shape",
     "for_loop",
@@ -35,9 +47,12 @@ __all__ = [
     "jvp",
     "make_jaxpr",
     "map",
+    "named_call",
+    "named_scope",
     "remat",
     "scan",
     "switch",
+    "unvmap",
     "vector_grad",
     "vjp",
     "vmap",
