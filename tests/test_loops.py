@@ -320,7 +320,8 @@ def test_pbar_and_option_validation() -> None:
     assert ScanSpec(pbar=None).pbar is None
     with pytest.raises(
         sj.SpecError,
-        match=r"statejax\.scan: option pbar\['freq'\]: Input should be greater than 0",
+        match=r"statejax\.scan: option pbar: statejax\.ProgressBar: option freq: Input should "
+        r"be greater than 0",
     ):
         scan(lambda c, x: (c, x), 0, jnp.ones(2), pbar=0)
     with pytest.raises(sj.SpecError, match=r"statejax\.scan: option pbar: True is a bool"):

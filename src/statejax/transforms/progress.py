@@ -17,7 +17,7 @@ import pydantic
 from jax import lax
 
 from statejax.extend import SpecError, TransformSpec, parse_spec
-from statejax.transforms._common import MAX_INT32, PositiveCount
+from statejax.transforms._common import PositiveCount
 
 __all__ = ["BarHandler", "ProgressBar", "as_pbar", "pbar_json_schema", "progress_handler"]
 
@@ -127,9 +127,7 @@ def as_pbar(value: Any) -> Any:
             "every k steps, or None for no bar"
         )
     if isinstance(value, (int, np.integer)):
-        # A valid freq becomes the same object ProgressBar(freq=k) is; a bad one is left
-        # to pydantic, whose error then names pbar['freq'].
-        return ProgressBar(freq=int(value)) if 0 < value <= MAX_INT32 else {"freq": value}
+        return {"freq": int(value)}
     return value
 
 
