@@ -22,7 +22,7 @@ constants, and the final values are stored after the loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import jax
@@ -51,8 +51,12 @@ from statejax.transforms.loops import (
     _scan,
     _while_eagerly,
 )
-from statejax.transforms.progress import BarHandler, ProgressBar, as_pbar, pbar_json_schema
-from statejax.transforms.progress import progress_handler
+from statejax.transforms.progress import (
+    ProgressBar,
+    as_pbar,
+    pbar_json_schema,
+    progress_handler,
+)
 from statejax.transforms.unvmap import unvmap
 
 __all__ = [

@@ -320,7 +320,9 @@ def ifelse(
         bad = (true > 1) if at_most else (true != 1)
         lax.cond(
             unvmap(bad, "any"),  # any lane: under vmap a batched cond would run both sides
-            lambda: jax.debug.callback(functools.partial(_check_exclusive, n=n, at_most=at_most), true),
+            lambda: jax.debug.callback(
+                functools.partial(_check_exclusive, n=n, at_most=at_most), true
+            ),
             lambda: None,
         )
     index = jnp.where(jnp.any(flags), jnp.argmax(flags), fallback).astype(jnp.int32)

@@ -59,8 +59,8 @@ from statejax.transforms._common import (
     signature,
 )
 from statejax.transforms.progress import (
-    ProgressBar,
     BarHandler,
+    ProgressBar,
     as_pbar,
     pbar_json_schema,
     progress_handler,
@@ -262,9 +262,7 @@ def scan(
         >>> int(n), running.tolist(), float(total.value)
         (4, [0.0, 1.0, 3.0, 6.0], 6.0)
     """
-    spec = parse_spec(
-        ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, pbar=pbar
-    )
+    spec = parse_spec(ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, pbar=pbar)
     return _scan(f, init, xs, spec, "scan", name_of(f))
 
 

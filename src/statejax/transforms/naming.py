@@ -144,6 +144,4 @@ def statejax_register_transforms(registry: Any) -> None:
     registry.register(
         Transform("named_call", named_call, NamedCallSpec, "run under jax.named_scope(name)")
     )
-    registry.register(
-        Transform("named_scope", named_scope, NamedScopeSpec, "jit of a named_call")
-    )
+    registry.register(Transform("named_scope", named_scope, NamedScopeSpec, "jit of a named_call"))

@@ -107,12 +107,12 @@ class ProgressBar(_BarOptions):
                 "it (use desc= for the text, freq=/count= for the updates)."
             )
         try:
-            super().__init__(freq=freq, count=count, desc=desc, kwargs=tuple(sorted(kwargs.items())))
+            super().__init__(
+                freq=freq, count=count, desc=desc, kwargs=tuple(sorted(kwargs.items()))
+            )
         except pydantic.ValidationError:
             # Validate again through parse_spec for statejax's error message.
-            parse_spec(
-                _BarOptions, "ProgressBar", freq=freq, count=count, desc=desc, kwargs=()
-            )
+            parse_spec(_BarOptions, "ProgressBar", freq=freq, count=count, desc=desc, kwargs=())
             raise
 
 

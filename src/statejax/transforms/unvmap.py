@@ -48,14 +48,14 @@ def _define(
 ) -> Primitive:
     """A primitive computing `impl(x)`; under vmap, `impl` of the whole batched value."""
     prim = Primitive(f"statejax_unvmap_{name}")
-    prim.def_impl(impl)
-    prim.def_abstract_eval(out)
+    prim.def_impl(impl)  # type: ignore[no-untyped-call]
+    prim.def_abstract_eval(out)  # type: ignore[no-untyped-call]
 
     def batch(args: tuple[Any, ...], dims: tuple[Any, ...]) -> tuple[Any, None]:
         (x,), (dim,) = args, dims
         if name == "none":  # keep the first lane: the value every lane agrees on
             x = jnp.take(x, 0, axis=dim)
-        return prim.bind(x), None
+        return prim.bind(x), None  # type: ignore[no-untyped-call]
 
     batching.primitive_batchers[prim] = batch
     mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=False))
@@ -106,7 +106,8 @@ def unvmap(x: Any, op: UnvmapOp = "any") -> jax.Array:
         [3.0, 3.0, 3.0, 3.0]
     """
     spec = parse_spec(UnvmapSpec, "unvmap", op=op)
-    return _PRIMITIVES[spec.op].bind(jnp.asarray(x))  # type: ignore[no-any-return]
+    out: jax.Array = _PRIMITIVES[spec.op].bind(jnp.asarray(x))  # type: ignore[no-untyped-call]
+    return out
 
 
 @hookimpl
