@@ -27,7 +27,7 @@ from statejax.transforms.loops import for_loop, scan, while_loop
 from statejax.transforms.naming import named_call, named_scope
 from statejax.transforms.progress import ProgressBar
 from statejax.transforms.unvmap import unvmap
-from statejax.transforms.vmap import map, vmap
+from statejax.transforms.vmap import map, vmap, vmap_new_states
 
 __all__ = [
     "ProgressBar",
@@ -56,6 +56,7 @@ __all__ = [
     "vector_grad",
     "vjp",
     "vmap",
+    "vmap_new_states",
     "while_loop",
 ]
 
