@@ -88,6 +88,14 @@ def test_checkpointed_scan_options_are_checked() -> None:
         checkpointed_scan(lambda c, x: (c, x), 0.0, jnp.ones(3), base=1)
     with pytest.raises(sj.SpecError, match=r"checkpointed_for_loop: option base"):
         checkpointed_for_loop(lambda x: x, jnp.ones(3), base=True)
+    with pytest.raises(
+        sj.SpecError, match=r"leading axis lengths \[3, 2\] .* runs 3 \(the first\)"
+    ):
+        checkpointed_for_loop(lambda x, y: x, jnp.ones(3), jnp.ones(2))
+    with pytest.raises(sj.SpecError, match=r"lengths \[3\] .* runs length=4 steps"):
+        checkpointed_scan(lambda c, x: (c, x), 0.0, jnp.ones(3), length=4)
+    # no steps: nothing to bound, it runs as scan
+    assert checkpointed_scan(lambda c, x: (c + x, x), 1.0, jnp.ones(0))[1].shape == (0,)
 
 
 def test_bounded_while_loop_grad_equals_the_unrolled_grad() -> None:

@@ -32,6 +32,7 @@ from jax import lax
 
 from statejax.extend import (
     PureCore,
+    SpecError,
     Split,
     StatefulFunction,
     Transform,
@@ -191,6 +192,14 @@ def _checkpointed_scan(
         # Nothing to bound (no steps), or a Python loop (no reverse mode to bound).
         plain = ScanSpec(length=spec.length, pbar=spec.pbar)
         return _scan(f, init, xs, plain, name, fn_name)
+    sizes = [jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(xs)]
+    if any(size != n for size in sizes):
+        given = f"length={spec.length}" if spec.length is not None else f"{n} (the first)"
+        raise SpecError(
+            f"statejax.{name}: the arrays in xs have leading axis lengths {sizes} (None: a "
+            f"scalar) but the loop runs {given} steps; give every array in xs the same "
+            "leading axis length, equal to length."
+        )
     progress = progress_handler(spec.pbar, n, name)
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
