@@ -28,10 +28,9 @@ def test_list_prints_transforms_with_distribution_and_options(
 ) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    # The name column is as wide as the longest transform name: match any padding.
-    assert re.search(r"\njit +statejax +0\.1\.0  compile with jax\.jit", out)
+    assert re.search(r"^jit +statejax +0\.1\.0  compile with jax\.jit", out, re.M)
     assert "static_argnums=(), static_argnames=(), donate_states=False" in out
-    assert re.search(r"\nema +statejax-ema  0\.1\.0  exponential moving average", out)
+    assert re.search(r"^ema +statejax-ema +0\.1\.0  exponential moving average", out, re.M)
     assert "states=required, decay=0.999" in out
 
 
@@ -212,13 +211,23 @@ def test_schema_descriptions_are_plain_text(name: str, capsys: pytest.CaptureFix
     assert ">>>" not in out
 
 
-def test_progress_schema_accepts_what_scan_accepts(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["schema", "scan"]) == 0
-    progress = json.loads(capsys.readouterr().out)["properties"]["progress"]
-    kinds = [option.get("type", option.get("$ref")) for option in progress["anyOf"]]
-    assert kinds == ["boolean", "integer", "#/$defs/ProgressBar", "null"]
-    assert progress["anyOf"][1]["exclusiveMinimum"] == 0
-    assert "positive int" in progress["description"]
+@pytest.mark.parametrize("name", ["scan", "for_loop", "checkpointed_scan", "checkpointed_for_loop"])
+def test_pbar_schema_accepts_what_the_loop_accepts(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schema", name]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    pbar = schema["properties"]["pbar"]
+    kinds = [option.get("type", option.get("$ref")) for option in pbar["anyOf"]]
+    assert kinds == ["integer", "#/$defs/ProgressBar", "null"]
+    assert pbar["anyOf"][0]["exclusiveMinimum"] == 0
+    assert "positive int" in pbar["description"]
+    assert sorted(schema["$defs"]["ProgressBar"]["properties"]) == [
+        "count",
+        "desc",
+        "freq",
+        "kwargs",
+    ]
 
 
 def test_ema_states_schema_accepts_a_state_a_list_or_a_mapping(

@@ -130,7 +130,7 @@ def test_ifelse_runs_the_first_true_condition() -> None:
 
     @sj.jit
     def classify(a: jax.Array) -> jax.Array:
-        return ifelse([a > 10, a > 5, a > 2, a > 0], branches, a)
+        return ifelse([a > 10, a > 5, a > 2, a > 0], branches, a, check_cond=False)
 
     got = [int(classify(jnp.array(v))) for v in (11, 7, 3, 1, -4)]
     # 11 satisfies all conditions: the first one wins; -4 satisfies none: the last branch
@@ -140,6 +140,39 @@ def test_ifelse_runs_the_first_true_condition() -> None:
     # one branch more than conditions: an explicit else
     assert int(ifelse([False, False], [lambda: 1, lambda: 2, lambda: 3])) == 3
     assert int(ifelse([False, True], [lambda: 1, lambda: 2, lambda: 3])) == 2
+
+
+def test_ifelse_check_cond_refuses_overlapping_conditions_and_keeps_states() -> None:
+    hits = sj.State(jnp.array(0))
+
+    def hit() -> jax.Array:
+        hits.value += 1
+        return jnp.array(1)
+
+    branches = [hit, lambda: jnp.array(2)]
+    message = r"statejax\.ifelse: 2 of the 2 conditions are true; with check_cond=True exactly one"
+    with pytest.raises(ValueError, match=message):  # concrete: at the call
+        ifelse([True, True], branches)
+
+    @sj.jit
+    def pick(a: jax.Array) -> jax.Array:
+        return ifelse([a > 0, a > 1], branches)
+
+    assert int(pick(jnp.array(0.5))) == 1 and int(hits.value) == 1
+    with pytest.raises(jax.errors.JaxRuntimeError, match="2 of the 2 conditions are true"):
+        pick(jnp.array(3.0))  # traced: checked inside the compiled function
+    with pytest.raises(jax.errors.JaxRuntimeError, match="0 of the 2 conditions are true"):
+        pick(jnp.array(-1.0))
+    assert int(hits.value) == 1  # a failed call writes no state
+    # with an else branch, no true condition is fine; two are not
+    assert int(ifelse([False, False], [lambda: 1, lambda: 2, lambda: 3])) == 3
+    with pytest.raises(ValueError, match="at most one must be true"):
+        ifelse([True, True], [lambda: 1, lambda: 2, lambda: 3])
+    # under vmap, a bad lane fails the call
+    vpick = sj.vmap(lambda a: ifelse([a > 0, a > 1], [lambda: 1, lambda: 2]))
+    assert vpick(jnp.array([0.5, 0.7])).tolist() == [1, 1]
+    with pytest.raises(jax.errors.JaxRuntimeError, match="conditions are true"):
+        sj.jit(vpick)(jnp.array([0.5, 3.0]))
 
 
 def test_cond_under_jax_vmap_with_a_batched_predicate() -> None:

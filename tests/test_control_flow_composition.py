@@ -190,7 +190,9 @@ def test_vmap_of_switch_and_ifelse() -> None:
     assert counts.value.tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 1]]
 
     a = jnp.array([7.0, 3.0, -1.0, 0.5])
-    got = vmap(lambda a: ifelse([a > 5, a > 2, a > 0], [lambda: 0, lambda: 1, lambda: 2]))(a)
+    got = vmap(
+        lambda a: ifelse([a > 5, a > 2, a > 0], [lambda: 0, lambda: 1, lambda: 2], check_cond=False)
+    )(a)
     assert got.tolist() == [0, 1, 2, 2]
 
 

@@ -190,7 +190,7 @@ def test_scan_and_for_loop_run_eagerly_under_disable_jit() -> None:
         return python_step(jnp.array(0.0), total.value)[0]  # x = total: even, so doubled
 
     with jax.disable_jit():
-        ys = sj.for_loop(lambda x: python_step(x, x)[1], xs, progress=2)
+        ys = sj.for_loop(lambda x: python_step(x, x)[1], xs, pbar=2)
         counted = sj.for_loop(doubling, length=3)
     np.testing.assert_allclose(ys, [0.0, 0.0, 2.0, 2.0, 6.0, 6.0])
     np.testing.assert_allclose(counted, [6.0, 12.0, 24.0])
@@ -345,8 +345,7 @@ def test_sizes_reject_bools_floats_and_huge_ints(bad: Any) -> None:
     ]
     if not isinstance(bad, bool):  # unroll=True/False: unroll all steps or none (lax.scan)
         cases.append((lambda: sj.scan(step, 0, xs, unroll=bad), "scan: option unroll"))
-    if bad not in (True, False):  # progress=True/False switch the bar on and off
-        cases.append((lambda: sj.scan(step, 0, xs, progress=bad), "scan: option progress"))
+    cases.append((lambda: sj.scan(step, 0, xs, pbar=bad), "scan: option pbar"))
     for make, option in cases:
         with pytest.raises(sj.SpecError, match=rf"statejax\.{option}"):
             make()
@@ -354,7 +353,7 @@ def test_sizes_reject_bools_floats_and_huge_ints(bad: Any) -> None:
 
 def test_valid_numbers_still_pass() -> None:
     xs = jnp.arange(4.0)
-    assert sj.scan(lambda c, x: (c + x, x), 0.0, xs, length=np.int64(4), progress=False)[1].shape
+    assert sj.scan(lambda c, x: (c + x, x), 0.0, xs, length=np.int64(4), pbar=np.int64(2))[1].shape
     assert sj.jit(lambda x, n: x * n, static_argnums=np.int64(1))(xs, 2).shape == (4,)
     np.testing.assert_allclose(sj_map(lambda x: x + 1, xs, batch_size=np.int64(3)), xs + 1)
     assert sj.grad(_loss, argnums=(0,))(xs)[0].shape == (4,)

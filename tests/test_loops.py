@@ -231,7 +231,7 @@ def test_progress_bar_updates_from_inside_jit(capsys: pytest.CaptureFixture[str]
         acc.value = acc.value + x
         return c, acc.value
 
-    run = sj.jit(lambda xs: scan(body, None, xs, progress=ProgressBar(every=3, desc="fit")))
+    run = sj.jit(lambda xs: scan(body, None, xs, pbar=ProgressBar(freq=3, desc="fit")))
     run(jnp.ones(7))
     jax.effects_barrier()
     err = capsys.readouterr().err
@@ -241,9 +241,9 @@ def test_progress_bar_updates_from_inside_jit(capsys: pytest.CaptureFixture[str]
     assert "7/7" in capsys.readouterr().err
     assert float(acc.value) == 14.0
 
-    for_loop(lambda x: x * 2, jnp.ones(4), progress=True)
+    for_loop(lambda x: x * 2, jnp.ones(4), pbar=ProgressBar())
     jax.effects_barrier()
-    assert "for_loop: 100%" in capsys.readouterr().err
+    assert "Running for_loop: 100%" in capsys.readouterr().err
 
 
 def test_progress_bar_is_driven_from_the_compiled_loop_every_k_steps(
@@ -253,6 +253,7 @@ def test_progress_bar_is_driven_from_the_compiled_loop_every_k_steps(
 
     class FakeBar:
         def __init__(self, total: int, desc: str, leave: bool, mininterval: float) -> None:
+            assert leave and mininterval == 0
             self.total, self.desc, self.n = total, desc, 0
             self.shown: list[int] = []
             self.closed = False
@@ -276,7 +277,7 @@ def test_progress_bar_is_driven_from_the_compiled_loop_every_k_steps(
     @sj.jit
     def run(xs: jax.Array) -> None:
         traces.append(1)
-        scan(body, None, xs, progress=4)
+        scan(body, None, xs, pbar=4)
 
     # (as with jax.jit, the second call may retrace once: the states now hold committed arrays)
     for _ in range(2):
@@ -286,19 +287,19 @@ def test_progress_bar_is_driven_from_the_compiled_loop_every_k_steps(
     jax.effects_barrier()
     assert len(traces) == n_traces
     assert [(b.desc, b.total, b.shown, b.closed) for b in bars] == [
-        ("scan", 10, [1, 4, 8, 10], True)
+        ("Running scan", 10, [1, 4, 8, 10], True)
     ] * 3
     assert float(acc.value) == 30.0
 
     # the callback sits inside the scan's body (the host hears from every k-th step)
-    jaxpr, _, _ = make_jaxpr(lambda xs: scan(body, None, xs, progress=4))(jnp.ones(10))
+    jaxpr, _, _ = make_jaxpr(lambda xs: scan(body, None, xs, pbar=4))(jnp.ones(10))
     (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
     assert "debug_callback" in str(eqn.params["jaxpr"])
     plain, _, _ = make_jaxpr(lambda xs: scan(body, None, xs))(jnp.ones(10))
     assert "debug_callback" not in str(plain)
 
     bars.clear()
-    for_loop(lambda: None, length=3, reverse=True, progress=ProgressBar(every=2, desc="rev"))
+    for_loop(lambda: None, length=3, reverse=True, pbar=ProgressBar(freq=2, desc="rev"))
     jax.effects_barrier()
     assert [(b.desc, b.shown, b.closed) for b in bars] == [("rev", [1, 2, 3], True)]
 
@@ -314,16 +315,17 @@ def test_a_loop_without_xs_needs_a_length() -> None:
         scan(lambda c, x: (c, x), 0, None)
 
 
-def test_progress_and_option_validation() -> None:
-    assert ScanSpec(progress=5).progress == ProgressBar(every=5)
-    assert ScanSpec(progress=True).progress == ProgressBar()
-    assert ScanSpec(progress=False).progress is None
+def test_pbar_and_option_validation() -> None:
+    assert ScanSpec(pbar=5).pbar == ProgressBar(freq=5)
+    assert ScanSpec(pbar=None).pbar is None
     with pytest.raises(
         sj.SpecError,
-        match=r"statejax\.scan: option progress\['every'\]: "
-        r"Input should be greater than 0",
+        match=r"statejax\.scan: option pbar: statejax\.ProgressBar: option freq: Input should "
+        r"be greater than 0",
     ):
-        scan(lambda c, x: (c, x), 0, jnp.ones(2), progress=0)
+        scan(lambda c, x: (c, x), 0, jnp.ones(2), pbar=0)
+    with pytest.raises(sj.SpecError, match=r"statejax\.scan: option pbar: True is a bool"):
+        scan(lambda c, x: (c, x), 0, jnp.ones(2), pbar=True)
     with pytest.raises(
         sj.SpecError,
         match=r"statejax\.for_loop: option length: Input should "

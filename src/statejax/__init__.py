@@ -41,7 +41,8 @@ from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vec
 from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
-from statejax.transforms.loops import ProgressBar, for_loop, scan, while_loop
+from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.progress import ProgressBar
 from statejax.transforms.vmap import vmap
 
 __version__ = _own_version()

@@ -64,6 +64,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.vmap",
     "statejax.random",
     "statejax.transforms.loops",
+    "statejax.transforms.bounded",
+    "statejax.transforms.unvmap",
+    "statejax.transforms.naming",
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
 )

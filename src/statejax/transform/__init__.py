@@ -26,6 +26,11 @@ from statejax.transforms.autodiff import (
     vector_grad,
     vjp,
 )
+from statejax.transforms.bounded import (
+    bounded_while_loop,
+    checkpointed_for_loop,
+    checkpointed_scan,
+)
 from statejax.transforms.checking import (
     all_checks,
     automatic_checks,
@@ -46,17 +51,24 @@ from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
-from statejax.transforms.vmap import map, vmap
+from statejax.transforms.naming import named_call, named_scope
+from statejax.transforms.progress import ProgressBar
+from statejax.transforms.unvmap import unvmap
+from statejax.transforms.vmap import map, vmap, vmap_new_states
 
 __all__ = [
-    "GradientTransform",
     "all_checks",
     "automatic_checks",
+    "bounded_while_loop",
     "breakpoint_if",
     "check",
     "check_error",
     "checkify",
+    "GradientTransform",
+    "ProgressBar",
     "checkpoint",
+    "checkpointed_for_loop",
+    "checkpointed_scan",
     "cond",
     "debug_nan",
     "debug_nan_if",
@@ -77,14 +89,18 @@ __all__ = [
     "jvp",
     "make_jaxpr",
     "map",
+    "named_call",
+    "named_scope",
     "nan_checks",
     "remat",
     "scan",
     "switch",
+    "unvmap",
     "user_checks",
     "vector_grad",
     "vjp",
     "vmap",
+    "vmap_new_states",
     "while_loop",
 ]
 

@@ -15,12 +15,14 @@ are stored after it returns, all together (if it raises, no state changes).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pydantic
 from jax import lax
 
 from statejax.extend import (
@@ -37,6 +39,7 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.transforms._common import name_of, run_eagerly, show_signature, signature
+from statejax.transforms.unvmap import unvmap
 
 __all__ = ["CondSpec", "IfElseSpec", "SwitchSpec", "cond", "ifelse", "switch"]
 
@@ -52,7 +55,13 @@ class SwitchSpec(TransformSpec):
 
 
 class IfElseSpec(TransformSpec):
-    """Options of `ifelse`: none."""
+    """Options of `ifelse`."""
+
+    check_cond: bool = pydantic.Field(
+        default=True,
+        description="check that the conditions are mutually exclusive: exactly one true "
+        "(at most one when there is an else branch)",
+    )
 
 
 # -- jax.disable_jit: run the chosen branch only ----------------------------------------
@@ -253,16 +262,23 @@ def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> 
     return _switch("switch", index, fns, operands)  # type: ignore[no-any-return]
 
 
-def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *operands: Any) -> R:
-    """Run the branch of the first true condition, threading states (BrainState's `ifelse`).
+def ifelse(
+    conditions: Sequence[Any],
+    branches: Sequence[Callable[..., R]],
+    *operands: Any,
+    check_cond: bool = True,
+) -> R:
+    """Run the branch of the true condition, threading states (BrainState's `ifelse`).
 
-    `branches[i]` runs for the first `i` with `conditions[i]` true. Pass as
-    many branches as conditions (if no condition holds, the *last* branch runs, as
-    in BrainState, so make the last condition the catch-all), or one branch more
-    than conditions (the extra last branch is the `else`). Every branch is
-    traced; conditions may be traced booleans, batched under `vmap`. Under
-    `jax.disable_jit()` with concrete conditions, only the chosen branch runs,
-    eagerly, as in `cond`.
+    `branches[i]` runs where `conditions[i]` is true. Pass as many branches as
+    conditions, or one branch more (the extra last branch is the `else`). With
+    `check_cond=True` (the default) the conditions must be mutually exclusive:
+    exactly one true (at most one with an `else`), else a `ValueError` (raised
+    through JAX's `JaxRuntimeError` when the conditions are traced, under `jit`).
+    With `check_cond=False` the first true condition wins, and if none holds the
+    last branch runs. Every branch is traced; conditions may be traced booleans,
+    batched under `vmap`. Under `jax.disable_jit()` with concrete conditions, only
+    the chosen branch runs, eagerly, as in `cond`.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -271,8 +287,13 @@ def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *ope
         ...     return ifelse([a > 0, a < 0], [lambda: 1, lambda: -1, lambda: 0])
         >>> [int(sign(jnp.array(v))) for v in (3.0, -2.0, 0.0)]
         [1, -1, 0]
+        >>> int(ifelse([True, True], [lambda: 1, lambda: 2], check_cond=False))
+        1
+        >>> ifelse([True, True], [lambda: 1, lambda: 2])
+        Traceback (most recent call last):
+        ValueError: statejax.ifelse: 2 of the 2 conditions are true; with check_cond=True exactly one must be true. Make the conditions mutually exclusive, or pass check_cond=False for the first true one to win.
     """
-    parse_spec(IfElseSpec, "ifelse")
+    spec = parse_spec(IfElseSpec, "ifelse", check_cond=check_cond)
     fns = _check_branches("ifelse", branches)
     if not isinstance(conditions, (list, tuple)) or not conditions:
         raise SpecError(
@@ -286,14 +307,39 @@ def ifelse(conditions: Sequence[Any], branches: Sequence[Callable[..., R]], *ope
             f"condition ({n}), or one more ({n + 1}) for an else branch."
         )
     fallback = len(fns) - 1
-    if jit_disabled():
-        eager = [_concrete(c, "biuf", bool) for c in conditions]
-        if None not in eager:
-            first = next((i for i, flag in enumerate(eager) if flag), fallback)
-            return _run_branch("ifelse", fns, first, operands)  # type: ignore[no-any-return]
+    at_most = len(fns) > n  # with an else branch, no true condition is fine
+    eager = [_concrete(c, "biuf", bool) for c in conditions]
+    if spec.check_cond and None not in eager:
+        _check_exclusive(sum(map(bool, eager)), n, at_most)
+    if jit_disabled() and None not in eager:
+        first = next((i for i, flag in enumerate(eager) if flag), fallback)
+        return _run_branch("ifelse", fns, first, operands)  # type: ignore[no-any-return]
     flags = jnp.stack([jnp.asarray(c).astype(bool).reshape(()) for c in conditions])
+    if spec.check_cond and None in eager:
+        true = jnp.sum(flags.astype(jnp.int32))
+        bad = (true > 1) if at_most else (true != 1)
+        lax.cond(
+            unvmap(bad, "any"),  # any lane: under vmap a batched cond would run both sides
+            lambda: jax.debug.callback(
+                functools.partial(_check_exclusive, n=n, at_most=at_most), true
+            ),
+            lambda: None,
+        )
     index = jnp.where(jnp.any(flags), jnp.argmax(flags), fallback).astype(jnp.int32)
     return _switch("ifelse", index, fns, operands)  # type: ignore[no-any-return]
+
+
+def _check_exclusive(true: Any, n: int, at_most: bool) -> None:
+    """Raise unless `true` (how many conditions hold) is one (or, with an else, at most one)."""
+    true = int(np.max(true))  # under vmap, the callback may see every lane
+    if true == 1 or (at_most and true == 0):
+        return
+    need = "at most one" if at_most else "exactly one"
+    raise ValueError(
+        f"statejax.ifelse: {true} of the {n} conditions are true; with check_cond=True "
+        f"{need} must be true. Make the conditions mutually exclusive, or pass "
+        "check_cond=False for the first true one to win."
+    )
 
 
 @hookimpl

@@ -13,9 +13,9 @@ through `scan` and `for_loop` (with respect to states and
 arguments); `while_loop` supports forward mode only (`jax.jvp`,
 `jax.jacfwd`), exactly as `jax.lax.while_loop`.
 
-`scan` and `for_loop` take `progress=True` (or an int `k`, or a
-`ProgressBar`) to show a tqdm progress bar driven from inside the
-compiled loop through a host callback, every `k` steps; it works under `jit`.
+`scan` and `for_loop` take `pbar=` (a `ProgressBar`, or an int `k`) to show
+a tqdm progress bar driven from inside the compiled loop through a host
+callback, every `k` steps; it works under `jit`.
 
 Under `jax.disable_jit()` every loop runs as a Python loop over concrete values, as
 `jax.lax.scan` and `jax.lax.while_loop` do there, so a body may call `float(x)` or
@@ -58,6 +58,13 @@ from statejax.transforms._common import (
     show_signature,
     signature,
 )
+from statejax.transforms.progress import (
+    BarHandler,
+    ProgressBar,
+    as_pbar,
+    pbar_json_schema,
+    progress_handler,
+)
 
 __all__ = [
     "ForLoopSpec",
@@ -73,55 +80,6 @@ C = TypeVar("C")
 Y = TypeVar("Y")
 
 
-class ProgressBar(TransformSpec):
-    """How a loop shows its progress: a tqdm bar updated from inside the compiled loop.
-
-    `progress=True` means `ProgressBar()`; `progress=k` (a positive int) means
-    `ProgressBar(every=k)`; `progress=False` or `None` shows no bar.
-
-    Examples:
-        >>> from statejax.transforms.loops import ProgressBar
-        >>> ProgressBar(every=10, desc="training").every
-        10
-    """
-
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "description": "How a loop shows its progress: a tqdm bar updated from inside the "
-            "compiled loop."
-        }
-    )
-
-    every: PositiveCount | None = pydantic.Field(
-        default=None,
-        description="update the bar every this many steps (default: about 1% of the steps)",
-    )
-    desc: str | None = pydantic.Field(
-        default=None, description="text shown before the bar (default: the loop's name)"
-    )
-    leave: bool = pydantic.Field(default=True, description="keep the bar on screen when done")
-
-
-def _progress_json_schema(schema: dict[str, Any]) -> None:
-    """The JSON schema of `progress`: what the validator accepts, not only `ProgressBar`."""
-    every = pydantic.TypeAdapter(PositiveCount).json_schema()
-    schema["anyOf"] = [
-        {"type": "boolean", "description": "True: the default bar; False: no bar"},
-        {**every, "description": "update the bar every this many steps"},
-        *schema.get("anyOf", []),
-    ]
-
-
-def _as_progress(value: Any) -> Any:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return ProgressBar()
-    if isinstance(value, (int, np.integer)):
-        return {"every": value}
-    return value
-
-
 class ScanSpec(TransformSpec):
     """Options of `scan`."""
 
@@ -134,14 +92,14 @@ class ScanSpec(TransformSpec):
         description="how many steps to unroll per loop iteration (a positive int; True: all, "
         "False: none)",
     )
-    progress: ProgressBar | None = pydantic.Field(
+    pbar: ProgressBar | None = pydantic.Field(
         default=None,
-        description="show a progress bar: True (the default bar), False or None (no bar), a "
-        "positive int k (update every k steps), or a ProgressBar",
-        json_schema_extra=_progress_json_schema,
+        description="show a progress bar: a ProgressBar, a positive int k (update every k "
+        "steps), or None (no bar)",
+        json_schema_extra=pbar_json_schema,
     )
 
-    _progress = pydantic.field_validator("progress", mode="before")(lambda cls, v: _as_progress(v))
+    _pbar = pydantic.field_validator("pbar", mode="before")(lambda cls, v: as_pbar(v))
 
 
 class ForLoopSpec(ScanSpec):
@@ -150,46 +108,6 @@ class ForLoopSpec(ScanSpec):
 
 class WhileLoopSpec(TransformSpec):
     """Options of `while_loop`: none."""
-
-
-# -- progress bars -----------------------------------------------------------------
-
-
-class _ProgressHandler:
-    """The host side of a progress bar: receives the number of steps done."""
-
-    def __init__(self, config: ProgressBar, total: int, name: str) -> None:
-        self.total = total
-        self.every = config.every or max(1, total // 100)
-        self.desc = config.desc if config.desc is not None else name
-        self.leave = config.leave
-        self.bar: Any = None
-
-    def __call__(self, done: Any) -> None:
-        done = int(done)
-        if done == 1:  # every run reports its first step: start a fresh bar
-            if self.bar is not None:
-                self.bar.close()
-            from tqdm.auto import tqdm  # imported on first use: the bar is optional
-
-            self.bar = tqdm(total=self.total, desc=self.desc, leave=self.leave, mininterval=0)
-        bar = self.bar
-        if bar is None or done <= bar.n:
-            return
-        bar.update(done - bar.n)
-        if done >= self.total:
-            bar.close()
-            self.bar = None
-
-    def tick(self, done: jax.Array) -> None:
-        """Called in the loop body: report `done` to the host when it is due."""
-        due = (done == 1) | (done % self.every == 0) | (done == self.total)
-        lax.cond(due, lambda: jax.debug.callback(self, done), lambda: None)
-
-    def tick_eagerly(self, done: int) -> None:
-        """`tick` for a loop run in Python (under `jax.disable_jit()`)."""
-        if done == 1 or done % self.every == 0 or done == self.total:
-            self(done)
 
 
 def _loop_length(name: str, xs: Any, length: int | None) -> int | None:
@@ -250,7 +168,7 @@ def _scan_eagerly(
     xs: Any,
     n: int,
     spec: ScanSpec,
-    progress: _ProgressHandler | None,
+    progress: BarHandler | None,
     name: str,
     fn_name: str,
 ) -> tuple[Any, Any]:
@@ -264,7 +182,7 @@ def _scan_eagerly(
             carry, y = _pair(f(carry, jax.tree.map(itemgetter(i), xs)), name, fn_name)
             ys.append(y)
             if progress is not None:
-                progress.tick_eagerly(done)
+                progress.tick_eagerly(done, carry, y)
         if spec.reverse:
             ys.reverse()
         return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
@@ -276,11 +194,7 @@ def _scan(
     f: Callable[..., Any], init: Any, xs: Any, spec: ScanSpec, name: str, fn_name: str
 ) -> tuple[Any, Any]:
     total = _loop_length(name, xs, spec.length)
-    progress = (
-        _ProgressHandler(spec.progress, total, name)
-        if spec.progress is not None and total
-        else None
-    )
+    progress = progress_handler(spec.pbar, total, name)
     if jit_disabled():
         n = _eager_length(xs, total)
         if n is not None:
@@ -297,7 +211,7 @@ def _scan(
                 new_c, y = _pair(out, name, fn_name)
                 if progress is not None:
                     step = step + 1
-                    progress.tick(step)
+                    progress.tick(step, new_c, y)
                 return (step, new_state_vals, new_c), y
 
             step0 = jnp.zeros((), jnp.int32) if progress is not None else None
@@ -326,15 +240,14 @@ def scan(
     length: int | None = None,
     reverse: bool = False,
     unroll: int | bool = 1,
-    *,
-    progress: bool | int | ProgressBar | None = None,
+    pbar: ProgressBar | int | None = None,
 ) -> tuple[C, Y]:
     """Scan `f(carry, x) -> (carry, y)` over the leading axis of `xs`, threading states.
 
     Like `jax.lax.scan`, returns `(final_carry, stacked_ys)`. States that
     `f` writes are carried from step to step and hold their final values
     afterwards; states it only reads are loop constants. Differentiable in
-    reverse mode. `progress=True` / `k` / `ProgressBar` shows a progress
+    reverse mode. `pbar=ProgressBar(...)` (or an int `k`) shows a progress
     bar updated every `k` steps from inside the compiled loop.
 
     Examples:
@@ -349,9 +262,7 @@ def scan(
         >>> int(n), running.tolist(), float(total.value)
         (4, [0.0, 1.0, 3.0, 6.0], 6.0)
     """
-    spec = parse_spec(
-        ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, progress=progress
-    )
+    spec = parse_spec(ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, pbar=pbar)
     return _scan(f, init, xs, spec, "scan", name_of(f))
 
 
@@ -361,13 +272,13 @@ def for_loop(
     length: int | None = None,
     reverse: bool = False,
     unroll: int | bool = 1,
-    progress: bool | int | ProgressBar | None = None,
+    pbar: ProgressBar | int | None = None,
 ) -> Y:
     """Call `f(*x)` for each slice `x` of `xs` along axis 0; return the stacked outputs.
 
     A `scan` without a user carry: states written by `f` are carried from
     step to step, states only read are constants. With no `xs`, pass `length`
-    and `f` takes no arguments. Takes the same `progress` option as
+    and `f` takes no arguments. Takes the same `pbar` option as
     `scan`.
 
     Examples:
@@ -382,7 +293,7 @@ def for_loop(
         ([1.5, 1.75, 1.875], 1.875)
     """
     spec = parse_spec(
-        ForLoopSpec, "for_loop", length=length, reverse=reverse, unroll=unroll, progress=progress
+        ForLoopSpec, "for_loop", length=length, reverse=reverse, unroll=unroll, pbar=pbar
     )
 
     def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
@@ -460,11 +371,13 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
     return stateful(init_val)
 
 
-def _refuse_cond_writes(cond_name: str, written: Sequence[State[Any]]) -> None:
+def _refuse_cond_writes(
+    cond_name: str, written: Sequence[State[Any]], loop: str = "while_loop"
+) -> None:
     if written:
         names = ", ".join(describe_state(s) for s in written)
         raise TraceError(
-            f"statejax.while_loop: cond_fun {cond_name} writes {names}; a loop "
+            f"statejax.{loop}: cond_fun {cond_name} writes {names}; a loop "
             "condition must not change states (it is evaluated an extra time, and "
             "its writes would be lost). Move the write into body_fun."
         )

@@ -36,6 +36,7 @@ from statejax.extend import (
     TransformSpec,
     adopt_created,
     batch_rule,
+    current_trace,
     describe_state,
     hookimpl,
     parse_spec,
@@ -57,9 +58,11 @@ __all__ = [
     "SelectorLike",
     "StateAxesLike",
     "StateSelector",
+    "VmapNewStatesSpec",
     "VmapSpec",
     "map",
     "vmap",
+    "vmap_new_states",
 ]
 
 P = ParamSpec("P")
@@ -276,6 +279,24 @@ class MapSpec(TransformSpec):
     )
 
 
+class VmapNewStatesSpec(TransformSpec):
+    """Options of `vmap_new_states`."""
+
+    in_axes: Any = VmapSpec.model_fields["in_axes"]
+    out_axes: Any = VmapSpec.model_fields["out_axes"]
+    axis_name: Hashable | None = VmapSpec.model_fields["axis_name"]
+    axis_size: PositiveCount | None = pydantic.Field(
+        default=None, description="the batch size, when no argument is mapped; a positive int"
+    )
+    state_tag: str | None = pydantic.Field(
+        default=None, description="tag given to the new states that have no tag of their own"
+    )
+
+    _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
+        lambda cls, v: _check_axes(v)
+    )
+
+
 # --- vmap ---------------------------------------------------------------------------------
 
 #: One item of a selector: a State, the states of a module (`model.states(ParamState)`), or a
@@ -369,6 +390,108 @@ def vmap(
     if fn is None:
         return functools.partial(_vmap, spec=spec)
     return _vmap(fn, spec=spec)
+
+
+def vmap_new_states(
+    fun: Callable[P, R] | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    state_tag: str | None = None,
+    state_to_exclude: Any = None,
+    in_states: Any = None,
+    out_states: Any = None,
+) -> Any:
+    """Vectorise `fun` over the states it creates: each lane gets its own copy.
+
+    For initialising an ensemble: every state `fun` creates (a module built
+    inside it, say) comes out stacked on a leading axis of the batch size, and
+    each lane draws from its own random key. `state_tag` tags the new states that
+    have no tag (so `statejax.filters.WithTag` finds them later). States that
+    existed before are broadcast, as in `vmap` without `in_states`; to map those,
+    use `vmap` with `in_states`/`out_states`. Use it as `@vmap_new_states(...)` or
+    `vmap_new_states(fun, ...)`.
+
+    Args:
+        fun: the function to vectorise; omit it for a decorator.
+        in_axes: the axis of each positional argument to map over (as `vmap`).
+        out_axes: where the batch axis goes in the result.
+        axis_name: the name of the batch axis, for collectives.
+        axis_size: the batch size, when no argument is mapped (a positive int).
+        state_tag: the tag for new states created without one.
+        state_to_exclude: not offered: must be `None` (see the porting page).
+        in_states: must be `None`: pre-existing states are mapped by `vmap`.
+        out_states: must be `None`, as `in_states`.
+
+    Returns:
+        The vectorised function, or a decorator when `fun` is omitted.
+
+    Raises:
+        SpecError: an option is invalid, or `in_states`, `out_states` or
+            `state_to_exclude` is given.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transform import vmap_new_states
+        >>> made = []
+        >>> @vmap_new_states(axis_size=3, state_tag="ensemble")
+        ... def build(x):
+        ...     made.append(sj.ParamState(x * 10.0))
+        ...     return x
+        >>> build(jnp.arange(3.0)).tolist(), made[-1].value.tolist(), made[-1].tag
+        ([0.0, 1.0, 2.0], [0.0, 10.0, 20.0], 'ensemble')
+    """
+    for option, value, fix in (
+        ("in_states", in_states, "use statejax.vmap(..., in_states=...) to map existing states"),
+        ("out_states", out_states, "use statejax.vmap(..., out_states=...)"),
+        (
+            "state_to_exclude",
+            state_to_exclude,
+            "create the state outside the function, or return its value instead",
+        ),
+    ):
+        if value is not None:
+            raise SpecError(
+                f"statejax.vmap_new_states: option {option} is not offered: this transform "
+                f"maps the states the function creates; {fix}."
+            )
+    spec = parse_spec(
+        VmapNewStatesSpec,
+        "vmap_new_states",
+        in_axes=in_axes,
+        out_axes=out_axes,
+        axis_name=axis_name,
+        axis_size=axis_size,
+        state_tag=state_tag,
+    )
+    vspec = VmapSpec(
+        in_axes=spec.in_axes,
+        out_axes=spec.out_axes,
+        axis_name=spec.axis_name,
+        axis_size=spec.axis_size,
+    )
+
+    def transform(f: Callable[P, R]) -> Callable[P, R]:
+        tag = spec.state_tag
+        if tag is None:
+            return _vmap(f, vspec)
+
+        @functools.wraps(f)
+        def tagging(*args: P.args, **kwargs: P.kwargs) -> R:
+            trace = current_trace()
+            before = len(trace.created) if trace is not None else 0
+            out = f(*args, **kwargs)
+            for state in trace.created[before:] if trace is not None else ():
+                if state.tag is None:
+                    state.tag = tag
+            return out
+
+        return _vmap(tagging, vspec)
+
+    return transform if fun is None else transform(fun)
 
 
 def _vmap(fn: Callable[P, R], spec: VmapSpec, map_batch: int | None = None) -> Callable[P, R]:
@@ -970,5 +1093,13 @@ def statejax_register_transforms(registry: Any) -> None:
             map,
             MapSpec,
             "map over axis 0 one element (lax.scan) or one batch (vmap) at a time",
+        )
+    )
+    registry.register(
+        Transform(
+            "vmap_new_states",
+            vmap_new_states,
+            VmapNewStatesSpec,
+            "vmap whose new states come out stacked per lane (ensemble initialisation)",
         )
     )
