@@ -20,6 +20,7 @@ from statejax import filters, graph, optim, random, transform
 from statejax._errors import (
     BatchAxisError,
     PluginError,
+    ShardingError,
     SpecError,
     StatejaxError,
     StateLeakError,
@@ -57,6 +58,7 @@ __all__ = [
     "Module",
     "ParamState",
     "PluginError",
+    "ShardingError",
     "ShortTermState",
     "SpecError",
     "State",
