@@ -16,7 +16,7 @@ Examples:
     ([[2.0]], 1)
 """
 
-from statejax import filters, graph, optim, random, transform
+from statejax import filters, graph, optim, random, sharding, transform
 from statejax._errors import (
     BatchAxisError,
     PluginError,
@@ -43,6 +43,7 @@ from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import ProgressBar, for_loop, scan, while_loop
+from statejax.transforms.parallel import shard_map
 from statejax.transforms.vmap import vmap
 
 __version__ = _own_version()
@@ -86,6 +87,8 @@ __all__ = [
     "random",
     "remat",
     "scan",
+    "shard_map",
+    "sharding",
     "switch",
     "transform",
     "treefy_merge",

@@ -129,6 +129,29 @@ class Optimizer(Module):
             )
         return list(grads)
 
+    def shard_like_params(self) -> None:
+        """Place the optimizer state as the parameters are placed now.
+
+        An optimizer made after its parameters were sharded already holds its
+        moments sharded like them (optax makes them with `zeros_like`); call this
+        after sharding the parameters of an existing optimizer. Each leaf goes where
+        XLA places it when `tx.init` runs on the current parameters (moments like
+        their parameter, counts replicated), and `statejax.jit` keeps it there.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import optax
+            >>> import statejax as sj
+            >>> w = sj.ParamState(jnp.ones(2))
+            >>> opt = Optimizer(optax.adam(0.1), [w])
+            >>> opt.shard_like_params()
+            >>> opt.opt_state.value[0].mu[0].sharding.is_equivalent_to(w.value.sharding, 1)
+            True
+        """
+        params = self._values()
+        shardings = jax.jit(self.tx.init).lower(params).compile().output_shardings
+        self.opt_state.value = jax.device_put(self.opt_state.value, shardings)
+
     def update(self, grads: Any, **extra_args: Any) -> None:
         """Apply one optax step: write new parameter values and the new optimizer state.
 

@@ -56,6 +56,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.loops",
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
+    "statejax.transforms.parallel",
 )
 
 

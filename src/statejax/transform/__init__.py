@@ -19,6 +19,7 @@ from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.parallel import shard_map
 from statejax.transforms.vmap import map, vmap
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "map",
     "remat",
     "scan",
+    "shard_map",
     "switch",
     "vector_grad",
     "vjp",

@@ -105,9 +105,8 @@ def check_fits(
         return
     spec: PartitionSpec | None
     if isinstance(placement, PartitionSpec):
-        spec, sharding = placement, jax.sharding.NamedSharding(mesh, placement)
+        spec = placement
     else:
-        sharding = placement
         named = isinstance(placement, jax.sharding.NamedSharding)
         spec, mesh = (placement.spec, placement.mesh) if named else (None, None)
     for leaf in jax.tree.leaves(value):
@@ -115,6 +114,11 @@ def check_fits(
         try:
             if spec is not None:
                 _check_spec(spec, shape, mesh)
+            sharding = (
+                jax.sharding.NamedSharding(mesh, spec)
+                if isinstance(placement, PartitionSpec)
+                else placement
+            )
             sharding.shard_shape(shape)
         except (ValueError, KeyError, TypeError) as exc:
             raise SpecError(
