@@ -115,7 +115,7 @@ def check_fits(
             if spec is not None:
                 _check_spec(spec, shape, mesh)
             sharding = (
-                jax.sharding.NamedSharding(mesh, spec)
+                jax.sharding.NamedSharding(mesh, placement)
                 if isinstance(placement, PartitionSpec)
                 else placement
             )
