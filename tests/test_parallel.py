@@ -65,7 +65,9 @@ def test_shard_map_spec_errors_name_the_state() -> None:
     )
     with pytest.raises(sj.SpecError, match=r"ParamState at path \('w',\).*no axis 'model'"):
         f(model, jnp.ones((1, 2)))
-    with pytest.raises(sj.SpecError, match=r"state_in_specs.*neither a PartitionSpec nor a mapping"):
+    with pytest.raises(
+        sj.SpecError, match=r"state_in_specs.*neither a PartitionSpec nor a mapping"
+    ):
         sj.shard_map(use, MESH, P(), P(), state_in_specs=3)  # type: ignore[arg-type]
     with pytest.raises(sj.SpecError, match=r"mesh.*not a jax.sharding.Mesh"):
         sj.shard_map(use, "mesh", P(), P())

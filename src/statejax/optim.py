@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import jax
 import jax.numpy as jnp
 import optax
+import optax.tree_utils  # type: ignore[import-untyped]
+from jax.sharding import NamedSharding, PartitionSpec
 
 from statejax._errors import SpecError
 from statejax._state import LongTermState, State
@@ -134,9 +136,10 @@ class Optimizer(Module):
 
         An optimizer made after its parameters were sharded already holds its
         moments sharded like them (optax makes them with `zeros_like`); call this
-        after sharding the parameters of an existing optimizer. Each leaf goes where
-        XLA places it when `tx.init` runs on the current parameters (moments like
-        their parameter, counts replicated), and `statejax.jit` keeps it there.
+        after sharding the parameters of an existing optimizer. Each leaf that
+        mirrors a parameter (found by `optax.tree_utils.tree_map_params`) takes that
+        parameter's sharding; the others (step counts) are replicated on the
+        parameters' mesh. `statejax.jit` then keeps them there.
 
         Examples:
             >>> import jax.numpy as jnp
@@ -149,8 +152,21 @@ class Optimizer(Module):
             True
         """
         params = self._values()
-        shardings = jax.jit(self.tx.init).lower(params).compile().output_shardings
-        self.opt_state.value = jax.device_put(self.opt_state.value, shardings)
+        meshes = [
+            leaf.sharding.mesh
+            for leaf in jax.tree.leaves(params)
+            if isinstance(getattr(leaf, "sharding", None), NamedSharding)
+        ]
+        replicated = NamedSharding(meshes[0], PartitionSpec()) if meshes else None  # type: ignore[no-untyped-call]
+        self.opt_state.value = optax.tree_utils.tree_map_params(
+            self.tx,
+            lambda leaf, param: jax.device_put(leaf, param.sharding),
+            self.opt_state.value,
+            params,
+            transform_non_params=lambda leaf: (
+                leaf if replicated is None else jax.device_put(leaf, replicated)
+            ),
+        )
 
     def update(self, grads: Any, **extra_args: Any) -> None:
         """Apply one optax step: write new parameter values and the new optimizer state.
