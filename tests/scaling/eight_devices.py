@@ -80,7 +80,7 @@ def check_same(name: str, losses, model, ref_losses, ref_model) -> None:
     ref = values(ref_model)
     for path, v in values(model).items():
         close(v, ref[path], f"{name} {path}")
-    print(f"OK {name} losses={[round(float(l), 6) for l in losses]}")
+    print(f"OK {name} losses={[round(float(v), 6) for v in losses]}")
 
 
 def keeps(model, opt, shardings: dict) -> None:
@@ -103,13 +103,13 @@ one = sj.jit(make_step(ref_model, ref_params, ref_opt))
 ref_losses = [float(one(X, Y)) for _ in range(STEPS)]
 
 
-def run_jit(name: str, mesh, rules=None, logical=(), batch=P("data")) -> tuple[MLP, Optimizer]:
+def run_jit(name: str, mesh, rules=None, logical=()) -> tuple[MLP, Optimizer]:
     model, params, opt = setup()
     shard_states(model, mesh, rules, logical_axis_rules=logical)
     opt.shard_like_params()
     shardings = {p: NamedSharding(mesh, spec) for p, spec in get_partition_spec(model).items()}
     state_shardings = {params[p]: s for p, s in shardings.items()}
-    data = NamedSharding(mesh, batch)
+    data = NamedSharding(mesh, P("data"))
     step = sj.jit(
         make_step(model, params, opt),
         in_shardings=(data, data),
