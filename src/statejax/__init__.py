@@ -16,7 +16,7 @@ Examples:
     ([[2.0]], 1)
 """
 
-from statejax import filters, graph, optim, random, sharding, transform
+from statejax import checkpoints, filters, graph, optim, random, sharding, transform
 from statejax._errors import (
     BatchAxisError,
     PluginError,
@@ -70,6 +70,7 @@ __all__ = [
     "TraceError",
     "__version__",
     "checkpoint",
+    "checkpoints",
     "cond",
     "eval_shape",
     "filters",
