@@ -29,7 +29,7 @@ def test_list_prints_transforms_with_distribution_and_options(
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^jit +statejax +0\.1\.0  compile with jax\.jit", out, re.M)
-    assert "static_argnums=(), static_argnames=(), donate_states=False" in out
+    assert "static_argnums=(), static_argnames=(), donate_argnums=()" in out
     assert re.search(r"^ema +statejax-ema +0\.1\.0  exponential moving average", out, re.M)
     assert "states=required, decay=0.999" in out
 

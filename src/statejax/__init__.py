@@ -16,10 +16,11 @@ Examples:
     ([[2.0]], 1)
 """
 
-from statejax import filters, graph, optim, random, transform
+from statejax import checkpoints, filters, graph, optim, random, sharding, transform
 from statejax._errors import (
     BatchAxisError,
     PluginError,
+    ShardingError,
     SpecError,
     StatejaxError,
     StateLeakError,
@@ -42,6 +43,7 @@ from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.parallel import shard_map
 from statejax.transforms.progress import ProgressBar
 from statejax.transforms.vmap import vmap
 
@@ -58,6 +60,7 @@ __all__ = [
     "Module",
     "ParamState",
     "PluginError",
+    "ShardingError",
     "ShortTermState",
     "SpecError",
     "State",
@@ -68,6 +71,7 @@ __all__ = [
     "TraceError",
     "__version__",
     "checkpoint",
+    "checkpoints",
     "cond",
     "eval_shape",
     "filters",
@@ -85,6 +89,8 @@ __all__ = [
     "random",
     "remat",
     "scan",
+    "shard_map",
+    "sharding",
     "switch",
     "transform",
     "treefy_merge",

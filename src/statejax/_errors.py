@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "BatchAxisError",
     "PluginError",
+    "ShardingError",
     "SpecError",
     "StateLeakError",
     "StatejaxError",
@@ -27,6 +28,10 @@ class SpecError(StatejaxError, ValueError):
 
 class PluginError(StatejaxError):
     """A transform plugin failed to load, validate or register."""
+
+
+class ShardingError(StatejaxError, ValueError):
+    """A state's value is not placed as its transform's `state_shardings` say."""
 
 
 class TraceError(StatejaxError):

@@ -283,7 +283,9 @@ class State(Generic[T]):
     """A mutable, named-by-path box around a pytree of arrays.
 
     Reads and writes of `.value` inside a statejax transform are recorded so the
-    transform can thread the value through its pure core.
+    transform can thread the value through its pure core. `tag` is matched by
+    `filters.WithTag`; `sharding` names the logical axis of each dimension
+    (`("embed", None)`), which `statejax.sharding.shard_states` maps to mesh axes.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -296,15 +298,24 @@ class State(Generic[T]):
 
     # _cache_entries: the transform cache entries keyed by this state, which it keeps
     # alive (see registry/_engine.py); unset until a state is passed as an argument.
-    __slots__ = ("__weakref__", "_cache_entries", "_name", "_value", "tag")
+    __slots__ = ("__weakref__", "_cache_entries", "_name", "_value", "sharding", "tag")
     _cache_entries: list[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register_by_reference(cls)
 
-    def __init__(self, value: T, *, tag: str | None = None) -> None:
+    def __init__(
+        self,
+        value: T,
+        *,
+        tag: str | None = None,
+        sharding: tuple[str | tuple[str, ...] | None, ...] | None = None,
+    ) -> None:
         self.tag = tag
+        # Logical axis names, one per dimension of the value (None: not sharded);
+        # statejax.sharding maps them to mesh axes through rules.
+        self.sharding = None if sharding is None else tuple(sharding)
         # Where the state was first stored, e.g. "Linear.w"; set by Module.__setattr__.
         self._name: str | None = None
         trace = current_trace()

@@ -371,7 +371,7 @@ def _describe_graph(node: object) -> tuple[Any, tuple[Path, ...]]:
         if isinstance(obj, State):
             index[id(obj)] = path
             paths.append(path)
-            return (_STATE, type(obj), obj.tag, path)
+            return (_STATE, type(obj), obj.tag, path, obj.sharding)
         if isinstance(obj, Module):
             index[id(obj)] = path
             attrs = tuple((k, describe(v, (*path, k))) for k, v in vars(obj).items())
@@ -506,7 +506,7 @@ def treefy_merge(graphdef: GraphDef, *trees: Mapping[Path, Any]) -> Any:
         if kind == _STATE:
             cls, tag = desc[1], desc[2]
             state = cls.__new__(cls)
-            State.__init__(state, values[path], tag=tag)
+            State.__init__(state, values[path], tag=tag, sharding=desc[4])
             built[path] = state
             return state
         if kind == _MODULE:

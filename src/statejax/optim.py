@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import jax
 import jax.numpy as jnp
 import optax
+import optax.tree_utils  # type: ignore[import-untyped]
+from jax.sharding import NamedSharding, PartitionSpec
 
 from statejax._errors import SpecError
 from statejax._state import LongTermState, State
@@ -128,6 +130,43 @@ class Optimizer(Module):
                 f"parameter), got {type(grads).__name__}"
             )
         return list(grads)
+
+    def shard_like_params(self) -> None:
+        """Place the optimizer state as the parameters are placed now.
+
+        An optimizer made after its parameters were sharded already holds its
+        moments sharded like them (optax makes them with `zeros_like`); call this
+        after sharding the parameters of an existing optimizer. Each leaf that
+        mirrors a parameter (found by `optax.tree_utils.tree_map_params`) takes that
+        parameter's sharding; the others (step counts) are replicated on the
+        parameters' mesh. `statejax.jit` then keeps them there.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import optax
+            >>> import statejax as sj
+            >>> w = sj.ParamState(jnp.ones(2))
+            >>> opt = Optimizer(optax.adam(0.1), [w])
+            >>> opt.shard_like_params()
+            >>> opt.opt_state.value[0].mu[0].sharding.is_equivalent_to(w.value.sharding, 1)
+            True
+        """
+        params = self._values()
+        meshes = [
+            leaf.sharding.mesh
+            for leaf in jax.tree.leaves(params)
+            if isinstance(getattr(leaf, "sharding", None), NamedSharding)
+        ]
+        replicated = NamedSharding(meshes[0], PartitionSpec()) if meshes else None  # type: ignore[no-untyped-call]
+        self.opt_state.value = optax.tree_utils.tree_map_params(
+            self.tx,
+            lambda leaf, param: jax.device_put(leaf, param.sharding),
+            self.opt_state.value,
+            params,
+            transform_non_params=lambda leaf: (
+                leaf if replicated is None else jax.device_put(leaf, replicated)
+            ),
+        )
 
     def update(self, grads: Any, **extra_args: Any) -> None:
         """Apply one optax step: write new parameter values and the new optimizer state.

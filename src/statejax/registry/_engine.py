@@ -564,6 +564,28 @@ class StatefulFunction(Generic[R]):
             if not calls.depth and calls.made:
                 release_call_refs()
 
+    def prepare(self, /, *args: Any, **kwargs: Any) -> tuple[Split, Callable[..., Any]]:
+        """The verified split and lifted function a call with these arguments would use.
+
+        Nothing runs and no state changes (the split is found by abstract traces, as on a
+        first call): for ahead-of-time inspection, such as jit's `.lower(...)`, which
+        calls the lifted function's own methods on `split.gather()`.
+        """
+        calls = _CALL_REFS
+        calls.depth += 1
+        try:
+            key = self._key(args, kwargs)
+            entry = self._find(key) or self._new_entry(key, args, kwargs)
+            version = entry.version
+            assert version is not None
+            if not version.verified or version.pure.noted:
+                version = self._discover(entry, version, args, kwargs)
+            return version.split, version.transformed
+        finally:
+            calls.depth -= 1
+            if not calls.depth and calls.made:
+                release_call_refs()
+
     def _version(self, entry: _Entry, split: Split, verified: bool) -> _Version:
         pure = PureCore(self.fn, split, self.name, entry.owner)
         return _Version(split, pure, self.lift(split, pure), verified)

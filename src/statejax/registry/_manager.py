@@ -69,6 +69,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.naming",
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
+    "statejax.transforms.parallel",
 )
 
 _HOOKS = sorted(n for n in _hookspecs.__all__ if n.startswith("statejax_"))

@@ -52,6 +52,7 @@ from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
 from statejax.transforms.naming import named_call, named_scope
+from statejax.transforms.parallel import shard_map
 from statejax.transforms.progress import ProgressBar
 from statejax.transforms.unvmap import unvmap
 from statejax.transforms.vmap import map, vmap, vmap_new_states
@@ -94,6 +95,7 @@ __all__ = [
     "nan_checks",
     "remat",
     "scan",
+    "shard_map",
     "switch",
     "unvmap",
     "user_checks",

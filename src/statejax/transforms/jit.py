@@ -9,24 +9,40 @@ dtype changed), and stores the written values back.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, ParamSpec, TypeVar, overload
 
 import jax
+import numpy as np
 import pydantic
+from jax.sharding import Sharding
 
+from statejax._errors import ShardingError
 from statejax.extend import (
     PureCore,
     Split,
     StatefulFunction,
     Transform,
     TransformSpec,
+    describe_state,
     hookimpl,
     parse_spec,
 )
+from statejax.filters import Path
 from statejax.transforms._common import Index, as_tuple, run_eagerly
+from statejax.transforms._state_specs import (
+    StateRules,
+    check_fits,
+    parse_rules,
+    resolve,
+    state_paths,
+)
 
 __all__ = ["JitSpec", "jit"]
+
+_RULES_SCHEMA = pydantic.WithJsonSchema(
+    {"description": "{State, State type or filter: Sharding}", "type": "object"}
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,6 +51,16 @@ R = TypeVar("R")
 class JitSpec(TransformSpec):
     """Options of `jit`."""
 
+    in_shardings: Any = pydantic.Field(
+        default=None,
+        description="a Sharding for every positional argument, or a tuple of them, one per "
+        "non-static positional argument (None: as the arguments are placed)",
+    )
+    out_shardings: Any = pydantic.Field(
+        default=None,
+        description="a Sharding or a pytree of them (a prefix of the result) for the result "
+        "(None: as XLA propagates)",
+    )
     static_argnums: tuple[Index, ...] = pydantic.Field(
         default=(),
         description="positions of arguments that are compile-time constants "
@@ -43,15 +69,59 @@ class JitSpec(TransformSpec):
     static_argnames: tuple[str, ...] = pydantic.Field(
         default=(), description="names of keyword arguments that are compile-time constants"
     )
+    donate_argnums: tuple[Index, ...] = pydantic.Field(
+        default=(),
+        description="positions of arguments whose buffers the computation may reuse "
+        "(non-negative; the caller must not use them afterwards)",
+    )
+    donate_argnames: tuple[str, ...] = pydantic.Field(
+        default=(), description="names of keyword arguments whose buffers may be reused"
+    )
+    keep_unused: bool = pydantic.Field(
+        default=False, description="keep arguments the computation does not use"
+    )
+    inline: bool = pydantic.Field(
+        default=False, description="inline the computation into an enclosing jit's"
+    )
+    name: str | None = pydantic.Field(
+        default=None, description="the name of the compiled computation (None: the function's)"
+    )
     donate_states: bool = pydantic.Field(
         default=False,
         description="donate the buffers of written states to the computation "
         "(ignored on the CPU, which cannot reuse them)",
     )
-
-    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
-        lambda cls, v: as_tuple(v)
+    state_shardings: Annotated[StateRules, _RULES_SCHEMA] = pydantic.Field(
+        default=(),
+        description="{State, State type or filter: Sharding}: read states enter with that "
+        "sharding and written states leave with it (first match wins; others as placed)",
     )
+
+    _normalise = pydantic.field_validator(
+        "static_argnums", "static_argnames", "donate_argnums", "donate_argnames", mode="before"
+    )(lambda cls, v: as_tuple(v))
+
+    @pydantic.field_validator("in_shardings", mode="before")
+    @classmethod
+    def _in_shardings(cls, value: object) -> object:
+        if isinstance(value, list):
+            value = tuple(value)
+        if value is None or isinstance(value, (Sharding, tuple)):
+            return value
+        raise ValueError(
+            f"{value!r} ({type(value).__name__}) is neither a Sharding nor a tuple of them "
+            "(one per non-static positional argument)"
+        )
+
+    @pydantic.field_validator("state_shardings", mode="before")
+    @classmethod
+    def _state_rules(cls, value: object) -> StateRules:
+        if isinstance(value, Sharding):
+            raise ValueError(
+                "give a mapping {State or filter: Sharding}, e.g. {sj.ParamState: sharding}; "
+                "a single Sharding would also place every counter and key"
+            )
+        return parse_rules(value, (Sharding,), "a Sharding")
 
 
 @overload
@@ -59,18 +129,34 @@ def jit(
     fn: Callable[P, R],
     /,
     *,
+    in_shardings: Any = None,
+    out_shardings: Any = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
+    donate_argnums: int | Sequence[int] = (),
+    donate_argnames: str | Sequence[str] = (),
+    keep_unused: bool = False,
+    inline: bool = False,
+    name: str | None = None,
     donate_states: bool = False,
+    state_shardings: Mapping[Any, Sharding | None] | None = None,
 ) -> Callable[P, R]: ...
 @overload
 def jit(
     fn: None = None,
     /,
     *,
+    in_shardings: Any = None,
+    out_shardings: Any = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
+    donate_argnums: int | Sequence[int] = (),
+    donate_argnames: str | Sequence[str] = (),
+    keep_unused: bool = False,
+    inline: bool = False,
+    name: str | None = None,
     donate_states: bool = False,
+    state_shardings: Mapping[Any, Sharding | None] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def jit(
     fn: Callable[P, R] | None = None, /, **options: Any
@@ -81,8 +167,22 @@ def jit(
     the compiled code. Writes to states inside `fn` are visible after the call.
     Under `jax.disable_jit()` it runs `fn` eagerly instead, as `jax.jit` does
     (concrete values, so `float(x)` works), writes still applied after the call.
-    The returned function has `clear_cache()`. Use it as `@jit`,
-    `@jit(static_argnums=...)` or `jit(fn, ...)`, on functions or methods.
+    Use it as `@jit`, `@jit(static_argnums=...)` or `jit(fn, ...)`, on functions
+    or methods.
+
+    The options are `jax.jit`'s, plus `state_shardings`: a mapping
+    `{State, State type or filter: Sharding}` (first match wins). A read state
+    enters with its sharding and a written one leaves with it, so parameters
+    and optimizer state stay where they are, call after call. A state whose
+    value is committed to another sharding is never moved: the call raises
+    `ShardingError` naming it. Unmatched states keep the placement of their
+    values (a new placement compiles anew, as in `jax.jit`).
+
+    The returned function has `clear_cache()`, and `lower`, `trace`,
+    `eval_shape` and `compile` taking the call's arguments, as `jax.jit`'s;
+    they change no state. `lower` and `trace` stage the whole pure core, whose
+    inputs are `(read_state_values, written_state_values, *args)` and whose
+    result is `(result, new_written_state_values)`.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -94,6 +194,8 @@ def jit(
         ...     return total.value * 2
         >>> float(add(1.5)), float(add(1.0)), float(total.value)
         (3.0, 5.0, 2.5)
+        >>> add.eval_shape(1.0).shape, float(total.value)
+        ((), 2.5)
     """
     # Options arrive as **options so a misspelled one becomes a SpecError with a
     # did-you-mean rather than Python's bare TypeError; the overloads type them.
@@ -104,20 +206,31 @@ def jit(
 
 
 def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
-    # The pure core takes (read_values, write_values, *args): shift static positions by two.
-    static_argnums = tuple(i + 2 for i in spec.static_argnums)
-    donate = (1,) if spec.donate_states and jax.default_backend() != "cpu" else ()
+    name = getattr(fn, "__qualname__", repr(fn))
+    label = f"statejax.jit({spec.name or name})"
+    sharded = (
+        spec.in_shardings is not None
+        or spec.out_shardings is not None
+        or bool(spec.state_shardings)
+    )
 
     def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
+        if sharded:
+            return _ShardedJit(split, pure, spec, label)
+        # The pure core takes (read_values, write_values, *args): shift positions by two.
+        donate = tuple(i + 2 for i in spec.donate_argnums)
+        if spec.donate_states and jax.default_backend() != "cpu":
+            donate = (1, *donate)
         return jax.jit(
-            pure,
-            static_argnums=static_argnums,
+            _named(pure, spec.name),
+            static_argnums=tuple(i + 2 for i in spec.static_argnums),
             static_argnames=spec.static_argnames,
             donate_argnums=donate,
+            donate_argnames=spec.donate_argnames,
+            keep_unused=spec.keep_unused,
+            inline=spec.inline,
         )
 
-    name = getattr(fn, "__qualname__", repr(fn))
-    label = f"statejax.jit({name})"
     static_key = (
         functools.partial(_static_values, spec.static_argnums, spec.static_argnames)
         if spec.static_argnums or spec.static_argnames
@@ -127,6 +240,7 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         fn, label, lift, staged=True, static_key=static_key
     )
     call = stateful.__call__
+    prepare = stateful.prepare
     config = jax.config
 
     # Like stateful.as_function(fn), plus jax.disable_jit(): one config read per call.
@@ -136,9 +250,162 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
             return run_eagerly(label, fn, *args, **kwargs)
         return call(*args, **kwargs)
 
+    def staged(method: str) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            split, transformed = prepare(*args, **kwargs)
+            read_vals, write_vals = split.gather()
+            return getattr(transformed, method)(read_vals, write_vals, *args, **kwargs)
+
+        run.__name__ = method
+        run.__doc__ = f"`jax.jit`'s `{method}` of the pure core for these arguments."
+        return run
+
+    lower = staged("lower")
+
+    def eval_shape(*args: Any, **kwargs: Any) -> Any:
+        """The shape and dtype of the result for these arguments; nothing runs."""
+        return staged("eval_shape")(*args, **kwargs)[0]
+
+    def compile(*args: Any, **kwargs: Any) -> jax.stages.Compiled:
+        """`lower(...).compile()`."""
+        return lower(*args, **kwargs).compile()  # type: ignore[no-any-return]
+
     wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
     wrapper.stateful = stateful  # type: ignore[attr-defined]
+    wrapper.origin_fun = fn  # type: ignore[attr-defined]
+    wrapper.lower = lower  # type: ignore[attr-defined]
+    wrapper.trace = staged("trace")  # type: ignore[attr-defined]
+    wrapper.eval_shape = eval_shape  # type: ignore[attr-defined]
+    wrapper.compile = compile  # type: ignore[attr-defined]
     return wrapper
+
+
+def _named(pure: PureCore, name: str | None) -> Callable[..., Any]:
+    """The pure core under `name`, which `jax.jit` gives the compiled computation."""
+    if name is None:
+        return pure
+
+    def core(*args: Any, **kwargs: Any) -> Any:
+        return pure(*args, **kwargs)
+
+    core.__name__ = core.__qualname__ = name
+    return core
+
+
+class _ShardedJit:
+    """The lifted pure core of one split when shardings are given.
+
+    `jax.jit` takes no keyword arguments once `in_shardings` is given, so the
+    compiled function takes them packed, `(reads, writes, kwargs, donated_kwargs,
+    *args)`, one compiled function per number of positional arguments (a single
+    `in_shardings` applies to each). The state shardings are resolved on the first
+    call, when the arguments show the states' paths.
+    """
+
+    def __init__(self, split: Split, pure: PureCore, spec: JitSpec, label: str) -> None:
+        self.split = split
+        self.pure = pure
+        self.spec = spec
+        self.label = label
+        self.by_arity: dict[int, Any] = {}
+        self.read_shardings: list[Any] = []
+        self.write_shardings: list[Any] = []
+        self.paths: dict[int, Path] = {}
+
+    def _build(
+        self, rv: Sequence[Any], wv: Sequence[Any], args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        spec, split = self.spec, self.split
+        if not self.by_arity:
+            self.paths = state_paths(split, spec.state_shardings, args, kwargs)
+            placements = resolve(spec.state_shardings, split.states, self.paths, None)
+            for state, value, placement in zip(split.states, [*rv, *wv], placements, strict=True):
+                check_fits(self.label, state, self.paths.get(id(state)), value, placement)
+            n_reads = len(split.read_states)
+            self.read_shardings = placements[:n_reads]
+            self.write_shardings = placements[n_reads:]
+        static = set(spec.static_argnums)
+        n_dynamic = sum(1 for i in range(len(args)) if i not in static)
+        user_in = spec.in_shardings
+        if user_in is None:
+            args_in: tuple[Any, ...] = (None,) * n_dynamic
+        elif isinstance(user_in, tuple):
+            args_in = user_in
+        else:
+            args_in = (user_in,) * n_dynamic
+        static_kwargs = {k: v for k, v in kwargs.items() if k in spec.static_argnames}
+        pure = _named(self.pure, spec.name)
+
+        def core(rv: Any, wv: Any, kw: Any, donated: Any, *args: Any) -> Any:
+            return pure(rv, wv, *args, **kw, **donated, **static_kwargs)
+
+        donate = tuple(i + 4 for i in spec.donate_argnums)
+        if spec.donate_argnames:
+            donate = (3, *donate)
+        if spec.donate_states and jax.default_backend() != "cpu":
+            donate = (1, *donate)
+        jitted = jax.jit(
+            core,
+            in_shardings=(self.read_shardings, self.write_shardings, None, None, *args_in),
+            out_shardings=(spec.out_shardings, self.write_shardings),
+            static_argnums=tuple(i + 4 for i in spec.static_argnums),
+            donate_argnums=donate,
+            keep_unused=spec.keep_unused,
+            inline=spec.inline,
+        )
+        self.by_arity[len(args)] = jitted
+        return jitted
+
+    def _pack(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        spec = self.spec
+        kw = {k: v for k, v in kwargs.items() if k not in spec.static_argnames}
+        donated = {k: kw.pop(k) for k in spec.donate_argnames if k in kw}
+        return kw, donated
+
+    def __call__(self, rv: Sequence[Any], wv: Sequence[Any], /, *args: Any, **kwargs: Any) -> Any:
+        jitted = self.by_arity.get(len(args))
+        if jitted is None:
+            jitted = self._build(rv, wv, args, kwargs)
+        kw, donated = self._pack(kwargs) if kwargs else ({}, {})
+        try:
+            return jitted(rv, wv, kw, donated, *args)
+        except ValueError:
+            self._misplaced(rv, wv)
+            raise
+
+    def _staged(self, method: str, rv: Any, wv: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        jitted = self.by_arity.get(len(args)) or self._build(rv, wv, args, kwargs)
+        kw, donated = self._pack(kwargs)
+        return getattr(jitted, method)(rv, wv, kw, donated, *args)
+
+    def lower(self, rv: Any, wv: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._staged("lower", rv, wv, args, kwargs)
+
+    def trace(self, rv: Any, wv: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._staged("trace", rv, wv, args, kwargs)
+
+    def eval_shape(self, rv: Any, wv: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._staged("eval_shape", rv, wv, args, kwargs)
+
+    def _misplaced(self, rv: Sequence[Any], wv: Sequence[Any]) -> None:
+        """`jax.jit` refused an argument's sharding: if a state's, say which one."""
+        shardings = [*self.read_shardings, *self.write_shardings]
+        for state, value, want in zip(self.split.states, [*rv, *wv], shardings, strict=True):
+            if want is None:
+                continue
+            for leaf in jax.tree.leaves(value):
+                if isinstance(leaf, jax.core.Tracer):
+                    continue
+                have = getattr(leaf, "sharding", None)
+                committed = getattr(leaf, "committed", False)
+                if have is None or not committed or have.is_equivalent_to(want, np.ndim(leaf)):
+                    continue
+                raise ShardingError(
+                    f"{self.label}: {describe_state(state, self.paths.get(id(state)))} holds a "
+                    f"value placed as {have}, but state_shardings places it as {want}; statejax "
+                    "does not move it silently. Put it back with jax.device_put(state.value, "
+                    "sharding) (or statejax.sharding.shard_states), or change state_shardings."
+                ) from None
 
 
 def _static_values(
