@@ -25,6 +25,7 @@ from statejax._errors import (
     StateLeakError,
     TraceError,
 )
+from statejax._new_states import catch_new_states
 from statejax._random_state import RandomState
 from statejax._state import (
     BatchState,
@@ -66,6 +67,7 @@ __all__ = [
     "StatejaxError",
     "TraceError",
     "__version__",
+    "catch_new_states",
     "checkpoint",
     "cond",
     "eval_shape",

@@ -17,11 +17,15 @@ from statejax.transforms.abstract import eval_shape, make_jaxpr
 from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
 from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
+from statejax.transforms.find_state import StateFinder
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.stateful import StatefulFunction
 from statejax.transforms.vmap import map, vmap
 
 __all__ = [
+    "StateFinder",
+    "StatefulFunction",
     "checkpoint",
     "cond",
     "eval_shape",
