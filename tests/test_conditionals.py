@@ -12,8 +12,8 @@ from jax import lax
 
 import statejax as sj
 from statejax.extend import StateTrace
-from statejax.transforms.stateful import StatefulFunction
 from statejax.transforms.conditionals import cond, ifelse, switch
+from statejax.transforms.stateful import StatefulFunction
 
 
 class Stats(sj.Module):

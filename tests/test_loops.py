@@ -13,8 +13,8 @@ from jax import lax
 import statejax as sj
 from statejax.extend import StateTrace
 from statejax.transforms.abstract import make_jaxpr
-from statejax.transforms.stateful import StatefulFunction
 from statejax.transforms.loops import ProgressBar, ScanSpec, for_loop, scan, while_loop
+from statejax.transforms.stateful import StatefulFunction
 
 
 class Leaky(sj.Module):

@@ -119,6 +119,11 @@ def _refuse_states(where: str, tree: Any) -> None:
             )
 
 
+def _aval(leaf: Any) -> Any:
+    """The abstract value (shape, dtype, weak type) of an array, number or `ShapeDtypeStruct`."""
+    return shaped_abstractify(leaf)  # type: ignore[no-untyped-call]
+
+
 def _has_tracer(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
@@ -252,11 +257,11 @@ class StatefulFunction:
         kw_leaves, kw_tree = jax.tree.flatten(dict(sorted(dyn_kwargs.items())))
         key = CacheKey(
             static_args=tuple(_marker(a) for i, a in enumerate(args) if i in self.static_argnums),
-            dyn_args=(arg_tree, tuple(shaped_abstractify(x) for x in arg_leaves)),
+            dyn_args=(arg_tree, tuple(_aval(x) for x in arg_leaves)),
             static_kwargs=tuple(
                 (k, _marker(v)) for k, v in sorted(kwargs.items()) if k in self.static_argnames
             ),
-            dyn_kwargs=(kw_tree, tuple(shaped_abstractify(x) for x in kw_leaves)),
+            dyn_kwargs=(kw_tree, tuple(_aval(x) for x in kw_leaves)),
         )
         try:
             hash(key)
@@ -297,7 +302,7 @@ class StatefulFunction:
             _refuse_states("an argument", (dyn_args, dyn_kwargs))
             state_vals = list(read_vals) + list(write_vals)
             leaves, in_tree = jax.tree.flatten((dyn_args, dyn_kwargs, state_vals))
-            signature = (in_tree, tuple(shaped_abstractify(x) for x in leaves))
+            signature = (in_tree, tuple(_aval(x) for x in leaves))
             found = compiled.get(signature)
             if found is not None:
                 self._hits += 1
@@ -475,7 +480,9 @@ class StatefulFunction:
         """
         return self._get(args, kwargs, compile_if_miss).split.write_states
 
-    def _get(self, args: tuple[Any, ...], kwargs: dict[str, Any], compile_if_miss: bool) -> Any:
+    def _get(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], compile_if_miss: bool
+    ) -> _Compiled:
         if compile_if_miss:
             return self._compile(args, kwargs)
         return self._by_cache(self.get_arg_cache_key(*args, **kwargs))
