@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 
 import jax
@@ -203,6 +205,39 @@ def test_stateful_function_keeps_no_module_alive_and_no_tracer() -> None:
     assert float(sj.jit(lambda x: inner(x) * 2)(jnp.array(1.5))) == 3.0
     assert float(counter.value) == 1.5
     assert not isinstance(counter.value, jax.core.Tracer)
+
+
+def test_stateful_function_shared_by_threads_counts_exactly() -> None:
+    w = sj.ParamState(jnp.arange(3.0))
+    outs = [sj.State(jnp.zeros(3)) for _ in range(4)]
+
+    def f(x: jax.Array, i: int) -> jax.Array:
+        time.sleep(0.002)  # traces on different threads overlap
+        outs[i].value = outs[i].value + x * w.value
+        return outs[i].value
+
+    sf = StatefulFunction(f, static_argnums=1)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(outs))
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(3):
+                sf(jnp.ones(3), i)
+                assert sf.get_write_states(jnp.ones(3), i) == (outs[i],)
+                assert not isinstance(w.value, jax.core.Tracer)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(outs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for out in outs:
+        assert out.value.tolist() == [0.0, 3.0, 6.0]
 
 
 def test_state_finder_and_catch_new_states() -> None:
