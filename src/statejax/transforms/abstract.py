@@ -107,14 +107,15 @@ def make_jaxpr(
         >>> out.shape
         (2,)
     """
-    options = MakeJaxprSpec.normalise(
+    spec = parse_spec(
+        MakeJaxprSpec,
+        "make_jaxpr",
         static_argnums=static_argnums,
         static_argnames=static_argnames,
         axis_env=axis_env,
         return_shape=return_shape,
         return_only_write=return_only_write,
     )
-    spec = parse_spec(MakeJaxprSpec, "make_jaxpr", **options)
     stateful = StatefulFunction(
         fun,
         static_argnums=spec.static_argnums,

@@ -21,6 +21,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import pydantic
 from jax.api_util import shaped_abstractify
 
 from statejax.extend import (
@@ -48,22 +49,27 @@ _MAX_COMPILED = 64
 
 
 class StatefulFunctionSpec(TransformSpec):
-    """Options of `StatefulFunction` (and of `make_jaxpr`, which adds two)."""
+    """Options of `StatefulFunction` (and of `make_jaxpr`, which adds `return_shape`)."""
 
-    static_argnums: tuple[Index, ...] = ()
-    static_argnames: tuple[str, ...] = ()
-    axis_env: tuple[tuple[Hashable, Index], ...] | None = None
-    return_only_write: bool = True
+    static_argnums: tuple[Index, ...] = pydantic.Field(
+        default=(), description="positions of arguments that are compile-time constants"
+    )
+    static_argnames: tuple[str, ...] = pydantic.Field(
+        default=(), description="names of keyword arguments that are compile-time constants"
+    )
+    axis_env: tuple[tuple[Hashable, Index], ...] | None = pydantic.Field(
+        default=None, description="(axis name, size) pairs, as jax.make_jaxpr's axis_env"
+    )
+    return_only_write: bool = pydantic.Field(
+        default=True, description="the jaxpr returns only the written states' new values"
+    )
 
-    @classmethod
-    def normalise(cls, **options: Any) -> dict[str, Any]:
-        """Accept one position or name, and lists, where the options take tuples."""
-        for field in ("static_argnums", "static_argnames"):
-            if field in options:
-                options[field] = as_tuple(options[field])
-        if options.get("axis_env") is not None:
-            options["axis_env"] = tuple(tuple(pair) for pair in options["axis_env"])
-        return options
+    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
+        lambda cls, v: () if v is None else as_tuple(v)
+    )
+    _pairs = pydantic.field_validator("axis_env", mode="before")(
+        lambda cls, v: tuple(tuple(p) for p in v) if isinstance(v, (list, tuple)) else v
+    )
 
 
 class CacheKey(NamedTuple):
@@ -179,13 +185,14 @@ class StatefulFunction:
         name: str | None = None,
         return_only_write: bool = True,
     ) -> None:
-        options = StatefulFunctionSpec.normalise(
-            static_argnums=() if static_argnums is None else static_argnums,
-            static_argnames=() if static_argnames is None else static_argnames,
+        spec = parse_spec(
+            StatefulFunctionSpec,
+            "StatefulFunction",
+            static_argnums=static_argnums,
+            static_argnames=static_argnames,
             axis_env=axis_env,
             return_only_write=return_only_write,
         )
-        spec = parse_spec(StatefulFunctionSpec, "StatefulFunction", **options)
         self.fun = fun
         self.static_argnums: tuple[int, ...] = spec.static_argnums
         self.static_argnames: tuple[str, ...] = spec.static_argnames
