@@ -20,12 +20,14 @@ from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.find_state import StateFinder
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.mapping import StatefulMapping
 from statejax.transforms.stateful import StatefulFunction
 from statejax.transforms.vmap import map, vmap
 
 __all__ = [
     "StateFinder",
     "StatefulFunction",
+    "StatefulMapping",
     "checkpoint",
     "cond",
     "eval_shape",
