@@ -329,7 +329,7 @@ def test_jit_of_grad_train_step_is_one_executable() -> None:
         return value  # type: ignore[no-any-return]
 
     # Gradient, update and every state write are one jitted call at the top level...
-    jaxpr = sj.make_jaxpr(step)(X, Y).jaxpr
+    jaxpr, _ = sj.make_jaxpr(step)(X, Y)
     assert [eqn.primitive.name for eqn in jaxpr.eqns] == ["jit"]
     # ...compiled once: the parameters and Adam's moments change, their types do not.
     step(X, Y)

@@ -125,9 +125,9 @@ def test_the_backward_pass_recomputes_with_the_policy() -> None:
     w, _ = make()
     policy = jax.checkpoint_policies.dots_saveable
     block = checkpoint(lambda x: pure(w.value, x), policy=policy)
-    jaxpr = sj.make_jaxpr(grad(block, w))(jnp.array(0.7)).jaxpr
+    jaxpr, _ = sj.make_jaxpr(grad(block, w))(jnp.array(0.7))
     eqns = remat_eqns(jaxpr)
     assert eqns, jaxpr
     assert all(eqn.params["policy"] is policy for eqn in eqns)  # type: ignore[attr-defined]
-    plain = sj.make_jaxpr(grad(lambda x: pure(w.value, x), w))(jnp.array(0.7)).jaxpr
+    plain, _ = sj.make_jaxpr(grad(lambda x: pure(w.value, x), w))(jnp.array(0.7))
     assert not remat_eqns(plain)

@@ -12,8 +12,8 @@ from jax import lax
 
 import statejax as sj
 from statejax.extend import StateTrace
-from statejax.transforms.abstract import make_jaxpr
 from statejax.transforms.conditionals import cond, ifelse, switch
+from statejax.transforms.stateful import StatefulFunction
 
 
 class Stats(sj.Module):
@@ -61,7 +61,8 @@ def test_a_state_written_in_one_branch_and_read_in_the_other(pred: bool) -> None
     out = sj.jit(lambda p, x: cond(p, write, read, x))(pred, jnp.array(2.0))
     ref_out, ref_s = lax.cond(pred, lambda s, x: (s + x, s + x), lambda s, x: (s * x, s), 5.0, 2.0)
     assert (float(out), float(s.value)) == (float(ref_out), float(ref_s))
-    _, reads, writes = make_jaxpr(lambda p, x: cond(p, write, read, x))(pred, 2.0)
+    sf = StatefulFunction(lambda p, x: cond(p, write, read, x))
+    reads, writes = sf.get_read_states(pred, 2.0), sf.get_write_states(pred, 2.0)
     assert reads == () and writes == (s,)
 
 
@@ -77,14 +78,16 @@ def test_every_branch_is_traced_and_the_union_of_writes_is_carried() -> None:
         traced.append("down")
         return stats.down(x)
 
-    jaxpr, reads, writes = make_jaxpr(lambda p, x: cond(p, up, down, x))(True, 1.0)
+    sf = StatefulFunction(lambda p, x: cond(p, up, down, x))
+    jaxpr = sf.get_jaxpr(True, 1.0)
+    reads, writes = sf.get_read_states(True, 1.0), sf.get_write_states(True, 1.0)
     assert {"up", "down"} <= set(traced)
     assert reads == (stats.scale,)
     assert {id(s) for s in writes} == {id(stats.pos), id(stats.neg)}
     # the read state goes in as an operand only; the output and both written states come out
     (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "cond"]
     assert len(eqn.outvars) == 3
-    assert jaxpr.jaxpr.invars[0] in eqn.invars  # scale, the first input (read states first)
+    assert jaxpr.jaxpr.invars[2] in eqn.invars  # scale: after p and x, read states first
     assert int(stats.pos.value) == 0  # make_jaxpr changed nothing
 
 

@@ -14,6 +14,7 @@ import statejax as sj
 from statejax.extend import StateTrace
 from statejax.transforms.abstract import make_jaxpr
 from statejax.transforms.loops import ProgressBar, ScanSpec, for_loop, scan, while_loop
+from statejax.transforms.stateful import StatefulFunction
 
 
 class Leaky(sj.Module):
@@ -90,7 +91,8 @@ def test_scan_reverse_length_and_unroll() -> None:
 
 def test_read_states_are_constants_written_states_are_carried() -> None:
     model = Leaky()
-    jaxpr, reads, writes = make_jaxpr(lambda xs: scan(lambda c, x: (c + 1, model(x)), 0, xs))(XS)
+    sf = StatefulFunction(lambda xs: scan(lambda c, x: (c + 1, model(x)), 0, xs))
+    jaxpr, reads, writes = sf.get_jaxpr(XS), sf.get_read_states(XS), sf.get_write_states(XS)
     assert reads == (model.decay,)
     assert set(map(id, writes)) == {id(model.h), id(model.steps)}
     (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
@@ -137,9 +139,10 @@ def test_while_loop_matches_lax_while_loop() -> None:
     assert int(limit.value) == 20
 
     # only read in cond_fun: a constant, not carried
-    jaxpr, reads, writes = make_jaxpr(
+    sf = StatefulFunction(
         lambda: while_loop(lambda i: total.value < limit.value, body, jnp.array(0))
-    )()
+    )
+    jaxpr, reads, writes = sf.get_jaxpr(), sf.get_read_states(), sf.get_write_states()
     assert reads == (limit,) and writes == (total,)
     (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "while"]
     assert eqn.params["cond_nconsts"] == 1  # limit
@@ -292,10 +295,10 @@ def test_progress_bar_is_driven_from_the_compiled_loop_every_k_steps(
     assert float(acc.value) == 30.0
 
     # the callback sits inside the scan's body (the host hears from every k-th step)
-    jaxpr, _, _ = make_jaxpr(lambda xs: scan(body, None, xs, pbar=4))(jnp.ones(10))
+    jaxpr, _ = make_jaxpr(lambda xs: scan(body, None, xs, pbar=4))(jnp.ones(10))
     (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
     assert "debug_callback" in str(eqn.params["jaxpr"])
-    plain, _, _ = make_jaxpr(lambda xs: scan(body, None, xs))(jnp.ones(10))
+    plain, _ = make_jaxpr(lambda xs: scan(body, None, xs))(jnp.ones(10))
     assert "debug_callback" not in str(plain)
 
     bars.clear()

@@ -26,6 +26,7 @@ from statejax._errors import (
     StateLeakError,
     TraceError,
 )
+from statejax._new_states import catch_new_states
 from statejax._random_state import RandomState
 from statejax._state import (
     BatchState,
@@ -70,6 +71,7 @@ __all__ = [
     "StatejaxError",
     "TraceError",
     "__version__",
+    "catch_new_states",
     "checkpoint",
     "checkpoints",
     "cond",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 import jax
@@ -49,6 +49,8 @@ class _TraceStack(threading.local):
         self.stack: list[StateTrace] = []
         # Inside outside_traces(): states created now are global, even while JAX traces.
         self.global_states = False
+        # Called with each state created on this thread (catch_new_states), outermost first.
+        self.on_create: list[Callable[[State[Any]], None]] = []
 
 
 _TLS = _TraceStack()
@@ -318,6 +320,8 @@ class State(Generic[T]):
         self.sharding = None if sharding is None else tuple(sharding)
         # Where the state was first stored, e.g. "Linear.w"; set by Module.__setattr__.
         self._name: str | None = None
+        for hook in _TLS.on_create:
+            hook(self)
         trace = current_trace()
         if trace is not None:
             # Born inside a trace: its value lives in the trace, and outside it the

@@ -49,11 +49,14 @@ from statejax.transforms.checking import (
 )
 from statejax.transforms.checkpoint import checkpoint, remat
 from statejax.transforms.conditionals import cond, ifelse, switch
+from statejax.transforms.find_state import StateFinder
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
+from statejax.transforms.mapping import StatefulMapping
 from statejax.transforms.naming import named_call, named_scope
 from statejax.transforms.parallel import shard_map
 from statejax.transforms.progress import ProgressBar
+from statejax.transforms.stateful import StatefulFunction
 from statejax.transforms.unvmap import unvmap
 from statejax.transforms.vmap import map, vmap, vmap_new_states
 
@@ -66,6 +69,9 @@ __all__ = [
     "check_error",
     "checkify",
     "GradientTransform",
+    "StateFinder",
+    "StatefulFunction",
+    "StatefulMapping",
     "ProgressBar",
     "checkpoint",
     "checkpointed_for_loop",
