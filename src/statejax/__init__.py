@@ -19,20 +19,31 @@ Examples:
 from statejax import filters, graph, optim, random, transform
 from statejax._errors import (
     BatchAxisError,
+    BrainStateError,
     PluginError,
     SpecError,
     StatejaxError,
     StateLeakError,
+    TraceContextError,
     TraceError,
 )
 from statejax._random_state import RandomState
 from statejax._state import (
     BatchState,
+    DelayState,
     HiddenState,
     LongTermState,
     ParamState,
     ShortTermState,
     State,
+    TreefyState,
+)
+from statejax._state_tools import (
+    FakeState,
+    StateDictManager,
+    check_state_jax_tracer,
+    check_state_value_tree,
+    maybe_state,
 )
 from statejax.graph import GraphDef, Module, StateMapping, StateTree, treefy_merge, treefy_split
 from statejax.registry._manager import _own_version
@@ -51,6 +62,9 @@ __all__ = [
     "ProgressBar",
     "RandomState",
     "BatchState",
+    "BrainStateError",
+    "DelayState",
+    "FakeState",
     "GraphDef",
     "HiddenState",
     "LongTermState",
@@ -60,13 +74,18 @@ __all__ = [
     "ShortTermState",
     "SpecError",
     "State",
+    "StateDictManager",
     "StateLeakError",
     "StateMapping",
     "StateTree",
     "StatejaxError",
+    "TraceContextError",
     "TraceError",
+    "TreefyState",
     "__version__",
     "checkpoint",
+    "check_state_jax_tracer",
+    "check_state_value_tree",
     "cond",
     "eval_shape",
     "filters",
@@ -80,6 +99,7 @@ __all__ = [
     "jit",
     "jvp",
     "make_jaxpr",
+    "maybe_state",
     "optim",
     "random",
     "remat",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "BatchAxisError",
+    "BrainStateError",
     "PluginError",
     "SpecError",
     "StateLeakError",
     "StatejaxError",
+    "TraceContextError",
     "TraceError",
 ]
 
@@ -39,3 +41,15 @@ class StateLeakError(StatejaxError):
 
 class BatchAxisError(StatejaxError, ValueError):
     """A batched value reached a state that vmap treats as broadcast (or sizes disagree)."""
+
+
+BrainStateError = StatejaxError
+"""BrainState's name for the base class of its errors: the same class as `StatejaxError`."""
+
+TraceContextError = TraceError
+"""BrainState's name for a state used against its trace: the same class as `TraceError`.
+
+statejax raises it where BrainState does (a tracer written to a state outside any
+state-aware transform, a state read after the trace that created it ended raises its
+sibling `StateLeakError`).
+"""

@@ -508,8 +508,8 @@ class _Batched:
                     paths[id(s)] = path
         self.known_paths = dict(paths)
         for s in self.split.states:
-            if s._name and id(s) not in paths:
-                paths[id(s)] = tuple(s._name.split(".")[1:])
+            if s._where and id(s) not in paths:
+                paths[id(s)] = tuple(s._where.split(".")[1:])
         return paths
 
     def _assign(
