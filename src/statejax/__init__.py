@@ -27,6 +27,7 @@ from statejax._errors import (
     TraceContextError,
     TraceError,
 )
+from statejax._hidden_states import HiddenGroupState, HiddenTreeState
 from statejax._random_state import RandomState
 from statejax._state import (
     BatchState,
@@ -45,6 +46,7 @@ from statejax._state_tools import (
     check_state_value_tree,
     maybe_state,
 )
+from statejax._trace_stack import StateTraceStack
 from statejax.graph import GraphDef, Module, StateMapping, StateTree, treefy_merge, treefy_split
 from statejax.registry._manager import _own_version
 from statejax.transforms.abstract import eval_shape, make_jaxpr
@@ -66,7 +68,9 @@ __all__ = [
     "DelayState",
     "FakeState",
     "GraphDef",
+    "HiddenGroupState",
     "HiddenState",
+    "HiddenTreeState",
     "LongTermState",
     "Module",
     "ParamState",
@@ -77,6 +81,7 @@ __all__ = [
     "StateDictManager",
     "StateLeakError",
     "StateMapping",
+    "StateTraceStack",
     "StateTree",
     "StatejaxError",
     "TraceContextError",

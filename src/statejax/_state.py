@@ -517,6 +517,13 @@ class State(Generic[T]):
             attrs[key] = new
         new_state = type(self).__new__(type(self))
         State.__init__(new_state, value, attrs["name"], tag=attrs["tag"])
+        # Static slots of subclasses (a HiddenGroupState's names) come along.
+        for cls in type(self).__mro__:
+            if cls is State:
+                break
+            for slot in vars(cls).get("__slots__", ()):
+                if hasattr(self, slot):
+                    setattr(new_state, slot, getattr(self, slot))
         return new_state
 
     def copy_from(self, other: State[T]) -> None:

@@ -39,16 +39,29 @@ from statejax.filters import (
 )
 
 __all__ = [
+    "MAX_INT",
     "GraphDef",
     "Module",
     "Node",
+    "NodeStates",
     "StateMapping",
     "StateTree",
+    "clone",
+    "flatten",
+    "graph_to_tree",
+    "graphdef",
+    "iter_leaf",
+    "iter_node",
     "iter_states",
+    "nodes",
     "pop_states",
+    "register_graph_node_type",
+    "states",
+    "tree_to_graph",
     "treefy_merge",
     "treefy_split",
     "treefy_states",
+    "unflatten",
     "update_states",
 ]
 
@@ -509,25 +522,29 @@ class GraphDef:
 _STATE, _MODULE, _LIST, _TUPLE, _DICT, _LEAF, _REF, _CUSTOM = range(8)
 
 
-def _describe_graph(node: object) -> tuple[Any, tuple[Path, ...]]:
-    index: dict[int, Path] = {}
+def _describe_graph(
+    node: object, index: dict[int, Any] | None = None, base: Any = None
+) -> tuple[Any, tuple[Path, ...]]:
+    # `index` (id -> (base, path)) may be shared by several descriptions, so that an
+    # object met in an earlier one becomes a reference to it (graph_to_tree).
+    index = {} if index is None else index
     paths: list[Path] = []
 
     def describe(obj: object, path: Path) -> Any:
         if (isinstance(obj, State) or _is_graph_node(obj)) and id(obj) in index:
             return (_REF, index[id(obj)])
         if isinstance(obj, State):
-            index[id(obj)] = path
+            index[id(obj)] = (base, path)
             paths.append(path)
             tag = frozenset(obj.tag) if obj.tag is not None else None
             return (_STATE, type(obj), tag, path, obj.name)
         if type(obj) in _NODE_TYPES:
-            index[id(obj)] = path
+            index[id(obj)] = (base, path)
             items, aux = _NODE_TYPES[type(obj)].flatten(obj)
             attrs = tuple((k, describe(v, (*path, k))) for k, v in items)
             return (_CUSTOM, type(obj), _Opaque(aux), attrs)
         if isinstance(obj, Module):
-            index[id(obj)] = path
+            index[id(obj)] = (base, path)
             attrs = tuple((k, describe(v, (*path, k))) for k, v in vars(obj).items())
             return (_MODULE, type(obj), attrs)
         if isinstance(obj, list):
@@ -651,7 +668,12 @@ def treefy_merge(graphdef: GraphDef, *trees: Mapping[Path, Any]) -> Any:
     extra = [p for p in values if p not in set(graphdef._state_paths)]
     if extra:
         raise ValueError(f"treefy_merge: {extra} are not state paths of this graphdef")
-    built: dict[Path, Any] = {}
+    return _build(graphdef, values, {}, None)
+
+
+def _build(graphdef: GraphDef, values: Mapping[Path, Any], built: dict[Any, Any], base: Any) -> Any:
+    """The node `graphdef` describes, holding `values`; `built` maps (base, path) to
+    what was built so far (shared by several builds in `tree_to_graph`)."""
 
     def build(desc: Any, path: Path) -> Any:
         kind = desc[0]
@@ -664,18 +686,18 @@ def treefy_merge(graphdef: GraphDef, *trees: Mapping[Path, Any]) -> Any:
             if isinstance(value, TreefyState):
                 value = value.value
             State.__init__(state, value, name, tag=tag)
-            built[path] = state
+            built[base, path] = state
             return state
         if kind == _CUSTOM:
             impl = _NODE_TYPES[desc[1]]
             node = impl.create_empty(desc[2].obj)
-            built[path] = node
+            built[base, path] = node
             for key, child in desc[3]:
                 impl.set_key(node, key, build(child, (*path, key)))
             return node
         if kind == _MODULE:
             module = desc[1].__new__(desc[1])
-            built[path] = module
+            built[base, path] = module
             for key, child in desc[2]:
                 setattr(module, key, build(child, (*path, key)))
             return module
@@ -1244,3 +1266,181 @@ def unflatten(graphdef: GraphDef, state_tree: Mapping[Path, Any]) -> Any:
             path the graphdef lacks.
     """
     return treefy_merge(graphdef, state_tree)
+
+
+class NodeStates:
+    """A graph node packed as a pytree: its `GraphDef` (static) and state trees (leaves).
+
+    `graph_to_tree` puts one in place of each module; `tree_to_graph` builds the
+    modules back. JAX transforms map over the state values inside.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> packed = sj.graph.NodeStates.from_split(*sj.treefy_split(Net()))
+        >>> list(packed.state), packed.graphdef == sj.graph.graphdef(Net())
+        ([('w',)], True)
+    """
+
+    __slots__ = ("_graphdef", "metadata", "states")
+
+    def __init__(
+        self, graphdef: GraphDef | None, states: tuple[StateTree[Any], ...], metadata: Any = None
+    ) -> None:
+        self._graphdef = graphdef
+        self.states = states
+        self.metadata = metadata
+
+    @property
+    def graphdef(self) -> GraphDef:
+        """The structure of the packed node.
+
+        Raises:
+            ValueError: the `NodeStates` was made from states alone (`from_states`).
+        """
+        if self._graphdef is None:
+            raise ValueError("this NodeStates holds states only (from_states); it has no graphdef")
+        return self._graphdef
+
+    @property
+    def state(self) -> StateTree[Any]:
+        """The one state tree.
+
+        Raises:
+            ValueError: it holds several trees (use `states`).
+        """
+        if len(self.states) != 1:
+            raise ValueError(f"this NodeStates holds {len(self.states)} state trees; use .states")
+        return self.states[0]
+
+    @classmethod
+    def from_split(
+        cls,
+        graphdef: GraphDef,
+        state: StateTree[Any],
+        /,
+        *states: StateTree[Any],
+        metadata: Any = None,
+    ) -> NodeStates:
+        """Pack what `treefy_split` returned."""
+        return cls(graphdef, (state, *states), metadata)
+
+    @classmethod
+    def from_states(cls, state: StateTree[Any], /, *states: StateTree[Any]) -> NodeStates:
+        """Pack state trees without a graphdef."""
+        return cls(None, (state, *states))
+
+    def __repr__(self) -> str:
+        return f"NodeStates(graphdef={self._graphdef!r}, states={self.states!r})"
+
+
+class _IdentityKey:
+    """Static data holding a `GraphDef`: equal when the graphdefs are equal, hashable."""
+
+    __slots__ = ("graphdef",)
+    graphdef: GraphDef | None
+
+    def __init__(self, graphdef: GraphDef | None) -> None:
+        self.graphdef = graphdef
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _IdentityKey) and (
+            other.graphdef is self.graphdef or other.graphdef == self.graphdef
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.graphdef) if self.graphdef is not None else 0
+
+
+def _flatten_node_states(n: NodeStates) -> tuple[tuple[StateTree[Any], ...], tuple[Any, Any]]:
+    return n.states, (_IdentityKey(n._graphdef), n.metadata)
+
+
+def _unflatten_node_states(aux: tuple[_IdentityKey, Any], states: Iterable[Any]) -> NodeStates:
+    return NodeStates(aux[0].graphdef, tuple(states), aux[1])
+
+
+jax.tree_util.register_pytree_node(NodeStates, _flatten_node_states, _unflatten_node_states)
+
+
+def _is_node_leaf(x: object) -> bool:
+    return _is_graph_node(x) or isinstance(x, NodeStates)
+
+
+def graph_to_tree(tree: Any, /) -> tuple[Any, dict[tuple[int], State[Any]]]:
+    """Replace every module in the pytree `tree` with a `NodeStates`: a pure pytree.
+
+    The result can go through any JAX transform or function (its leaves are the
+    state values); `tree_to_graph` builds the modules back. Sharing between the
+    modules is kept: a state or module reachable from two of them is packed once,
+    at its first place in leaf order, and comes back as one object.
+
+    Returns:
+        `(pytree, found)`: the packed pytree, and every state packed, keyed `(i,)`
+        in the order met.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> net = Net()
+        >>> packed, found = sj.graph.graph_to_tree({"a": net, "b": net, "x": 1.0})
+        >>> doubled = jax.tree.map(lambda v: v * 2, packed)
+        >>> back = sj.graph.tree_to_graph(doubled)
+        >>> back["a"] is back["b"], back["a"].w.value.tolist(), back["x"]
+        (True, [2.0, 2.0], 2.0)
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_graph_node)
+    index: dict[int, Any] = {}
+    found: dict[tuple[int], State[Any]] = {}
+    out: list[Any] = []
+    for k, leaf in enumerate(leaves):
+        if not _is_graph_node(leaf):
+            out.append(leaf)
+            continue
+        root, paths = _describe_graph(leaf, index, k)
+        own = set(paths)
+        states_here = [(p, s) for p, s in iter_states(leaf) if p in own]
+        for _, s in states_here:
+            found[(len(found),)] = s
+        out.append(
+            NodeStates(GraphDef(root, paths), (StateTree((p, s.value) for p, s in states_here),))
+        )
+    return jax.tree_util.tree_unflatten(treedef, out), found
+
+
+def tree_to_graph(tree: Any, /) -> Any:
+    """Build the modules back from a pytree made by `graph_to_tree` (fresh states).
+
+    Each `NodeStates` becomes a module holding the values of its trees; objects
+    that were shared between modules are shared again.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> net = Net()
+        >>> back = sj.graph.tree_to_graph(sj.graph.graph_to_tree([net, net])[0])
+        >>> back[0] is back[1], back[0] is net
+        (True, False)
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_node_leaf)
+    built: dict[Any, Any] = {}
+    out: list[Any] = []
+    for k, leaf in enumerate(leaves):
+        if isinstance(leaf, NodeStates):
+            values: dict[Path, Any] = {}
+            for t in leaf.states:
+                values.update(t.items())
+            out.append(_build(leaf.graphdef, values, built, k))
+        else:
+            out.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, out)
