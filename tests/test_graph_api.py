@@ -193,3 +193,20 @@ def test_graph_to_tree_round_trip_keeps_sharing_across_leaves() -> None:
     states_only = graph.NodeStates.from_states(packed["first"].state)
     with pytest.raises(ValueError, match="no graphdef"):
         _ = states_only.graphdef
+
+
+def test_ref_map_static_and_flat_mappings() -> None:
+    a, b = [1], [1]
+    refs: graph.RefMap[Any, str] = graph.RefMap({id: "fn"})
+    refs[a], refs[b] = "a", "b"
+    assert len(refs) == 3 and refs[a] == "a" and refs[b] == "b" and [1] not in refs
+    del refs[a]
+    assert list(refs) == [id, b] and str(refs) == repr(refs)
+    static = graph.Static({"k": 1})
+    assert jax.tree.leaves({"x": 1, "s": graph.Static(2)}) == [1]
+    assert graph.Static(2) == graph.Static(2) and hash(graph.Static(2)) == hash(graph.Static(2))
+    assert static.value == {"k": 1}
+    net = Net()
+    flat = graph.states(net, sj.ParamState).to_flat()
+    assert type(flat) is dict and flat[("a", "w")] is net.a.w
+    assert sj.StateLeakError.__mro__[1] is sj.TraceContextError

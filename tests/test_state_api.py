@@ -228,6 +228,10 @@ def test_hidden_group_state() -> None:
         g.set_value({0: jnp.ones(2)})
     with pytest.raises(TypeError, match="takes a mapping"):
         g.set_value(jnp.ones(3))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="index -1 out of range; the state holds 2"):
+        g.set_value({-1: jnp.ones(3)})
+    with pytest.raises(TypeError, match="key 1.5 should be int or str"):
+        g.set_value({1.5: jnp.ones(3)})  # type: ignore[dict-item]
     c = g.copy()
     assert c.name2index == g.name2index and c.get_value(1).tolist() == [1.0] * 3
 
@@ -247,10 +251,13 @@ def test_hidden_tree_state() -> None:
     assert sj.HiddenTreeState([jnp.zeros(2), jnp.ones(2)]).name2index == {"0": 0, "1": 1}
     with pytest.raises(ValueError, match="same shape"):
         sj.HiddenTreeState({"a": jnp.zeros(2), "b": jnp.zeros(3)})
-    with pytest.raises(TypeError, match="takes a dict or list"):
+    with pytest.raises(TypeError, match="takes a dictionary/sequence"):
         sj.HiddenTreeState(jnp.zeros((2, 2)))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="entry 'a' holds one array"):
         sj.HiddenTreeState({"a": [1, 2]})
+    t.name2index.pop("u")
+    with pytest.raises(ValueError, match="holds 2 variables but 1 are named"):
+        _ = t.num_state
 
 
 def test_state_trace_stack_records_and_merges_writes() -> None:

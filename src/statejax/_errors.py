@@ -35,7 +35,7 @@ class TraceError(StatejaxError):
     """A state was used in a way a transform cannot trace (for example a write in a loop condition)."""
 
 
-class StateLeakError(StatejaxError):
+class StateLeakError(TraceError):
     """A state created inside a transform was used after the transform returned."""
 
 
@@ -49,7 +49,7 @@ BrainStateError = StatejaxError
 TraceContextError = TraceError
 """BrainState's name for a state used against its trace: the same class as `TraceError`.
 
-statejax raises it where BrainState does (a tracer written to a state outside any
-state-aware transform, a state read after the trace that created it ended raises its
-sibling `StateLeakError`).
+statejax raises it where BrainState does: a tracer written to a state outside any
+state-aware transform, and (as its subclass `StateLeakError`) a state used after the
+trace that created it ended.
 """

@@ -73,13 +73,19 @@ class HiddenGroupState(HiddenState[jax.Array]):
             return self.name2index[item]
         if not isinstance(item, int) or isinstance(item, bool):
             raise TypeError(
-                f"{type(self).__name__}: a variable is chosen by int index or str name, "
-                f"got {type(item).__name__}"
+                f"{type(self).__name__}: key {item!r} should be int or str (a variable's "
+                f"index or name), got {type(item).__name__}"
             )
         n = self.num_state
         if not -n <= item < n:
             raise IndexError(f"{type(self).__name__}: index {item} out of range for {n} variables")
         return item % n
+
+    def _unit_of(self, index: int) -> Any:
+        return None
+
+    def _magnitude(self, index: int, v: Any) -> Any:
+        return v
 
     def get_value(self, item: int | str) -> Any:
         """One variable, by index or name (a recorded read).
@@ -90,7 +96,9 @@ class HiddenGroupState(HiddenState[jax.Array]):
             TypeError: `item` is neither an int nor a str.
         """
         index = self._index(item)
-        return self.value[..., index]
+        value = self.value[..., index]
+        unit = self._unit_of(index)
+        return value if unit is None else value * unit
 
     def set_value(self, val: Mapping[int | str, Any] | Sequence[Any]) -> None:
         """Write some variables: `{index or name: array}`, or a list for the first ones.
@@ -107,15 +115,23 @@ class HiddenGroupState(HiddenState[jax.Array]):
                 f"{type(self).__name__}.set_value takes a mapping {{index or name: array}} "
                 f"or a list, got {type(val).__name__}"
             )
-        new = jnp.asarray(self.value)
+        current = self.value
+        # A NumPy value becomes a JAX array (for `.at`); a brainunit Quantity keeps its unit.
+        new = current if hasattr(current, "at") else jnp.asarray(current)
+        n = self.num_state
         for key, v in val.items():
+            if isinstance(key, int) and not isinstance(key, bool) and not 0 <= key < n:
+                raise ValueError(
+                    f"{type(self).__name__}.set_value: index {key} out of range; the state "
+                    f"holds {n} variables"
+                )
             index = self._index(key)
-            if tuple(jnp.shape(v)) != self.varshape:
+            if tuple(v.shape) != self.varshape:
                 raise ValueError(
                     f"{type(self).__name__}.set_value: variable {key!r} has shape "
-                    f"{tuple(jnp.shape(v))}, expected {self.varshape}"
+                    f"{tuple(v.shape)}, expected {self.varshape}"
                 )
-            new = new.at[..., index].set(v)
+            new = new.at[..., index].set(self._magnitude(index, v))
         self.value = new
 
 
@@ -124,6 +140,9 @@ class HiddenTreeState(HiddenGroupState):
 
     The variables are stacked on the last axis of one array; `name2index` maps
     each name (for a list: `"0"`, `"1"`, ...) to its index, `index2name` back.
+    A `brainunit.Quantity` entry is stored as its magnitude and its unit kept in
+    `name2unit`/`index2unit`: `get_value` gives it back with the unit, and
+    `set_value` converts a Quantity to that unit.
 
     Raises:
         TypeError: the value is not a dict or list of arrays.
@@ -137,8 +156,10 @@ class HiddenTreeState(HiddenGroupState):
         ((3,), 2, [1.0, 1.0, 1.0])
     """
 
-    __slots__ = ("index2name",)
+    __slots__ = ("index2name", "index2unit", "name2unit")
     index2name: dict[int, str]
+    name2unit: dict[str, Any]
+    index2unit: dict[int, Any]
 
     def __init__(
         self,
@@ -151,14 +172,50 @@ class HiddenTreeState(HiddenGroupState):
         if isinstance(value, (list, tuple)):
             value = {str(i): v for i, v in enumerate(value)}
         if not isinstance(value, Mapping):
-            raise TypeError(f"{kind} takes a dict or list of arrays, got {type(value).__name__}")
+            raise TypeError(
+                f"{kind} takes a dictionary/sequence of arrays, got {type(value).__name__}"
+            )
         for key, v in value.items():
             _check_array(f"{kind} entry {key!r}", v)
         shapes = {k: tuple(v.shape) for k, v in value.items()}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"{kind}: every variable needs the same shape, got {shapes}")
-        HiddenGroupState.__init__(
-            self, jnp.stack([jnp.asarray(v) for v in value.values()], axis=-1), name, tag=tag
-        )
+        # A brainunit Quantity is stored as its magnitude; get_value puts the unit back.
+        units = [
+            getattr(v, "unit", None) if hasattr(v, "mantissa") else None for v in value.values()
+        ]
+        magnitudes = [
+            jnp.asarray(v.mantissa if u is not None else v)
+            for v, u in zip(value.values(), units, strict=True)
+        ]
+        HiddenGroupState.__init__(self, jnp.stack(magnitudes, axis=-1), name, tag=tag)
         self.name2index = {str(k): i for i, k in enumerate(value)}
         self.index2name = {i: k for k, i in self.name2index.items()}
+        self.name2unit = dict(zip(self.name2index, units, strict=True))
+        self.index2unit = dict(enumerate(units))
+
+    @property
+    def num_state(self) -> int:
+        """The number of variables.
+
+        Raises:
+            ValueError: the value's last axis and `name2index` disagree.
+        """
+        n = int(peek_array(self).shape[-1])
+        if n != len(self.name2index):
+            raise ValueError(
+                f"{type(self).__name__}: the value holds {n} variables but "
+                f"{len(self.name2index)} are named ({list(self.name2index)})"
+            )
+        return n
+
+    def _unit_of(self, index: int) -> Any:
+        unit = self.index2unit[index]
+        dim = getattr(unit, "dim", None)
+        return None if unit is None or getattr(dim, "is_dimensionless", False) else unit
+
+    def _magnitude(self, index: int, v: Any) -> Any:
+        if not hasattr(v, "mantissa"):
+            return v
+        unit = self.index2unit[index]
+        return v.to(unit).mantissa if unit is not None else v.mantissa

@@ -26,6 +26,7 @@ from typing import Any, TypeVar, overload
 import jax
 
 from statejax._errors import TraceContextError
+from statejax._graph_util import RefMap, Static
 from statejax._state import State, TreefyState, is_leaked, register_by_reference
 from statejax.filters import (
     Everything,
@@ -44,8 +45,10 @@ __all__ = [
     "Module",
     "Node",
     "NodeStates",
+    "RefMap",
     "StateMapping",
     "StateTree",
+    "Static",
     "clone",
     "flatten",
     "graph_to_tree",
@@ -336,6 +339,10 @@ class StateMapping(Mapping[Path, S]):
         return list(self._items) == list(other._items) and all(
             a is b for a, b in zip(self._items.values(), other._items.values(), strict=True)
         )
+
+    def to_flat(self) -> dict[Path, S]:
+        """A plain `dict` from path tuples to the states (BrainState's `FlattedDict` view)."""
+        return dict(self._items)
 
     def values_tree(self) -> StateTree[Any]:
         """The current values, as a `StateTree` with the same paths."""
