@@ -230,7 +230,7 @@ def test_hidden_group_state() -> None:
         g.set_value(jnp.ones(3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="index -1 out of range; the state holds 2"):
         g.set_value({-1: jnp.ones(3)})
-    with pytest.raises(TypeError, match="key 1.5 should be int or str"):
+    with pytest.raises(TypeError, match=r"key 1\.5 should be int or str"):
         g.set_value({1.5: jnp.ones(3)})  # type: ignore[dict-item]
     c = g.copy()
     assert c.name2index == g.name2index and c.get_value(1).tolist() == [1.0] * 3
