@@ -303,3 +303,17 @@ def test_state_trace_stack_is_atomic_and_nests_in_transforms() -> None:
     f(jnp.ones(2))
     assert s.value.tolist() == [2.0, 2.0]
     assert not isinstance(s._value, jax.core.Tracer)
+
+
+def test_state_trace_stack_refused_write_changes_nothing() -> None:
+    ok, bad = sj.State(jnp.zeros(2)), sj.State(jnp.zeros(2))
+
+    def f(x: jax.Array) -> jax.Array:
+        with sj.StateTraceStack():
+            ok.value = np.ones(2)  # concrete: stored first, then undone
+            bad.value = x  # a tracer of the plain jax.jit: refused when the block ends
+        return x
+
+    with pytest.raises(sj.TraceError, match="outside any statejax transform"):
+        jax.jit(f)(jnp.ones(2))
+    assert ok.value.tolist() == [0.0, 0.0] and bad.value.tolist() == [0.0, 0.0]

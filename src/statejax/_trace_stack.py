@@ -97,8 +97,16 @@ class StateTraceStack:
             # States born in the block live on, as they would without it.
             for state, value in created:
                 adopt_created(state, value)
-            for state, value in written:
-                state.value = value
+            done: list[State[Any]] = []
+            try:
+                for state, value in written:
+                    state.value = value
+                    done.append(state)
+            except BaseException:
+                # All or nothing: a refused write (a tracer that would leak) undoes the rest.
+                for state in done:
+                    state.value = trace.first[id(state)]
+                raise
 
     def _add(self, state: State[Any], original: Any, writes: bool) -> None:
         index = self._index.get(id(state))
