@@ -306,7 +306,8 @@ def test_state_trace_stack_is_atomic_and_nests_in_transforms() -> None:
 
 
 def test_state_trace_stack_refused_write_changes_nothing() -> None:
-    ok, bad = sj.State(jnp.zeros(2)), sj.State(jnp.zeros(2))
+    ok: sj.State[Any] = sj.State(jnp.zeros(2))
+    bad = sj.State(jnp.zeros(2))
 
     def f(x: jax.Array) -> jax.Array:
         with sj.StateTraceStack():
