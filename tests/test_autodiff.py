@@ -207,7 +207,7 @@ def test_state_discovered_on_the_fly() -> None:
 def test_unused_grad_state_is_an_error() -> None:
     m = Model()
     unused = sj.ParamState(jnp.ones(2))
-    unused._name = "Extra.u"
+    unused._where = "Extra.u"
     with pytest.raises(sj.TraceError, match=r"grad state ParamState Extra\.u .* is never read"):
         grad(m.loss, [m.w, unused])(X, Y)
     with pytest.raises(sj.TraceError, match=r"ParamState at path \('u',\) .*allow_unused=True"):
