@@ -208,7 +208,7 @@ def test_state_discovered_on_the_fly() -> None:
 def test_unused_grad_state_is_an_error() -> None:
     m = Model()
     unused = sj.ParamState(jnp.ones(2))
-    unused._name = "Extra.u"
+    unused._where = "Extra.u"
     with pytest.raises(
         sj.SpecError, match=r"option grad_states: the ParamState Extra\.u .* is never read"
     ):

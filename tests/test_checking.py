@@ -127,7 +127,7 @@ def test_debug_nan_inside_jit_and_vmap() -> None:
 
 def test_grad_debug_nan_names_the_state_and_stores_nothing() -> None:
     w = sj.ParamState(jnp.array([0.0, 4.0]))
-    w._name = "Model.w"
+    w._where = "Model.w"
     count = sj.State(jnp.array(0))
 
     def loss(x: jax.Array) -> jax.Array:

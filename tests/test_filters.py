@@ -46,7 +46,8 @@ def test_combinators() -> None:
     assert paths(WithTag("dec")) == [("dec", 0)]
     assert paths(All(sj.ParamState, PathContains("enc"))) == [("enc", "w")]
     assert paths(Not(sj.ParamState)) == [("enc", "h"), ("n",)]
-    assert paths(Any(WithTag("enc"), sj.ShortTermState)) == [("enc", "w"), ("n",)]
+    # HiddenState is a ShortTermState, as in BrainState.
+    assert paths(Any(WithTag("enc"), sj.ShortTermState)) == [("enc", "w"), ("enc", "h"), ("n",)]
     assert paths(Everything()) == paths(...)
     assert paths(Nothing()) == []
 

@@ -193,8 +193,9 @@ def test_treefy_states_filters_first_match_wins_and_unmatched_left_out() -> None
     ]
     both, again = graph.treefy_states(model, (sj.ParamState, sj.LongTermState), sj.ParamState)
     assert len(both) == 5 and len(again) == 0
+    # ParamState is a LongTermState, as in BrainState.
     stats, rest = graph.treefy_states(model, sj.LongTermState, ...)
-    assert list(stats) == [("stats", "mean")] and len(rest) == 5
+    assert list(stats)[-1] == ("stats", "mean") and len(stats) == 5 and list(rest) == [("steps",)]
     assert list(graph.treefy_states(model, sj.HiddenState)) == []
 
 
@@ -349,8 +350,9 @@ def test_pop_states_from_a_module_reachable_twice_and_from_dicts() -> None:
     layer0, stats = popped
     assert list(layer0) == [("layers", 0, "w"), ("layers", 0, "b")]
     assert not hasattr(first, "w") and not hasattr(model.alias, "b")
-    assert list(stats) == [("stats", "mean")] and model.stats == {}
-    assert list(model.states()) == [("layers", 1, "w"), ("layers", 1, "b"), ("steps",)]
+    # ParamState is a LongTermState, as in BrainState: layer 1's parameters go too.
+    assert list(stats) == [("layers", 1, "w"), ("layers", 1, "b"), ("stats", "mean")]
+    assert model.stats == {} and list(model.states()) == [("steps",)]
 
 
 def test_pop_states_several_filters_first_match_wins() -> None:

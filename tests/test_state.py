@@ -23,12 +23,12 @@ def test_subclasses_and_tags() -> None:
     for cls in (sj.ParamState, sj.ShortTermState, sj.LongTermState, sj.HiddenState, sj.BatchState):
         s = cls(jnp.ones(3), tag="t")
         assert isinstance(s, sj.State)
-        assert s.tag == "t"
+        assert s.tag == {"t"}
 
 
 def test_repr_is_readable() -> None:
     assert repr(sj.ParamState(jnp.zeros((3, 2)))) == "ParamState(value=float32[3,2])"
-    assert repr(sj.State(jnp.array(2), tag="n")) == "State(value=int32[]=2, tag='n')"
+    assert repr(sj.State(jnp.array(2), tag="n")) == "State(value=int32[]=2, tag={'n'})"
 
 
 def test_trace_records_reads_writes_and_restores() -> None:

@@ -113,9 +113,18 @@ sys.meta_path.insert(0, ShimFinder())
 __path__ = []
 
 
+# BrainState's subpackages (filled in when the scratch folder is made): `brainstate.nn`
+# reached as an attribute is the shim submodule, as `import brainstate.nn` gives.
+SUBPACKAGES = set()
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)
+    if name in SUBPACKAGES and not hasattr(statejax, name):
+        import importlib
+
+        return importlib.import_module(f"brainstate.{name}")
     return lookup("", name)
 '''
 
@@ -132,7 +141,10 @@ def main() -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="bs-parity-"))
     (scratch / "shim" / "brainstate").mkdir(parents=True)
-    (scratch / "shim" / "brainstate" / "__init__.py").write_text(SHIM)
+    subpackages = sorted(p.parent.name for p in args.brainstate.glob("*/__init__.py"))
+    (scratch / "shim" / "brainstate" / "__init__.py").write_text(
+        SHIM.replace("SUBPACKAGES = set()", f"SUBPACKAGES = set({subpackages!r})")
+    )
     tests = scratch / "tests"
     tests.mkdir()
     shutil.copy(args.brainstate / "conftest.py", tests / "conftest.py")

@@ -19,23 +19,36 @@ Examples:
 from statejax import checkpoints, filters, graph, optim, random, sharding, transform
 from statejax._errors import (
     BatchAxisError,
+    BrainStateError,
     PluginError,
     ShardingError,
     SpecError,
     StatejaxError,
     StateLeakError,
+    TraceContextError,
     TraceError,
 )
+from statejax._hidden_states import HiddenGroupState, HiddenTreeState
 from statejax._new_states import catch_new_states
 from statejax._random_state import RandomState
 from statejax._state import (
     BatchState,
+    DelayState,
     HiddenState,
     LongTermState,
     ParamState,
     ShortTermState,
     State,
+    TreefyState,
 )
+from statejax._state_tools import (
+    FakeState,
+    StateDictManager,
+    check_state_jax_tracer,
+    check_state_value_tree,
+    maybe_state,
+)
+from statejax._trace_stack import StateTraceStack
 from statejax.graph import GraphDef, Module, StateMapping, StateTree, treefy_merge, treefy_split
 from statejax.registry._manager import _own_version
 from statejax.transforms.abstract import eval_shape, make_jaxpr
@@ -55,8 +68,13 @@ __all__ = [
     "ProgressBar",
     "RandomState",
     "BatchState",
+    "BrainStateError",
+    "DelayState",
+    "FakeState",
     "GraphDef",
+    "HiddenGroupState",
     "HiddenState",
+    "HiddenTreeState",
     "LongTermState",
     "Module",
     "ParamState",
@@ -65,14 +83,20 @@ __all__ = [
     "ShortTermState",
     "SpecError",
     "State",
+    "StateDictManager",
     "StateLeakError",
     "StateMapping",
+    "StateTraceStack",
     "StateTree",
     "StatejaxError",
+    "TraceContextError",
     "TraceError",
+    "TreefyState",
     "__version__",
     "catch_new_states",
     "checkpoint",
+    "check_state_jax_tracer",
+    "check_state_value_tree",
     "checkpoints",
     "cond",
     "eval_shape",
@@ -87,6 +111,7 @@ __all__ = [
     "jit",
     "jvp",
     "make_jaxpr",
+    "maybe_state",
     "optim",
     "random",
     "remat",

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 __all__ = [
     "BatchAxisError",
+    "BrainStateError",
     "PluginError",
     "ShardingError",
     "SpecError",
     "StateLeakError",
     "StatejaxError",
+    "TraceContextError",
     "TraceError",
 ]
 
@@ -38,9 +40,21 @@ class TraceError(StatejaxError):
     """A state was used in a way a transform cannot trace (for example a write in a loop condition)."""
 
 
-class StateLeakError(StatejaxError):
+class StateLeakError(TraceError):
     """A state created inside a transform was used after the transform returned."""
 
 
 class BatchAxisError(StatejaxError, ValueError):
     """A batched value reached a state that vmap treats as broadcast (or sizes disagree)."""
+
+
+BrainStateError = StatejaxError
+"""BrainState's name for the base class of its errors: the same class as `StatejaxError`."""
+
+TraceContextError = TraceError
+"""BrainState's name for a state used against its trace: the same class as `TraceError`.
+
+statejax raises it where BrainState does: a tracer written to a state outside any
+state-aware transform, and (as its subclass `StateLeakError`) a state used after the
+trace that created it ended.
+"""

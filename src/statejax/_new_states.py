@@ -25,12 +25,12 @@ class NewStateCatcher:
         self.states: list[State[Any]] = []
 
     def append(self, state: State[Any]) -> None:
-        """Catch `state` (once), and tag it if it has no tag yet."""
+        """Catch `state` (once), and add the catcher's tag to its tags."""
         if self._exclude((), state) or any(s is state for s in self.states):
             return
         self.states.append(state)
-        if self.state_tag is not None and state.tag is None:
-            state.tag = self.state_tag
+        if self.state_tag is not None:
+            state.add_tag(self.state_tag)
 
     def get_states(self) -> list[State[Any]]:
         """The caught states."""
@@ -80,8 +80,8 @@ def catch_new_states(
         >>> with sj.catch_new_states("init") as catcher:
         ...     a = sj.State(jnp.zeros(2))
         ...     b = sj.ParamState(jnp.ones(2), tag="w")
-        >>> catcher.get_states() == [a, b], a.tag, b.tag
-        (True, 'init', 'w')
+        >>> catcher.get_states() == [a, b], a.tag, sorted(b.tag)
+        (True, {'init'}, ['init', 'w'])
     """
     catcher = NewStateCatcher(state_tag, state_to_exclude)
     hooks = _TLS.on_create

@@ -17,7 +17,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import jax
 import numpy as np
@@ -47,6 +47,8 @@ T = TypeVar("T")
 class _TraceStack(threading.local):
     def __init__(self) -> None:
         self.stack: list[StateTrace] = []
+        # check_state_value_tree(): a stack of on/off flags, innermost last.
+        self.tree_check: list[bool] = []
         # Inside outside_traces(): states created now are global, even while JAX traces.
         self.global_states = False
         # Called with each state created on this thread (catch_new_states), outermost first.
@@ -281,27 +283,49 @@ def register_by_reference(cls: type) -> None:
     jax.tree_util.register_pytree_node(cls, _flatten_by_reference, _unflatten_by_reference)
 
 
+_NO_VALUE: Any = object()
+
+
 class State(Generic[T]):
-    """A mutable, named-by-path box around a pytree of arrays.
+    """A mutable box around a pytree of arrays, with an optional name and tags.
 
     Reads and writes of `.value` inside a statejax transform are recorded so the
-    transform can thread the value through its pure core. `tag` is matched by
-    `filters.WithTag`; `sharding` names the logical axis of each dimension
-    (`("embed", None)`), which `statejax.sharding.shard_states` maps to mesh axes.
+    transform can thread the value through its pure core. As in BrainState, `name`
+    is an optional label and `tag` a set of strings (`tag="enc"` gives `{"enc"}`),
+    matched by `WithTag`. `State(other_state)` takes the other state's value.
+    `sharding` names the logical axis of each dimension (`("embed", None)`), which
+    `statejax.sharding.shard_states` maps to mesh axes.
+
+    Args:
+        value: the initial value, a pytree of arrays (or a `State`, whose value is taken).
+        name: an optional name, shown in reprs and error messages.
+        tag: a tag or an iterable of tags.
+        sharding: logical axis names, one per dimension of the value (`None`: not sharded).
 
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> count = sj.State(jnp.array(0), tag="counter")
+        >>> count = sj.State(jnp.array(0), name="count", tag="counter")
         >>> count.value = count.value + 1
-        >>> int(count.value)
-        1
+        >>> int(count.value), count.name, count.tag
+        (1, 'count', {'counter'})
     """
 
     # _cache_entries: the transform cache entries keyed by this state, which it keeps
     # alive (see registry/_engine.py); unset until a state is passed as an argument.
-    __slots__ = ("__weakref__", "_cache_entries", "_name", "_value", "sharding", "tag")
+    # _where: where the state was first stored ("Linear.w"), set by Module.__setattr__.
+    __slots__ = (
+        "__weakref__",
+        "_cache_entries",
+        "_level",
+        "_name",
+        "_value",
+        "_where",
+        "sharding",
+        "tag",
+    )
     _cache_entries: list[Any]
+    tag: set[str] | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -310,16 +334,20 @@ class State(Generic[T]):
     def __init__(
         self,
         value: T,
+        name: str | None = None,
         *,
-        tag: str | None = None,
+        tag: str | Iterable[str] | None = None,
         sharding: tuple[str | tuple[str, ...] | None, ...] | None = None,
     ) -> None:
-        self.tag = tag
+        if isinstance(value, State):
+            value = value.value
+        self.tag = _tag_set(tag)
+        self._name = name
         # Logical axis names, one per dimension of the value (None: not sharded);
         # statejax.sharding maps them to mesh axes through rules.
         self.sharding = None if sharding is None else tuple(sharding)
-        # Where the state was first stored, e.g. "Linear.w"; set by Module.__setattr__.
-        self._name: str | None = None
+        self._where: str | None = None
+        self._level = len(_TLS.stack)
         for hook in _TLS.on_create:
             hook(self)
         trace = current_trace()
@@ -342,15 +370,271 @@ class State(Generic[T]):
 
     @value.setter
     def value(self, new: T) -> None:
+        if isinstance(new, State):
+            raise ValueError(
+                f"cannot store a State as the value of {describe_state(self)}; to copy its "
+                "value write `state.value = other.value`, or use `state.copy_from(other)`."
+            )
+        if _TLS.tree_check and _TLS.tree_check[-1]:
+            _check_same_tree(self, new)
         stack = _TLS.stack
         if stack:
             stack[-1].write(self, new)
             return
         self._value = storable_value(self, new)
 
+    @property
+    def name(self) -> str | None:
+        """The name given at creation (or set since); `None` if none was given."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        self._name = name
+
+    @property
+    def stack_level(self) -> int:
+        """How many statejax traces were active when the state was created (BrainState's level)."""
+        return self._level
+
+    @stack_level.setter
+    def stack_level(self, level: int) -> None:
+        self._level = level
+
+    def increase_stack_level(self) -> None:
+        """Add one to `stack_level`."""
+        self._level += 1
+
+    def decrease_stack_level(self) -> None:
+        """Subtract one from `stack_level`, never going below zero."""
+        self._level = max(self._level - 1, 0)
+
+    def add_tag(self, tag: str) -> None:
+        """Add `tag` to the state's tag set (creating the set if it has none).
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> s = sj.State(jnp.zeros(2))
+            >>> s.add_tag("frozen"); s.add_tag("frozen"); s.tag
+            {'frozen'}
+        """
+        if self.tag is None:
+            self.tag = set()
+        self.tag.add(tag)
+
+    def numel(self) -> int:
+        """The total number of array elements in the value (summed over its leaves).
+
+        Does not record a read: it depends only on shapes.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State({"a": jnp.zeros(5), "b": jnp.zeros((2, 3))}).numel()
+            11
+        """
+        value = peek_array(self)
+        return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(value))
+
+    def value_call(self, func: Callable[[Any], Any]) -> Any:
+        """`jax.tree.map(func, self.value)`: apply `func` to every leaf of the value.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State({"a": jnp.ones(2)}).value_call(lambda x: x * 2)["a"].tolist()
+            [2.0, 2.0]
+        """
+        return jax.tree.map(func, self.value)
+
+    def restore_value(self, value: T) -> None:
+        """Put back a value of the same tree structure (such as one saved earlier).
+
+        The same write as `state.value = value` (recorded by a running transform),
+        but the tree structure must match the current value's.
+
+        Raises:
+            ValueError: `value` is a `State`, or its tree structure differs; the
+                message names the state and both structures.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> s = sj.State(jnp.zeros(2)); saved = s.value
+            >>> s.value = jnp.ones(2); s.restore_value(saved); s.value.tolist()
+            [0.0, 0.0]
+        """
+        if not isinstance(value, State):
+            _check_same_tree(self, value)
+        self.value = value
+
+    def check_if_deleted(self) -> None:
+        """Raise `StateLeakError` if the state's value died with the trace that created it.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State(jnp.zeros(2)).check_if_deleted()
+        """
+        value = self._value
+        if type(value) is _TraceLocal:
+            value.resolve(self)
+
+    def copy(self) -> Self:
+        """A new state of the same type, holding the current value, name and tags.
+
+        Reading the value is a recorded read; inside a transform the copy is a
+        state created there.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> a = sj.ParamState(jnp.ones(2), name="w")
+            >>> b = a.copy(); b.value = jnp.zeros(2)
+            >>> a.value.tolist(), b.name, type(b).__name__
+            ([1.0, 1.0], 'w', 'ParamState')
+        """
+        return self._rebuilt(self.value, {})
+
+    def replace(self, value: Any = _NO_VALUE, **kwargs: Any) -> State[Any]:
+        """A copy with some attributes replaced: `value`, `name` (or `_name`), `tag`.
+
+        Given a `State` of the same type as `value`, returns that state (with
+        `kwargs` applied to a copy of it, if any), as BrainState does.
+
+        Raises:
+            ValueError: `value` is a `State` of another type.
+            TypeError: a keyword is none of the above.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> a = sj.State(jnp.zeros(2), name="a")
+            >>> b = a.replace(jnp.ones(2), name="b")
+            >>> b.value.tolist(), b.name, a.name
+            ([1.0, 1.0], 'b', 'a')
+        """
+        if "_value" in kwargs:
+            value = kwargs.pop("_value")
+        if isinstance(value, State):
+            if type(value) is not type(self):
+                raise ValueError(
+                    f"{type(self).__name__}.replace: cannot replace with a "
+                    f"{type(value).__name__}; give a {type(self).__name__} or a plain value."
+                )
+            return value._rebuilt(value.value, kwargs) if kwargs else value
+        return self._rebuilt(self.value if value is _NO_VALUE else value, kwargs)
+
+    def _rebuilt(self, value: Any, changes: dict[str, Any]) -> Self:
+        attrs: dict[str, Any] = {
+            "name": self._name,
+            "tag": set(self.tag) if self.tag is not None else None,
+        }
+        for key, new in changes.items():
+            key = key.lstrip("_")
+            if key not in attrs:
+                raise TypeError(
+                    f"{type(self).__name__}.replace: unknown attribute {key!r}; "
+                    "give value, name or tag."
+                )
+            attrs[key] = new
+        new_state = type(self).__new__(type(self))
+        State.__init__(new_state, value, attrs["name"], tag=attrs["tag"])
+        # Static slots of subclasses (a HiddenGroupState's names) come along.
+        for cls in type(self).__mro__:
+            if cls is State:
+                break
+            for slot in vars(cls).get("__slots__", ()):
+                if hasattr(self, slot):
+                    setattr(new_state, slot, getattr(self, slot))
+        return new_state
+
+    def copy_from(self, other: State[T]) -> None:
+        """Take the value, name and tags of `other` (a state of exactly this type).
+
+        The value is written as `self.value = other.value` (a recorded write).
+
+        Raises:
+            ValueError: `other` is of another type.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> a, b = sj.State(jnp.zeros(2)), sj.State(jnp.ones(2), name="b")
+            >>> a.copy_from(b); a.value.tolist(), a.name
+            ([1.0, 1.0], 'b')
+        """
+        if type(other) is not type(self):
+            raise ValueError(
+                f"{type(self).__name__}.copy_from: cannot copy from a {type(other).__name__}; "
+                "both states must be of the same type."
+            )
+        if other is self:
+            return
+        self.value = other.value
+        self._name = other._name
+        self.tag = set(other.tag) if other.tag is not None else None
+
+    def to_state_ref(self) -> TreefyState[T]:
+        """The value and metadata as a `TreefyState`, a pytree (BrainState's state reference).
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> ref = sj.State(jnp.ones(2), name="w").to_state_ref()
+            >>> ref.type.__name__, ref.name, ref.value.tolist()
+            ('State', 'w', [1.0, 1.0])
+        """
+        return TreefyState(type(self), self.value, _name=self._name, tag=self.tag)
+
+    def update_from_ref(self, state_ref: TreefyState[T]) -> None:
+        """Take the value (a recorded write) and the name and tags of `state_ref`.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> s = sj.State(jnp.zeros(2))
+            >>> s.update_from_ref(sj.TreefyState(sj.State, jnp.ones(2), _name="w"))
+            >>> s.value.tolist(), s.name
+            ([1.0, 1.0], 'w')
+        """
+        meta = state_ref.get_metadata()
+        self.value = state_ref.value
+        if "_name" in meta:
+            self._name = meta["_name"]
+        if "tag" in meta:
+            self.tag = _tag_set(meta["tag"])
+
     def __repr__(self) -> str:
+        name = f", name={self._name!r}" if self._name is not None else ""
         tag = f", tag={self.tag!r}" if self.tag is not None else ""
-        return f"{type(self).__name__}(value={_describe(peek_value(self))}{tag})"
+        return f"{type(self).__name__}(value={_describe(peek_value(self))}{name}{tag})"
+
+
+def _tag_set(tag: str | Iterable[str] | None) -> set[str] | None:
+    if tag is None:
+        return None
+    if isinstance(tag, str):
+        return {tag}
+    tags = set(tag)
+    bad = [t for t in tags if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"a state's tags are strings; got {bad!r}")
+    return tags
+
+
+def _check_same_tree(state: State[Any], new: Any) -> None:
+    current = peek_value(state)
+    if type(current) is _TraceLocal:
+        return  # a leaked state may take any value (which revives it)
+    old_tree: Any = jax.tree.structure(current)
+    new_tree: Any = jax.tree.structure(new)
+    if old_tree != new_tree:
+        raise ValueError(
+            f"the value written to {describe_state(state)} has tree structure {new_tree}, "
+            f"but the state's is {old_tree}; write a value of the same structure."
+        )
 
 
 def _initial_value(state: State[Any], value: Any) -> Any:
@@ -412,14 +696,16 @@ def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> st
     shape = _describe(peek_value(state))
     if path is not None:
         return f"{kind} at path {path!r} ({shape})"
-    where = f" {state._name}" if state._name else f" tagged {state.tag!r}" if state.tag else ""
+    where = (
+        f" {state._where}"
+        if state._where
+        else f" {state._name!r}"
+        if state._name
+        else f" tagged {', '.join(map(repr, sorted(state.tag)))}"
+        if state.tag
+        else ""
+    )
     return f"{kind}{where} ({shape})"
-
-
-class ParamState(State[T]):
-    """A trainable parameter."""
-
-    __slots__ = ()
 
 
 class ShortTermState(State[T]):
@@ -434,19 +720,195 @@ class LongTermState(State[T]):
     __slots__ = ()
 
 
-class HiddenState(State[T]):
-    """The hidden variables of a dynamical system (membrane potential, RNN carry)."""
+class ParamState(LongTermState[T]):
+    """A trainable parameter (a `LongTermState`, as in BrainState)."""
 
     __slots__ = ()
 
 
-class BatchState(State[T]):
-    """State that carries a batch dimension."""
+class BatchState(LongTermState[T]):
+    """State that carries a batch dimension (a `LongTermState`, as in BrainState)."""
 
     __slots__ = ()
+
+
+class DelayState(ShortTermState[T]):
+    """The buffer of a delay line (a `ShortTermState`, as in BrainState).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> isinstance(sj.DelayState(jnp.zeros((4, 2))), sj.ShortTermState)
+        True
+    """
+
+    __slots__ = ()
+
+
+class HiddenState(ShortTermState[T]):
+    """The hidden variable of a dynamical system (membrane potential, RNN carry).
+
+    Its value is one array (a NumPy or JAX array, or an array-like with a `shape`
+    and `dtype`, such as a `brainunit.Quantity`), never a list or dict: `varshape`
+    is its shape and `num_state` is 1.
+
+    Raises:
+        TypeError: the value is not an array; the message names its type.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> h = sj.HiddenState(jnp.zeros((3, 4)))
+        >>> h.varshape, h.num_state
+        ((3, 4), 1)
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self, value: T, name: str | None = None, *, tag: str | Iterable[str] | None = None
+    ) -> None:
+        if isinstance(value, State):
+            value = value.value
+        _check_array(type(self).__name__, value)
+        super().__init__(value, name, tag=tag)
+
+    @property
+    def varshape(self) -> tuple[int, ...]:
+        """The shape of the hidden variable."""
+        return tuple(peek_array(self).shape)
+
+    @property
+    def num_state(self) -> int:
+        """How many hidden variables the state holds: 1."""
+        return 1
+
+
+def _check_array(kind: str, value: object) -> None:
+    if isinstance(value, (np.ndarray, jax.Array)) or (
+        hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, State)
+    ):
+        return
+    raise TypeError(
+        f"{kind} holds one array (a NumPy or JAX array, or an array-like with shape and "
+        f"dtype), got a {type(value).__name__}; keep several hidden variables in several "
+        "states, or in a HiddenGroupState."
+    )
+
+
+def peek_array(state: State[Any]) -> Any:
+    """The value of `state` here (a tracer inside a trace), without recording a read."""
+    value = peek_value(state)
+    if type(value) is _TraceLocal:
+        value = value.resolve(state)
+    return value
 
 
 register_by_reference(State)
+
+
+class TreefyState(Generic[T]):
+    """A state's type, value and metadata as a pytree: BrainState's state reference.
+
+    The value is the pytree's only child (so `jax.tree.map` maps over it); the type
+    and metadata (`_name`, `tag`, ...) are static. `to_state()` builds a new state.
+
+    Args:
+        type: the `State` class this describes.
+        value: the value.
+        **metadata: the state's metadata, such as `_name="w"` and `tag={"enc"}`.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> ref = sj.TreefyState(sj.ParamState, jnp.ones(2), _name="w")
+        >>> doubled = jax.tree.map(lambda x: x * 2, ref)
+        >>> doubled.value.tolist(), doubled.name
+        ([2.0, 2.0], 'w')
+        >>> state = doubled.to_state(); type(state).__name__, state.name
+        ('ParamState', 'w')
+    """
+
+    __slots__ = ("_metadata", "type", "value")
+
+    def __init__(self, type: type[State[Any]], value: T, **metadata: Any) -> None:
+        self.type = type
+        self.value = value
+        self._metadata = metadata
+
+    @property
+    def name(self) -> str | None:
+        """The state's name (metadata `_name`), or `None`."""
+        name: str | None = self._metadata.get("_name")
+        return name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        self._metadata["_name"] = name
+
+    def get_metadata(self) -> dict[str, Any]:
+        """The metadata (everything but `type` and `value`), as a new dict."""
+        return dict(self._metadata)
+
+    def replace(self, value: Any) -> TreefyState[Any]:
+        """The same reference holding `value`."""
+        return TreefyState(self.type, value, **self._metadata)
+
+    def copy(self) -> TreefyState[T]:
+        """A shallow copy (the same value object, a new metadata dict)."""
+        return TreefyState(self.type, self.value, **self._metadata)
+
+    def to_state(self) -> State[T]:
+        """A new `State` of `type` holding `value`, with the name and tags."""
+        state = self.type.__new__(self.type)
+        State.__init__(
+            state, self.value, self._metadata.get("_name"), tag=self._metadata.get("tag")
+        )
+        return state
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is TreefyState
+            and other.type is self.type
+            and other._metadata == self._metadata
+            and _tree_equal(other.value, self.value)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        meta = "".join(f", {k}={v!r}" for k, v in self._metadata.items())
+        return f"TreefyState(type={self.type.__name__}, value={_describe(self.value)}{meta})"
+
+
+def _tree_equal(a: Any, b: Any) -> bool:
+    tree_a: Any = jax.tree.structure(a)
+    if tree_a != jax.tree.structure(b):
+        return False
+    try:
+        return all(
+            x is y or bool(np.array_equal(np.asarray(x), np.asarray(y)))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
+    except Exception:  # tracers: compare by identity only
+        return False
+
+
+def _flatten_ref(ref: TreefyState[Any]) -> tuple[tuple[Any], tuple[Any, tuple[Any, ...]]]:
+    meta = tuple((k, frozenset(v) if isinstance(v, set) else v) for k, v in ref._metadata.items())
+    return (ref.value,), (ref.type, meta)
+
+
+def _unflatten_ref(aux: tuple[Any, tuple[Any, ...]], children: Iterable[Any]) -> TreefyState[Any]:
+    cls, meta = aux
+    (value,) = children
+    return TreefyState(
+        cls, value, **{k: set(v) if isinstance(v, frozenset) else v for k, v in meta}
+    )
+
+
+jax.tree_util.register_pytree_node(TreefyState, _flatten_ref, _unflatten_ref)
 
 
 _MISSING: Any = object()

@@ -19,41 +19,61 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import jax
 
-from statejax._state import State, register_by_reference
+from statejax._errors import TraceContextError
+from statejax._graph_util import RefMap, Static
+from statejax._state import State, TreefyState, is_leaked, register_by_reference
 from statejax.filters import (
     Everything,
     Filter,
     FilterLike,
     Path,
     PredicateFn,
+    PredicateLike,
     to_filter,
+    to_predicate,
 )
 
 if TYPE_CHECKING:
     from statejax.filters import A, B, C, D, _Each, _One
 
 __all__ = [
+    "MAX_INT",
     "GraphDef",
     "Module",
     "Node",
+    "NodeStates",
+    "RefMap",
     "StateMapping",
     "StateTree",
+    "Static",
+    "clone",
+    "flatten",
+    "graph_to_tree",
+    "graphdef",
+    "iter_leaf",
+    "iter_node",
     "iter_states",
+    "nodes",
     "pop_states",
+    "register_graph_node_type",
+    "states",
+    "tree_to_graph",
     "treefy_merge",
     "treefy_split",
     "treefy_states",
+    "unflatten",
     "update_states",
 ]
 
 S = TypeVar("S", bound=State[Any])
 V = TypeVar("V")
+N = TypeVar("N")
 
 
 class Module:
@@ -85,8 +105,8 @@ class Module:
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Remember where a state was first stored, so errors can name it ("Linear.w").
-        if isinstance(value, State) and value._name is None:
-            value._name = f"{type(self).__name__}.{name}"
+        if isinstance(value, State) and value._where is None:
+            value._where = f"{type(self).__name__}.{name}"
         object.__setattr__(self, name, value)
 
     @overload
@@ -124,8 +144,9 @@ class Module:
     def states(self, *filters: FilterLike) -> StateMapping[Any] | tuple[StateMapping[Any], ...]:
         """The states of this module selected by `filters`, as path -> State mappings.
 
-        With no filter, every state; with one, one mapping; with several, a tuple
-        of mappings, one per filter (a state may appear in more than one).
+        The same as `statejax.graph.states(self, *filters)`: with no filter, every
+        state; with one, one mapping; with several, a tuple of mappings, one per
+        filter, where each state goes to the first filter that matches it.
 
         Examples:
             >>> import jax.numpy as jnp
@@ -138,14 +159,41 @@ class Module:
             >>> list(params), list(hidden)
             ([('w',)], [('h',)])
         """
-        found = list(iter_states(self))
-        if not filters:
-            return StateMapping(found)
-        compiled = [to_filter(f) for f in filters]
-        maps: tuple[StateMapping[State[Any]], ...] = tuple(
-            StateMapping([(p, s) for p, s in found if f(p, s)]) for f in compiled
-        )
-        return maps[0] if len(maps) == 1 else maps
+        return states(self, *filters)
+
+    def nodes(self, *filters: PredicateLike) -> dict[Path, Any] | tuple[dict[Path, Any], ...]:
+        """The modules inside this one (itself at path `()`); see `statejax.graph.nodes`.
+
+        Examples:
+            >>> import statejax as sj
+            >>> class Net(sj.Module):
+            ...     def __init__(self):
+            ...         self.inner = sj.Module()
+            >>> list(Net().nodes())
+            [('inner',), ()]
+        """
+        return nodes(self, *filters)
+
+    def check_valid_context(self, error_msg: Callable[[], str]) -> None:
+        """Raise `TraceContextError` (`error_msg()`) if a state of this module is unusable here.
+
+        A state created inside a transform that has returned cannot be used; this
+        checks every state reachable from the module at once.
+
+        Raises:
+            TraceContextError: a state's value died with the trace that created it.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> class Net(sj.Module):
+            ...     def __init__(self):
+            ...         self.w = sj.ParamState(jnp.ones(2))
+            >>> Net().check_valid_context(lambda: "unreachable")
+        """
+        for state in iter_states_only(self):
+            if is_leaked(state):
+                raise TraceContextError(error_msg())
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{'.'.join(map(str, p))}={s!r}" for p, s in iter_states(self))
@@ -169,13 +217,94 @@ Examples:
 """
 
 
+class _NodeType:
+    """How to take apart and rebuild a custom graph node type (see `register_graph_node_type`)."""
+
+    __slots__ = ("clear", "create_empty", "flatten", "pop_key", "set_key")
+
+    def __init__(
+        self,
+        flatten: Callable[[Any], tuple[Sequence[tuple[Hashable, Any]], Hashable]],
+        set_key: Callable[[Any, Hashable, Any], None],
+        pop_key: Callable[[Any, Hashable], Any],
+        create_empty: Callable[[Any], Any],
+        clear: Callable[[Any], None],
+    ) -> None:
+        self.flatten = flatten
+        self.set_key = set_key
+        self.pop_key = pop_key
+        self.create_empty = create_empty
+        self.clear = clear
+
+
+_NODE_TYPES: dict[type, _NodeType] = {}
+
+
+def register_graph_node_type(
+    type: type,
+    flatten: Callable[[Any], tuple[Sequence[tuple[Hashable, Any]], Hashable]],
+    set_key: Callable[[Any, Hashable, Any], None],
+    pop_key: Callable[[Any, Hashable], Any],
+    create_empty: Callable[[Any], Any],
+    clear: Callable[[Any], None],
+) -> None:
+    """Make instances of `type` graph nodes, walked and rebuilt like a `Module`.
+
+    The graph functions (`states`, `treefy_split`, `clone`, `pop_states`, ...)
+    find the states held inside such objects, and `treefy_merge` rebuilds them:
+    `create_empty(aux)` makes an empty node from the static data `flatten` returned,
+    then `set_key` fills in each child. Instances also pass through transforms by
+    reference, as modules do.
+
+    Args:
+        type: the class to register.
+        flatten: `node -> (children, aux)`, where `children` is a sequence of
+            `(key, value)` pairs and `aux` is hashable static data.
+        set_key: `(node, key, value) -> None`, setting one child.
+        pop_key: `(node, key) -> value`, removing one child (for `pop_states`).
+        create_empty: `aux -> node`, an empty node.
+        clear: `node -> None`, removing every child.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Bag:
+        ...     def __init__(self): self.items = {}
+        >>> sj.graph.register_graph_node_type(
+        ...     Bag,
+        ...     flatten=lambda b: (tuple(b.items.items()), None),
+        ...     set_key=lambda b, k, v: b.items.__setitem__(k, v),
+        ...     pop_key=lambda b, k: b.items.pop(k),
+        ...     create_empty=lambda aux: Bag(),
+        ...     clear=lambda b: b.items.clear(),
+        ... )
+        >>> bag = Bag(); bag.items["w"] = sj.ParamState(jnp.ones(2))
+        >>> list(sj.graph.states(bag)), sj.graph.clone(bag).items["w"].value.tolist()
+        ([('w',)], [1.0, 1.0])
+    """
+    _NODE_TYPES[type] = _NodeType(flatten, set_key, pop_key, create_empty, clear)
+    register_by_reference(type)
+
+
+def _is_graph_node(obj: object) -> bool:
+    """A `Module` or an instance of a registered graph node type."""
+    return isinstance(obj, Module) or type(obj) in _NODE_TYPES
+
+
 def _children(node: object) -> Iterator[tuple[Hashable, object]]:
     if isinstance(node, Module):
         yield from vars(node).items()
+    elif type(node) in _NODE_TYPES:
+        yield from _NODE_TYPES[type(node)].flatten(node)[0]
     elif isinstance(node, (list, tuple)):
         yield from enumerate(node)
     elif isinstance(node, dict):
         yield from node.items()
+
+
+def iter_states_only(node: object) -> Iterator[State[Any]]:
+    """Every state reachable from `node`, each once."""
+    return (s for _, s in iter_states(node))
 
 
 def iter_states(node: object) -> Iterator[tuple[Path, State[Any]]]:
@@ -188,7 +317,9 @@ def iter_states(node: object) -> Iterator[tuple[Path, State[Any]]]:
                 seen.add(id(obj))
                 yield path, obj
             return
-        if isinstance(obj, Module):
+        if _is_graph_node(obj) or isinstance(obj, (list, tuple, dict)):
+            # Each container once: shared ones are walked at their first path,
+            # and a cycle ends.
             if id(obj) in seen:
                 return
             seen.add(id(obj))
@@ -228,6 +359,10 @@ class StateMapping(Mapping[Path, S]):
             a is b for a, b in zip(self._items.values(), other._items.values(), strict=True)
         )
 
+    def to_flat(self) -> dict[Path, S]:
+        """A plain `dict` from path tuples to the states (BrainState's `FlattedDict` view)."""
+        return dict(self._items)
+
     def values_tree(self) -> StateTree[Any]:
         """The current values, as a `StateTree` with the same paths."""
         return StateTree((p, s.value) for p, s in self._items.items())
@@ -243,9 +378,12 @@ class StateTree(Mapping[Path, V]):
     Returned by `treefy_split` and `treefy_states`, and taken by `treefy_merge` and
     `update_states`. Unlike a dict pytree its keys are never sorted, so mixed
     `str`/`int` path components are fine and the order is the module's attribute
-    order. It is flat already (BrainState's `NestedDict` nests by path component):
-    `to_flat()` gives a plain `dict` keyed by path tuples, as BrainState's does, and
-    `StateTree.from_flat` builds one back.
+    order. It is keyed by whole paths (`tree[("enc", "w")]`), and also reads like
+    BrainState's nested `NestedDict`: `tree["enc"]` or `tree.enc` is the subtree of
+    the paths under `"enc"` (or the value, if `("enc",)` is itself a path), so
+    `tree.enc.w` works. `to_flat()` gives a plain `dict` keyed by path tuples, as
+    BrainState's does, `to_nest()` nested dicts, and `StateTree.from_flat` builds
+    one back. Iterating yields whole paths.
 
     As a pytree it passes through `jax.jit`, `jax.grad` and `jax.tree.map`, and two
     trees with the same paths in the same order combine leaf by leaf, for example in
@@ -261,6 +399,9 @@ class StateTree(Mapping[Path, V]):
         ('StateTree', [3.0, 3.0])
         >>> jax.tree.map(lambda a, b: a - 0.5 * b, tree, grads)[("w",)].tolist()
         [-0.5, -0.5]
+        >>> nested = sj.StateTree({("enc", "w"): 1.0, ("enc", "b"): 0.0})
+        >>> nested.enc.w, list(nested["enc"]), "enc" in nested
+        (1.0, [('w',), ('b',)], True)
     """
 
     __slots__ = ("_items",)
@@ -268,8 +409,54 @@ class StateTree(Mapping[Path, V]):
     def __init__(self, items: Any = ()) -> None:
         self._items: dict[Path, V] = dict(items)
 
-    def __getitem__(self, path: Path) -> V:
-        return self._items[path]
+    def __getitem__(self, path: Any) -> Any:
+        """The value at `path` (a tuple), or the subtree under a key (BrainState's nesting).
+
+        `tree["layers"]` (or `tree.layers`) is the value at `("layers",)` if that is a
+        path, else a `StateTree` of the paths starting with `"layers"`, that key removed.
+        """
+        if isinstance(path, tuple):
+            return self._items[path]
+        return self._nested(path, KeyError)
+
+    def _nested(self, key: Any, error: type[Exception]) -> Any:
+        single = (key,)
+        if single in self._items:
+            return self._items[single]
+        sub: StateTree[Any] = StateTree(
+            (p[1:], v) for p, v in self._items.items() if p[:1] == single
+        )
+        if not sub:
+            raise error(
+                f"StateTree: no path starts with {key!r}; the paths are {list(self._items)}"
+            )
+        return sub
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._nested(name, AttributeError)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, tuple):
+            return key in self._items
+        return any(p[:1] == (key,) for p in self._items)
+
+    def to_nest(self) -> dict[Any, Any]:
+        """The tree as nested plain `dict`s, one level per path component.
+
+        Examples:
+            >>> import statejax as sj
+            >>> sj.StateTree({("enc", "w"): 1.0, ("b",): 0.0}).to_nest()
+            {'enc': {'w': 1.0}, 'b': 0.0}
+        """
+        out: dict[Any, Any] = {}
+        for path, value in self._items.items():
+            level = out
+            for key in path[:-1]:
+                level = level.setdefault(key, {})
+            level[path[-1]] = value
+        return out
 
     def __iter__(self) -> Iterator[Path]:
         return iter(self._items)
@@ -358,22 +545,32 @@ class GraphDef:
 
 
 # Structural descriptions used inside GraphDef: plain tuples, so equality is structural.
-_STATE, _MODULE, _LIST, _TUPLE, _DICT, _LEAF, _REF = range(7)
+_STATE, _MODULE, _LIST, _TUPLE, _DICT, _LEAF, _REF, _CUSTOM = range(8)
 
 
-def _describe_graph(node: object) -> tuple[Any, tuple[Path, ...]]:
-    index: dict[int, Path] = {}
+def _describe_graph(
+    node: object, index: dict[int, Any] | None = None, base: Any = None
+) -> tuple[Any, tuple[Path, ...]]:
+    # `index` (id -> (base, path)) may be shared by several descriptions, so that an
+    # object met in an earlier one becomes a reference to it (graph_to_tree).
+    index = {} if index is None else index
     paths: list[Path] = []
 
     def describe(obj: object, path: Path) -> Any:
-        if isinstance(obj, (State, Module)) and id(obj) in index:
+        if (isinstance(obj, State) or _is_graph_node(obj)) and id(obj) in index:
             return (_REF, index[id(obj)])
         if isinstance(obj, State):
-            index[id(obj)] = path
+            index[id(obj)] = (base, path)
             paths.append(path)
-            return (_STATE, type(obj), obj.tag, path, obj.sharding)
+            tag = frozenset(obj.tag) if obj.tag is not None else None
+            return (_STATE, type(obj), tag, path, obj.name, obj.sharding)
+        if type(obj) in _NODE_TYPES:
+            index[id(obj)] = (base, path)
+            items, aux = _NODE_TYPES[type(obj)].flatten(obj)
+            attrs = tuple((k, describe(v, (*path, k))) for k, v in items)
+            return (_CUSTOM, type(obj), _Opaque(aux), attrs)
         if isinstance(obj, Module):
-            index[id(obj)] = path
+            index[id(obj)] = (base, path)
             attrs = tuple((k, describe(v, (*path, k))) for k, v in vars(obj).items())
             return (_MODULE, type(obj), attrs)
         if isinstance(obj, list):
@@ -497,21 +694,36 @@ def treefy_merge(graphdef: GraphDef, *trees: Mapping[Path, Any]) -> Any:
     extra = [p for p in values if p not in set(graphdef._state_paths)]
     if extra:
         raise ValueError(f"treefy_merge: {extra} are not state paths of this graphdef")
-    built: dict[Path, Any] = {}
+    return _build(graphdef, values, {}, None)
+
+
+def _build(graphdef: GraphDef, values: Mapping[Path, Any], built: dict[Any, Any], base: Any) -> Any:
+    """The node `graphdef` describes, holding `values`; `built` maps (base, path) to
+    what was built so far (shared by several builds in `tree_to_graph`)."""
 
     def build(desc: Any, path: Path) -> Any:
         kind = desc[0]
         if kind == _REF:
             return built[desc[1]]
         if kind == _STATE:
-            cls, tag = desc[1], desc[2]
+            cls, tag, name = desc[1], desc[2], desc[4]
             state = cls.__new__(cls)
-            State.__init__(state, values[path], tag=tag, sharding=desc[4])
-            built[path] = state
+            value = values[path]
+            if isinstance(value, TreefyState):
+                value = value.value
+            State.__init__(state, value, name, tag=tag, sharding=desc[5])
+            built[base, path] = state
             return state
+        if kind == _CUSTOM:
+            impl = _NODE_TYPES[desc[1]]
+            node = impl.create_empty(desc[2].obj)
+            built[base, path] = node
+            for key, child in desc[3]:
+                impl.set_key(node, key, build(child, (*path, key)))
+            return node
         if kind == _MODULE:
             module = desc[1].__new__(desc[1])
-            built[path] = module
+            built[base, path] = module
             for key, child in desc[2]:
                 setattr(module, key, build(child, (*path, key)))
             return module
@@ -591,6 +803,8 @@ def _lookup(node: object, path: Path) -> Any:
     for key in path:
         if isinstance(obj, Module):
             obj = vars(obj).get(key, _MISSING) if isinstance(key, str) else _MISSING
+        elif type(obj) in _NODE_TYPES:
+            obj = dict(_children(obj)).get(key, _MISSING)
         elif isinstance(obj, (list, tuple)):
             ok = isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(obj)
             obj = obj[key] if ok else _MISSING
@@ -667,15 +881,18 @@ def update_states(node: object, tree: Mapping[Path, Any], /, *trees: Mapping[Pat
             if isinstance(target, State):
                 if id(target) in writes:
                     twice.append((writes[id(target)][0], path))
-                new = value.value if isinstance(value, State) else value
+                new = value.value if isinstance(value, (State, TreefyState)) else value
                 writes[id(target)] = (path, target, new)
                 continue
             parent = _lookup(node, path[:-1]) if path else _MISSING
+            if isinstance(value, TreefyState):
+                value = value.to_state()
             if (
                 target is _MISSING
                 and isinstance(value, State)
                 and (
                     isinstance(parent, dict)
+                    or type(parent) in _NODE_TYPES
                     or (isinstance(parent, Module) and isinstance(path[-1], str))
                 )
             ):
@@ -703,6 +920,8 @@ def update_states(node: object, tree: Mapping[Path, Any], /, *trees: Mapping[Pat
     for path, parent, state in grafts.values():
         if isinstance(parent, Module):
             setattr(parent, path[-1], state)
+        elif type(parent) in _NODE_TYPES:
+            _NODE_TYPES[type(parent)].set_key(parent, path[-1], state)
         else:
             parent[path[-1]] = state
 
@@ -787,7 +1006,7 @@ def pop_states(
     def walk(obj: object, path: Path) -> None:
         if isinstance(obj, State) or id(obj) in visited:
             return
-        if isinstance(obj, (Module, list, tuple, dict)):
+        if _is_graph_node(obj) or isinstance(obj, (list, tuple, dict)):
             visited.add(id(obj))
         for key, child in list(_children(obj)):
             if isinstance(child, State):
@@ -811,7 +1030,455 @@ def pop_states(
     for holder, key in holders:
         if isinstance(holder, Module):
             delattr(holder, str(key))
+        elif type(holder) in _NODE_TYPES:
+            _NODE_TYPES[type(holder)].pop_key(holder, key)
         else:
             del holder[key]
     maps: tuple[StateMapping[State[Any]], ...] = tuple(StateMapping(b) for b in buckets)
     return maps[0] if len(maps) == 1 else maps
+
+
+MAX_INT = 2**31 - 1
+"""The default upper bound of `allowed_hierarchy` (BrainState's: the largest int32)."""
+
+
+def _walk(
+    node: object, allowed_hierarchy: tuple[int, int], want_nodes: bool
+) -> Iterator[tuple[Path, Any]]:
+    # Depth counts graph nodes only (lists, tuples and dicts add none); each container
+    # and each state is visited once, at its first path, so sharing and cycles are fine.
+    lo, hi = allowed_hierarchy
+    seen: set[int] = set()
+
+    def visit(obj: object, path: Path, level: int) -> Iterator[tuple[Path, Any]]:
+        if level > hi:
+            return
+        container = _is_graph_node(obj) or isinstance(obj, (list, tuple, dict))
+        if container or isinstance(obj, State):
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
+        if container:
+            for key, child in _children(obj):
+                yield from visit(child, (*path, key), level + _is_graph_node(child))
+            if want_nodes and _is_graph_node(obj) and level >= lo:
+                yield path, obj
+        elif not want_nodes and level >= lo:
+            yield path, obj
+
+    yield from visit(node, (), 0)
+
+
+def iter_leaf(
+    node: object, allowed_hierarchy: tuple[int, int] = (0, MAX_INT)
+) -> Iterator[tuple[Path, Any]]:
+    """Yield `(path, leaf)` for every leaf under `node`: states and plain attributes.
+
+    Modules (and registered node types), lists, tuples and dicts are walked, each
+    once; everything else is a leaf. A state reachable along two paths is yielded
+    once, at its first path.
+
+    Args:
+        node: the module or container to walk.
+        allowed_hierarchy: `(lo, hi)`: only leaves held at a module depth from `lo`
+            to `hi` (the root is depth 0, each nested module adds one).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        ...         self.size = 2
+        >>> [(p, type(v).__name__) for p, v in sj.graph.iter_leaf(Net())]
+        [(('w',), 'ParamState'), (('size',), 'int')]
+    """
+    yield from _walk(node, allowed_hierarchy, want_nodes=False)
+
+
+def iter_node(
+    node: object, allowed_hierarchy: tuple[int, int] = (0, MAX_INT)
+) -> Iterator[tuple[Path, Any]]:
+    """Yield `(path, module)` for every module (graph node) under `node`, itself included.
+
+    Each module comes once, after the modules inside it (the root last, at path `()`).
+
+    Args:
+        node: the module or container to walk.
+        allowed_hierarchy: `(lo, hi)`: only modules at a depth from `lo` to `hi`.
+
+    Examples:
+        >>> import statejax as sj
+        >>> class Leaf(sj.Module): pass
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.a = Leaf()
+        ...         self.b = self.a
+        >>> [(p, type(n).__name__) for p, n in sj.graph.iter_node(Net())]
+        [(('a',), 'Leaf'), ((), 'Net')]
+    """
+    yield from _walk(node, allowed_hierarchy, want_nodes=True)
+
+
+def _split_first_match(
+    items: Iterable[tuple[Path, Any]],
+    filters: tuple[Any, ...],
+    who: str,
+    convert: Callable[[Any], Callable[[Path, Any], bool]],
+) -> list[list[tuple[Path, Any]]]:
+    # As in BrainState, a catch-all is appended, so every item lands in some bucket.
+    compiled = [convert(f) for f in (*filters, ...)]
+    for i, f in enumerate(compiled[:-1]):
+        if isinstance(f, Everything) and not all(isinstance(g, Everything) for g in compiled[i:]):
+            raise ValueError(
+                f"{who}: filter {i} ({filters[i]!r}) matches everything, so the filters after "
+                "it would get nothing; put `...` last."
+            )
+    buckets: list[list[tuple[Path, Any]]] = [[] for _ in compiled]
+    for path, value in items:
+        for bucket, f in zip(buckets, compiled, strict=True):
+            if f(path, value):
+                bucket.append((path, value))
+                break
+    return buckets
+
+
+@overload
+def states(node: object, /, *, allowed_hierarchy: tuple[int, int] = ...) -> StateMapping[Any]: ...
+@overload
+def states(
+    node: object, filter: type[S], /, *, allowed_hierarchy: tuple[int, int] = ...
+) -> StateMapping[S]: ...
+@overload
+def states(
+    node: object, filter: Filter[S], /, *, allowed_hierarchy: tuple[int, int] = ...
+) -> StateMapping[S]: ...
+@overload
+def states(
+    node: object,
+    filter: PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...],
+    /,
+    *,
+    allowed_hierarchy: tuple[int, int] = ...,
+) -> StateMapping[State[Any]]: ...
+@overload
+def states(
+    node: object,
+    first: FilterLike,
+    second: FilterLike,
+    /,
+    *more: FilterLike,
+    allowed_hierarchy: tuple[int, int] = ...,
+) -> tuple[StateMapping[State[Any]], ...]: ...
+def states(
+    node: object, *filters: FilterLike, allowed_hierarchy: tuple[int, int] = (0, MAX_INT)
+) -> StateMapping[Any] | tuple[StateMapping[State[Any]], ...]:
+    """The states under `node`, as path -> State mappings (BrainState's `graph.states`).
+
+    With no filter, every state; with one, the states it matches; with several, a
+    tuple of mappings, one per filter, where each state goes to the first filter
+    that matches it. A state reachable along two paths appears once, at its first.
+
+    Args:
+        node: a module, a registered node, or a list, tuple or dict of them.
+        *filters: the filters; `...` may only come last.
+        allowed_hierarchy: `(lo, hi)`: only states held at a module depth in that range.
+
+    Returns:
+        A `StateMapping` (no filter or one), or a tuple of them (several filters).
+
+    Raises:
+        ValueError: `...` (or another catch-all) comes before the last filter.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        ...         self.stats = sj.LongTermState(jnp.zeros(2))
+        >>> params, stats = sj.graph.states(Net(), sj.ParamState, sj.LongTermState)
+        >>> list(params), list(stats)
+        ([('w',)], [('stats',)])
+    """
+    found = [(p, v) for p, v in iter_leaf(node, allowed_hierarchy) if isinstance(v, State)]
+    buckets = _split_first_match(found, filters, "states", to_filter)
+    maps: tuple[StateMapping[State[Any]], ...] = tuple(StateMapping(b) for b in buckets)
+    return maps[0] if len(filters) < 2 else maps[: len(filters)]
+
+
+def nodes(
+    node: object, *filters: PredicateLike, allowed_hierarchy: tuple[int, int] = (0, MAX_INT)
+) -> dict[Path, Any] | tuple[dict[Path, Any], ...]:
+    """The modules under `node` (itself included, at path `()`), as path -> module dicts.
+
+    Filters are as `statejax.filters.to_predicate` takes them (a module class selects
+    its instances); each module goes to the first filter matching it.
+
+    Args:
+        node: a module, a registered node, or a container of them.
+        *filters: the filters; `...` may only come last.
+        allowed_hierarchy: `(lo, hi)`: only modules at a depth in that range.
+
+    Returns:
+        A `dict` (no filter or one), or a tuple of them (several filters).
+
+    Examples:
+        >>> import statejax as sj
+        >>> class Cell(sj.Module): pass
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.cells = [Cell(), Cell()]
+        >>> list(sj.graph.nodes(Net(), Cell))
+        [('cells', 0), ('cells', 1)]
+    """
+    buckets = _split_first_match(iter_node(node, allowed_hierarchy), filters, "nodes", to_predicate)
+    maps = tuple(dict(b) for b in buckets)
+    return maps[0] if len(filters) < 2 else maps[: len(filters)]
+
+
+def graphdef(node: object) -> GraphDef:
+    """The `GraphDef` of `node`: what `treefy_split(node)[0]` returns.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> sj.graph.graphdef(Net()) == sj.treefy_split(Net())[0]
+        True
+    """
+    root, paths = _describe_graph(node)
+    return GraphDef(root, paths)
+
+
+def clone(node: N) -> N:
+    """A deep copy of `node` with fresh states holding the same values.
+
+    Sharing and cycles are kept: a state or module reachable along two paths is one
+    object in the copy too. Plain attributes are shared, not copied.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        ...         self.tied = self.w
+        >>> net = Net(); copy = sj.graph.clone(net)
+        >>> copy.w is not net.w, copy.tied is copy.w
+        (True, True)
+    """
+    graph, tree = treefy_split(node)
+    merged: N = treefy_merge(graph, tree)
+    return merged
+
+
+def flatten(node: object) -> tuple[GraphDef, StateTree[Any]]:
+    """Split `node` into its `GraphDef` and a `StateTree` of every state value.
+
+    The same as `treefy_split(node)` with no filter; `unflatten` is the inverse.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> graph, tree = sj.graph.flatten(Net())
+        >>> sj.graph.unflatten(graph, tree).w.value.tolist()
+        [1.0, 1.0]
+    """
+    graph, tree = treefy_split(node)
+    return graph, tree
+
+
+def unflatten(graphdef: GraphDef, state_tree: Mapping[Path, Any]) -> Any:
+    """Build a new node from a `GraphDef` and one tree of state values (see `flatten`).
+
+    Values may also be `TreefyState`s (their `.value` is used).
+
+    Raises:
+        ValueError: a state path of the graphdef has no value, or the tree has a
+            path the graphdef lacks.
+    """
+    return treefy_merge(graphdef, state_tree)
+
+
+class NodeStates:
+    """A graph node packed as a pytree: its `GraphDef` (static) and state trees (leaves).
+
+    `graph_to_tree` puts one in place of each module; `tree_to_graph` builds the
+    modules back. JAX transforms map over the state values inside.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> packed = sj.graph.NodeStates.from_split(*sj.treefy_split(Net()))
+        >>> list(packed.state), packed.graphdef == sj.graph.graphdef(Net())
+        ([('w',)], True)
+    """
+
+    __slots__ = ("_graphdef", "metadata", "states")
+
+    def __init__(
+        self, graphdef: GraphDef | None, states: tuple[StateTree[Any], ...], metadata: Any = None
+    ) -> None:
+        self._graphdef = graphdef
+        self.states = states
+        self.metadata = metadata
+
+    @property
+    def graphdef(self) -> GraphDef:
+        """The structure of the packed node.
+
+        Raises:
+            ValueError: the `NodeStates` was made from states alone (`from_states`).
+        """
+        if self._graphdef is None:
+            raise ValueError("this NodeStates holds states only (from_states); it has no graphdef")
+        return self._graphdef
+
+    @property
+    def state(self) -> StateTree[Any]:
+        """The one state tree.
+
+        Raises:
+            ValueError: it holds several trees (use `states`).
+        """
+        if len(self.states) != 1:
+            raise ValueError(f"this NodeStates holds {len(self.states)} state trees; use .states")
+        return self.states[0]
+
+    @classmethod
+    def from_split(
+        cls,
+        graphdef: GraphDef,
+        state: StateTree[Any],
+        /,
+        *states: StateTree[Any],
+        metadata: Any = None,
+    ) -> NodeStates:
+        """Pack what `treefy_split` returned."""
+        return cls(graphdef, (state, *states), metadata)
+
+    @classmethod
+    def from_states(cls, state: StateTree[Any], /, *states: StateTree[Any]) -> NodeStates:
+        """Pack state trees without a graphdef."""
+        return cls(None, (state, *states))
+
+    def __repr__(self) -> str:
+        return f"NodeStates(graphdef={self._graphdef!r}, states={self.states!r})"
+
+
+class _IdentityKey:
+    """Static data holding a `GraphDef`: equal when the graphdefs are equal, hashable."""
+
+    __slots__ = ("graphdef",)
+    graphdef: GraphDef | None
+
+    def __init__(self, graphdef: GraphDef | None) -> None:
+        self.graphdef = graphdef
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _IdentityKey) and (
+            other.graphdef is self.graphdef or other.graphdef == self.graphdef
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.graphdef) if self.graphdef is not None else 0
+
+
+def _flatten_node_states(n: NodeStates) -> tuple[tuple[StateTree[Any], ...], tuple[Any, Any]]:
+    return n.states, (_IdentityKey(n._graphdef), n.metadata)
+
+
+def _unflatten_node_states(aux: tuple[_IdentityKey, Any], states: Iterable[Any]) -> NodeStates:
+    return NodeStates(aux[0].graphdef, tuple(states), aux[1])
+
+
+jax.tree_util.register_pytree_node(NodeStates, _flatten_node_states, _unflatten_node_states)
+
+
+def _is_node_leaf(x: object) -> bool:
+    return _is_graph_node(x) or isinstance(x, NodeStates)
+
+
+def graph_to_tree(tree: Any, /) -> tuple[Any, dict[tuple[int], State[Any]]]:
+    """Replace every module in the pytree `tree` with a `NodeStates`: a pure pytree.
+
+    The result can go through any JAX transform or function (its leaves are the
+    state values); `tree_to_graph` builds the modules back. Sharing between the
+    modules is kept: a state or module reachable from two of them is packed once,
+    at its first place in leaf order, and comes back as one object.
+
+    Returns:
+        `(pytree, found)`: the packed pytree, and every state packed, keyed `(i,)`
+        in the order met.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> net = Net()
+        >>> packed, found = sj.graph.graph_to_tree({"a": net, "b": net, "x": 1.0})
+        >>> doubled = jax.tree.map(lambda v: v * 2, packed)
+        >>> back = sj.graph.tree_to_graph(doubled)
+        >>> back["a"] is back["b"], back["a"].w.value.tolist(), back["x"]
+        (True, [2.0, 2.0], 2.0)
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_graph_node)
+    index: dict[int, Any] = {}
+    found: dict[tuple[int], State[Any]] = {}
+    out: list[Any] = []
+    for k, leaf in enumerate(leaves):
+        if not _is_graph_node(leaf):
+            out.append(leaf)
+            continue
+        root, paths = _describe_graph(leaf, index, k)
+        own = set(paths)
+        states_here = [(p, s) for p, s in iter_states(leaf) if p in own]
+        for _, s in states_here:
+            found[(len(found),)] = s
+        out.append(
+            NodeStates(GraphDef(root, paths), (StateTree((p, s.value) for p, s in states_here),))
+        )
+    return jax.tree_util.tree_unflatten(treedef, out), found
+
+
+def tree_to_graph(tree: Any, /) -> Any:
+    """Build the modules back from a pytree made by `graph_to_tree` (fresh states).
+
+    Each `NodeStates` becomes a module holding the values of its trees; objects
+    that were shared between modules are shared again.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> net = Net()
+        >>> back = sj.graph.tree_to_graph(sj.graph.graph_to_tree([net, net])[0])
+        >>> back[0] is back[1], back[0] is net
+        (True, False)
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_node_leaf)
+    built: dict[Any, Any] = {}
+    out: list[Any] = []
+    for k, leaf in enumerate(leaves):
+        if isinstance(leaf, NodeStates):
+            values: dict[Path, Any] = {}
+            for t in leaf.states:
+                values.update(t.items())
+            out.append(_build(leaf.graphdef, values, built, k))
+        else:
+            out.append(leaf)
+    return jax.tree_util.tree_unflatten(treedef, out)

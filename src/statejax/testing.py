@@ -334,7 +334,7 @@ class _Runner:
                 "spec", f"has a JSON schema that does not describe its fields: {schema}"
             )
         for label, attempt in (
-            ("its spec", lambda: parse_spec(spec, self.name, not_an_option_=1)),
+            ("its spec", lambda: parse_spec(spec, self.name, not_an_option_=1)),  # type: ignore[call-arg]
             (
                 "the transform",
                 lambda: self.apply(_Case().step, _Case().states, not_an_option_=1),

@@ -84,7 +84,7 @@ class StatePaths:
         path = self._paths.get(id(state))
         if path is not None:
             return path
-        name = state._name
+        name = state._where
         return tuple(name.split(".")[1:]) if name else ()
 
     def select(self, filter: FilterLike, states: Iterable[S]) -> list[S]:

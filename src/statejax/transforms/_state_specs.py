@@ -78,8 +78,8 @@ def state_paths(
             if path is not None:
                 paths.setdefault(id(s), path)
     for s in split.states:
-        if s._name and id(s) not in paths:
-            paths[id(s)] = tuple(s._name.split(".")[1:])
+        if s._where and id(s) not in paths:
+            paths[id(s)] = tuple(s._where.split(".")[1:])
     return paths
 
 

@@ -485,8 +485,7 @@ def vmap_new_states(
             before = len(trace.created) if trace is not None else 0
             out = f(*args, **kwargs)
             for state in trace.created[before:] if trace is not None else ():
-                if state.tag is None:
-                    state.tag = tag
+                state.add_tag(tag)
             return out
 
         return _vmap(tagging, vspec)
@@ -652,8 +651,8 @@ class _Batched:
                     paths[id(s)] = path
         self.known_paths = dict(paths)
         for s in self.split.states:
-            if s._name and id(s) not in paths:
-                paths[id(s)] = tuple(s._name.split(".")[1:])
+            if s._where and id(s) not in paths:
+                paths[id(s)] = tuple(s._where.split(".")[1:])
         return paths
 
     def _assign(
