@@ -408,8 +408,8 @@ def vmap_new_states(
 
     For initialising an ensemble: every state `fun` creates (a module built
     inside it, say) comes out stacked on a leading axis of the batch size, and
-    each lane draws from its own random key. `state_tag` tags the new states that
-    have no tag (so `statejax.filters.WithTag` finds them later). States that
+    each lane draws from its own random key. `state_tag` is added to the tags of every new
+    state (so `statejax.filters.WithTag` finds them later). States that
     existed before are broadcast, as in `vmap` without `in_states`; to map those,
     use `vmap` with `in_states`/`out_states`. Use it as `@vmap_new_states(...)` or
     `vmap_new_states(fun, ...)`.
@@ -420,7 +420,7 @@ def vmap_new_states(
         out_axes: where the batch axis goes in the result.
         axis_name: the name of the batch axis, for collectives.
         axis_size: the batch size, when no argument is mapped (a positive int).
-        state_tag: the tag for new states created without one.
+        state_tag: a tag added to every new state.
         state_to_exclude: not offered: must be `None` (see the porting page).
         in_states: must be `None`: pre-existing states are mapped by `vmap`.
         out_states: must be `None`, as `in_states`.
