@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import statejax as sj
-from statejax import random
 from statejax.random import RandomState
 from statejax.transforms.vmap import map as sj_map
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 __all__ = ["hypergeometric", "logseries", "vonmises_centered", "zipf"]
@@ -43,7 +44,7 @@ def zipf(key: jax.Array, a: jax.Array, shape: Shape, dtype: jnp.dtype) -> jax.Ar
     """Zipf samples by rejection from a Pareto envelope (Devroye; NumPy's method)."""
     am1 = jnp.broadcast_to(a, shape).astype(float) - 1.0
     b = jnp.power(2.0, am1)
-    limit = float(jnp.iinfo(dtype).max)
+    limit = float(np.iinfo(dtype).max)
 
     def propose(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         ku, kv = jax.random.split(k)
@@ -84,7 +85,7 @@ def logseries(key: jax.Array, p: jax.Array, shape: Shape, dtype: jnp.dtype) -> j
     """Logarithmic series samples by Kemp's method (NumPy's)."""
     p = jnp.broadcast_to(p, shape).astype(float)
     kv, ku = jax.random.split(key)
-    v = jax.random.uniform(kv, shape, minval=jnp.finfo(float).tiny)
+    v = jax.random.uniform(kv, shape, minval=1e-30)
     u = jax.random.uniform(ku, shape)
     q = -jnp.expm1(jnp.log1p(-p) * u)
     tail = jnp.maximum(jnp.floor(1.0 + jnp.log(v) / jnp.log(q)), 1.0)
@@ -113,4 +114,5 @@ def hypergeometric(
         return good - took, total - active, count + took
 
     start = (good, total, jnp.zeros(shape, dtype))
-    return lax.fori_loop(0, jnp.max(nsample, initial=0), draw, start)[2]
+    count: jax.Array = lax.fori_loop(0, jnp.max(nsample, initial=0), draw, start)[2]
+    return count

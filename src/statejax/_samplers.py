@@ -39,7 +39,9 @@ def _shape(size: Size, *params: Any) -> tuple[int, ...]:
     if size is None:
         shapes = [jnp.shape(p) for p in params if p is not None]
         return tuple(lax.broadcast_shapes(*shapes)) if shapes else ()
-    return (int(size),) if np.ndim(size) == 0 else tuple(int(s) for s in size)  # type: ignore[arg-type]
+    if isinstance(size, Sequence):
+        return tuple(int(s) for s in size)
+    return (int(size),)
 
 
 def _arr(x: Any, dtype: DType = None) -> jax.Array:
@@ -313,7 +315,8 @@ class Samplers:
         z = jax.random.truncated_normal(
             self._key(key), (lower - loc) / scale, (upper - loc) / scale, shape, _fdt(dtype)
         )
-        return z * scale + loc
+        out: jax.Array = z * scale + loc
+        return out
 
     def lognormal(
         self,
@@ -587,7 +590,8 @@ class Samplers:
         k_num, k_den = self._keys(2, key)
         num = self.noncentral_chisquare(dfnum, nonc, shape, k_num, dtype)
         den = self.chisquare(dfden, shape, k_den, dtype, check_valid=False)
-        return (num / dfnum) / (den / dfden)
+        out: jax.Array = (num / dfnum) / (den / dfden)
+        return out
 
     def rayleigh(
         self,
@@ -655,7 +659,8 @@ class Samplers:
         shape = _shape(size, mu, kappa)
         dt = jnp.zeros((), _fdt(dtype)).dtype
         x = dist.vonmises_centered(self._key(key), kappa, shape, dt) + mu
-        return (x + jnp.pi) % (2 * jnp.pi) - jnp.pi
+        out: jax.Array = (x + jnp.pi) % (2 * jnp.pi) - jnp.pi
+        return out
 
     def wald(
         self,
@@ -993,7 +998,8 @@ class Samplers:
             )
         batch = _shape(size, n, pvals[..., 0])
         x = jax.random.multinomial(self._key(key), n, pvals, shape=(*batch, pvals.shape[-1]))
-        return x.astype(_idt(dtype))
+        out: jax.Array = x.astype(_idt(dtype))
+        return out
 
     def categorical(
         self,
@@ -1109,13 +1115,14 @@ def as_key(seed_or_key: Any) -> jax.Array:
         )
     dtype = seed_or_key.dtype
     if jnp.issubdtype(dtype, jax.dtypes.prng_key):
-        return seed_or_key
+        return jnp.asarray(seed_or_key)
     shape = np.shape(seed_or_key)
     if np.size(seed_or_key) == 1 and jnp.issubdtype(dtype, jnp.integer):
         return jax.random.key(jnp.reshape(seed_or_key, ()))
     raw = _raw_key_size()
     if dtype == np.uint32 and shape and shape[-1] == raw:
-        return jax.random.wrap_key_data(seed_or_key)
+        wrapped: jax.Array = jax.random.wrap_key_data(jnp.asarray(seed_or_key))
+        return wrapped
     raise TypeError(
         f"a RandomState takes an integer seed or a key, not {_shown(seed_or_key)}: give "
         + _ACCEPTED.format(raw=raw)
