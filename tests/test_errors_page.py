@@ -9,6 +9,7 @@ check here fails `test_every_row_has_a_check`.
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -166,16 +167,56 @@ def check_batch_axis_error() -> None:
     assert issubclass(sj.BatchAxisError, ValueError)
 
 
+SHARDING_MISMATCH = """
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax, jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import statejax as sj
+
+mesh = jax.make_mesh((2,), ("d",), axis_types=(AxisType.Auto,))
+replicated = NamedSharding(mesh, P())
+w = sj.ParamState(jax.device_put(jnp.ones(4), replicated))
+total = sj.jit(lambda: w.value.sum(), state_shardings={sj.ParamState: replicated})
+total()
+moved = jax.device_put(jnp.ones(4), NamedSharding(mesh, P("d")))
+w.value = moved
+try:
+    total()
+except sj.ShardingError as exc:
+    assert isinstance(exc, ValueError)
+    assert w.value is moved, "the state was moved"
+    print("RAISED", exc)
+"""
+
+
+def check_sharding_error() -> None:
+    # Two simulated devices must be set before JAX starts: a subprocess. The shard_map
+    # case (a device-varying write into a replicated state) runs in tests/scaling.
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDING_MISMATCH], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RAISED" in result.stdout and "ParamState" in result.stdout, result.stdout
+    assert "does not move it silently" in result.stdout, result.stdout
+
+
 def check_type_error() -> None:
     with pytest.raises(TypeError, match="xs"):
         sj.transform.map(lambda x: x)
     with pytest.raises(TypeError, match="seed"):
         sj.random.seed(1.5)
+    with pytest.raises(TypeError, match="key"):
+        sj.random.seed(np.array([1, 2, 3], np.uint32))
 
 
 def check_value_error() -> None:
-    with pytest.raises(ValueError, match="key"):
-        sj.random.seed(np.array([1, 2, 3], np.uint32))
+    key = sj.random.get_key()
+    with pytest.raises(ValueError, match="bernoulli"):
+        sj.random.bernoulli(1.5)
+    np.testing.assert_array_equal(
+        jax.random.key_data(sj.random.get_key()), jax.random.key_data(key)
+    )
 
 
 CHECKS: dict[str, Callable[..., None]] = {
@@ -184,6 +225,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "StateLeakError": check_state_leak_error,
     "TraceError": check_trace_error,
     "BatchAxisError": check_batch_axis_error,
+    "ShardingError": check_sharding_error,
     "TypeError": check_type_error,
     "ValueError": check_value_error,
 }

@@ -19,54 +19,114 @@ from statejax.transforms.vmap import vmap
 
 def test_samplers_match_jax_random_on_the_split_key() -> None:
     rng = RandomState(3)
-    key = jax.random.PRNGKey(3)
+    key = jax.random.key(3)
     cases: list[tuple[Any, Any]] = [
-        (lambda: random.normal((2, 3), rng=rng), lambda k: jax.random.normal(k, (2, 3))),
+        (lambda: rng.normal(size=(2, 3)), lambda k: jax.random.normal(k, (2, 3))),
         (
-            lambda: random.uniform((4,), minval=1.0, maxval=2.0, rng=rng),
+            lambda: rng.uniform(1.0, 2.0, size=4),
             lambda k: jax.random.uniform(k, (4,), float, 1.0, 2.0),
         ),
+        (lambda: rng.bernoulli(0.3, size=5), lambda k: jax.random.bernoulli(k, 0.3, (5,))),
+        (lambda: rng.randint(0, 7, size=5), lambda k: jax.random.randint(k, (5,), 0, 7)),
+        (lambda: rng.permutation(6), lambda k: jax.random.permutation(k, 6)),
         (
-            lambda: random.bernoulli(0.3, (5,), rng=rng),
-            lambda k: jax.random.bernoulli(k, 0.3, (5,)),
-        ),
-        (lambda: random.randint((5,), 0, 7, rng=rng), lambda k: jax.random.randint(k, (5,), 0, 7)),
-        (lambda: random.permutation(6, rng=rng), lambda k: jax.random.permutation(k, 6)),
-        (
-            lambda: random.categorical(jnp.zeros(4), shape=(3,), rng=rng),
+            lambda: rng.categorical(jnp.zeros(4), size=3),
             lambda k: jax.random.categorical(k, jnp.zeros(4), shape=(3,)),
         ),
         (
-            lambda: random.truncated_normal(-1.0, 1.0, (3,), rng=rng),
+            lambda: rng.truncated_normal(-1.0, 1.0, size=3),
             lambda k: jax.random.truncated_normal(k, -1.0, 1.0, (3,)),
         ),
     ]
     for draw, reference in cases:
         key, use = jax.random.split(key)
-        np.testing.assert_array_equal(draw(), reference(use))
-        np.testing.assert_array_equal(rng.value, key)  # advanced exactly once
+        np.testing.assert_allclose(draw(), reference(use), rtol=1e-6)
+        assert_same_key(rng.value, key)  # advanced exactly once
     key, use = jax.random.split(key)
-    np.testing.assert_array_equal(random.split_key(rng=rng), use)
+    assert_same_key(rng.split_key(), use)
     keys = jax.random.split(key, 4)
-    np.testing.assert_array_equal(random.split_key(3, rng=rng), keys[1:])
-    np.testing.assert_array_equal(rng.value, keys[0])
+    assert_same_key(rng.split_key(3), keys[1:])
+    assert_same_key(rng.value, keys[0])
+
+
+def assert_same_key(a: Any, b: Any) -> None:
+    np.testing.assert_array_equal(jax.random.key_data(a), jax.random.key_data(b))
+
+
+def test_key_argument_draws_with_that_key_and_leaves_the_state() -> None:
+    rng = RandomState(0)
+    before = jax.random.key_data(rng.value)
+    for key in (5, jax.random.key(5), jax.random.PRNGKey(5)):
+        np.testing.assert_array_equal(
+            rng.normal(size=3, key=key), jax.random.normal(jax.random.key(5), (3,))
+        )
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
 
 
 def test_default_state_and_seed() -> None:
     random.seed(7)
-    a = random.normal((3,))
-    b = random.normal((3,))
+    a = random.normal(size=3)
+    b = random.normal(size=3)
     assert not np.allclose(a, b)
     random.seed(7)
-    np.testing.assert_array_equal(random.normal((3,)), a)
+    np.testing.assert_array_equal(random.normal(size=3), a)
     assert random.default_state() is random.DEFAULT
     random.seed(jax.random.PRNGKey(7))
-    np.testing.assert_array_equal(random.normal((3,)), a)
+    np.testing.assert_array_equal(random.normal(size=3), a)
+    random.seed(jax.random.key(7))
+    np.testing.assert_array_equal(random.normal(size=3), a)
     for seed in (np.int64(7), jnp.array(7)):  # any integer scalar is a seed, not a key
         random.seed(seed)
-        np.testing.assert_array_equal(random.normal((3,)), a)
+        np.testing.assert_array_equal(random.normal(size=3), a)
     with pytest.raises(TypeError, match="integer seed or a key, not True"):
         RandomState(True)
+
+
+def test_seed_seeds_numpy_and_seed_context_restores_both() -> None:
+    random.seed(11)
+    first = np.random.rand()
+    random.seed(11)
+    assert np.random.rand() == first
+    key_before = jax.random.key_data(random.get_key())
+    numpy_before = np.random.get_state()[1].copy()
+    with random.seed_context(3):
+        inside = random.rand(2)
+    np.testing.assert_array_equal(jax.random.key_data(random.get_key()), key_before)
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_before)
+    with random.seed_context(3):
+        np.testing.assert_array_equal(random.rand(2), inside)
+
+
+def test_backup_restore_clone_and_multi_keys() -> None:
+    rng = RandomState(1)
+    start = jax.random.key_data(rng.value)
+    rng.split_key(backup=True)
+    with pytest.raises(ValueError, match="already backed up"):
+        rng.backup_key()
+    rng.restore_key()
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), start)
+    with pytest.raises(ValueError, match="not been backed up"):
+        rng.restore_key()
+    rng.self_assign_multi_keys(3)
+    assert rng.value.shape == (3,)
+    rng.restore_key()
+    clone = rng.clone()
+    assert clone is not rng and not np.array_equal(
+        jax.random.key_data(clone.value), jax.random.key_data(rng.value)
+    )
+    with pytest.raises(ValueError, match="positive"):
+        rng.split_key(0)
+    with pytest.raises(TypeError, match="integer"):
+        rng.split_key(1.5)  # type: ignore[arg-type]
+
+
+def test_backup_inside_a_transform_is_refused_and_leaves_the_key() -> None:
+    rng = RandomState(2)
+    before = jax.random.key_data(rng.value)
+    with pytest.raises(RuntimeError, match="backup_key inside a transform"):
+        sj.jit(lambda: rng.split_key(backup=True))()
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
+    assert rng._backup is None
 
 
 def test_jit_draws_fresh_numbers_without_recompiling() -> None:
@@ -76,7 +136,7 @@ def test_jit_draws_fresh_numbers_without_recompiling() -> None:
     @sj.jit
     def draw(x: jax.Array) -> jax.Array:
         traces.append(1)
-        return x + random.normal((2,))
+        return x + random.normal(size=2)
 
     first = draw(jnp.zeros(2))
     n = len(traces)
@@ -84,30 +144,30 @@ def test_jit_draws_fresh_numbers_without_recompiling() -> None:
     assert len(traces) == n  # no recompilation
     assert not np.allclose(first, second) and not np.allclose(second, third)
     random.seed(0)
-    np.testing.assert_array_equal(random.normal((2,)), first)  # same stream as eager
+    np.testing.assert_array_equal(random.normal(size=2), first)  # same stream as eager
 
 
 def test_vmap_gives_each_lane_its_own_key_and_advances_once() -> None:
     rng = RandomState(1)
     key0 = rng.value
-    out = vmap(lambda x: x + random.normal((), rng=rng))(jnp.zeros(4))
+    out = vmap(lambda x: x + rng.normal())(jnp.zeros(4))
     keys = jax.random.split(key0, 5)
     expected = jnp.stack([jax.random.normal(jax.random.split(k)[1], ()) for k in keys[1:]])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert len(set(np.asarray(out).tolist())) == 4
-    np.testing.assert_array_equal(rng.value, keys[0])  # advanced once per call
-    again = vmap(lambda x: x + random.normal((), rng=rng))(jnp.zeros(4))
+    assert_same_key(rng.value, keys[0])  # advanced once per call
+    again = vmap(lambda x: x + rng.normal())(jnp.zeros(4))
     assert not np.allclose(again, out)
 
 
 def test_split_keys_false_broadcasts_the_key() -> None:
     rng = RandomState(2)
     key0 = rng.value
-    out = vmap(lambda x: x + random.normal((), rng=rng), split_keys=False)(jnp.zeros(4))
+    out = vmap(lambda x: x + rng.normal(), split_keys=False)(jnp.zeros(4))
     np.testing.assert_allclose(out, jnp.full(4, out[0]))
     keep, use = jax.random.split(key0)
     np.testing.assert_allclose(out[0], jax.random.normal(use, ()), rtol=1e-6)
-    np.testing.assert_array_equal(rng.value, keep)
+    assert_same_key(rng.value, keep)
 
 
 def test_jit_of_vmap_with_keys_is_fresh_each_call_without_recompiling() -> None:
@@ -117,7 +177,7 @@ def test_jit_of_vmap_with_keys_is_fresh_each_call_without_recompiling() -> None:
 
     def lane(x: jax.Array) -> jax.Array:
         traces.append(1)
-        return x + random.uniform((), rng=rng)
+        return x + rng.uniform()
 
     f = sj.jit(vmap(lane))
     a = f(jnp.zeros(3))
@@ -129,7 +189,7 @@ def test_jit_of_vmap_with_keys_is_fresh_each_call_without_recompiling() -> None:
         key = keys[0]
         expected = [jax.random.uniform(jax.random.split(k)[1], ()) for k in keys[1:]]
         np.testing.assert_allclose(out, expected, rtol=1e-6)
-    np.testing.assert_array_equal(rng.value, key)
+    assert_same_key(rng.value, key)
     assert len(set(np.asarray(a).tolist())) == 3
     assert not np.allclose(a, b)
 
@@ -137,19 +197,19 @@ def test_jit_of_vmap_with_keys_is_fresh_each_call_without_recompiling() -> None:
 def test_keys_mapped_explicitly_with_in_states() -> None:
     rng = RandomState(jax.random.split(jax.random.PRNGKey(0), 3))  # one key per lane
     lanes = rng.value
-    out = vmap(lambda: random.normal((), rng=rng), in_states=rng, axis_size=3)()
+    out = vmap(lambda: rng.normal(), in_states=rng, axis_size=3)()
     expected = jnp.stack([jax.random.normal(jax.random.split(k)[1], ()) for k in lanes])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
-    assert rng.value.shape == (3, 2)  # written back batched
+    assert rng.value.shape == (3,)  # written back batched
 
 
 def test_a_batch_of_keys_not_mapped_is_a_clear_error() -> None:
     rng = RandomState(jax.random.split(jax.random.PRNGKey(0), 3))
     with pytest.raises(
         sj.BatchAxisError,
-        match=r"RandomState \(uint32\[3,2\]\) holds a batch of keys .* in_states=\{0: rng\}",
+        match=r"RandomState \(key<fry>\[3\]\) holds a batch of keys .* in_states=\{0: rng\}",
     ):
-        vmap(lambda x: x + random.normal((), rng=rng))(jnp.zeros(3))
+        vmap(lambda x: x + rng.normal())(jnp.zeros(3))
 
 
 # --- the statejax_batch_state hook, as a third party would use it --------------------------
@@ -215,7 +275,7 @@ def test_import_starts_no_backend_and_default_key_made_inside_jit_is_global() ->
         "from jax._src import xla_bridge\n"
         "assert not xla_bridge._backends, 'import started a JAX backend'\n"
         "from statejax import random\n"
-        "draw = sj.jit(lambda: random.normal((2,)))\n"
+        "draw = sj.jit(lambda: random.normal(size=2))\n"
         "a, b = draw(), draw()\n"
         "assert (a != b).all()\n"
         "assert not sj.extend.is_leaked(random.DEFAULT)\n"

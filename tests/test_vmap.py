@@ -394,7 +394,7 @@ def test_batch_size_from_mapped_states_alone() -> None:
 def test_no_batch_size_at_all_is_a_clear_error() -> None:
     model = Linear(3, 2)
     rng = sj.RandomState(0)
-    for f in (lambda: model(jnp.ones(3)), lambda: sj.random.normal((), rng=rng)):
+    for f in (lambda: model(jnp.ones(3)), lambda: rng.normal()):
         with pytest.raises(ValueError, match=r"cannot tell the batch size: no argument and no st"):
             vmap(f)()
     assert int(model.calls.value) == 0
@@ -431,7 +431,7 @@ def test_batched_write_error_with_a_split_key_in_the_lanes() -> None:
     noise = sj.State(jnp.array(0.0), tag="noise")
 
     def f(x: jax.Array) -> jax.Array:
-        noise.value = sj.random.normal((), rng=rng)  # per-lane draws: batched
+        noise.value = rng.normal()  # per-lane draws: batched
         return x
 
     with pytest.raises(sj.BatchAxisError, match=r"State tagged 'noise' .*which is broadcast"):

@@ -2,138 +2,200 @@
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from statejax._jax_compat import is_top_level
+from statejax._samplers import Samplers, SeedOrKey, as_key
 from statejax._state import State
 
 __all__ = ["RandomState"]
 
 
-class RandomState(State[Any]):
+def _fresh_seed() -> np.ndarray:
+    """Raw key bits from NumPy's global generator, as BrainState's `RandomState(None)`."""
+    return np.random.randint(0, 2**32, size=2, dtype=np.uint32)
+
+
+def _count(n: Any) -> int:
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer, not {n!r}") from None
+    if n < 1:
+        raise ValueError(f"n must be a positive integer, not {n}")
+    return int(n)
+
+
+class RandomState(Samplers, State[Any]):
     """A PRNG key as state: every draw splits `.value` and writes one half back.
 
-    Built from an integer seed or a key: a raw key `jax.random.PRNGKey(n)`
-    (`uint32[2]`, or stacked keys `uint32[..., 2]`) or a typed key
-    `jax.random.key(n)` (any shape); `None` draws a seed from NumPy's global
-    generator, as BrainState does. Anything else is refused when given, not at the
-    first draw: a `TypeError` for a value that is not an int or an array (a bool, a
-    float, a string, a list), a `ValueError` for an array that is neither an
-    integer scalar nor a key (wrong dtype or shape). Under `jit` the key is
-    threaded through the compiled code, so each call draws fresh numbers without
-    recompiling; under `vmap` each lane gets its own key (see `statejax.random`).
+    Holds a typed key (`jax.random.key`), as BrainState's. Built from an integer seed
+    or a key: a typed key (any shape) or a raw key `jax.random.PRNGKey(n)` (`uint32[2]`,
+    or stacked keys `uint32[..., 2]`, wrapped into typed keys with the same bits);
+    `None` draws a seed from NumPy's global generator. Anything else is a `TypeError`
+    when given, not at the first draw. Every sampler of `statejax.random` is a method
+    (`rs.normal(0.0, 1.0, size=3)`). Under `jit` the key is threaded through the
+    compiled code, so each call draws fresh numbers without recompiling; under `vmap`
+    each lane gets its own key (see `statejax.random`).
 
     Examples:
-        >>> import statejax as sj
         >>> from statejax.random import RandomState
-        >>> rng = RandomState(0)
-        >>> k1, k2 = rng.next_key(), rng.next_key()
-        >>> bool((k1 != k2).any())
+        >>> rs = RandomState(0)
+        >>> a = rs.normal(size=2)
+        >>> rs.seed(0)
+        >>> bool((rs.normal(size=2) == a).all())
         True
     """
 
-    __slots__ = ()
+    __slots__ = ("_backup",)
 
-    def __init__(self, seed_or_key: Any = 0, *, tag: str | None = None) -> None:
-        super().__init__(_as_key(seed_or_key), tag=tag)
+    def __init__(self, seed_or_key: SeedOrKey | None = None, *, tag: str | None = None) -> None:
+        key = as_key(_fresh_seed() if seed_or_key is None else seed_or_key)
+        super().__init__(key, tag=tag)
+        self._backup: Any = None
 
-    def seed(self, seed_or_key: Any = None) -> None:
-        """Reset the key from an integer seed or a key (`None`: a random seed).
+    def seed(self, seed_or_key: SeedOrKey | None = None) -> None:
+        """Reset the key from an integer seed or a key (`None`: a seed from NumPy's generator).
 
         Raises:
-            TypeError: `seed_or_key` is not an int, an array or `None`.
-            ValueError: `seed_or_key` is an array but neither an integer scalar nor a key.
+            TypeError: `seed_or_key` is neither an integer seed nor a key.
 
         Examples:
             >>> import jax
             >>> from statejax.random import RandomState
-            >>> rng = RandomState(0)
-            >>> rng.seed(jax.random.PRNGKey(1))
-            >>> rng.value.tolist() == jax.random.PRNGKey(1).tolist()
+            >>> rs = RandomState(0)
+            >>> rs.seed(jax.random.PRNGKey(1))
+            >>> jax.random.key_data(rs.value).tolist() == jax.random.PRNGKey(1).tolist()
             True
         """
-        self.value = _as_key(seed_or_key)
+        self.value = as_key(_fresh_seed() if seed_or_key is None else seed_or_key)
 
-    def next_key(self) -> Any:
-        """A fresh key; the state advances (a read and a write of `.value`)."""
-        with _ADVANCING:
-            keep, use = jax.random.split(self.value)
-            self.value = keep
-        return use
+    def set_key(self, key: SeedOrKey) -> None:
+        """Set the key (an integer seed is accepted too).
 
-    def split_keys(self, n: int) -> Any:
-        """`n` fresh keys stacked on axis 0; the state advances once."""
+        Examples:
+            >>> import jax
+            >>> from statejax.random import RandomState
+            >>> rs = RandomState(0)
+            >>> rs.set_key(jax.random.key(5))
+            >>> jax.random.key_data(rs.value).tolist() == jax.random.PRNGKey(5).tolist()
+            True
+        """
+        self.value = as_key(key)
+
+    def split_key(self, n: int | None = None, backup: bool = False) -> jax.Array:
+        """A fresh key (or `n` keys stacked on axis 0); the state advances once.
+
+        With `backup=True` the key before the split is kept for `restore_key`.
+
+        Raises:
+            TypeError: `n` is not an integer.
+            ValueError: `n < 1`, or `backup=True` while a backup is already held.
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> RandomState(0).split_key(3).shape
+            (3,)
+        """
+        count = None if n is None else _count(n)
         with _ADVANCING:
-            keys = jax.random.split(self.value, n + 1)
+            keys = jax.random.split(self.value, 2 if count is None else count + 1)
+            if backup:
+                self.backup_key()
             self.value = keys[0]
-        return keys[1:]
+        return keys[1] if count is None else keys[1:]
+
+    def self_assign_multi_keys(self, n: int, backup: bool = True) -> None:
+        """Replace the key by `n` keys split from it (for `vmap` with `in_states`).
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> rs = RandomState(0)
+            >>> rs.self_assign_multi_keys(4)
+            >>> rs.value.shape
+            (4,)
+            >>> rs.restore_key()
+            >>> rs.value.shape
+            ()
+        """
+        count = _count(n)
+        with _ADVANCING:
+            keys = jax.random.split(self.value, count)
+            if backup:
+                self.backup_key()
+            self.value = keys
+
+    def backup_key(self) -> None:
+        """Keep the current key, to be put back by `restore_key` (outside transforms only).
+
+        Raises:
+            ValueError: a backup is already held (restore it first).
+            RuntimeError: called inside a transform, where the key is a tracer that
+                must not outlive it.
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> rs = RandomState(0)
+            >>> rs.backup_key()
+            >>> x = rs.normal()
+            >>> rs.restore_key()
+            >>> bool(rs.normal() == x)
+            True
+        """
+        if self._backup is not None:
+            raise ValueError("the key is already backed up and not yet restored")
+        if not is_top_level():
+            raise RuntimeError(
+                "RandomState.backup_key inside a transform: the key there is a tracer that "
+                "must not outlive the transform; back up and restore outside it"
+            )
+        self._backup = self.value
+
+    def restore_key(self) -> None:
+        """Put back the key kept by `backup_key` (or `split_key(backup=True)`).
+
+        Raises:
+            ValueError: no backup is held.
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> rs = RandomState(0)
+            >>> _ = rs.split_key(backup=True)
+            >>> rs.restore_key()
+        """
+        if self._backup is None:
+            raise ValueError("the key has not been backed up")
+        self.value, self._backup = self._backup, None
+
+    def clone(self) -> RandomState:
+        """A new `RandomState` seeded with a key split from this one (which advances).
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> rs = RandomState(0)
+            >>> bool(rs.clone().normal() != rs.normal())
+            True
+        """
+        return type(self)(self.split_key())
+
+    def check_if_deleted(self) -> None:
+        """Reseed (from NumPy's generator) if the key's buffer was deleted (donated).
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> RandomState(0).check_if_deleted()
+        """
+        value = self.value
+        if is_top_level() and isinstance(value, jax.Array) and value.is_deleted():
+            self.seed()
 
 
 # Read, split and write back as one step: two threads drawing outside any transform
 # at once must not both split the same key (they would draw the same numbers).
 # Inside a transform the values are the thread's own, and the lock costs nothing.
 _ADVANCING = threading.RLock()
-
-
-_ACCEPTED = (
-    "an int seed, a raw key jax.random.PRNGKey(seed) (uint32[{raw}], or uint32[..., {raw}] for "
-    "stacked keys), or a typed key jax.random.key(seed)"
-)
-
-
-def _shown(value: Any) -> str:
-    dtype = getattr(value, "dtype", None)
-    if dtype is None or not hasattr(value, "shape"):
-        return f"{value!r} ({type(value).__name__})"
-    return f"an array {np.dtype(dtype).name}[{','.join(map(str, np.shape(value)))}]"
-
-
-def _raw_key_size() -> int:
-    """The length of a raw key of JAX's default PRNG implementation (2 for threefry)."""
-    impl = str(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]
-    size = _RAW_KEY_SIZES.get(impl)
-    if size is None:
-        size = _RAW_KEY_SIZES[impl] = int(jax.eval_shape(jax.random.PRNGKey, 0).shape[-1])
-    return size
-
-
-_RAW_KEY_SIZES: dict[str, int] = {}
-
-
-def _as_key(seed_or_key: Any) -> Any:
-    """A key from an integer seed (a Python, NumPy or 0-d JAX integer); a key as it is.
-
-    Anything else raises here, naming what was given and what is accepted, rather
-    than at the first draw.
-    """
-    if seed_or_key is None:
-        return jax.random.PRNGKey(np.random.randint(0, 2**31 - 1))
-    if isinstance(seed_or_key, (bool, np.bool_)):
-        raise TypeError(
-            f"a RandomState takes an integer seed or a key, not {seed_or_key!r}: give "
-            + _ACCEPTED.format(raw=_raw_key_size())
-        )
-    if isinstance(seed_or_key, (int, np.integer)):
-        return jax.random.PRNGKey(seed_or_key)
-    if not isinstance(seed_or_key, (jax.Array, np.ndarray)):
-        raise TypeError(
-            f"a RandomState takes an integer seed or a key, not {_shown(seed_or_key)}: give "
-            + _ACCEPTED.format(raw=_raw_key_size())
-        )
-    dtype = seed_or_key.dtype
-    if jnp.issubdtype(dtype, jax.dtypes.prng_key):
-        return seed_or_key
-    shape = np.shape(seed_or_key)
-    if not shape and jnp.issubdtype(dtype, jnp.integer):
-        return jax.random.PRNGKey(seed_or_key)
-    raw = _raw_key_size()
-    if dtype == np.uint32 and shape and shape[-1] == raw:
-        return seed_or_key
-    raise ValueError(
-        f"a RandomState takes an integer seed or a key, not {_shown(seed_or_key)}: give "
-        + _ACCEPTED.format(raw=raw)
-    )

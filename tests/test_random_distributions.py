@@ -1,0 +1,248 @@
+"""Every sampler of `statejax.random` against scipy's distribution (fixed seeds, small N).
+
+Continuous samplers: a Kolmogorov-Smirnov test against the scipy distribution.
+Discrete samplers: each value's frequency within 5 standard errors of scipy's pmf.
+Then the NumPy-style functions under jit, vmap and scan: the default `RandomState`
+advances as in eager code, and each vmap lane draws with its own key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import statejax as sj
+from statejax import random
+from statejax.random import RandomState
+
+N = 4000
+Draw = Callable[[RandomState], Any]
+
+CONTINUOUS: dict[str, tuple[Draw, Any]] = {
+    "rand": (lambda rs: rs.rand(N), stats.uniform()),
+    "randn": (lambda rs: rs.randn(N), stats.norm()),
+    "random": (lambda rs: rs.random(N), stats.uniform()),
+    "random_sample": (lambda rs: rs.random_sample(N), stats.uniform()),
+    "ranf": (lambda rs: rs.ranf(N), stats.uniform()),
+    "sample": (lambda rs: rs.sample(N), stats.uniform()),
+    "uniform": (lambda rs: rs.uniform(2.0, 5.0, N), stats.uniform(2.0, 3.0)),
+    "normal": (lambda rs: rs.normal(1.0, 2.0, N), stats.norm(1.0, 2.0)),
+    "standard_normal": (lambda rs: rs.standard_normal(N), stats.norm()),
+    "truncated_normal": (
+        lambda rs: rs.truncated_normal(-1.0, 2.0, N, loc=0.5, scale=1.5),
+        stats.truncnorm(-1.0, 1.0, loc=0.5, scale=1.5),
+    ),
+    "lognormal": (lambda rs: rs.lognormal(0.5, 0.4, N), stats.lognorm(0.4, scale=np.exp(0.5))),
+    "standard_cauchy": (lambda rs: rs.standard_cauchy(N), stats.cauchy()),
+    "exponential": (lambda rs: rs.exponential(2.0, N), stats.expon(scale=2.0)),
+    "standard_exponential": (lambda rs: rs.standard_exponential(N), stats.expon()),
+    "gamma": (lambda rs: rs.gamma(2.5, 1.5, N), stats.gamma(2.5, scale=1.5)),
+    "standard_gamma": (lambda rs: rs.standard_gamma(2.5, N), stats.gamma(2.5)),
+    "beta": (lambda rs: rs.beta(2.0, 5.0, N), stats.beta(2.0, 5.0)),
+    "gumbel": (lambda rs: rs.gumbel(1.0, 2.0, N), stats.gumbel_r(1.0, 2.0)),
+    "laplace": (lambda rs: rs.laplace(1.0, 2.0, N), stats.laplace(1.0, 2.0)),
+    "logistic": (lambda rs: rs.logistic(1.0, 2.0, N), stats.logistic(1.0, 2.0)),
+    "pareto": (lambda rs: rs.pareto(3.0, N), stats.lomax(3.0)),
+    "standard_t": (lambda rs: rs.standard_t(5.0, N), stats.t(5.0)),
+    "t": (lambda rs: rs.t(5.0, N), stats.t(5.0)),
+    "chisquare": (lambda rs: rs.chisquare(3.0, N), stats.chi2(3.0)),
+    "noncentral_chisquare": (
+        lambda rs: rs.noncentral_chisquare(3.0, 2.0, N),
+        stats.ncx2(3.0, 2.0),
+    ),
+    "f": (lambda rs: rs.f(5.0, 10.0, N), stats.f(5.0, 10.0)),
+    "noncentral_f": (lambda rs: rs.noncentral_f(5.0, 10.0, 2.0, N), stats.ncf(5.0, 10.0, 2.0)),
+    "rayleigh": (lambda rs: rs.rayleigh(2.0, N), stats.rayleigh(scale=2.0)),
+    "triangular": (
+        lambda rs: rs.triangular(0.0, 1.0, 3.0, N),
+        stats.triang(1.0 / 3.0, loc=0.0, scale=3.0),
+    ),
+    "vonmises": (lambda rs: rs.vonmises(0.5, 2.0, N), stats.vonmises(2.0, loc=0.5)),
+    "vonmises_small_kappa": (
+        lambda rs: rs.vonmises(0.0, 0.0, N),
+        stats.uniform(-np.pi, 2 * np.pi),
+    ),
+    # Inverse Gaussian with mean m and shape lam is scipy's invgauss(m / lam, scale=lam).
+    "wald": (lambda rs: rs.wald(1.5, 2.0, N), stats.invgauss(0.75, scale=2.0)),
+    "weibull": (lambda rs: rs.weibull(1.5, N), stats.weibull_min(1.5)),
+    "weibull_min": (lambda rs: rs.weibull_min(1.5, 2.0, N), stats.weibull_min(1.5, scale=2.0)),
+    "maxwell": (lambda rs: rs.maxwell(N), stats.maxwell()),
+    "loggamma": (lambda rs: rs.loggamma(2.0, N), stats.loggamma(2.0)),
+    "power": (lambda rs: rs.power(3.0, N), stats.powerlaw(3.0)),
+    # A Dirichlet marginal is a beta distribution.
+    "dirichlet": (
+        lambda rs: rs.dirichlet(jnp.array([2.0, 3.0, 5.0]), N)[:, 0],
+        stats.beta(2.0, 8.0),
+    ),
+    "rand_like": (lambda rs: rs.rand_like(jnp.zeros(N)), stats.uniform()),
+    "randn_like": (lambda rs: rs.randn_like(jnp.zeros(N)), stats.norm()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTINUOUS))
+def test_continuous_sampler_matches_scipy(name: str) -> None:
+    draw, reference = CONTINUOUS[name]
+    x = np.asarray(draw(RandomState(sum(map(ord, name)))), dtype=np.float64)
+    assert x.shape == (N,)
+    result = stats.kstest(x, reference.cdf)
+    assert result.pvalue > 1e-3, (name, result)
+
+
+DISCRETE: dict[str, tuple[Draw, Any]] = {
+    "randint": (lambda rs: rs.randint(0, 5, N), stats.randint(0, 5)),
+    "random_integers": (lambda rs: rs.random_integers(1, 6, N), stats.randint(1, 7)),
+    "randint_like": (lambda rs: rs.randint_like(jnp.zeros(N, int), 2, 6), stats.randint(2, 6)),
+    "bernoulli": (lambda rs: rs.bernoulli(0.3, N), stats.bernoulli(0.3)),
+    "binomial": (lambda rs: rs.binomial(10, 0.3, N), stats.binom(10, 0.3)),
+    "poisson": (lambda rs: rs.poisson(3.0, N), stats.poisson(3.0)),
+    "geometric": (lambda rs: rs.geometric(0.3, N), stats.geom(0.3)),
+    "negative_binomial": (lambda rs: rs.negative_binomial(3, 0.4, N), stats.nbinom(3, 0.4)),
+    "hypergeometric": (
+        lambda rs: rs.hypergeometric(10, 15, 8, N),
+        stats.hypergeom(25, 10, 8),
+    ),
+    "logseries": (lambda rs: rs.logseries(0.6, N), stats.logser(0.6)),
+    "zipf": (lambda rs: rs.zipf(2.5, N), stats.zipf(2.5)),
+    "choice": (
+        lambda rs: rs.choice(4, N, p=jnp.array([0.1, 0.2, 0.3, 0.4])),
+        stats.rv_discrete(values=([0, 1, 2, 3], [0.1, 0.2, 0.3, 0.4])),
+    ),
+    "categorical": (
+        lambda rs: rs.categorical(jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4])), size=N),
+        stats.rv_discrete(values=([0, 1, 2, 3], [0.1, 0.2, 0.3, 0.4])),
+    ),
+    # One multinomial count is binomial.
+    "multinomial": (
+        lambda rs: rs.multinomial(20, jnp.array([0.2, 0.3, 0.5]), N)[:, 1],
+        stats.binom(20, 0.3),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DISCRETE))
+def test_discrete_sampler_matches_scipy(name: str) -> None:
+    draw, reference = DISCRETE[name]
+    x = np.asarray(draw(RandomState(sum(map(ord, name)))))
+    assert x.shape == (N,)
+    values = np.arange(int(reference.ppf(0.999)) + 1)
+    pmf = reference.pmf(values)
+    freq = np.array([(x == v).mean() for v in values])
+    tolerance = 5 * np.sqrt(pmf * (1 - pmf) / N) + 1e-3
+    assert (np.abs(freq - pmf) <= tolerance).all(), (name, freq, pmf)
+
+
+def test_multivariate_normal_moments_and_methods() -> None:
+    mean = jnp.array([1.0, -2.0])
+    cov = jnp.array([[2.0, 0.6], [0.6, 1.0]])
+    for method in ("cholesky", "eigh", "svd"):
+        x = np.asarray(RandomState(4).multivariate_normal(mean, cov, N, method=method))
+        assert x.shape == (N, 2)
+        np.testing.assert_allclose(x.mean(0), mean, atol=0.1)
+        np.testing.assert_allclose(np.cov(x.T), cov, atol=0.15)
+    with pytest.raises(ValueError, match="cholesky, eigh or svd, not 'qr'"):
+        random.multivariate_normal(mean, cov, method="qr")
+
+
+def test_orthogonal_permutation_and_shuffle() -> None:
+    rs = RandomState(0)
+    q = rs.orthogonal(4, size=2)
+    assert q.shape == (2, 4, 4)
+    np.testing.assert_allclose(
+        q @ jnp.swapaxes(q, -1, -2), jnp.broadcast_to(jnp.eye(4), q.shape), atol=1e-5
+    )
+    firsts = np.asarray(
+        jax.vmap(lambda k: rs.permutation(5, key=k)[0])(jax.random.split(jax.random.key(1), N))
+    )
+    freq = np.bincount(firsts, minlength=5) / N
+    np.testing.assert_allclose(freq, 0.2, atol=0.03)  # every element first as often
+    x = jnp.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(jnp.sort(rs.shuffle(x, axis=1), axis=1), x)
+
+
+def test_shapes_follow_numpy_broadcasting() -> None:
+    assert random.normal(jnp.zeros(3), 1.0).shape == (3,)
+    assert random.uniform(jnp.zeros((2, 1)), jnp.ones(3)).shape == (2, 3)
+    assert random.binomial(jnp.array([2, 3, 4]), jnp.full((2, 3), 0.5)).shape == (2, 3)
+    assert random.hypergeometric(8, [10, 4], [[5, 2], [5, 5]], size=(3, 2, 2)).shape == (3, 2, 2)
+    assert random.multinomial(jnp.array([10, 20]), jnp.array([0.5, 0.5])).shape == (2, 2)
+    assert random.categorical(jnp.zeros((2, 5))).shape == (2,)
+    assert random.choice(["a", "b", "c"], size=4).shape == (4,)
+    assert random.randn(2, 3).dtype == jnp.float32 and random.randint(3).dtype == jnp.int32
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: random.bernoulli(1.5), "bernoulli: p must be within"),
+        (lambda: random.binomial(3, -0.1), "binomial: p must be within"),
+        (lambda: random.chisquare(0.0), "chisquare: df must be > 0"),
+        (lambda: random.zipf(1.0), "zipf: a must be > 1"),
+        (lambda: random.geometric(0.0), "geometric: p must be within"),
+        (lambda: random.triangular(0.0, 2.0, 1.0), "left <= mode <= right"),
+        (lambda: random.multinomial(5, jnp.array([0.8, 0.5, 0.1])), "sum\\(pvals"),
+    ],
+)
+def test_invalid_parameters_are_rejected_and_the_key_kept(call: Any, message: str) -> None:
+    before = random.get_key_data()
+    with pytest.raises(ValueError, match=message):
+        call()
+    np.testing.assert_array_equal(random.get_key_data(), before)
+
+
+# --- the default RandomState under jit, vmap and scan -------------------------------------
+
+
+def test_jit_advances_the_default_state_as_eager_code_does() -> None:
+    draw = sj.jit(lambda: (random.normal(size=2), random.randint(0, 100, size=3)))
+    random.seed(0)
+    compiled = [draw(), draw()]
+    random.seed(0)
+    eager = [(random.normal(size=2), random.randint(0, 100, size=3)) for _ in range(2)]
+    for (a, b), (c, d) in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-6)
+        np.testing.assert_array_equal(b, d)
+    assert not np.allclose(compiled[0][0], compiled[1][0])
+
+
+def test_key_argument_inside_jit_leaves_the_default_state() -> None:
+    random.seed(1)
+    before = random.get_key_data()
+    out = sj.jit(lambda k: random.normal(size=3, key=k))(jax.random.key(9))
+    np.testing.assert_allclose(out, jax.random.normal(jax.random.key(9), (3,)), rtol=1e-6)
+    np.testing.assert_array_equal(random.get_key_data(), before)
+
+
+def test_vmap_splits_the_default_key_per_lane() -> None:
+    random.seed(2)
+    key = random.get_key()
+    out = sj.vmap(lambda x: x + random.uniform(size=2))(jnp.zeros((3, 2)))
+    keys = jax.random.split(key, 4)
+    expected = [jax.random.uniform(jax.random.split(k)[1], (2,)) for k in keys[1:]]
+    np.testing.assert_allclose(out, jnp.stack(expected), rtol=1e-6)
+    np.testing.assert_array_equal(random.get_key_data(), jax.random.key_data(keys[0]))
+
+
+def test_scan_advances_the_default_state_each_step() -> None:
+    def step(carry: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
+        x = random.normal()
+        return carry + x, x
+
+    random.seed(3)
+    total, xs = sj.transform.scan(step, jnp.array(0.0), None, length=4)
+    random.seed(3)
+    eager = jnp.stack([random.normal() for _ in range(4)])
+    np.testing.assert_allclose(xs, eager, rtol=1e-6)
+    np.testing.assert_allclose(total, eager.sum(), rtol=1e-5)
+    random.seed(3)
+    for _ in range(4):
+        random.split_key()
+    after_eager = random.get_key_data()
+    random.seed(3)
+    sj.jit(lambda: sj.transform.scan(step, jnp.array(0.0), None, length=4))()
+    np.testing.assert_array_equal(random.get_key_data(), after_eager)
