@@ -261,7 +261,8 @@ def test_state_finder_and_catch_new_states() -> None:
             c = sj.State(jnp.ones(1), tag="mine")
             p = sj.ParamState(jnp.ones(1))
     assert outer.get_states() == [a, c, p] and list(inner) == [c]
-    assert (a.tag, c.tag, p.tag) == ("outer", "mine", "outer")
+    # As BrainState: each catcher adds its tag to the tags of the states it catches.
+    assert (a.tag, c.tag, p.tag) == ({"outer"}, {"mine", "outer", "inner"}, {"outer"})
     assert [v.tolist() for v in inner.get_state_values()] == [[1.0]] and inner[0] is c
     assert sj.State(jnp.zeros(1)) not in outer
 
