@@ -442,7 +442,7 @@ def vmap_new_states(
         ...     made.append(sj.ParamState(x * 10.0))
         ...     return x
         >>> build(jnp.arange(3.0)).tolist(), made[-1].value.tolist(), made[-1].tag
-        ([0.0, 1.0, 2.0], [0.0, 10.0, 20.0], 'ensemble')
+        ([0.0, 1.0, 2.0], [0.0, 10.0, 20.0], {'ensemble'})
     """
     for option, value, fix in (
         ("in_states", in_states, "use statejax.vmap(..., in_states=...) to map existing states"),
