@@ -8,7 +8,7 @@ integer options of their specs, and to run a function eagerly under
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Annotated, Any, TypeVar
 
 import jax
@@ -54,6 +54,10 @@ _NOT_BOOL = pydantic.BeforeValidator(_strict_int)
 Index = Annotated[int, pydantic.Strict(), pydantic.Field(ge=0, le=MAX_INT32), _NOT_BOOL]
 #: Like `Index`; the name for sizes rather than positions.
 Count = Index
+
+# An axis name: any hashable. pydantic before 2.11 cannot write a JSON schema for
+# `Hashable`, so the schema is given: any JSON value names an axis.
+AxisName = Annotated[Hashable, pydantic.WithJsonSchema({})]
 #: A positive `Count`.
 PositiveCount = Annotated[int, pydantic.Strict(), pydantic.Field(gt=0, le=MAX_INT32), _NOT_BOOL]
 

@@ -35,6 +35,7 @@ from statejax.extend import (
 from statejax.extend import StatefulFunction as _Engine
 from statejax.graph import Module
 from statejax.transforms._common import (
+    AxisName,
     Index,
     as_tuple,
     jit_disabled,
@@ -57,7 +58,7 @@ class StatefulFunctionSpec(TransformSpec):
     static_argnames: tuple[str, ...] = pydantic.Field(
         default=(), description="names of keyword arguments that are compile-time constants"
     )
-    axis_env: tuple[tuple[Hashable, Index], ...] | None = pydantic.Field(
+    axis_env: tuple[tuple[AxisName, Index], ...] | None = pydantic.Field(
         default=None, description="(axis name, size) pairs, as jax.make_jaxpr's axis_env"
     )
     return_only_write: bool = pydantic.Field(

@@ -44,6 +44,7 @@ from statejax.extend import (
 from statejax.filters import Filter, FilterLike, Path, to_filter
 from statejax.graph import Module, StateMapping, iter_states
 from statejax.transforms._common import (
+    AxisName,
     Count,
     PositiveCount,
     jit_disabled,
@@ -251,7 +252,7 @@ class VmapSpec(TransformSpec):
         default=None,
         description="the batch size, needed when nothing is mapped; a non-negative int or None",
     )
-    axis_name: Hashable | None = pydantic.Field(
+    axis_name: AxisName | None = pydantic.Field(
         default=None, description="name of the batch axis, for collectives such as lax.psum"
     )
     split_keys: bool = pydantic.Field(
@@ -284,7 +285,7 @@ class VmapNewStatesSpec(TransformSpec):
 
     in_axes: Any = VmapSpec.model_fields["in_axes"]
     out_axes: Any = VmapSpec.model_fields["out_axes"]
-    axis_name: Hashable | None = VmapSpec.model_fields["axis_name"]
+    axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
     axis_size: PositiveCount | None = pydantic.Field(
         default=None, description="the batch size, when no argument is mapped; a positive int"
     )
