@@ -62,6 +62,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.autodiff",
     "statejax.transforms.checkpoint",
     "statejax.transforms.vmap",
+    "statejax.transforms.mapping",
     "statejax.random",
     "statejax.transforms.loops",
     "statejax.transforms.bounded",

@@ -52,7 +52,7 @@ from statejax.transforms.conditionals import cond, ifelse, switch
 from statejax.transforms.find_state import StateFinder
 from statejax.transforms.jit import jit
 from statejax.transforms.loops import for_loop, scan, while_loop
-from statejax.transforms.mapping import StatefulMapping
+from statejax.transforms.mapping import StatefulMapping, vmap2, vmap2_new_states
 from statejax.transforms.naming import named_call, named_scope
 from statejax.transforms.parallel import shard_map
 from statejax.transforms.progress import ProgressBar
@@ -109,6 +109,8 @@ __all__ = [
     "vjp",
     "vmap",
     "vmap_new_states",
+    "vmap2",
+    "vmap2_new_states",
     "while_loop",
 ]
 

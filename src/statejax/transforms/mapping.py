@@ -1,27 +1,169 @@
-"""`StatefulMapping`: BrainState's class form of a state-aware `vmap`.
+"""`StatefulMapping`, `vmap2` and `vmap2_new_states`: BrainState's mapping forms.
 
-A thin layer over `statejax.transform.vmap` (and so over the engine): it adds
-BrainState's `static_argnums`/`static_argnames`, which are closed over per call
-(as `jax.jit` closes over static arguments) and are neither traced nor mapped.
+A thin layer over `statejax.transform.vmap` (and so over the engine).
+`StatefulMapping` adds BrainState's `static_argnums`/`static_argnames`, which are
+closed over per call (as `jax.jit` closes over static arguments) and are neither
+traced nor mapped; `vmap2` is its function form. `vmap2_new_states` initialises a
+module's states per lane, through `vmap_new_states`.
+
+`parse_state_axes` and `vmap_state_axes` translate BrainState's
+`state_in_axes`/`state_out_axes` (`{axis or None: selector}` or a bare selector)
+into `vmap`'s `in_states`/`out_states` selectors; other mapping transforms reuse them.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Annotated, Any, Literal, TypeAlias, overload
 
+import jax
 import pydantic
 
-from statejax.extend import State, TransformSpec, parse_spec
-from statejax.graph import Module
-from statejax.transforms._common import Index, as_tuple
-from statejax.transforms.vmap import vmap
+from statejax.extend import (
+    BatchAxisError,
+    SpecError,
+    State,
+    Transform,
+    TransformSpec,
+    current_trace,
+    describe_state,
+    hookimpl,
+    parse_spec,
+)
+from statejax.filters import Path
+from statejax.graph import Module, iter_states
+from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple
+from statejax.transforms.vmap import (
+    _STATE_AXES_SCHEMA,
+    StateAxes,
+    StateSelector,
+    VmapSpec,
+    _check_axes,
+    _is_axis_key,
+    _parse_state_axes,
+    _selector,
+    vmap,
+    vmap_new_states,
+)
 
-__all__ = ["StatefulMapping", "StatefulMappingSpec"]
+__all__ = [
+    "MappingStateAxes",
+    "StatefulMapping",
+    "StatefulMappingSpec",
+    "Vmap2NewStatesSpec",
+    "Vmap2Spec",
+    "parse_state_axes",
+    "vmap2",
+    "vmap2_new_states",
+    "vmap_state_axes",
+]
 
 # Mapped functions kept per combination of static values; then the cache starts over.
 _MAX_VARIANTS = 64
+
+#: `state_in_axes`/`state_out_axes` parsed: `(axis, selector)` pairs, axis `None` for
+#: the states kept whole (broadcast, which every unselected state is anyway).
+MappingStateAxes: TypeAlias = tuple[tuple[int | None, StateSelector], ...]
+
+
+def parse_state_axes(value: object, field: str) -> MappingStateAxes:
+    """Parse BrainState's `state_in_axes`/`state_out_axes` into `(axis, selector)` pairs.
+
+    `value` is `None` (no state), a selector (a filter, a State, an iterable or
+    mapping of States) meaning axis 0, or `{axis: selector}` whose keys are ints
+    or `None` (the states kept whole: broadcast). An already parsed value (or
+    `{axis: StateSelector}`) parses to itself. For use in pydantic validators.
+
+    Args:
+        value: the option's value.
+        field: the option's name, for error messages.
+
+    Returns:
+        The pairs, the `None` entry (if any) first.
+
+    Raises:
+        ValueError: `value` is not one of those forms, or a State is selected under
+            two axes; the message says which and how to fix it.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.mapping import parse_state_axes
+        >>> w = sj.ParamState(jnp.zeros(3))
+        >>> parse_state_axes({None: [w], 1: sj.ShortTermState}, "x")
+        ((None, ParamState (float32[3])), (1, OfType(ShortTermState)))
+    """
+    if (
+        isinstance(value, tuple)
+        and value
+        and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], StateSelector) for p in value
+        )
+    ):
+        value = dict(value)
+    if not (isinstance(value, Mapping) and value and None in value):
+        return _parse_state_axes(value, field)
+    rest = {k: v for k, v in value.items() if k is not None}
+    for key in rest:
+        if not _is_axis_key(key):
+            raise ValueError(
+                f"key {key!r} ({type(key).__name__}) is not an integer axis or None. Give "
+                "{axis: selector} with int keys (None: states kept whole, broadcast)"
+            )
+    whole = _selector(value[None], f"{field}[None]: ")
+    pairs: StateAxes = _parse_state_axes(rest, field) if rest else ()
+    for axis, sel in pairs:
+        for state, path in zip(sel.states, sel.paths, strict=True):
+            if any(s is state for s in whole.states):
+                raise ValueError(
+                    f"{describe_state(state, path)} is selected under axes None and {axis}; "
+                    "a state is either mapped on one axis or kept whole: remove it from one "
+                    "of the selectors"
+                )
+    return ((None, whole), *pairs)
+
+
+def vmap_state_axes(axes: MappingStateAxes) -> dict[int, StateSelector] | None:
+    """`vmap`'s `in_states`/`out_states` for parsed axes: the mapped ones (`None`: none).
+
+    The `None` entry is dropped: `vmap` broadcasts every state it does not map.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transforms.mapping import parse_state_axes, vmap_state_axes
+        >>> vmap_state_axes(parse_state_axes({None: sj.ParamState, 0: sj.ShortTermState}, "x"))
+        {0: OfType(ShortTermState)}
+    """
+    mapped = {axis: sel for axis, sel in axes if axis is not None}
+    return mapped or None
+
+
+def _state_axes_field(value: object, info: pydantic.ValidationInfo) -> MappingStateAxes:
+    return parse_state_axes(value, str(info.field_name))
+
+
+# vmap's own fields, for the specs of the forms built on it (the same checks and schema).
+_VMAP_FIELDS: dict[str, Any] = dict(VmapSpec.model_fields)
+
+_MappingStateAxesField = Annotated[MappingStateAxes, _STATE_AXES_SCHEMA]
+
+_UNEXPECTED: Any = pydantic.Field(
+    default="raise",
+    description="the policy for a batched write into a state outside state_out_axes: "
+    "'raise' (BatchAxisError naming the state; declare it in state_in_axes/state_out_axes)",
+)
+_STATE_IN_AXES = pydantic.Field(
+    default=(),
+    description="states mapped on an axis and written back batched: a selector (a filter, a "
+    "State, an iterable or mapping of States) for axis 0, or {axis: selector} (None: kept whole)",
+)
+_STATE_OUT_AXES = pydantic.Field(
+    default=(),
+    description="states written back batched (same forms as state_in_axes); their input is "
+    "broadcast unless state_in_axes maps them too",
+)
 
 
 class StatefulMappingSpec(TransformSpec):
@@ -33,15 +175,21 @@ class StatefulMappingSpec(TransformSpec):
     static_argnames: tuple[str, ...] = pydantic.Field(
         default=(), description="names of keyword arguments closed over per call, not mapped"
     )
-    unexpected_out_state_mapping: Literal["raise"] = pydantic.Field(
-        default="raise",
-        description="the policy for a batched write into a state outside state_out_axes: "
-        "'raise' (BatchAxisError naming the state; declare it in state_in_axes/state_out_axes)",
-    )
+    state_in_axes: _MappingStateAxesField = _STATE_IN_AXES
+    state_out_axes: _MappingStateAxesField = _STATE_OUT_AXES
+    unexpected_out_state_mapping: Literal["raise"] = _UNEXPECTED
 
     _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
         lambda cls, v: () if v is None else as_tuple(v)
     )
+    _states = pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")(
+        lambda cls, v, info: _state_axes_field(v, info)
+    )
+
+
+# The options of vmap that StatefulMapping's mapping_kwargs may carry (BrainState hands
+# them to its mapping_fn; statejax maps with vmap).
+_MAPPING_KWARGS = ("spmd_axis_name", "split_keys")
 
 
 class StatefulMapping:
@@ -49,8 +197,9 @@ class StatefulMapping:
 
     Calls `statejax.transform.vmap` with `state_in_axes` as its `in_states` and
     `state_out_axes` as its `out_states` (a selector for axis 0, or
-    `{axis: selector}`); every other state is broadcast, and writing a batched
-    value into one raises `statejax.BatchAxisError`. Arguments named by
+    `{axis: selector}`; the entry of axis `None` names states kept whole, which
+    every unselected state is); every other state is broadcast, and writing a
+    batched value into one raises `statejax.BatchAxisError`. Arguments named by
     `static_argnums`/`static_argnames` are closed over per call, so they may be
     any hashable Python value; their `in_axes` entries are dropped.
 
@@ -66,6 +215,7 @@ class StatefulMapping:
         axis_size: the batch size, needed when nothing is mapped.
         axis_name: the name of the batch axis, for collectives.
         name: a name for the object's `repr`.
+        mapping_kwargs: further options of `vmap`: `spmd_axis_name`, `split_keys`.
 
     Raises:
         SpecError: an option is invalid.
@@ -96,14 +246,26 @@ class StatefulMapping:
         axis_size: int | None = None,
         axis_name: Hashable | None = None,
         name: str | None = None,
+        *,
+        mapping_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         spec = parse_spec(
             StatefulMappingSpec,
             "StatefulMapping",
             static_argnums=static_argnums,
             static_argnames=static_argnames,
+            state_in_axes=state_in_axes,
+            state_out_axes=state_out_axes,
             unexpected_out_state_mapping=unexpected_out_state_mapping,
         )
+        extra = dict(mapping_kwargs or {})
+        unknown = sorted(set(extra) - set(_MAPPING_KWARGS))
+        if unknown:
+            raise SpecError(
+                f"statejax.StatefulMapping: option mapping_kwargs: {unknown} are not options "
+                f"statejax passes on; it maps with statejax.vmap, whose further options are "
+                f"{list(_MAPPING_KWARGS)}. Give the others as StatefulMapping's own arguments."
+            )
         self.origin_fun = fun
         self.name = name
         self.in_axes = in_axes
@@ -115,12 +277,14 @@ class StatefulMapping:
         self.unexpected_out_state_mapping = spec.unexpected_out_state_mapping
         self.static_argnums: tuple[int, ...] = spec.static_argnums
         self.static_argnames: tuple[str, ...] = spec.static_argnames
+        self.mapping_kwargs = extra
         self._options = {
             "out_axes": out_axes,
-            "in_states": state_in_axes,
-            "out_states": state_out_axes,
+            "in_states": vmap_state_axes(spec.state_in_axes),
+            "out_states": vmap_state_axes(spec.state_out_axes),
             "axis_size": axis_size,
             "axis_name": axis_name,
+            **extra,
         }
         dyn_in_axes = self._dynamic_in_axes()
         # Validated once, here: a bad option is a SpecError at construction.
@@ -182,3 +346,379 @@ class StatefulMapping:
 
     def __repr__(self) -> str:
         return f"StatefulMapping({self.name or getattr(self.origin_fun, '__qualname__', '?')})"
+
+
+# --- vmap2: the function form ---------------------------------------------------------------
+
+
+class Vmap2Spec(TransformSpec):
+    """Options of `vmap2`."""
+
+    in_axes: Any = VmapSpec.model_fields["in_axes"]
+    out_axes: Any = VmapSpec.model_fields["out_axes"]
+    axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
+    axis_size: Count | None = _VMAP_FIELDS["axis_size"]
+    spmd_axis_name: AxisName | None = VmapSpec.model_fields["spmd_axis_name"]
+    state_in_axes: _MappingStateAxesField = _STATE_IN_AXES
+    state_out_axes: _MappingStateAxesField = _STATE_OUT_AXES
+    unexpected_out_state_mapping: Literal["raise"] = _UNEXPECTED
+
+    _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
+        lambda cls, v: _check_axes(v)
+    )
+    _states = pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")(
+        lambda cls, v, info: _state_axes_field(v, info)
+    )
+
+
+@overload
+def vmap2(
+    fn: Callable[..., Any],
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+) -> StatefulMapping: ...
+@overload
+def vmap2(
+    fn: None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+) -> Callable[[Callable[..., Any]], StatefulMapping]: ...
+def vmap2(
+    fn: Callable[..., Any] | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    axis_name: Hashable | None = None,
+    axis_size: int | None = None,
+    spmd_axis_name: Hashable | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+) -> StatefulMapping | Callable[[Callable[..., Any]], StatefulMapping]:
+    """Vectorise `fn` as `jax.vmap` does, threading the states it reads and writes.
+
+    BrainState's function form of `StatefulMapping`: the options are
+    `jax.vmap`'s (`in_axes`, `out_axes`, `axis_name`, `axis_size`,
+    `spmd_axis_name`) and the state selectors: `state_in_axes` states are mapped
+    on their axis and written back batched, `state_out_axes` states are written
+    back batched; each is a selector (a filter, a State, an iterable or mapping of
+    States) meaning axis 0, or `{axis: selector}` (axis `None`: kept whole).
+    Every other state is broadcast: writing a batched value into one raises
+    `statejax.BatchAxisError`. Keyword arguments of the call are mapped on axis 0,
+    as in `jax.vmap`; each lane draws from its own random key. Use it as
+    `vmap2(fn, ...)`, `@vmap2` or `@vmap2(...)`.
+
+    Args:
+        fn: the function to vectorise; omit it for a decorator.
+        in_axes: as `jax.vmap`'s, one entry per positional argument (or one for all).
+        out_axes: as `jax.vmap`'s.
+        axis_name: the name of the batch axis, for collectives such as `jax.lax.psum`.
+        axis_size: the batch size, needed when nothing is mapped.
+        spmd_axis_name: mesh axis name(s) the batch axis is sharded over inside
+            sharded code (as `jax.vmap`'s).
+        state_in_axes: the states mapped on an axis and written back batched.
+        state_out_axes: the states written back batched.
+        unexpected_out_state_mapping: only `"raise"` (see `docs/porting.md`).
+
+    Returns:
+        A `StatefulMapping`, or a decorator making one when `fn` is omitted.
+
+    Raises:
+        SpecError: an option is invalid (at decoration).
+        BatchAxisError: at the call, a batched value was written into a broadcast
+            state, or sizes disagree (`axis_size` against the mapped arguments).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transform import vmap2
+        >>> counter = sj.ShortTermState(jnp.zeros(3))
+        >>> @vmap2(state_in_axes={0: sj.ShortTermState}, state_out_axes=sj.ShortTermState)
+        ... def accumulate(x):
+        ...     counter.value = counter.value + x
+        ...     return counter.value
+        >>> accumulate(jnp.asarray([1.0, 2.0, 3.0])).tolist(), counter.value.tolist()
+        ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+        >>> vmap2(lambda x, y: x + y, in_axes=(0, None))(jnp.arange(3.0), 1.0).tolist()
+        [1.0, 2.0, 3.0]
+    """
+    spec = parse_spec(
+        Vmap2Spec,
+        "vmap2",
+        in_axes=in_axes,
+        out_axes=out_axes,
+        axis_name=axis_name,
+        axis_size=axis_size,
+        spmd_axis_name=spmd_axis_name,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+    )
+    if fn is None:
+        return functools.partial(
+            vmap2,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            axis_name=axis_name,
+            axis_size=axis_size,
+            spmd_axis_name=spmd_axis_name,
+            state_in_axes=state_in_axes,
+            state_out_axes=state_out_axes,
+            unexpected_out_state_mapping=unexpected_out_state_mapping,
+        )
+    return StatefulMapping(
+        fn,
+        in_axes=spec.in_axes,
+        out_axes=spec.out_axes,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=spec.unexpected_out_state_mapping,
+        axis_size=spec.axis_size,
+        axis_name=spec.axis_name,
+        name="vmap2",
+        mapping_kwargs={"spmd_axis_name": spec.spmd_axis_name},
+    )
+
+
+# --- vmap2_new_states -------------------------------------------------------------------------
+
+
+def _new_state_axes_field(value: object, info: pydantic.ValidationInfo) -> MappingStateAxes:
+    axes = parse_state_axes(value, str(info.field_name))
+    for axis, sel in axes:
+        if sel.states:
+            raise ValueError(
+                f"[{axis}] selects existing states ({sel!r}); vmap2_new_states places the "
+                "states init_all_states creates, which do not exist yet. Select them with a "
+                "filter: a State type, statejax.filters.WithTag(...), PathContains(...)"
+            )
+    return axes
+
+
+class Vmap2NewStatesSpec(TransformSpec):
+    """Options of `vmap2_new_states`."""
+
+    state_tag: str | None = pydantic.Field(
+        default=None, description="tag added to every state init_all_states creates"
+    )
+    axis_size: PositiveCount | None = pydantic.Field(
+        default=None, description="the number of lanes (required): a positive int"
+    )
+    state_out_axes: _MappingStateAxesField = pydantic.Field(
+        default=(),
+        description="where each new state's batch axis goes: a filter for axis 0, or "
+        "{axis: filter} (None: kept whole, the same in every lane); unselected: axis 0",
+    )
+    spmd_axis_name: AxisName | None = VmapSpec.model_fields["spmd_axis_name"]
+
+    _states = pydantic.field_validator("state_out_axes", mode="before")(
+        lambda cls, v, info: _new_state_axes_field(v, info)
+    )
+
+
+def _new_state_order(axes: MappingStateAxes) -> list[tuple[int | None, StateSelector]]:
+    """BrainState's priority: axis None first, then the other axes as given, axis 0 last."""
+    return sorted(axes, key=lambda pair: 0 if pair[0] is None else 2 if pair[0] == 0 else 1)
+
+
+def vmap2_new_states(
+    module: Any,
+    init_kwargs: Mapping[str, Any],
+    state_tag: str | None = None,
+    axis_size: int | None = None,
+    state_out_axes: Any = None,
+    spmd_axis_name: Hashable | None = None,
+) -> dict[int | None, list[State[Any]]]:
+    """Run `module.init_all_states(**init_kwargs)` once per lane: its new states come out batched.
+
+    For initialising an ensemble: `init_all_states` runs under `vmap_new_states`
+    with `axis_size` lanes, each drawing from its own random key, and every state
+    it creates gets a batch axis of size `axis_size`: axis 0 unless
+    `state_out_axes` places it elsewhere (`{axis: filter}`; axis `None` keeps a
+    state whole, which its value must then be, the same in every lane). A filter
+    sees a state's path in `module`. `state_tag` is added to the tags of every new
+    state. States that existed before are read broadcast. The first call traces
+    `init_all_states` twice (an abstract discovery, then the mapped pass).
+
+    Args:
+        module: an object with an `init_all_states(**init_kwargs)` method that creates
+            states (stored on the module, usually).
+        init_kwargs: keyword arguments for `init_all_states`.
+        state_tag: a tag added to every new state.
+        axis_size: the number of lanes (required).
+        state_out_axes: where new states' batch axes go: a filter for axis 0, or
+            `{axis: filter}` with int axes or `None`; unselected states go on axis 0.
+        spmd_axis_name: mesh axis name(s) to shard the batch axis over (as `jax.vmap`).
+
+    Returns:
+        The new states by axis (`None`: kept whole), in BrainState's order: axis
+        `None`, the other axes as given, axis 0; axes without states are left out.
+
+    Raises:
+        SpecError: `axis_size` is missing, an option is invalid, `module` has no
+            `init_all_states`, or a selector of `state_out_axes` matches no new state.
+        BatchAxisError: a state kept whole got a value that differs between lanes,
+            or a new state's value has no axis where `state_out_axes` puts it.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.transform import vmap2_new_states
+        >>> class Member(sj.Module):
+        ...     def init_all_states(self, n):
+        ...         self.w = sj.ParamState(sj.random.normal(size=(n,)))
+        ...         self.count = sj.ShortTermState(jnp.zeros(()))
+        >>> m = Member()
+        >>> groups = vmap2_new_states(m, {"n": 3}, axis_size=4, state_out_axes={1: sj.ParamState})
+        >>> m.w.value.shape, m.count.value.shape
+        ((3, 4), (4,))
+        >>> {axis: len(states) for axis, states in groups.items()}
+        {1: 1, 0: 1}
+    """
+    name = "statejax.vmap2_new_states"
+    spec = parse_spec(
+        Vmap2NewStatesSpec,
+        "vmap2_new_states",
+        state_tag=state_tag,
+        axis_size=axis_size,
+        state_out_axes=state_out_axes,
+        spmd_axis_name=spmd_axis_name,
+    )
+    if spec.axis_size is None:
+        raise SpecError(
+            f"{name}: option axis_size is required: give the number of lanes (ensemble "
+            "members) to initialise, e.g. axis_size=8."
+        )
+    init = getattr(module, "init_all_states", None)
+    if not callable(init):
+        raise SpecError(
+            f"{name}: {type(module).__name__} has no init_all_states method; vmap2_new_states "
+            "calls module.init_all_states(**init_kwargs). Define it on the module (statejax "
+            "has no brainstate.nn), or use vmap_new_states(fn, axis_size=...) on a function."
+        )
+    if not isinstance(init_kwargs, Mapping):
+        raise SpecError(
+            f"{name}: init_kwargs must be a mapping of keyword arguments for init_all_states; "
+            f"got {type(init_kwargs).__name__}. Give a dict, e.g. {{}}."
+        )
+    ordered = _new_state_order(spec.state_out_axes)
+    axes = list(dict.fromkeys([a for a, _ in ordered if a != 0] + [0]))
+    routed_axes = tuple(a for a in axes if a != 0)
+    tag, kwargs = spec.state_tag, dict(init_kwargs)
+    # The new states of the last run of init_lane (the mapped pass), by axis, with their
+    # path in the module and the rank of their value in one lane.
+    groups: dict[int | None, list[tuple[State[Any], Path | None, int]]] = {}
+
+    def init_lane() -> tuple[list[Any], ...]:
+        trace = current_trace()
+        if trace is None:  # pragma: no cover - vmap always runs its function in a trace
+            raise RuntimeError(f"{name}: init_all_states ran outside vmap's trace")
+        before = len(trace.created)
+        init(**kwargs)
+        paths = {id(s): p for p, s in iter_states(module)}
+        found: dict[int | None, list[tuple[State[Any], Path | None, int]]] = {a: [] for a in axes}
+        hits = [False] * len(ordered)
+        for state in trace.created[before:]:
+            if tag is not None:
+                state.add_tag(tag)
+            path = paths.get(id(state))
+            axis: int | None = 0
+            for k, (a, sel) in reversed(list(enumerate(ordered))):
+                if sel.matches(state, path or ()):
+                    hits[k], axis = True, a
+            rank = min((jax.numpy.ndim(leaf) for leaf in jax.tree.leaves(state.value)), default=0)
+            found[axis].append((state, path, rank))
+        for hit, (a, sel) in zip(hits, ordered, strict=True):
+            if not hit:
+                made = ", ".join(_new_name(s, p) for g in found.values() for s, p, _ in g)
+                raise SpecError(
+                    f"{name}: state_out_axes[{a}] = {sel!r} matches none of the states "
+                    f"init_all_states creates (it creates: {made or 'none'}). Fix the selector "
+                    "or remove it."
+                )
+        groups.clear()
+        groups.update(found)
+        return tuple([s.value for s, _, _ in found[a]] for a in routed_axes)
+
+    mapped = vmap_new_states(
+        init_lane,
+        in_axes=(),
+        out_axes=routed_axes,
+        axis_size=spec.axis_size,
+        spmd_axis_name=spec.spmd_axis_name,
+    )
+    try:
+        routed = mapped()
+    except ValueError as exc:
+        _explain_new_state_error(exc, name, groups)
+        raise
+    for axis, values in zip(routed_axes, routed, strict=True):
+        for (state, _, _), value in zip(groups[axis], values, strict=True):
+            state.value = value
+    return {a: [s for s, _, _ in groups[a]] for a in axes if groups.get(a)}
+
+
+def _new_name(state: State[Any], path: Path | None) -> str:
+    """A new state in messages: its type and its path in the module (its value is a lane's)."""
+    where = f"module.{'.'.join(map(str, path))}" if path else "not stored on the module"
+    return f"{type(state).__name__} ({where})"
+
+
+def _explain_new_state_error(
+    exc: ValueError, name: str, groups: dict[int | None, list[tuple[State[Any], Path | None, int]]]
+) -> None:
+    """Name the new states behind JAX's error about `state_out_axes` (else leave it)."""
+    if isinstance(exc, (SpecError, BatchAxisError)):
+        return
+    msg = str(exc)
+    if "but output was batched" in msg and groups.get(None):
+        names = ", ".join(_new_name(s, p) for s, p, _ in groups[None])
+        raise BatchAxisError(
+            f"{name}: state_out_axes keeps {names} whole (axis None), but the value "
+            "init_all_states gives it differs between lanes (it depends on a random draw or "
+            "on another new state). Put it on an axis instead, or compute its value from "
+            "values that are the same in every lane."
+        ) from None
+    if "out of bounds" in msg:
+        for axis, states in groups.items():
+            for state, path, rank in states:
+                if axis is not None and not -(rank + 1) <= axis <= rank:
+                    raise BatchAxisError(
+                        f"{name}: state_out_axes puts {_new_name(state, path)} on axis "
+                        f"{axis}, but its value in one lane has {rank} axes, so its batched "
+                        f"value has {rank + 1}: choose an axis from {-(rank + 1)} to {rank}."
+                    ) from None
+
+
+@hookimpl
+def statejax_register_transforms(registry: Any) -> None:
+    registry.register(
+        Transform(
+            "vmap2",
+            vmap2,
+            Vmap2Spec,
+            "BrainState's vmap2: a StatefulMapping with jax.vmap's options and state selectors",
+        )
+    )
+    registry.register(
+        Transform(
+            "vmap2_new_states",
+            vmap2_new_states,
+            Vmap2NewStatesSpec,
+            "run module.init_all_states per lane: new states batched (ensemble initialisation)",
+        )
+    )

@@ -141,7 +141,12 @@ def _selector(value: object, where: str = "") -> StateSelector:
     filters: list[Filter[Any]] = []
 
     def add(item: object, top: bool) -> None:
-        if isinstance(item, State):
+        if isinstance(item, StateSelector):  # already normalised (StatefulMapping, vmap2)
+            states.extend(item.states)
+            paths.extend(item.paths)
+            if item.filter is not None:
+                filters.append(item.filter)
+        elif isinstance(item, State):
             states.append(item)
             paths.append(None)
         elif isinstance(item, Mapping):
@@ -255,6 +260,11 @@ class VmapSpec(TransformSpec):
     axis_name: AxisName | None = pydantic.Field(
         default=None, description="name of the batch axis, for collectives such as lax.psum"
     )
+    spmd_axis_name: AxisName | None = pydantic.Field(
+        default=None,
+        description="mesh axis name(s) the batch axis is sharded over inside sharded code "
+        "(jax.vmap's spmd_axis_name): a name or a tuple of names",
+    )
     split_keys: bool = pydantic.Field(
         default=True,
         description="give each lane its own key from every RandomState the function touches "
@@ -286,6 +296,7 @@ class VmapNewStatesSpec(TransformSpec):
     in_axes: Any = VmapSpec.model_fields["in_axes"]
     out_axes: Any = VmapSpec.model_fields["out_axes"]
     axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
+    spmd_axis_name: AxisName | None = VmapSpec.model_fields["spmd_axis_name"]
     axis_size: PositiveCount | None = pydantic.Field(
         default=None, description="the batch size, when no argument is mapped; a positive int"
     )
@@ -324,6 +335,7 @@ def vmap(
     axis_name: Hashable | None = None,
     *,
     split_keys: bool = True,
+    spmd_axis_name: Hashable | None = None,
 ) -> Callable[P, R]: ...
 @overload
 def vmap(
@@ -337,6 +349,7 @@ def vmap(
     axis_name: Hashable | None = None,
     *,
     split_keys: bool = True,
+    spmd_axis_name: Hashable | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def vmap(
     fn: Callable[P, R] | None = None,
@@ -349,6 +362,7 @@ def vmap(
     axis_name: Hashable | None = None,
     *,
     split_keys: bool = True,
+    spmd_axis_name: Hashable | None = None,
     **options: Any,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Vectorise `fn` with `jax.vmap`, threading the states it reads and writes.
@@ -359,8 +373,10 @@ def vmap(
     and written back batched; `out_states` are written back batched. Every
     other state is broadcast: writing a batched value into it raises
     `statejax.BatchAxisError`. Each lane draws from its own random key
-    unless `split_keys=False`. States created by `fn` come out stacked on a
-    leading axis (initialise an ensemble this way). Use it as `@vmap`,
+    unless `split_keys=False`. `spmd_axis_name` is `jax.vmap`'s: inside
+    sharded code, the batch axis is sharded over those mesh axes. States
+    created by `fn` come out stacked on a leading axis (initialise an ensemble
+    this way). Use it as `@vmap`,
     `@vmap(in_states=...)` or `vmap(fn, ...)`.
 
     Examples:
@@ -386,6 +402,7 @@ def vmap(
         axis_size=axis_size,
         axis_name=axis_name,
         split_keys=split_keys,
+        spmd_axis_name=spmd_axis_name,
         **options,
     )
     if fn is None:
@@ -400,6 +417,7 @@ def vmap_new_states(
     out_axes: Any = 0,
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
+    spmd_axis_name: Hashable | None = None,
     state_tag: str | None = None,
     state_to_exclude: Any = None,
     in_states: Any = None,
@@ -421,6 +439,7 @@ def vmap_new_states(
         out_axes: where the batch axis goes in the result.
         axis_name: the name of the batch axis, for collectives.
         axis_size: the batch size, when no argument is mapped (a positive int).
+        spmd_axis_name: mesh axis name(s) to shard the batch axis over (as `jax.vmap`).
         state_tag: a tag added to every new state.
         state_to_exclude: not offered: must be `None` (see the porting page).
         in_states: must be `None`: pre-existing states are mapped by `vmap`.
@@ -466,6 +485,7 @@ def vmap_new_states(
         out_axes=out_axes,
         axis_name=axis_name,
         axis_size=axis_size,
+        spmd_axis_name=spmd_axis_name,
         state_tag=state_tag,
     )
     vspec = VmapSpec(
@@ -473,6 +493,7 @@ def vmap_new_states(
         out_axes=spec.out_axes,
         axis_name=spec.axis_name,
         axis_size=spec.axis_size,
+        spmd_axis_name=spec.spmd_axis_name,
     )
 
     def transform(f: Callable[P, R]) -> Callable[P, R]:
@@ -605,6 +626,7 @@ class _Batched:
             out_axes=(write_out, 0, spec.out_axes),
             axis_size=spec.axis_size,
             axis_name=spec.axis_name,
+            spmd_axis_name=spec.spmd_axis_name,
         )
         return _Plan(
             vmapped=vmapped,
@@ -789,9 +811,11 @@ class _Batched:
                     return int(jnp.shape(leaf)[axis])
         return None
 
-    def _arg_size(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, str] | None:
+    def _arg_size(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], use_axis_size: bool = True
+    ) -> tuple[int, str] | None:
         spec = self.spec
-        if spec.axis_size is not None:
+        if spec.axis_size is not None and use_axis_size:
             return spec.axis_size, "axis_size"
         sizes: list[int] = []
 
@@ -848,6 +872,7 @@ class _Batched:
             out_axes=out_axes,
             axis_size=axis_size if axis_size is not None else self.spec.axis_size,
             axis_name=self.spec.axis_name,
+            spmd_axis_name=self.spec.spmd_axis_name,
         )
         return jax.eval_shape(lambda: lanes(list(rv), list(wv), args, kwargs))
 
@@ -931,6 +956,14 @@ class _Batched:
             return
         if "inconsistent sizes" not in msg and "requested to map its argument" not in msg:
             return
+        if self.spec.axis_size is not None:
+            mapped = self._arg_size(args, kwargs, use_axis_size=False)
+            if mapped is not None and mapped[0] != self.spec.axis_size:
+                raise BatchAxisError(
+                    f"{self.name}: axis_size={self.spec.axis_size} conflicts with the mapped "
+                    f"size {mapped[0]} of {mapped[1]}. Give axis_size={mapped[0]}, or leave "
+                    "axis_size out (the mapped arguments give the batch size)."
+                ) from None
         expected = self._arg_size(args, kwargs)
         for s, v, axis in self._mapped_states(plan, rv, wv):
             for leaf in jax.tree.leaves(v):
