@@ -273,6 +273,10 @@ def test_nested_dict_and_flatted_dict_are_brainstate_names() -> None:
     tree = sj.NestedDict({"enc": {"w": 1.0, "b": 2.0}, "h": 0.0})
     assert tree.to_flat() == {("enc", "w"): 1.0, ("enc", "b"): 2.0, ("h",): 0.0}
     assert isinstance(graph.states(Cell()), sj.FlattedDict)
+    # unflatten takes BrainState-style nested dicts too.
+    gd, flat = graph.flatten(Cell())
+    rebuilt = graph.unflatten(gd, {"w": flat.w, "h": flat.h})
+    assert rebuilt.w.value.tolist() == [1.0, 1.0] and rebuilt.w.name == "w"
 
 
 def test_graph_invisible_attrs_are_skipped_everywhere() -> None:

@@ -902,7 +902,9 @@ def unflatten(
     if index_ref is None:
         index_ref = {}
     flat: dict[Path, Any] = (
-        state_mapping.to_flat() if hasattr(state_mapping, "to_flat") else dict(state_mapping)
+        state_mapping.to_flat()
+        if hasattr(state_mapping, "to_flat")
+        else StateTree(state_mapping).to_flat()  # path-keyed or nested dicts
     )
     edges = list(iter_edges(graphdef))
     wanted = {e.path for e in edges if type(e) in (StateEdge, StateLeafEdge) and e.path is not None}
