@@ -91,7 +91,8 @@ def test_state_tree_through_jax_jit_as_argument_and_output() -> None:
     assert isinstance(out, sj.StateTree)
     assert list(out) == list(tree)
     for p in tree:
-        np.testing.assert_allclose(out[p], np.asarray(tree[p]) * 2 + 1)
+        assert isinstance(out[p], sj.TreefyState) and out[p].type is tree[p].type
+        np.testing.assert_allclose(out[p].value, np.asarray(tree[p].value) * 2 + 1)
 
 
 def test_state_tree_through_jax_grad() -> None:
@@ -108,7 +109,8 @@ def test_state_tree_through_jax_grad() -> None:
     # The same gradients as the state-aware grad on the live model.
     expected = sj.grad(lambda: jnp.sum(model(x) ** 2), model.states(sj.ParamState))()
     for p in params:
-        np.testing.assert_allclose(grads[p], expected[p], rtol=1e-6)
+        # Gradients come as TreefyStates, as in BrainState: the grad is their value.
+        np.testing.assert_allclose(grads[p].value, expected[p], rtol=1e-6)
 
 
 def test_state_tree_with_optax_apply_updates_and_tree_map_of_two() -> None:
@@ -161,7 +163,7 @@ def test_plain_jax_training_loop_writes_back_with_update_states() -> None:
     graph.update_states(model, params)
     assert dict(model.states(sj.ParamState)) == w_objects  # same State objects
     for p in params:
-        np.testing.assert_allclose(model.states()[p].value, params[p])
+        np.testing.assert_allclose(model.states()[p].value, params[p].value)
     assert float(jnp.mean((model(x) - y) ** 2)) < losses[2]
 
 
@@ -176,7 +178,7 @@ def test_treefy_states_without_filter_is_the_split_tree() -> None:
     assert isinstance(tree, sj.StateTree)
     assert list(tree) == list(split_tree)
     assert values(tree) == values(split_tree)
-    assert int(tree[("steps",)]) == 7
+    assert int(tree[("steps",)].value) == 7 and int(tree.steps.value) == 7
     # The shared module's states appear once, at their first path.
     assert ("alias", "w") not in tree and ("layers", 0, "w") in tree
 
@@ -217,7 +219,7 @@ def test_treefy_states_inside_a_statejax_transform() -> None:
     @sj.jit
     def total() -> jax.Array:
         tree = graph.treefy_states(model, sj.ParamState)
-        return sum(jnp.sum(v) for v in tree.values())  # type: ignore[return-value]
+        return sum(jnp.sum(v.value) for v in tree.values())  # type: ignore[return-value]
 
     assert float(total()) == pytest.approx(2 * 3 * 1.0 + 3 * 1 * 0.5)
 
@@ -330,7 +332,7 @@ def test_pop_states_detaches_and_returns_the_state_objects() -> None:
     assert model.stats["mean"] is mean  # the rest stays
     assert values(popped.values_tree()) == {("steps",): 0}
     graphdef, _ = sj.treefy_split(model)
-    assert ("steps",) not in graphdef._state_paths
+    assert ("steps",) not in graphdef.state_paths()
 
 
 def test_pop_states_removes_every_alias_of_a_shared_state() -> None:

@@ -87,7 +87,7 @@ def test_flatten_unflatten_round_trip() -> None:
     doubled = jax.tree.map(lambda x: x * 2, tree)
     new = graph.unflatten(gd, doubled)
     assert new.a.w.value.tolist() == [2.0, 2.0] and new.b is new.a and new.me is new
-    refs = {p: sj.State(v).to_state_ref() for p, v in tree.items()}
+    refs = {p: sj.State(v.value).to_state_ref() for p, v in tree.items()}
     assert graph.unflatten(gd, refs).a.w.value.tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="no value for the states"):
         graph.unflatten(gd, {})
@@ -95,14 +95,14 @@ def test_flatten_unflatten_round_trip() -> None:
 
 def test_state_tree_nested_access() -> None:
     _, tree = sj.treefy_split(Net())
-    assert tree.a.w.tolist() == [1.0, 1.0]
-    assert tree["layers"][0]["w"].tolist() == [1.0, 1.0]
-    assert tree[("layers", 0, "w")].tolist() == [1.0, 1.0]
-    assert tree.h.tolist() == [0.0, 0.0]
+    assert tree.a.w.value.tolist() == [1.0, 1.0]
+    assert tree["layers"][0]["w"].value.tolist() == [1.0, 1.0]
+    assert tree[("layers", 0, "w")].value.tolist() == [1.0, 1.0]
+    assert tree.h.value.tolist() == [0.0, 0.0]
     assert "a" in tree and ("a", "w") in tree and "zz" not in tree
     assert list(tree.a) == [("w",), ("mean",)]
     assert set(tree.to_nest()) == {"a", "layers", "h"}
-    assert tree.to_nest()["layers"][0]["mean"].tolist() == [0.0, 0.0]
+    assert tree.to_nest()["layers"][0]["mean"].value.tolist() == [0.0, 0.0]
     with pytest.raises(AttributeError, match="no path starts with 'zz'"):
         _ = tree.zz
     with pytest.raises(KeyError):
@@ -176,7 +176,9 @@ def test_graph_to_tree_round_trip_keeps_sharing_across_leaves() -> None:
     net = Net()
     packed, found = graph.graph_to_tree({"first": net, "second": net.a, "x": 3.0})
     assert isinstance(packed["first"], graph.NodeStates) and packed["x"] == 3.0
-    assert list(found) == [(i,) for i in range(5)] and found[(0,)] is net.a.w
+    # Keyed by each state's index in the shared split (modules take indices too).
+    assert list(found.values()) == [s for _, s in graph.iter_states(net)]
+    assert found[(2,)] is net.a.w
     assert list(packed["second"].state) == []  # net.a was packed with the first module
     doubled = jax.tree.map(lambda v: v * 2, packed)
     back = graph.tree_to_graph(doubled)

@@ -1,6 +1,6 @@
 """statejax models under plain JAX transforms (issue 14): the functional API.
 
-A model split with `treefy_split` into a graphdef and trees of arrays goes through
+A model split with `treefy_split` into a graphdef and trees of `TreefyState`s goes through
 plain `jax.jit` / `jax.grad` and optax; `treefy_merge` inside the transform rebuilds
 it, with states that hold that transform's tracers and live only inside it. Training
 this way must give what the state-aware loop (`sj.jit` + `sj.grad` on a live model)
@@ -33,9 +33,14 @@ def forward(w1: Any, b1: Any, w2: Any, b2: Any, x: jax.Array) -> Any:
     return jnp.tanh(x @ w1 + b1) @ w2 + b2
 
 
+def val(x: Any) -> Any:
+    """The value of a tree entry: `treefy_split` trees hold `TreefyState`s, as in BrainState."""
+    return x.value if isinstance(x, sj.TreefyState) else x
+
+
 def forward_tree(params: Any, x: jax.Array, scale: float = 1.0) -> Any:
     """`forward` on a tree of parameters keyed by path."""
-    return forward(*(scale * params[p] for p in PARAM_PATHS), x)  # type: ignore[call-arg]
+    return forward(*(scale * val(params[p]) for p in PARAM_PATHS), x)  # type: ignore[call-arg]
 
 
 class MLP(sj.Module):
@@ -63,7 +68,7 @@ def batch() -> tuple[jax.Array, jax.Array]:
 def assert_trees_close(got: Any, expected: Any) -> None:
     assert list(got) == list(expected)
     for path in expected:
-        np.testing.assert_allclose(got[path], expected[path], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(val(got[path]), val(expected[path]), rtol=1e-5, atol=1e-6)
 
 
 def live_reference(make_update: Any) -> MLP:
@@ -118,10 +123,10 @@ def test_functional_training_loop_matches_the_state_aware_one() -> None:
 
     model = live_reference(sgd_update)
     assert list(params) == PARAM_PATHS
-    assert not np.allclose(params[("w1",)], initial[("w1",)])  # it trained
+    assert not np.allclose(params.w1.value, initial.w1.value)  # it trained
     assert_trees_close(params, model.states(sj.ParamState).values_tree())
     assert list(counts) == [("count",)]
-    assert int(counts[("count",)]) == int(model.count.value) == STEPS
+    assert int(counts[("count",)].value) == int(model.count.value) == STEPS
 
 
 def test_functional_optax_loop_matches_the_state_aware_one() -> None:
@@ -146,7 +151,7 @@ def test_functional_optax_loop_matches_the_state_aware_one() -> None:
 
     model = live_reference(lambda ps: Optimizer(optax.adam(1e-2), ps).update)
     assert_trees_close(params, model.states(sj.ParamState).values_tree())
-    assert int(counts[("count",)]) == int(model.count.value) == STEPS
+    assert int(counts[("count",)].value) == int(model.count.value) == STEPS
 
 
 def test_merge_after_the_transform_gives_a_live_model() -> None:
@@ -221,7 +226,7 @@ def test_state_merged_from_concrete_values_lives_only_inside(transform: str) -> 
         jax.jit(run)(params)
     else:
         jax.grad(run)(params)
-    assert int(counts[("count",)]) == 0
+    assert int(counts[("count",)].value) == 0
     assert_leaked(kept)
 
 
@@ -251,9 +256,9 @@ def test_statejax_transforms_on_a_model_merged_inside_jax_jit() -> None:
     np.testing.assert_allclose(ys, plain(params, x), rtol=1e-5, atol=1e-6)
     assert grad_keys == [PARAM_PATHS]
     for path, g in zip(PARAM_PATHS, grads, strict=True):
-        np.testing.assert_allclose(g, expected_grads[path], rtol=1e-5, atol=1e-6)
-    assert int(new_counts[("count",)]) == 3  # one call each in jit, grad and vmap
-    assert int(counts[("count",)]) == 0  # the trees given in are not changed
+        np.testing.assert_allclose(val(g), val(expected_grads[path]), rtol=1e-5, atol=1e-6)
+    assert int(new_counts[("count",)].value) == 3  # one call each in jit, grad and vmap
+    assert int(counts[("count",)].value) == 0  # the trees given in are not changed
 
 
 # --- (5) a state created outside never receives a tracer ---------------------------------

@@ -49,7 +49,16 @@ from statejax._state_tools import (
     maybe_state,
 )
 from statejax._trace_stack import StateTraceStack
-from statejax.graph import GraphDef, Module, StateMapping, StateTree, treefy_merge, treefy_split
+from statejax.graph import (
+    FlattedDict,  # BrainState's brainstate.util.FlattedDict
+    GraphDef,
+    Module,
+    NestedDict,  # BrainState's brainstate.util.NestedDict
+    StateMapping,
+    StateTree,
+    treefy_merge,
+    treefy_split,
+)
 from statejax.registry._manager import _own_version
 from statejax.transforms.abstract import eval_shape, make_jaxpr
 from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
@@ -71,12 +80,14 @@ __all__ = [
     "BrainStateError",
     "DelayState",
     "FakeState",
+    "FlattedDict",
     "GraphDef",
     "HiddenGroupState",
     "HiddenState",
     "HiddenTreeState",
     "LongTermState",
     "Module",
+    "NestedDict",
     "ParamState",
     "PluginError",
     "ShardingError",

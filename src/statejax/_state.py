@@ -863,7 +863,11 @@ class TreefyState(Generic[T]):
         """A new `State` of `type` holding `value`, with the name and tags."""
         state = self.type.__new__(self.type)
         State.__init__(
-            state, self.value, self._metadata.get("_name"), tag=self._metadata.get("tag")
+            state,
+            self.value,
+            self._metadata.get("_name"),
+            tag=self._metadata.get("tag"),
+            sharding=self._metadata.get("sharding"),
         )
         return state
 

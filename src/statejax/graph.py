@@ -19,6 +19,8 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -26,7 +28,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import jax
 
 from statejax._errors import TraceContextError
-from statejax._graph_util import RefMap, Static
+from statejax._graph_util import (
+    GraphDef,
+    NodeEdge,
+    NodeSpec,
+    PytreeEdge,
+    PytreeType,
+    RefMap,
+    StateEdge,
+    StateLeafEdge,
+    Static,
+    StaticEdge,
+    iter_edges,
+)
 from statejax._state import State, TreefyState, is_leaked, register_by_reference
 from statejax.filters import (
     Everything,
@@ -44,14 +58,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_INT",
+    "FlattedDict",
     "GraphDef",
+    "MergeContext",
     "Module",
+    "NestedDict",
     "Node",
+    "NodeEdge",
+    "NodeSpec",
     "NodeStates",
+    "PytreeEdge",
+    "PytreeType",
     "RefMap",
+    "SplitContext",
+    "StateEdge",
+    "StateLeafEdge",
     "StateMapping",
     "StateTree",
     "Static",
+    "StaticEdge",
     "clone",
     "flatten",
     "graph_to_tree",
@@ -59,9 +84,11 @@ __all__ = [
     "iter_leaf",
     "iter_node",
     "iter_states",
+    "merge_context",
     "nodes",
     "pop_states",
     "register_graph_node_type",
+    "split_context",
     "states",
     "tree_to_graph",
     "treefy_merge",
@@ -97,6 +124,24 @@ class Module:
         ...         self.n.value += 1
         >>> c = Counter(); c.tick(); c.tick(); int(c.n.value)
         2
+    """
+
+    graph_invisible_attrs: tuple[str, ...] = ()
+    """Attribute names the graph functions skip (BrainState's `Node.graph_invisible_attrs`).
+
+    Such attributes are not walked (their states are not the module's states), not
+    in the `GraphDef`, and not copied by `clone` or rebuilt by `treefy_merge`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     graph_invisible_attrs = ("cache",)
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        ...         self.cache = sj.ShortTermState(jnp.zeros(2))
+        >>> list(Net().states()), hasattr(sj.graph.clone(Net()), "cache")
+        ([('w',)], False)
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -195,9 +240,37 @@ class Module:
             if is_leaked(state):
                 raise TraceContextError(error_msg())
 
+    def __pretty_repr_item__(self, name: str, value: Any) -> tuple[str, Any] | None:
+        """`(name, value)` to show `name` in the repr, or `None` to hide it (BrainState's hook).
+
+        `None` values and `graph_invisible_attrs` are hidden; override to change that.
+
+        Examples:
+            >>> import statejax as sj
+            >>> m = sj.Module()
+            >>> m.__pretty_repr_item__("size", 3), m.__pretty_repr_item__("size", None)
+            (('size', 3), None)
+        """
+        if value is None or name in self.graph_invisible_attrs:
+            return None
+        return name, value
+
     def __repr__(self) -> str:
-        inner = ", ".join(f"{'.'.join(map(str, p))}={s!r}" for p, s in iter_states(self))
+        # Attributes as BrainState shows them; a module already being shown (a cycle)
+        # is shown by its class name only.
+        active: set[int] = _REPR_ACTIVE.__dict__.setdefault("ids", set())
+        if id(self) in active:
+            return f"{type(self).__name__}(...)"
+        active.add(id(self))
+        try:
+            items = (self.__pretty_repr_item__(k, v) for k, v in vars(self).items())
+            inner = ", ".join(f"{k}={v!r}" for k, v in filter(None, items))
+        finally:
+            active.discard(id(self))
         return f"{type(self).__name__}({inner})"
+
+
+_REPR_ACTIVE = threading.local()  # per thread: the ids of the modules being shown
 
 
 Node = Module
@@ -291,9 +364,15 @@ def _is_graph_node(obj: object) -> bool:
     return isinstance(obj, Module) or type(obj) in _NODE_TYPES
 
 
+def _module_items(node: Module) -> list[tuple[str, Any]]:
+    """A module's attributes in order, less those named in `graph_invisible_attrs`."""
+    hidden = node.graph_invisible_attrs
+    return [(k, v) for k, v in vars(node).items() if k not in hidden]
+
+
 def _children(node: object) -> Iterator[tuple[Hashable, object]]:
     if isinstance(node, Module):
-        yield from vars(node).items()
+        yield from _module_items(node)
     elif type(node) in _NODE_TYPES:
         yield from _NODE_TYPES[type(node)].flatten(node)[0]
     elif isinstance(node, (list, tuple)):
@@ -372,6 +451,18 @@ class StateMapping(Mapping[Path, S]):
         return f"StateMapping({{{inner}}})"
 
 
+FlattedDict = StateMapping
+"""BrainState's `brainstate.util.FlattedDict` (what `states` returns): here `StateMapping`.
+
+Examples:
+    >>> import statejax as sj
+    >>> class Net(sj.Module):
+    ...     pass
+    >>> isinstance(sj.graph.states(Net()), sj.graph.FlattedDict)
+    True
+"""
+
+
 class StateTree(Mapping[Path, V]):
     """An ordered mapping from paths to values; a pytree whose leaves are the values.
 
@@ -407,7 +498,11 @@ class StateTree(Mapping[Path, V]):
     __slots__ = ("_items",)
 
     def __init__(self, items: Any = ()) -> None:
-        self._items: dict[Path, V] = dict(items)
+        flat = dict(items)
+        if any(not isinstance(p, tuple) for p in flat):
+            # BrainState's `NestedDict({"enc": {"w": ...}})`: nested dicts of values.
+            flat = dict(_flatten_nested(flat, ()))
+        self._items: dict[Path, V] = flat
 
     def __getitem__(self, path: Any) -> Any:
         """The value at `path` (a tuple), or the subtree under a key (BrainState's nesting).
@@ -509,6 +604,30 @@ class StateTree(Mapping[Path, V]):
         return f"StateTree({self._items!r})"
 
 
+def _flatten_nested(nested: Mapping[Any, Any], prefix: Path) -> Iterator[tuple[Path, Any]]:
+    for key, value in nested.items():
+        if isinstance(value, StateTree):
+            yield from (((*prefix, key, *p), v) for p, v in value.items())
+        elif isinstance(value, dict) and value:
+            yield from _flatten_nested(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+NestedDict = StateTree
+"""BrainState's `brainstate.util.NestedDict`: in statejax the same class as `StateTree`.
+
+`NestedDict({"enc": {"w": 1.0}})` (nested dicts) and `NestedDict.from_flat(...)`
+(paths) both build one.
+
+Examples:
+    >>> import statejax as sj
+    >>> tree = sj.graph.NestedDict({"enc": {"w": 1.0}})
+    >>> tree.enc.w, tree.to_flat()
+    (1.0, {('enc', 'w'): 1.0})
+"""
+
+
 def _flatten_tree(tree: StateTree[Any]) -> tuple[list[Any], tuple[Path, ...]]:
     return list(tree._items.values()), tuple(tree._items)
 
@@ -520,90 +639,348 @@ def _unflatten_tree(paths: tuple[Path, ...], values: Any) -> StateTree[Any]:
 jax.tree_util.register_pytree_node(StateTree, _flatten_tree, _unflatten_tree)
 
 
-class GraphDef:
-    """The structure of a node with its state values taken out (see `treefy_split`).
+# --- The encoder and decoder (BrainState's `flatten` / `unflatten`) -------------------
 
-    It records module classes, plain attributes (by reference), containers, and
-    for each state its path, type and tag. Two graphdefs of identically built
-    modules compare equal.
-    """
 
-    __slots__ = ("_root", "_state_paths")
+def _is_container(obj: object) -> bool:
+    """A list, tuple or dict: held inline in a `GraphDef` (a `PytreeEdge`)."""
+    return isinstance(obj, (list, tuple, dict))
 
-    def __init__(self, root: Any, state_paths: tuple[Path, ...]) -> None:
-        self._root = root
-        self._state_paths = state_paths
+
+def _is_node(obj: object) -> bool:
+    """What `flatten` takes as a root: a graph node or a container."""
+    return _is_graph_node(obj) or _is_container(obj)
+
+
+def _state_ref(state: State[Any]) -> TreefyState[Any]:
+    """`state.to_state_ref()`, with the sharding too when the state has one."""
+    ref = state.to_state_ref()
+    if state.sharding is not None:
+        ref._metadata["sharding"] = state.sharding
+    return ref
+
+
+def _node_items(node: object) -> tuple[Sequence[tuple[Hashable, Any]], Any]:
+    """The children and the static metadata of a graph node."""
+    if type(node) in _NODE_TYPES:
+        return _NODE_TYPES[type(node)].flatten(node)
+    assert isinstance(node, Module)
+    return tuple(_module_items(node)), (type(node),)
+
+
+def _format_path(path: Path) -> str:
+    return ".".join(map(str, path)) if path else "<root>"
+
+
+class _Encoder:
+    """One pre-order pass: graph nodes and states get indices, containers go inline."""
+
+    def __init__(self, ref_index: RefMap[Any, int], treefy_state: bool) -> None:
+        self.ref_index = ref_index
+        self.treefy_state = treefy_state
+        self.specs: list[NodeSpec[Any]] = []
+        self.mapping: dict[Path, Any] = {}
+
+    def edge(self, path: Path, value: Any) -> Any:
+        if isinstance(value, State):
+            if value in self.ref_index:
+                return StateEdge(self.ref_index[value], None, type(value))
+            index = len(self.ref_index)
+            self.ref_index[value] = index
+            self.mapping[path] = _state_ref(value) if self.treefy_state else value
+            return StateEdge(index, path, type(value))
+        if _is_graph_node(value):
+            if value in self.ref_index:
+                return NodeEdge(self.ref_index[value])
+            index = len(self.ref_index)
+            self.ref_index[value] = index
+            items, metadata = _node_items(value)
+            fields = tuple((k, self.edge((*path, k), v)) for k, v in items)
+            self.specs.append(NodeSpec(type(value), index, metadata, fields))
+            return NodeEdge(index)
+        if _is_container(value) or isinstance(value, TreefyState):
+            children: Iterable[tuple[Hashable, Any]]
+            if isinstance(value, TreefyState):
+                # As in BrainState, a bare TreefyState attribute is a pytree: its value
+                # is held in the structure.
+                children = [("value", value.value)]
+                meta: Any = (TreefyState, value.type, tuple(value._metadata.items()))
+            elif isinstance(value, dict):
+                children, meta = value.items(), type(value)
+            else:
+                children, meta = enumerate(value), type(value)
+            fields = tuple((k, self.edge((*path, k), v)) for k, v in children)
+            # A container of plain hashable values is itself one plain value.
+            hashable = getattr(type(value), "__hash__", None) not in (None, object.__hash__)
+            if all(type(e) is StaticEdge for _, e in fields) and hashable:
+                try:
+                    hash(value)
+                except TypeError:
+                    pass
+                else:
+                    return StaticEdge(value)
+            return PytreeEdge(_Hashed(meta), fields)
+        return StaticEdge(value)
+
+
+class _Hashed:
+    """Container metadata inside a `PytreeEdge`: equal by `==`, hashable even if its parts are not."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, GraphDef) and self._root == other._root
+        if not isinstance(other, _Hashed):
+            return False
+        try:
+            return self.value is other.value or bool(self.value == other.value)
+        except Exception:
+            return False
 
     def __hash__(self) -> int:
-        return hash(self._state_paths)
+        try:
+            return hash(self.value)
+        except TypeError:
+            return hash(type(self.value))
 
     def __repr__(self) -> str:
-        return f"GraphDef(states={list(self._state_paths)})"
+        return repr(self.value)
 
 
-# Structural descriptions used inside GraphDef: plain tuples, so equality is structural.
-_STATE, _MODULE, _LIST, _TUPLE, _DICT, _LEAF, _REF, _CUSTOM = range(8)
+def _rebuild_container(metadata: Any, items: Sequence[tuple[Hashable, Any]]) -> Any:
+    meta = metadata.value if isinstance(metadata, _Hashed) else metadata
+    if isinstance(meta, tuple) and meta and meta[0] is TreefyState:
+        return TreefyState(meta[1], dict(items)["value"], **dict(meta[2]))
+    kind: Any = meta
+    values = [v for _, v in items]
+    if issubclass(kind, dict):
+        return dict(items) if kind is dict else kind(items)
+    if issubclass(kind, tuple):
+        if kind is tuple:
+            return tuple(values)
+        return kind(*values) if hasattr(kind, "_fields") else kind(values)
+    return list(values) if kind is list else kind(values)
 
 
-def _describe_graph(
-    node: object, index: dict[int, Any] | None = None, base: Any = None
-) -> tuple[Any, tuple[Path, ...]]:
-    # `index` (id -> (base, path)) may be shared by several descriptions, so that an
-    # object met in an earlier one becomes a reference to it (graph_to_tree).
-    index = {} if index is None else index
-    paths: list[Path] = []
+def flatten(
+    node: Any, /, ref_index: RefMap[Any, int] | None = None, treefy_state: bool = True
+) -> tuple[GraphDef[Any], StateTree[Any]]:
+    """Split `node` into its `GraphDef` and a `StateTree` (BrainState's `NestedDict`) of states.
 
-    def describe(obj: object, path: Path) -> Any:
-        if (isinstance(obj, State) or _is_graph_node(obj)) and id(obj) in index:
-            return (_REF, index[id(obj)])
-        if isinstance(obj, State):
-            index[id(obj)] = (base, path)
-            paths.append(path)
-            tag = frozenset(obj.tag) if obj.tag is not None else None
-            return (_STATE, type(obj), tag, path, obj.name, obj.sharding)
-        if type(obj) in _NODE_TYPES:
-            index[id(obj)] = (base, path)
-            items, aux = _NODE_TYPES[type(obj)].flatten(obj)
-            attrs = tuple((k, describe(v, (*path, k))) for k, v in items)
-            return (_CUSTOM, type(obj), _Opaque(aux), attrs)
-        if isinstance(obj, Module):
-            index[id(obj)] = (base, path)
-            attrs = tuple((k, describe(v, (*path, k))) for k, v in vars(obj).items())
-            return (_MODULE, type(obj), attrs)
-        if isinstance(obj, list):
-            return (_LIST, tuple(describe(v, (*path, i)) for i, v in enumerate(obj)))
-        if isinstance(obj, tuple) and type(obj) is tuple:
-            return (_TUPLE, tuple(describe(v, (*path, i)) for i, v in enumerate(obj)))
-        if isinstance(obj, dict):
-            return (_DICT, tuple((k, describe(v, (*path, k))) for k, v in obj.items()))
-        return (_LEAF, _Opaque(obj))
+    One pre-order pass: each module (graph node) and each state gets an index, the
+    same object met again becomes a reference to its index (so sharing and cycles
+    are kept), and lists, tuples and dicts are held inline. The tree holds, at the
+    first path of each state, a `TreefyState` (type, value, name, tags), or the
+    `State` itself with `treefy_state=False`. `unflatten` is the inverse.
 
-    return describe(node, ()), tuple(paths)
+    Args:
+        node: a module, a registered graph node, or a list, tuple or dict of them.
+        ref_index: an identity map `object -> index` to add to; pass the same one
+            to several calls (as `split_context` does) so that objects shared
+            between them get one index.
+        treefy_state: `True`: the tree holds `TreefyState`s; `False`: the states.
+
+    Returns:
+        `(graphdef, tree)`.
+
+    Raises:
+        TypeError: `ref_index` is not a `RefMap`.
+        ValueError: `node` is not a graph node or container (a bare `State`, say).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> graph, tree = sj.graph.flatten(Net())
+        >>> type(tree[("w",)]).__name__, tree.w.value.tolist()
+        ('TreefyState', [1.0, 1.0])
+        >>> sj.graph.unflatten(graph, tree).w.value.tolist()
+        [1.0, 1.0]
+    """
+    if ref_index is None:
+        ref_index = RefMap()
+    elif not isinstance(ref_index, RefMap):
+        raise TypeError(
+            f"flatten: ref_index must be a statejax.graph.RefMap, got {type(ref_index).__name__}"
+        )
+    if not _is_node(node):
+        raise ValueError(
+            f"flatten: the root must be a module (graph node) or a list, tuple or dict of "
+            f"them, got a {type(node).__name__}"
+        )
+    encoder = _Encoder(ref_index, treefy_state)
+    root = encoder.edge((), node)
+    specs = tuple(sorted(encoder.specs, key=lambda s: s.index))
+    return GraphDef(root, specs), StateTree(encoder.mapping)
 
 
-class _Opaque:
-    """A plain attribute held by reference inside a GraphDef (equal by `==` when possible)."""
+_MISSING_VALUE: Any = object()
 
-    __slots__ = ("obj",)
 
-    def __init__(self, obj: object) -> None:
-        self.obj = obj
+def _materialize(value: Any, edge: StateEdge, cache: Mapping[int, Any] | None) -> State[Any]:
+    """The state a defining `StateEdge` stands for, given its mapping entry `value`."""
+    if cache is not None and edge.index in cache:
+        state = cache[edge.index]
+        if not isinstance(state, State):
+            raise ValueError(
+                f"unflatten: index_ref_cache holds a {type(state).__name__} at index "
+                f"{edge.index}, where the graphdef has a state ({_format_path(edge.path or ())})"
+            )
+        if isinstance(value, TreefyState):
+            state.update_from_ref(value)
+        else:
+            state.value = value.value if isinstance(value, State) else value
+        return state
+    if isinstance(value, TreefyState):
+        return value.to_state()
+    if isinstance(value, State):
+        return value
+    # A plain value (statejax also takes trees of values): a state of the recorded type.
+    cls: Any = edge.type
+    made: State[Any] = cls.__new__(cls)
+    State.__init__(made, value)
+    return made
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _Opaque):
-            return False
-        if self.obj is other.obj:
-            return True
-        try:
-            return bool(self.obj == other.obj)
-        except Exception:  # arrays and other objects without a boolean ==
-            return False
 
-    def __hash__(self) -> int:
-        return 0
+def unflatten(
+    graphdef: GraphDef[Any],
+    state_mapping: Mapping[Path, Any],
+    /,
+    *,
+    index_ref: dict[int, Any] | None = None,
+    index_ref_cache: Mapping[int, Any] | None = None,
+) -> Any:
+    """Build the node `graphdef` describes, holding the states of `state_mapping`.
+
+    The inverse of `flatten`. A `TreefyState` entry becomes a new state (type, name,
+    tags and sharding kept), a `State` entry is used as it is, and a plain value
+    becomes a new state of the recorded type. Objects shared in the original are
+    shared in the result, cycles included.
+
+    Args:
+        graphdef: the structure, from `flatten` or `treefy_split`.
+        state_mapping: a tree (or mapping) from paths to `TreefyState`s, states or
+            values, with a value for every state path of `graphdef`.
+        index_ref: an `index -> object` table to fill; pass the same one to
+            several calls (as `merge_context` does) so that objects shared between
+            them are built once.
+        index_ref_cache: `index -> object` of existing objects to reuse: a module
+            there is emptied and refilled, a state there gets the new value (and
+            may then be missing from `state_mapping`).
+
+    Returns:
+        The rebuilt root.
+
+    Raises:
+        TypeError: `graphdef` is not a `GraphDef`.
+        ValueError: a state path of `graphdef` has no value; `state_mapping` has a
+            path that is no state path of `graphdef`; or `index_ref_cache` holds an
+            object of the wrong type.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2))
+        >>> net = Net()
+        >>> graph, tree = sj.graph.flatten(net)
+        >>> cache = {}
+        >>> copy = sj.graph.unflatten(graph, tree, index_ref=cache)
+        >>> copy is net, copy.w is net.w
+        (False, False)
+        >>> again = sj.graph.unflatten(graph, tree, index_ref_cache=cache)
+        >>> again is copy
+        True
+    """
+    if not isinstance(graphdef, GraphDef):
+        raise TypeError(f"unflatten: graphdef must be a GraphDef, got {type(graphdef).__name__}")
+    if index_ref is None:
+        index_ref = {}
+    flat: dict[Path, Any] = (
+        state_mapping.to_flat()
+        if hasattr(state_mapping, "to_flat")
+        else StateTree(state_mapping).to_flat()  # path-keyed or nested dicts
+    )
+    edges = list(iter_edges(graphdef))
+    wanted = {e.path for e in edges if type(e) in (StateEdge, StateLeafEdge) and e.path is not None}
+    extra = [p for p in flat if p not in wanted]
+    if extra:
+        raise ValueError(
+            f"unflatten: {extra} are not state paths of this graphdef; its state paths are "
+            f"{sorted(wanted, key=repr)}"
+        )
+    # Pass 0: the states (each once, at its defining edge).
+    missing: list[Path] = []
+    for e in edges:
+        if type(e) is StateEdge and e.path is not None and e.index not in index_ref:
+            value = flat.get(e.path, _MISSING_VALUE)
+            if value is not _MISSING_VALUE:
+                index_ref[e.index] = _materialize(value, e, index_ref_cache)
+            elif index_ref_cache is not None and e.index in index_ref_cache:
+                index_ref[e.index] = index_ref_cache[e.index]
+            else:
+                missing.append(e.path)
+        elif type(e) is StateLeafEdge and e.path not in flat:
+            missing.append(e.path)
+    if missing:
+        raise ValueError(
+            f"unflatten: no value for the states at {missing}: Expected key "
+            f"{', '.join(map(_format_path, missing))} in the state mapping; pass the trees "
+            "treefy_split returned."
+        )
+    # Pass 1: empty graph nodes (reused from the cache where given).
+    for spec in graphdef.node_specs:
+        if index_ref_cache is not None and spec.index in index_ref_cache:
+            shell = index_ref_cache[spec.index]
+            if type(shell) is not spec.type:
+                raise ValueError(
+                    f"unflatten: index_ref_cache holds a {type(shell).__name__} at index "
+                    f"{spec.index}, where the graphdef has a {spec.type.__name__}"
+                )
+            if type(shell) in _NODE_TYPES:
+                _NODE_TYPES[type(shell)].clear(shell)
+            else:
+                vars(shell).clear()
+        elif spec.type in _NODE_TYPES:
+            shell = _NODE_TYPES[spec.type].create_empty(spec.metadata)
+        else:
+            node_cls: Any = spec.type
+            shell = node_cls.__new__(node_cls)
+        index_ref[spec.index] = shell
+
+    def resolve(edge: Any) -> Any:
+        kind = type(edge)
+        if kind is StaticEdge:
+            return edge.value
+        if kind is NodeEdge or kind is StateEdge:
+            if edge.index not in index_ref:
+                raise ValueError(
+                    f"unflatten: the graphdef refers to object {edge.index}, which it never "
+                    "defines; pass the index_ref of the call that built it (merge_context)."
+                )
+            return index_ref[edge.index]
+        if kind is StateLeafEdge:
+            value = flat[edge.path]
+            return value.to_state() if isinstance(value, TreefyState) else value
+        if kind is PytreeEdge:
+            return _rebuild_container(edge.metadata, [(k, resolve(c)) for k, c in edge.fields])
+        raise TypeError(f"unflatten: unknown edge {edge!r}")
+
+    # Pass 2: fill the nodes.
+    for spec in graphdef.node_specs:
+        node = index_ref[spec.index]
+        impl = _NODE_TYPES.get(spec.type)
+        for key, e in spec.fields:
+            if impl is not None:
+                impl.set_key(node, key, resolve(e))
+            else:
+                setattr(node, key, resolve(e))
+    return resolve(graphdef.root)
 
 
 def _compile_filters(filters: tuple[FilterLike, ...], who: str) -> list[Filter[Any]]:
@@ -632,13 +1009,42 @@ def _first_match(
     return buckets
 
 
+def _split_tree(
+    node: object, tree: StateTree[Any], filters: tuple[FilterLike, ...], who: str
+) -> tuple[StateTree[Any], ...]:
+    """Split a `flatten` tree by filters applied to the live states of `node`."""
+    if not filters:
+        return (tree,)
+    live = {p: s for p, s in iter_states(node)}
+    compiled = _compile_filters(filters, who)
+    buckets: list[list[tuple[Path, Any]]] = [[] for _ in compiled]
+    unmatched: list[Path] = []
+    for path, value in tree.items():
+        state = live.get(path, value)
+        for bucket, f in zip(buckets, compiled, strict=True):
+            if f(path, state):
+                bucket.append((path, value))
+                break
+        else:
+            unmatched.append(path)
+    if unmatched and who == "treefy_split":
+        raise ValueError(
+            f"treefy_split: the states at {unmatched} match none of the filters "
+            f"{[repr(f) for f in compiled]}; add ... as the last filter to collect the rest."
+        )
+    return tuple(StateTree(b) for b in buckets)
+
+
 def treefy_split(node: object, *filters: FilterLike) -> tuple[Any, ...]:
-    """Split `node` into a `GraphDef` and `StateTree` s of plain values.
+    """Split `node` into a `GraphDef` and `StateTree`s of `TreefyState`s.
 
     With no filter, returns `(graphdef, tree)` holding every state. With
     filters, returns one tree per filter; a state goes to the first filter that
     matches it, and every state must be matched (end with `...` for "the rest";
-    `...` anywhere but last is a `ValueError`, as in BrainState).
+    `...` anywhere but last is a `ValueError`, as in BrainState). Each tree maps
+    the first path of a state to its `TreefyState` (a pytree whose only leaf is
+    the value), reads like BrainState's `NestedDict` (`tree.layers[0].w`), and
+    keeps path access (`tree[("layers", 0, "w")]`, `tree.to_flat()`).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -648,94 +1054,47 @@ def treefy_split(node: object, *filters: FilterLike) -> tuple[Any, ...]:
         ...         self.w = sj.ParamState(jnp.ones(2))
         ...         self.n = sj.ShortTermState(jnp.array(0))
         >>> graphdef, params, rest = sj.treefy_split(Net(), sj.ParamState, ...)
-        >>> list(params), list(rest)
-        ([('w',)], [('n',)])
+        >>> list(params), list(rest), params.w.value.tolist()
+        ([('w',)], [('n',)], [1.0, 1.0])
         >>> new = sj.treefy_merge(graphdef, params, rest)
         >>> new.w.value.tolist()
         [1.0, 1.0]
     """
-    root, paths = _describe_graph(node)
-    found = list(iter_states(node))
-    graphdef = GraphDef(root, paths)
-    if not filters:
-        return graphdef, StateTree((p, s.value) for p, s in found)
-    compiled = _compile_filters(filters, "treefy_split")
-    buckets: list[list[tuple[Path, Any]]] = [[] for _ in compiled]
-    unmatched: list[Path] = []
-    for path, state in found:
-        for bucket, f in zip(buckets, compiled, strict=True):
-            if f(path, state):
-                bucket.append((path, state.value))
-                break
-        else:
-            unmatched.append(path)
-    if unmatched:
-        raise ValueError(
-            f"treefy_split: the states at {unmatched} match none of the filters "
-            f"{[repr(f) for f in compiled]}; add ... as the last filter to collect the rest."
-        )
-    return (graphdef, *(StateTree(b) for b in buckets))
+    graph, tree = flatten(node)
+    return (graph, *_split_tree(node, tree, filters, "treefy_split"))
 
 
-def treefy_merge(graphdef: GraphDef, *trees: Mapping[Path, Any]) -> Any:
-    """Build a new node from `graphdef` and value trees: fresh modules, fresh states.
+def treefy_merge(graphdef: GraphDef[Any], *trees: Mapping[Path, Any]) -> Any:
+    """Build a new node from `graphdef` and state trees: fresh modules, fresh states.
 
-    Every state path of the graphdef must have a value in exactly one tree.
+    The inverse of `treefy_split`. Every state path of the graphdef must have a
+    value in exactly one tree: a `TreefyState` (as `treefy_split` gives), a
+    `State`, or a plain value (a state of the recorded type is made for it).
+
+    Raises:
+        ValueError: a state has values in two trees, or none, or a tree has a path
+            that is no state path of `graphdef`.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self):
+        ...         self.w = sj.ParamState(jnp.ones(2), name="w")
+        >>> graphdef, tree = sj.treefy_split(Net())
+        >>> new = sj.treefy_merge(graphdef, jax.tree.map(lambda x: x * 2, tree))
+        >>> new.w.value.tolist(), new.w.name
+        ([2.0, 2.0], 'w')
     """
     values: dict[Path, Any] = {}
     for tree in trees:
-        for path, value in tree.items():
+        flat = tree.to_flat() if isinstance(tree, StateTree) else dict(tree.items())
+        for path, value in flat.items():
             if path in values:
                 raise ValueError(f"treefy_merge: the state at {path} has a value in two trees")
             values[path] = value
-    missing = [p for p in graphdef._state_paths if p not in values]
-    if missing:
-        raise ValueError(f"treefy_merge: no value for the states at {missing}")
-    extra = [p for p in values if p not in set(graphdef._state_paths)]
-    if extra:
-        raise ValueError(f"treefy_merge: {extra} are not state paths of this graphdef")
-    return _build(graphdef, values, {}, None)
-
-
-def _build(graphdef: GraphDef, values: Mapping[Path, Any], built: dict[Any, Any], base: Any) -> Any:
-    """The node `graphdef` describes, holding `values`; `built` maps (base, path) to
-    what was built so far (shared by several builds in `tree_to_graph`)."""
-
-    def build(desc: Any, path: Path) -> Any:
-        kind = desc[0]
-        if kind == _REF:
-            return built[desc[1]]
-        if kind == _STATE:
-            cls, tag, name = desc[1], desc[2], desc[4]
-            state = cls.__new__(cls)
-            value = values[path]
-            if isinstance(value, TreefyState):
-                value = value.value
-            State.__init__(state, value, name, tag=tag, sharding=desc[5])
-            built[base, path] = state
-            return state
-        if kind == _CUSTOM:
-            impl = _NODE_TYPES[desc[1]]
-            node = impl.create_empty(desc[2].obj)
-            built[base, path] = node
-            for key, child in desc[3]:
-                impl.set_key(node, key, build(child, (*path, key)))
-            return node
-        if kind == _MODULE:
-            module = desc[1].__new__(desc[1])
-            built[base, path] = module
-            for key, child in desc[2]:
-                setattr(module, key, build(child, (*path, key)))
-            return module
-        if kind == _LIST:
-            return [build(c, (*path, i)) for i, c in enumerate(desc[1])]
-        if kind == _TUPLE:
-            return tuple(build(c, (*path, i)) for i, c in enumerate(desc[1]))
-        if kind == _DICT:
-            return {k: build(c, (*path, k)) for k, c in desc[1]}
-        return desc[1].obj
-
-    return build(graphdef._root, ())
+    return unflatten(graphdef, StateTree(values))
 
 
 @overload
@@ -784,13 +1143,11 @@ def treefy_states(
         >>> params[("w",)].tolist(), list(hidden)
         ([1.0, 1.0], [('h',)])
     """
-    found = list(iter_states(node))
+    graph, tree = flatten(node)
+    del graph
     if not filters:
-        return StateTree((p, s.value) for p, s in found)
-    buckets = _first_match(found, _compile_filters(filters, "treefy_states"))
-    trees: tuple[StateTree[Any], ...] = tuple(
-        StateTree((p, s.value) for p, s in b) for b in buckets
-    )
+        return tree
+    trees = _split_tree(node, tree, filters, "treefy_states")
     return trees[0] if len(trees) == 1 else trees
 
 
@@ -802,7 +1159,8 @@ def _lookup(node: object, path: Path) -> Any:
     obj = node
     for key in path:
         if isinstance(obj, Module):
-            obj = vars(obj).get(key, _MISSING) if isinstance(key, str) else _MISSING
+            visible = isinstance(key, str) and key not in obj.graph_invisible_attrs
+            obj = vars(obj).get(key, _MISSING) if visible else _MISSING
         elif type(obj) in _NODE_TYPES:
             obj = dict(_children(obj)).get(key, _MISSING)
         elif isinstance(obj, (list, tuple)):
@@ -885,17 +1243,20 @@ def update_states(node: object, tree: Mapping[Path, Any], /, *trees: Mapping[Pat
                 writes[id(target)] = (path, target, new)
                 continue
             parent = _lookup(node, path[:-1]) if path else _MISSING
-            if isinstance(value, TreefyState):
-                value = value.to_state()
             if (
                 target is _MISSING
-                and isinstance(value, State)
+                and (
+                    isinstance(value, State)
+                    or (isinstance(value, TreefyState) and issubclass(value.type, State))
+                )
                 and (
                     isinstance(parent, dict)
                     or type(parent) in _NODE_TYPES
                     or (isinstance(parent, Module) and isinstance(path[-1], str))
                 )
             ):
+                if isinstance(value, TreefyState):
+                    value = value.to_state()
                 slot = (id(parent), path[-1])
                 if slot in grafts:
                     twice.append((grafts[slot][0], path))
@@ -1237,7 +1598,7 @@ def nodes(
     return maps[0] if len(filters) < 2 else maps[: len(filters)]
 
 
-def graphdef(node: object) -> GraphDef:
+def graphdef(node: object) -> GraphDef[Any]:
     """The `GraphDef` of `node`: what `treefy_split(node)[0]` returns.
 
     Examples:
@@ -1249,8 +1610,8 @@ def graphdef(node: object) -> GraphDef:
         >>> sj.graph.graphdef(Net()) == sj.treefy_split(Net())[0]
         True
     """
-    root, paths = _describe_graph(node)
-    return GraphDef(root, paths)
+    graph, _ = flatten(node)
+    return graph
 
 
 def clone(node: N) -> N:
@@ -1275,42 +1636,16 @@ def clone(node: N) -> N:
     return merged
 
 
-def flatten(node: object) -> tuple[GraphDef, StateTree[Any]]:
-    """Split `node` into its `GraphDef` and a `StateTree` of every state value.
-
-    The same as `treefy_split(node)` with no filter; `unflatten` is the inverse.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> import statejax as sj
-        >>> class Net(sj.Module):
-        ...     def __init__(self):
-        ...         self.w = sj.ParamState(jnp.ones(2))
-        >>> graph, tree = sj.graph.flatten(Net())
-        >>> sj.graph.unflatten(graph, tree).w.value.tolist()
-        [1.0, 1.0]
-    """
-    graph, tree = treefy_split(node)
-    return graph, tree
-
-
-def unflatten(graphdef: GraphDef, state_tree: Mapping[Path, Any]) -> Any:
-    """Build a new node from a `GraphDef` and one tree of state values (see `flatten`).
-
-    Values may also be `TreefyState`s (their `.value` is used).
-
-    Raises:
-        ValueError: a state path of the graphdef has no value, or the tree has a
-            path the graphdef lacks.
-    """
-    return treefy_merge(graphdef, state_tree)
-
-
 class NodeStates:
     """A graph node packed as a pytree: its `GraphDef` (static) and state trees (leaves).
 
     `graph_to_tree` puts one in place of each module; `tree_to_graph` builds the
     modules back. JAX transforms map over the state values inside.
+
+    Args:
+        _graphdef: the packed node's structure, or `None` (states only).
+        states: the state trees (or, from `from_prefixes`, any prefixes).
+        metadata: static data carried along (not a pytree leaf).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -1326,14 +1661,14 @@ class NodeStates:
     __slots__ = ("_graphdef", "metadata", "states")
 
     def __init__(
-        self, graphdef: GraphDef | None, states: tuple[StateTree[Any], ...], metadata: Any = None
+        self, _graphdef: GraphDef[Any] | None, states: tuple[Any, ...], metadata: Any = None
     ) -> None:
-        self._graphdef = graphdef
+        self._graphdef = _graphdef
         self.states = states
         self.metadata = metadata
 
     @property
-    def graphdef(self) -> GraphDef:
+    def graphdef(self) -> GraphDef[Any]:
         """The structure of the packed node.
 
         Raises:
@@ -1344,7 +1679,7 @@ class NodeStates:
         return self._graphdef
 
     @property
-    def state(self) -> StateTree[Any]:
+    def state(self) -> Any:
         """The one state tree.
 
         Raises:
@@ -1357,7 +1692,7 @@ class NodeStates:
     @classmethod
     def from_split(
         cls,
-        graphdef: GraphDef,
+        graphdef: GraphDef[Any],
         state: StateTree[Any],
         /,
         *states: StateTree[Any],
@@ -1371,6 +1706,18 @@ class NodeStates:
         """Pack state trees without a graphdef."""
         return cls(None, (state, *states))
 
+    @classmethod
+    def from_prefixes(cls, prefixes: Iterable[Any], /, *, metadata: Any = None) -> NodeStates:
+        """Pack prefixes (for example the in-axes of a vmap) as the `states`, without a graphdef.
+
+        Examples:
+            >>> import statejax as sj
+            >>> ns = sj.graph.NodeStates.from_prefixes([0, None], metadata="axes")
+            >>> ns.states, ns.metadata
+            ((0, None), 'axes')
+        """
+        return cls(None, tuple(prefixes), metadata)
+
     def __repr__(self) -> str:
         return f"NodeStates(graphdef={self._graphdef!r}, states={self.states!r})"
 
@@ -1379,9 +1726,9 @@ class _IdentityKey:
     """Static data holding a `GraphDef`: equal when the graphdefs are equal, hashable."""
 
     __slots__ = ("graphdef",)
-    graphdef: GraphDef | None
+    graphdef: GraphDef[Any] | None
 
-    def __init__(self, graphdef: GraphDef | None) -> None:
+    def __init__(self, graphdef: GraphDef[Any] | None) -> None:
         self.graphdef = graphdef
 
     def __eq__(self, other: object) -> bool:
@@ -1390,10 +1737,15 @@ class _IdentityKey:
         )
 
     def __hash__(self) -> int:
-        return hash(self.graphdef) if self.graphdef is not None else 0
+        if self.graphdef is None:
+            return 0
+        try:
+            return hash(self.graphdef)
+        except TypeError:  # an unhashable plain attribute: fall back on the shape
+            return hash((self.graphdef.type, len(self.graphdef.node_specs)))
 
 
-def _flatten_node_states(n: NodeStates) -> tuple[tuple[StateTree[Any], ...], tuple[Any, Any]]:
+def _flatten_node_states(n: NodeStates) -> tuple[tuple[Any, ...], tuple[Any, Any]]:
     return n.states, (_IdentityKey(n._graphdef), n.metadata)
 
 
@@ -1404,21 +1756,200 @@ def _unflatten_node_states(aux: tuple[_IdentityKey, Any], states: Iterable[Any])
 jax.tree_util.register_pytree_node(NodeStates, _flatten_node_states, _unflatten_node_states)
 
 
-def _is_node_leaf(x: object) -> bool:
-    return _is_graph_node(x) or isinstance(x, NodeStates)
+class SplitContext:
+    """Splits several objects with one shared index (see `split_context`)."""
+
+    __slots__ = ("ref_index",)
+
+    def __init__(self, ref_index: RefMap[Any, int]) -> None:
+        self.ref_index = ref_index
+
+    def treefy_split(self, node: object, *filters: FilterLike) -> tuple[Any, ...]:
+        """`treefy_split(node, *filters)`, indexing objects in this context's shared index."""
+        graph, tree = flatten(node, self.ref_index)
+        return (graph, *_split_tree(node, tree, filters, "treefy_split"))
 
 
-def graph_to_tree(tree: Any, /) -> tuple[Any, dict[tuple[int], State[Any]]]:
+class MergeContext:
+    """Merges several graphdefs with one shared table (see `merge_context`)."""
+
+    __slots__ = ("index_ref",)
+
+    def __init__(self, index_ref: dict[int, Any]) -> None:
+        self.index_ref = index_ref
+
+    def treefy_merge(
+        self,
+        graphdef: GraphDef[Any],
+        state_mapping: Mapping[Path, Any],
+        /,
+        *more: Mapping[Path, Any],
+    ) -> Any:
+        """`treefy_merge(graphdef, ...)`, building shared objects once across the context."""
+        values: dict[Path, Any] = {}
+        for tree in (state_mapping, *more):
+            values.update(tree.to_flat() if isinstance(tree, StateTree) else dict(tree.items()))
+        return unflatten(graphdef, StateTree(values), index_ref=self.index_ref)
+
+
+@contextlib.contextmanager
+def split_context() -> Iterator[tuple[SplitContext, RefMap[Any, int]]]:
+    """Split several objects so that objects shared between them are recorded once.
+
+    Yields `(ctx, ref_index)`: `ctx.treefy_split(node, *filters)` works as
+    `treefy_split`, but all calls share `ref_index` (object -> index), so a module
+    or state met in an earlier call becomes a reference to it. Merge the results
+    with `merge_context` to get the sharing back.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Net(sj.Module):
+        ...     def __init__(self, w):
+        ...         self.w = w
+        >>> w = sj.ParamState(jnp.ones(2))
+        >>> with sj.graph.split_context() as (ctx, _):
+        ...     g1, t1 = ctx.treefy_split(Net(w))
+        ...     g2, t2 = ctx.treefy_split(Net(w))
+        >>> list(t1), list(t2)
+        ([('w',)], [])
+        >>> with sj.graph.merge_context() as (ctx, _):
+        ...     a, b = ctx.treefy_merge(g1, t1), ctx.treefy_merge(g2, t2)
+        >>> a.w is b.w, a.w is w
+        (True, False)
+    """
+    ctx = SplitContext(RefMap())
+    try:
+        yield ctx, ctx.ref_index
+    finally:
+        del ctx.ref_index  # the context is single-use, as in BrainState
+
+
+@contextlib.contextmanager
+def merge_context() -> Iterator[tuple[MergeContext, dict[int, Any]]]:
+    """Merge several graphdefs made in one `split_context`, rebuilding shared objects once.
+
+    Yields `(ctx, index_ref)`: `ctx.treefy_merge(graphdef, *trees)` works as
+    `treefy_merge`, and `index_ref` (index -> rebuilt object) is shared by all
+    calls; see `split_context` for an example.
+
+    Examples:
+        >>> import statejax as sj
+        >>> with sj.graph.merge_context() as (ctx, index_ref):
+        ...     node = ctx.treefy_merge(*sj.treefy_split(sj.Module()))
+        >>> index_ref[0] is node
+        True
+    """
+    ctx = MergeContext({})
+    try:
+        yield ctx, ctx.index_ref
+    finally:
+        del ctx.index_ref
+
+
+class _NoPrefix:
+    """The default `prefix` of `graph_to_tree` / `tree_to_graph`: no prefix."""
+
+    def __repr__(self) -> str:
+        return "Missing"
+
+
+_NO_PREFIX: Any = _NoPrefix()
+
+
+def _broadcast_prefix(
+    prefix: Any,
+    full: Any,
+    prefix_is_leaf: Callable[[Any], bool],
+    tree_is_leaf: Callable[[Any], bool],
+) -> list[Any]:
+    """One prefix per leaf of `full`: each leaf of `prefix` repeated over its subtree."""
+    result: list[Any] = []
+
+    def add(x: Any, subtree: Any) -> None:
+        structure: Any = jax.tree_util.tree_structure(subtree, is_leaf=tree_is_leaf)
+        result.extend([x] * structure.num_leaves)
+
+    try:
+        jax.tree.map(add, prefix, full, is_leaf=prefix_is_leaf)
+    except ValueError as e:
+        raise ValueError(f"`prefix` is not a prefix tree of the input: {e}") from e
+    return result
+
+
+def _check_consistent_aliasing(
+    node: object, prefix: Any, node_prefixes: RefMap[Any, list[tuple[Path, Any]]]
+) -> None:
+    """Raise if an object reachable from several leaves is given different prefixes."""
+    for path, value in iter_leaf(node):
+        if isinstance(value, State):
+            if is_leaked(value):
+                raise TraceContextError(
+                    f"graph_to_tree: the state at {_format_path(path)} was created inside a "
+                    "transform that has returned"
+                )
+            node_prefixes.setdefault(value, []).append((path, prefix))
+    for path, value in iter_node(node):
+        node_prefixes.setdefault(value, []).append((path, prefix))
+    messages = []
+    for obj, seen in node_prefixes.items():
+        unique: list[Any] = []
+        for _, p in seen:
+            if not any(p is u or p == u for u in unique):
+                unique.append(p)
+        if len(unique) > 1:
+            where = "\n".join(f"  {_format_path(p)}: {pre!r}" for p, pre in seen)
+            messages.append(f"{type(obj).__name__} reached with different prefixes:\n{where}")
+    if messages:
+        raise ValueError(
+            "graph_to_tree: inconsistent aliasing: an object shared between leaves gets two "
+            "prefixes (for example two in_axes); give every place of a shared object the same "
+            "prefix.\n" + "\n".join(messages)
+        )
+
+
+def _default_split_fn(ctx: SplitContext, path: Any, prefix: Any, leaf: Any) -> NodeStates:
+    return NodeStates.from_split(*ctx.treefy_split(leaf))
+
+
+def _is_graph_leaf(x: object) -> bool:
+    return _is_graph_node(x) or isinstance(x, State)
+
+
+def graph_to_tree(
+    may_have_graph_nodes: Any,
+    /,
+    *,
+    prefix: Any = _NO_PREFIX,
+    split_fn: Callable[[SplitContext, Any, Any, Any], Any] = _default_split_fn,
+    map_non_graph_nodes: bool = False,
+    check_aliasing: bool = True,
+) -> tuple[Any, StateMapping[State[Any]]]:
     """Replace every module in the pytree `tree` with a `NodeStates`: a pure pytree.
 
     The result can go through any JAX transform or function (its leaves are the
     state values); `tree_to_graph` builds the modules back. Sharing between the
-    modules is kept: a state or module reachable from two of them is packed once,
-    at its first place in leaf order, and comes back as one object.
+    modules is kept: all are split in one `split_context`, so a state or module
+    reachable from two of them is packed once, at its first place in leaf order,
+    and comes back as one object.
+
+    Args:
+        may_have_graph_nodes: a pytree whose leaves may be modules (graph nodes).
+        prefix: a prefix pytree of it (for example in-axes), broadcast to one
+            prefix per leaf and handed to `split_fn`; by default none.
+        split_fn: `(ctx, keypath, prefix, leaf) -> replacement`, called for each
+            module; the default packs `ctx.treefy_split(leaf)` in a `NodeStates`.
+        map_non_graph_nodes: also call `split_fn` on the other leaves.
+        check_aliasing: raise if a module or state shared between leaves gets
+            different prefixes.
 
     Returns:
-        `(pytree, found)`: the packed pytree, and every state packed, keyed `(i,)`
-        in the order met.
+        `(pytree, found)`: the packed pytree, and every state packed, as a
+        `StateMapping` keyed `(index,)` by the state's index in the shared split.
+
+    Raises:
+        ValueError: `prefix` is not a prefix of the tree, or (with
+            `check_aliasing`) a shared object gets two prefixes.
 
     Examples:
         >>> import jax
@@ -1433,31 +1964,81 @@ def graph_to_tree(tree: Any, /) -> tuple[Any, dict[tuple[int], State[Any]]]:
         >>> back = sj.graph.tree_to_graph(doubled)
         >>> back["a"] is back["b"], back["a"].w.value.tolist(), back["x"]
         (True, [2.0, 2.0], 2.0)
+        >>> list(found.values()) == [net.w]
+        True
     """
-    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_graph_node)
-    index: dict[int, Any] = {}
-    found: dict[tuple[int], State[Any]] = {}
-    out: list[Any] = []
-    for k, leaf in enumerate(leaves):
-        if not _is_graph_node(leaf):
-            out.append(leaf)
-            continue
-        root, paths = _describe_graph(leaf, index, k)
-        own = set(paths)
-        states_here = [(p, s) for p, s in iter_states(leaf) if p in own]
-        for _, s in states_here:
-            found[(len(found),)] = s
-        out.append(
-            NodeStates(GraphDef(root, paths), (StateTree((p, s.value) for p, s in states_here),))
+    leaf_keys, treedef = jax.tree_util.tree_flatten_with_path(
+        may_have_graph_nodes, is_leaf=_is_graph_leaf
+    )
+    if prefix is _NO_PREFIX:
+        prefixes = [_NO_PREFIX] * len(leaf_keys)
+    else:
+        prefixes = _broadcast_prefix(
+            prefix, may_have_graph_nodes, lambda x: x is None, _is_graph_leaf
         )
+    if len(leaf_keys) != len(prefixes):
+        raise ValueError(
+            f"graph_to_tree: Mismatched number of leaves ({len(leaf_keys)}) and broadcast "
+            f"prefixes ({len(prefixes)}); `prefix` is not a prefix tree of the input."
+        )
+    out: list[Any] = []
+    node_prefixes: RefMap[Any, list[tuple[Path, Any]]] = RefMap()
+    with split_context() as (ctx, ref_index):
+        for (keypath, leaf), leaf_prefix in zip(leaf_keys, prefixes, strict=True):
+            if _is_graph_node(leaf):
+                if check_aliasing:
+                    _check_consistent_aliasing(leaf, leaf_prefix, node_prefixes)
+                out.append(split_fn(ctx, keypath, leaf_prefix, leaf))
+            elif map_non_graph_nodes:
+                out.append(split_fn(ctx, keypath, leaf_prefix, leaf))
+            else:
+                out.append(leaf)
+    found: StateMapping[State[Any]] = StateMapping(
+        ((i,), obj) for obj, i in ref_index.items() if isinstance(obj, State)
+    )
     return jax.tree_util.tree_unflatten(treedef, out), found
 
 
-def tree_to_graph(tree: Any, /) -> Any:
+def _is_tree_node(x: object) -> bool:
+    return isinstance(x, NodeStates)
+
+
+def _merge_tree_node(ctx: MergeContext, path: Any, prefix: Any, leaf: Any) -> Any:
+    if not isinstance(leaf, NodeStates):
+        raise ValueError(
+            f"tree_to_graph: expected a NodeStates at {jax.tree_util.keystr(path)}, "
+            f"got a {type(leaf).__name__}"
+        )
+    return ctx.treefy_merge(leaf.graphdef, *leaf.states)
+
+
+def tree_to_graph(
+    tree: Any,
+    /,
+    *,
+    prefix: Any = _NO_PREFIX,
+    merge_fn: Callable[[MergeContext, Any, Any, Any], Any] = _merge_tree_node,
+    is_node_leaf: Callable[[Any], bool] = _is_tree_node,
+    is_leaf: Callable[[Any], bool] = _is_tree_node,
+    map_non_graph_nodes: bool = False,
+) -> Any:
     """Build the modules back from a pytree made by `graph_to_tree` (fresh states).
 
-    Each `NodeStates` becomes a module holding the values of its trees; objects
-    that were shared between modules are shared again.
+    Each `NodeStates` becomes a module holding the values of its trees; all are
+    merged in one `merge_context`, so objects that were shared between modules are
+    shared again.
+
+    Args:
+        tree: a pytree whose node leaves are `NodeStates`.
+        prefix: a prefix pytree, broadcast and handed to `merge_fn`.
+        merge_fn: `(ctx, keypath, prefix, leaf) -> node`, called for each node
+            leaf; the default merges `leaf.graphdef` with `leaf.states`.
+        is_node_leaf: which leaves are merged (default: `NodeStates`).
+        is_leaf: where flattening `tree` stops (default: at `NodeStates`).
+        map_non_graph_nodes: also call `merge_fn` on the other leaves.
+
+    Raises:
+        ValueError: `prefix` is not a prefix of `tree`.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -1470,15 +2051,21 @@ def tree_to_graph(tree: Any, /) -> Any:
         >>> back[0] is back[1], back[0] is net
         (True, False)
     """
-    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=_is_node_leaf)
-    built: dict[Any, Any] = {}
+    leaf_keys, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+    if prefix is _NO_PREFIX:
+        prefixes = [_NO_PREFIX] * len(leaf_keys)
+    else:
+        prefixes = _broadcast_prefix(prefix, tree, lambda x: x is None or is_leaf(x), is_leaf)
+    if len(leaf_keys) != len(prefixes):
+        raise ValueError(
+            f"tree_to_graph: Mismatched number of leaves ({len(leaf_keys)}) and broadcast "
+            f"prefixes ({len(prefixes)}); `prefix` is not a prefix tree of `tree`."
+        )
     out: list[Any] = []
-    for k, leaf in enumerate(leaves):
-        if isinstance(leaf, NodeStates):
-            values: dict[Path, Any] = {}
-            for t in leaf.states:
-                values.update(t.items())
-            out.append(_build(leaf.graphdef, values, built, k))
-        else:
-            out.append(leaf)
+    with merge_context() as (ctx, _):
+        for (keypath, leaf), leaf_prefix in zip(leaf_keys, prefixes, strict=True):
+            if is_node_leaf(leaf) or map_non_graph_nodes:
+                out.append(merge_fn(ctx, keypath, leaf_prefix, leaf))
+            else:
+                out.append(leaf)
     return jax.tree_util.tree_unflatten(treedef, out)
