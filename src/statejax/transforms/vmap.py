@@ -599,13 +599,7 @@ class _Batched:
             return new_w, pure.take_created_values(), out
 
         in_axes = (read_axes, write_in, args_axes, kwargs_axes)
-        vmapped = jax.vmap(
-            inner,
-            in_axes=in_axes,
-            out_axes=(write_out, 0, spec.out_axes),
-            axis_size=spec.axis_size,
-            axis_name=spec.axis_name,
-        )
+        vmapped = self._map(inner, in_axes, (write_out, 0, spec.out_axes))
         return _Plan(
             vmapped=vmapped,
             rules=rules,
@@ -617,6 +611,17 @@ class _Batched:
             paths=paths,
             ranked=ranked,
             ranks=_ranks(ranked, rv, wv),
+        )
+
+    def _map(self, inner: Callable[..., Any], in_axes: Any, out_axes: Any) -> Callable[..., Any]:
+        """Map `inner` over the lanes: `jax.vmap` here; `pmap` maps over devices."""
+        spec = self.spec
+        return jax.vmap(
+            inner,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            axis_size=spec.axis_size,
+            axis_name=spec.axis_name,
         )
 
     def _plan_for(
