@@ -205,6 +205,14 @@ def check_composition() -> None:
         return pmap(lambda x: x * 2 + s.value, "d")(x)
 
     close(outer(X), X * 2, "jit(pmap)")
+    g = sj.grad(lambda x: pmap(lambda y: (y**2).sum())(x).sum())(X)
+    close(g, 2 * X, "grad(pmap)")
+    last = jax.devices()[4:]
+    out = pmap(lambda x: x * 2, devices=last)(jnp.ones(4))
+    close(out, jnp.full(4, 2.0), "devices=")
+    assert out.sharding.device_set == set(last), out.sharding
+    with jax.disable_jit():
+        close(pmap(lambda x: jax.lax.psum(x, "d"), "d")(X), jnp.tile(X.sum(0), (N, 1)), "eager")
     res = pmap2(lambda row: vmap(lambda x: x * 2.0)(row), in_axes=0)(jnp.ones((N, 3)))
     close(res, jnp.full((N, 3), 2.0), "pmap2(vmap)")
     ok("pmap_composition")
@@ -284,6 +292,22 @@ def check_errors() -> None:
         "the mapped axis has size 9",
         "8 local devices are available",
     )
+    raises(
+        ValueError,
+        lambda: pmap(lambda a, b: a + b)(X, jnp.ones(4)),
+        "pmap got inconsistent sizes for array axes to be mapped: [4, 8]",
+    )
+    raises(
+        ValueError,
+        lambda: pmap(lambda a: a, in_axes=1)(jnp.ones(N)),
+        "pmap was requested to map its argument along axis 1",
+        "but is only 1",
+    )
+    raises(
+        ValueError,
+        lambda: pmap(lambda x: pmap(lambda y: y * 2)(x))(jnp.ones((2, 4))),
+        "pmap inside another pmap or shard_map is not supported",
+    )
     small = sj.State(jnp.zeros(4))
     raises(
         BatchAxisError,
@@ -330,7 +354,9 @@ def check_errors() -> None:
     )
     raises(
         BatchAxisError,
-        lambda: pmap(lambda: other.__setattr__("value", other.value + 1), out_states={2: other}, axis_size=N)(),
+        lambda: pmap(
+            lambda: other.__setattr__("value", other.value + 1), out_states={2: other}, axis_size=N
+        )(),
         "is written back batched on axis 2, but the lanes' value stacked has only 2 axes",
     )
     raises(
@@ -352,18 +378,31 @@ def check_errors() -> None:
     for option in ("static_broadcasted_argnums", "donate_argnums"):
         raises(
             NotImplementedError,
-            lambda: pmap(lambda x: x, **{option: 0}),
+            functools.partial(pmap, lambda x: x, **{option: 0}),
             f"statejax.pmap: {option}=0 is not supported",
             "functools.partial",
         )
         raises(
             NotImplementedError,
-            lambda: pmap2(**{option: (0, 1)})(lambda x: x),
+            functools.partial(pmap2(**{option: (0, 1)}), lambda x: x),
             f"statejax.pmap2: {option}=(0, 1) is not supported",
         )
     raises(SpecError, lambda: pmap2(lambda x: x, global_arg_shapes=((2,),)), "JAX removed it")
-    raises(SpecError, lambda: pmap2(lambda x: x, unexpected_out_state_mapping="auto"), "'raise'")
-    raises(SpecError, lambda: pmap2(lambda x: x, state_in_axes={0.5: other}), "integer axis")
+    raises(
+        SpecError,
+        lambda: pmap2(lambda x: x, unexpected_out_state_mapping="auto"),
+        "statejax.pmap2: option unexpected_out_state_mapping: Input should be 'raise'",
+    )
+    raises(
+        SpecError,
+        lambda: pmap2(lambda x: x, state_in_axes={0.5: other}),
+        "statejax.pmap2: option state_in_axes: key 0.5 (float) is not an integer axis",
+    )
+    raises(
+        SpecError,
+        lambda: pmap2(lambda x: x, devices=[1]),
+        "statejax.pmap2: option devices: 1 (int) is not a jax.Device",
+    )
     raises(
         SpecError,
         lambda: pmap2_new_states(Net(), {}, state_out_axes={0: sj.ParamState}),

@@ -1,13 +1,16 @@
 """`pmap`, `pmap2` and `pmap2_new_states`: map a function over devices, threading states.
 
-Built on `jax.shard_map` inside `jax.jit`, not on `jax.pmap`. Since JAX 0.8
+Built on `jax.shard_map` inside `jax.jit`, not on `jax.pmap`: since JAX 0.8
 `jax.pmap` is itself implemented as `jit(shard_map(...))`, and its docstring (JAX
-0.10) says to use `jax.shard_map` instead ("While `jax.pmap` works, you should
-probably use `jax.shard_map`"; see the pmap migration guide). Building on
-`shard_map` directly also lets statejax keep `check_vma=True`: JAX then types every
-value as varying or not across devices, so a device-varying write into a state
-that keeps one copy is caught and named (`jax.pmap` runs `shard_map` with
-`check_vma=False` and would silently keep one device's value).
+0.10) recommends `jax.shard_map` instead ("While `jax.pmap` works, you should
+probably use `jax.shard_map`"; see JAX's pmap migration guide). Built directly,
+statejax places the states' values itself (so a state that comes back sharded over
+the devices does not make the next call retrace) and checks what may differ across
+devices before anything runs. Like `jax.pmap`, `shard_map` runs with
+`check_vma=False`: each device's values, gradients included, are its own (no
+automatic `psum` of the gradients of replicated values). Which values differ across
+devices is checked as `vmap` checks it, by an abstract `jax.vmap` trace of the lanes
+when the function is traced (never on a cached call).
 
 The state rules are `vmap`'s, with the mapped axis laid over devices: states
 selected by `in_states` are split over the devices on their axis and written back
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -42,9 +45,18 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import AxisName, PositiveCount, name_of
+from statejax.transforms._common import AxisName, Count, PositiveCount, name_of
 from statejax.transforms.mapping import StatefulMapping
-from statejax.transforms.vmap import _OUT_AXIS_ERROR, StateAxesLike, VmapSpec, _Batched
+from statejax.transforms.vmap import (
+    _OUT_AXIS_ERROR,
+    _STATE_AXES_SCHEMA,
+    StateAxes,
+    StateAxesLike,
+    VmapSpec,
+    _Batched,
+    _check_axes,
+    _parse_state_axes,
+)
 
 __all__ = ["Pmap2NewStatesSpec", "Pmap2Spec", "PmapSpec", "pmap", "pmap2", "pmap2_new_states"]
 
@@ -69,58 +81,60 @@ def _unsupported(option: str, value: object, who: str) -> None:
         )
 
 
+def _check_devices(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        raise ValueError(
+            f"{value!r} ({type(value).__name__}) is not a sequence of devices; give e.g. "
+            "jax.devices()[:4], or None for the first local devices"
+        )
+    devices = tuple(value)
+    if not devices:
+        raise ValueError("devices is empty; give at least one device, or None")
+    for d in devices:
+        if not isinstance(d, jax.Device):
+            raise ValueError(
+                f"{d!r} ({type(d).__name__}) is not a jax.Device; take devices from jax.devices()"
+            )
+    if len(set(devices)) != len(devices):
+        raise ValueError("devices lists a device twice; give each device once")
+    return devices
+
+
+def _check_backend(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            jax.local_devices(backend=value)
+        except RuntimeError as exc:
+            raise ValueError(f"backend {value!r} is not available here: {exc}") from None
+    return value
+
+
+_DEVICES = pydantic.Field(
+    default=None,
+    description="the devices to map over, one per element of the mapped axis "
+    "(None: the first local devices of `backend`)",
+)
+_BACKEND = pydantic.Field(
+    default=None, description="the backend whose local devices are used ('cpu', 'gpu', ...)"
+)
+
+
 class PmapSpec(VmapSpec):
     """Options of `pmap`: `vmap`'s, plus the devices to run on."""
 
-    devices: tuple[Any, ...] | None = pydantic.Field(
-        default=None,
-        description="the devices to map over, one per element of the mapped axis "
-        "(None: the first local devices of `backend`)",
-    )
-    backend: str | None = pydantic.Field(
-        default=None, description="the backend whose local devices are used ('cpu', 'gpu', ...)"
-    )
+    devices: tuple[Any, ...] | None = _DEVICES
+    backend: str | None = _BACKEND
 
-    @pydantic.field_validator("devices", mode="before")
-    @classmethod
-    def _devices(cls, value: object) -> object:
-        if value is None:
-            return None
-        if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
-            raise ValueError(
-                f"{value!r} ({type(value).__name__}) is not a sequence of devices; give e.g. "
-                "jax.devices()[:4], or None for the first local devices"
-            )
-        devices = tuple(value)
-        if not devices:
-            raise ValueError("devices is empty; give at least one device, or None")
-        for d in devices:
-            if not isinstance(d, jax.Device):
-                raise ValueError(
-                    f"{d!r} ({type(d).__name__}) is not a jax.Device; take devices from "
-                    "jax.devices()"
-                )
-        if len(set(devices)) != len(devices):
-            raise ValueError("devices lists a device twice; give each device once")
-        return devices
-
-    @pydantic.field_validator("backend", mode="after")
-    @classmethod
-    def _backend(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                jax.local_devices(backend=value)
-            except RuntimeError as exc:
-                raise ValueError(f"backend {value!r} is not available here: {exc}") from None
-        return value
+    _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
+    _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
 
 
 class Pmap2NewStatesSpec(TransformSpec):
     """Options of `pmap2_new_states`."""
 
-    state_tag: str | None = pydantic.Field(
-        default=None, description="tag added to every new state"
-    )
+    state_tag: str | None = pydantic.Field(default=None, description="tag added to every new state")
     axis_size: PositiveCount | None = pydantic.Field(
         default=None, description="the number of devices (None: jax.local_device_count())"
     )
@@ -129,14 +143,41 @@ class Pmap2NewStatesSpec(TransformSpec):
     )
 
 
-class Pmap2Spec(PmapSpec):
-    """Options of `pmap2`: `pmap`'s, under BrainState's names for the state selectors."""
+class Pmap2Spec(TransformSpec):
+    """Options of `pmap2`: `pmap`'s, with BrainState's names for the state selectors."""
 
+    in_axes: Any = VmapSpec.model_fields["in_axes"]
+    out_axes: Any = VmapSpec.model_fields["out_axes"]
+    axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
+    axis_size: Count | None = VmapSpec.model_fields["axis_size"]
+    devices: tuple[Any, ...] | None = _DEVICES
+    backend: str | None = _BACKEND
+    state_in_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
+        default=(),
+        description="states split over the devices on an axis and written back stacked: a "
+        "selector (a filter, a State, an iterable or mapping of States) for axis 0, or "
+        "{axis: selector}",
+    )
+    state_out_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
+        default=(),
+        description="states written back stacked, one value per device (same forms)",
+    )
     unexpected_out_state_mapping: Literal["raise"] = pydantic.Field(
         default="raise",
         description="only 'raise': a device-varying write into a state outside "
         "state_out_axes is a BatchAxisError naming the state",
     )
+
+    _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
+        lambda cls, v: _check_axes(v)
+    )
+    _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
+    _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
+
+    @pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")
+    @classmethod
+    def _states(cls, value: object, info: pydantic.ValidationInfo) -> StateAxes:
+        return _parse_state_axes(value, str(info.field_name))
 
 
 # --- the device map: jax.vmap's calling convention, run by jit(shard_map) -----------------
@@ -273,6 +314,12 @@ class _DeviceMap:
         return tuple(local[:size])
 
     def __call__(self, *args: Any) -> Any:
+        context = jax.sharding.get_abstract_mesh()
+        if not context.empty and context.manual_axes:
+            raise ValueError(
+                f"{self.owner.name}: pmap inside another pmap or shard_map is not supported; "
+                "map the inner level with vmap, or use one shard_map over a 2-D mesh"
+            )
         leaves, treedef = jax.tree.flatten(args)
         axes, size = self._size(leaves, self._flat_axes(args))
         devices = self._devices(size)
@@ -303,7 +350,9 @@ class _DeviceMap:
         )
 
         def per_device(*leaves: Any) -> Any:
-            values = [x if a is None else jnp.squeeze(x, 0) for x, a in zip(leaves, axes)]
+            values = [
+                x if a is None else jnp.squeeze(x, 0) for x, a in zip(leaves, axes, strict=True)
+            ]
             result = inner(*jax.tree.unflatten(treedef, values))
             return jax.tree.map(
                 lambda a, sub: sub if a is None else jax.tree.map(lambda x: x[None], sub),
@@ -327,7 +376,9 @@ class _DeviceMap:
 
         def run(*leaves: Any) -> Any:
             jax.eval_shape(lanes, *jax.tree.unflatten(treedef, leaves))
-            front = [x if a is None else jnp.moveaxis(x, a, 0) for x, a in zip(leaves, axes)]
+            front = [
+                x if a is None else jnp.moveaxis(x, a, 0) for x, a in zip(leaves, axes, strict=True)
+            ]
             result = sharded(*front)
             return jax.tree.map(
                 lambda a, sub: (
@@ -464,7 +515,8 @@ def pmap(
         BatchAxisError: (when called) a device-varying value was written into a
             replicated state, or a mapped state's size does not match.
         ValueError: (when called) the mapped axis is larger than the number of
-            devices, or the mapped sizes disagree.
+            devices, the mapped sizes disagree, or the call is inside another `pmap`
+            or `shard_map`.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -620,6 +672,19 @@ def pmap2(
             f"statejax.pmap2: global_arg_shapes={global_arg_shapes!r} is not offered: JAX "
             "removed it from jax.pmap; pass None and give each process its local arrays."
         )
+    parse_spec(
+        Pmap2Spec,
+        "pmap2",
+        in_axes=in_axes,
+        out_axes=out_axes,
+        axis_name=axis_name,
+        axis_size=axis_size,
+        devices=devices,
+        backend=backend,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+    )
     return _PmapMapping(
         fn,
         {"devices": devices, "backend": backend},
