@@ -362,8 +362,8 @@ def check_errors() -> None:
     raises(
         ValueError,
         lambda: pmap(lambda x: x, out_axes=2)(X),
-        "out_axes puts the device axis outside the result",
-        "axis 2 is out of bounds for array of dimension 2",
+        "out_axes=2 puts the device axis outside a result of 1 axes per device; give an "
+        "axis from -2 to 1",
     )
     # Decoration-time errors.
     raises(SpecError, lambda: pmap(lambda x: x, in_states={0.5: other}), "0.5", "integer axis")

@@ -149,7 +149,9 @@ class Pmap2Spec(TransformSpec):
     in_axes: Any = VmapSpec.model_fields["in_axes"]
     out_axes: Any = VmapSpec.model_fields["out_axes"]
     axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
-    axis_size: Count | None = VmapSpec.model_fields["axis_size"]
+    axis_size: Count | None = pydantic.Field(
+        default=None, description="the number of devices, needed when nothing is mapped"
+    )
     devices: tuple[Any, ...] | None = _DEVICES
     backend: str | None = _BACKEND
     state_in_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
@@ -205,11 +207,6 @@ class _Parallel(_Batched):
         # mapped output (axis_name=...) but out_axes is None" with one.
         if "but output was batched" not in msg and "has mapped output" not in msg:
             super()._diagnose(exc, plan, rv, wv, args, kwargs)
-            if "is out of bounds for array of dimension" in msg:  # not a state's: out_axes
-                raise ValueError(
-                    f"{self.name}: out_axes puts the device axis outside the result ({msg}); "
-                    "give an axis from -(rank + 1) to rank of each per-device output"
-                ) from None
             return
         match = _OUT_AXIS_ERROR.match(msg)
         index = int(match.group(1)) if match else None
@@ -345,8 +342,10 @@ class _DeviceMap:
         # What may differ across devices is checked as vmap checks it, by an abstract
         # trace of the lanes when this is traced (never on a cached call): a lane's value
         # written into a replicated state or returned with out_axes None is an error.
+        # (Stacked on axis 0 there: an out of range out_axes is reported below.)
+        stacked = jax.tree.map(lambda a: a if a is None else 0, out_axes, is_leaf=_is_none)
         lanes = jax.vmap(
-            inner, in_axes=self.in_axes, out_axes=out_axes, axis_size=size, axis_name=name
+            inner, in_axes=self.in_axes, out_axes=stacked, axis_size=size, axis_name=name
         )
 
         def per_device(*leaves: Any) -> Any:
@@ -380,6 +379,7 @@ class _DeviceMap:
                 x if a is None else jnp.moveaxis(x, a, 0) for x, a in zip(leaves, axes, strict=True)
             ]
             result = sharded(*front)
+            _check_out_axes(owner.name, out_axes[2], result[2])
             return jax.tree.map(
                 lambda a, sub: (
                     sub if a is None else jax.tree.map(lambda x: jnp.moveaxis(x, 0, a), sub)
@@ -406,6 +406,25 @@ class _DeviceMap:
             return jitted(*placed)
 
         return call
+
+
+def _is_none(x: object) -> bool:
+    return x is None
+
+
+def _check_out_axes(label: str, out_axes: Any, out: Any) -> None:
+    """Each result's `out_axes` entry must be an axis of the stacked result."""
+
+    def check(axis: int | None, sub: Any) -> None:
+        for leaf in jax.tree.leaves(sub):
+            if axis is not None and not -leaf.ndim <= axis < leaf.ndim:
+                raise ValueError(
+                    f"{label}: out_axes={axis} puts the device axis outside a result of "
+                    f"{leaf.ndim - 1} axes per device; give an axis from {-leaf.ndim} to "
+                    f"{leaf.ndim - 1}"
+                )
+
+    jax.tree.map(check, out_axes, out, is_leaf=lambda x: x is None)
 
 
 def _spec_at(name: Any, axis: int) -> PartitionSpec:

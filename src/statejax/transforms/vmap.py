@@ -906,7 +906,9 @@ class _Batched:
         kwargs: dict[str, Any],
     ) -> None:
         msg = str(exc)
-        if "but output was batched" in msg:
+        # Without an axis name "... but output was batched"; with one, "vmap has mapped
+        # output (axis_name=...) but out_axes is None" (no index: found by tracing).
+        if "but output was batched" in msg or "has mapped output" in msg:
             match = _OUT_AXIS_ERROR.match(msg)
             index = int(match.group(1)) if match else None
             if index is None or index >= len(plan.write_out) or plan.write_out[index] is not None:
