@@ -205,6 +205,28 @@ def check_composition() -> None:
         return pmap(lambda x: x * 2 + s.value, "d")(x)
 
     close(outer(X), X * 2, "jit(pmap)")
+    per = sj.State(jnp.zeros(N))
+    total = sj.State(jnp.zeros(()))
+    traces: list[int] = []
+
+    @sj.jit
+    def jitted(x: jax.Array) -> jax.Array:
+        def inner(x: jax.Array) -> jax.Array:
+            traces.append(1)
+            per.value = per.value + x
+            total.value = total.value + jax.lax.psum(x, "d")
+            return x * 2
+
+        return pmap(inner, "d", in_states=per)(x)
+
+    counts = []
+    for _ in range(4):
+        close(jitted(jnp.arange(N * 1.0)), jnp.arange(N) * 2.0, "jit(pmap) writing states")
+        counts.append(len(traces))
+    assert counts[1] == counts[2] == counts[3], counts  # call 2 retraces once (placement)
+    close(per.value, 4 * jnp.arange(N * 1.0), "jit(pmap) in_states")
+    close(total.value, 4 * jnp.arange(N * 1.0).sum(), "jit(pmap) replicated psum")
+    close(sj.vmap(lambda y: pmap(lambda x: x * 2)(y))(jnp.ones((3, N))), 2.0, "vmap(pmap)")
     g = sj.grad(lambda x: pmap(lambda y: (y**2).sum())(x).sum())(X)
     close(g, 2 * X, "grad(pmap)")
     last = jax.devices()[4:]

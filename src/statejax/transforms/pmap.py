@@ -504,8 +504,11 @@ def pmap(
     Each device draws from its own random key (`split_keys=False`: the same key on
     every device). States `fn` creates come out stacked, one slice per device.
     Runs as `jax.jit(jax.shard_map(...))` on a one-axis mesh, compiled once per
-    argument signature: a cached call does not retrace. If `fn` raises, no state
-    changes.
+    argument signature: a cached call does not retrace (the states' values are placed
+    on the devices first; inside an enclosing `jit`, which places nothing, the second
+    call traces once more, as the written states now live on the devices). Gradients
+    are per device, as under `jax.pmap`: `jax.lax.pmean` them. If `fn` raises, no
+    state changes.
 
     Args:
         fn: the function to map; omit it for a decorator.
