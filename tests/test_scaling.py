@@ -55,6 +55,24 @@ def test_eight_devices_data_fsdp_tensor_parallel_and_shard_map_equal_one_device(
         assert check in out, out
 
 
+def test_pmap_on_eight_devices_equals_jax_pmap_and_names_every_error() -> None:
+    out = run_script("pmap_devices.py", timeout=240)
+    for check in [
+        "OK pmap_collectives_equal_jax_pmap",
+        "OK pmap_out_states_stacked",
+        "OK pmap_axes_equal_jax_vmap",
+        "OK pmap_cached traces=",
+        "OK pmap_data_parallel_equals_one_device",
+        "OK pmap_random_split_per_device",
+        "OK pmap_composition",
+        "OK pmap_exception_leaves_states",
+        "OK pmap2_and_pmap2_new_states",
+        "OK pmap_errors",
+        "DONE",
+    ]:
+        assert check in out, out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

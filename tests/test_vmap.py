@@ -457,3 +457,16 @@ def test_batched_write_found_without_the_index_in_jax_message(
 
     with pytest.raises(sj.BatchAxisError, match=r"State tagged 'second' .*broadcast"):
         vmap(f)(jnp.arange(3.0))
+
+
+def test_batched_write_named_with_an_axis_name() -> None:
+    # With axis_name, JAX's message has no output index ("vmap has mapped output").
+    total = sj.State(jnp.array(0.0), tag="total")
+
+    def f(x: jax.Array) -> jax.Array:
+        total.value = total.value + x
+        return x
+
+    with pytest.raises(sj.BatchAxisError, match=r"State tagged 'total' .*broadcast"):
+        vmap(f, axis_name="b")(jnp.arange(3.0))
+    assert float(total.value) == 0.0

@@ -71,6 +71,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "statejax.transforms.conditionals",
     "statejax.transforms.abstract",
     "statejax.transforms.parallel",
+    "statejax.transforms.pmap",
 )
 
 _HOOKS = sorted(n for n in _hookspecs.__all__ if n.startswith("statejax_"))

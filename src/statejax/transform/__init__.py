@@ -55,6 +55,7 @@ from statejax.transforms.loops import for_loop, scan, while_loop
 from statejax.transforms.mapping import StatefulMapping, vmap2, vmap2_new_states
 from statejax.transforms.naming import named_call, named_scope
 from statejax.transforms.parallel import shard_map
+from statejax.transforms.pmap import pmap, pmap2, pmap2_new_states
 from statejax.transforms.progress import ProgressBar
 from statejax.transforms.stateful import StatefulFunction
 from statejax.transforms.unvmap import unvmap
@@ -99,6 +100,9 @@ __all__ = [
     "named_call",
     "named_scope",
     "nan_checks",
+    "pmap",
+    "pmap2",
+    "pmap2_new_states",
     "remat",
     "scan",
     "shard_map",

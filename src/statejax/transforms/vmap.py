@@ -620,14 +620,7 @@ class _Batched:
             return new_w, pure.take_created_values(), out
 
         in_axes = (read_axes, write_in, args_axes, kwargs_axes)
-        vmapped = jax.vmap(
-            inner,
-            in_axes=in_axes,
-            out_axes=(write_out, 0, spec.out_axes),
-            axis_size=spec.axis_size,
-            axis_name=spec.axis_name,
-            spmd_axis_name=spec.spmd_axis_name,
-        )
+        vmapped = self._map(inner, in_axes, (write_out, 0, spec.out_axes))
         return _Plan(
             vmapped=vmapped,
             rules=rules,
@@ -639,6 +632,18 @@ class _Batched:
             paths=paths,
             ranked=ranked,
             ranks=_ranks(ranked, rv, wv),
+        )
+
+    def _map(self, inner: Callable[..., Any], in_axes: Any, out_axes: Any) -> Callable[..., Any]:
+        """Map `inner` over the lanes: `jax.vmap` here; `pmap` maps over devices."""
+        spec = self.spec
+        return jax.vmap(
+            inner,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            axis_size=spec.axis_size,
+            axis_name=spec.axis_name,
+            spmd_axis_name=spec.spmd_axis_name,
         )
 
     def _plan_for(
@@ -926,7 +931,9 @@ class _Batched:
         kwargs: dict[str, Any],
     ) -> None:
         msg = str(exc)
-        if "but output was batched" in msg:
+        # Without an axis name "... but output was batched"; with one, "vmap has mapped
+        # output (axis_name=...) but out_axes is None" (no index: found by tracing).
+        if "but output was batched" in msg or "has mapped output" in msg:
             match = _OUT_AXIS_ERROR.match(msg)
             index = int(match.group(1)) if match else None
             if index is None or index >= len(plan.write_out) or plan.write_out[index] is not None:

@@ -1,0 +1,833 @@
+"""`pmap`, `pmap2` and `pmap2_new_states`: map a function over devices, threading states.
+
+Built on `jax.shard_map` inside `jax.jit`, not on `jax.pmap`: since JAX 0.8
+`jax.pmap` is itself implemented as `jit(shard_map(...))`, and its docstring (JAX
+0.10) recommends `jax.shard_map` instead ("While `jax.pmap` works, you should
+probably use `jax.shard_map`"; see JAX's pmap migration guide). Built directly,
+statejax places the states' values itself (so a state that comes back sharded over
+the devices does not make the next call retrace) and checks what may differ across
+devices before anything runs. Like `jax.pmap`, `shard_map` runs with
+`check_vma=False`: each device's values, gradients included, are its own (no
+automatic `psum` of the gradients of replicated values). Which values differ across
+devices is checked as `vmap` checks it, by an abstract `jax.vmap` trace of the lanes
+when the function is traced (never on a cached call).
+
+The state rules are `vmap`'s, with the mapped axis laid over devices: states
+selected by `in_states` are split over the devices on their axis and written back
+stacked; `out_states` are written back stacked; every other state is replicated
+(broadcast), and writing a device-varying value into one is a `BatchAxisError`
+naming the state. A `RandomState` gives each device its own key. States the
+function creates come out stacked, one slice per device.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, overload
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pydantic
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from statejax.extend import (
+    BatchAxisError,
+    PureCore,
+    SpecError,
+    Split,
+    State,
+    StatefulFunction,
+    Transform,
+    TransformSpec,
+    current_trace,
+    hookimpl,
+    parse_spec,
+)
+from statejax.transforms._common import AxisName, Count, PositiveCount, name_of
+from statejax.transforms.mapping import StatefulMapping
+from statejax.transforms.vmap import (
+    _OUT_AXIS_ERROR,
+    _STATE_AXES_SCHEMA,
+    StateAxes,
+    StateAxesLike,
+    VmapSpec,
+    _Batched,
+    _check_axes,
+    _parse_state_axes,
+)
+
+__all__ = ["Pmap2NewStatesSpec", "Pmap2Spec", "PmapSpec", "pmap", "pmap2", "pmap2_new_states"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The mesh axis name when the user gives none (collectives need a name to refer to).
+_DEFAULT_AXIS = "_statejax_pmap"
+
+
+def _unsupported(option: str, value: object, who: str) -> None:
+    """`static_broadcasted_argnums` / `donate_argnums`: only the empty default."""
+    empty = value is None or (
+        not isinstance(value, int) and isinstance(value, Iterable) and not tuple(value)
+    )
+    if not empty:
+        raise NotImplementedError(
+            f"statejax.{who}: {option}={value!r} is not supported: the state-aware wrapper "
+            "passes the states' values ahead of your arguments, so positional indices would "
+            "address the wrong values. Close over static values (functools.partial) instead, "
+            "or call jax.pmap / jax.shard_map directly for buffer donation."
+        )
+
+
+def _check_devices(value: object) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes)):
+        raise ValueError(
+            f"{value!r} ({type(value).__name__}) is not a sequence of devices; give e.g. "
+            "jax.devices()[:4], or None for the first local devices"
+        )
+    devices = tuple(value)
+    if not devices:
+        raise ValueError("devices is empty; give at least one device, or None")
+    for d in devices:
+        if not isinstance(d, jax.Device):
+            raise ValueError(
+                f"{d!r} ({type(d).__name__}) is not a jax.Device; take devices from jax.devices()"
+            )
+    if len(set(devices)) != len(devices):
+        raise ValueError("devices lists a device twice; give each device once")
+    return devices
+
+
+def _check_backend(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            jax.local_devices(backend=value)
+        except RuntimeError as exc:
+            raise ValueError(f"backend {value!r} is not available here: {exc}") from None
+    return value
+
+
+_DEVICES = pydantic.Field(
+    default=None,
+    description="the devices to map over, one per element of the mapped axis "
+    "(None: the first local devices of `backend`)",
+)
+_BACKEND = pydantic.Field(
+    default=None, description="the backend whose local devices are used ('cpu', 'gpu', ...)"
+)
+
+
+class PmapSpec(VmapSpec):
+    """Options of `pmap`: `vmap`'s, plus the devices to run on."""
+
+    devices: tuple[Any, ...] | None = _DEVICES
+    backend: str | None = _BACKEND
+
+    _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
+    _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
+
+
+class Pmap2NewStatesSpec(TransformSpec):
+    """Options of `pmap2_new_states`."""
+
+    state_tag: str | None = pydantic.Field(default=None, description="tag added to every new state")
+    axis_size: PositiveCount | None = pydantic.Field(
+        default=None, description="the number of devices (None: jax.local_device_count())"
+    )
+    axis_name: AxisName | None = pydantic.Field(
+        default=None, description="name of the device axis, for collectives"
+    )
+
+
+class Pmap2Spec(TransformSpec):
+    """Options of `pmap2`: `pmap`'s, with BrainState's names for the state selectors."""
+
+    in_axes: Any = VmapSpec.model_fields["in_axes"]
+    out_axes: Any = VmapSpec.model_fields["out_axes"]
+    axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
+    axis_size: Count | None = pydantic.Field(
+        default=None, description="the number of devices, needed when nothing is mapped"
+    )
+    devices: tuple[Any, ...] | None = _DEVICES
+    backend: str | None = _BACKEND
+    state_in_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
+        default=(),
+        description="states split over the devices on an axis and written back stacked: a "
+        "selector (a filter, a State, an iterable or mapping of States) for axis 0, or "
+        "{axis: selector}",
+    )
+    state_out_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
+        default=(),
+        description="states written back stacked, one value per device (same forms)",
+    )
+    unexpected_out_state_mapping: Literal["raise"] = pydantic.Field(
+        default="raise",
+        description="only 'raise': a device-varying write into a state outside "
+        "state_out_axes is a BatchAxisError naming the state",
+    )
+
+    _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
+        lambda cls, v: _check_axes(v)
+    )
+    _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
+    _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
+
+    @pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")
+    @classmethod
+    def _states(cls, value: object, info: pydantic.ValidationInfo) -> StateAxes:
+        return _parse_state_axes(value, str(info.field_name))
+
+
+# --- the device map: jax.vmap's calling convention, run by jit(shard_map) -----------------
+
+
+class _Parallel(_Batched):
+    """vmap's lifted pure core with the lanes laid over devices (`_map` below)."""
+
+    spec: PmapSpec
+
+    def _map(self, inner: Callable[..., Any], in_axes: Any, out_axes: Any) -> Callable[..., Any]:
+        return _DeviceMap(self, inner, in_axes, out_axes)
+
+    def _diagnose(
+        self,
+        exc: ValueError,
+        plan: Any,
+        rv: Sequence[Any],
+        wv: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        msg = str(exc)
+        # jax.vmap says "... but output was batched" without an axis name, "vmap has
+        # mapped output (axis_name=...) but out_axes is None" with one.
+        if "but output was batched" not in msg and "has mapped output" not in msg:
+            super()._diagnose(exc, plan, rv, wv, args, kwargs)
+            return
+        match = _OUT_AXIS_ERROR.match(msg)
+        index = int(match.group(1)) if match else None
+        if index is None or index >= len(plan.write_out) or plan.write_out[index] is not None:
+            index = self._find_batched_write(plan, rv, wv, args, kwargs)
+        if index is None:
+            raise ValueError(
+                f"{self.name}: out_axes is None for an output that differs across devices; "
+                "give it a mapped axis (out_axes=0) or reduce it first (jax.lax.pmean / psum)"
+            ) from None
+        state = self.split.write_states[index]
+        raise BatchAxisError(
+            f"{self.name}: the function wrote a value that differs across devices into "
+            f"{self._describe(state)}, which is replicated (not in in_states or out_states). "
+            "Select it with in_states/out_states (e.g. out_states={0: state}) to keep one "
+            f"value per device, or reduce the value first (jax.lax.pmean(value, "
+            f"{self.spec.axis_name!r}))."
+        ) from None
+
+
+class _DeviceMap:
+    """`jax.vmap(inner, in_axes, out_axes)`'s behaviour, each lane on its own device.
+
+    One `jax.jit(jax.shard_map(...))` per argument structure, mapped axes and size: a
+    mapped leaf has its axis moved to the front and is split over a 1-D mesh; inside,
+    each device sees its slice without the axis; outputs are stacked on axis 0 and moved
+    to their `out_axes`. A cached call goes straight to the compiled code.
+    """
+
+    def __init__(
+        self, owner: _Parallel, inner: Callable[..., Any], in_axes: Any, out_axes: Any
+    ) -> None:
+        self.owner = owner
+        self.inner = inner
+        self.in_axes = in_axes
+        self.out_axes = out_axes
+        self.compiled: dict[Hashable, Callable[..., Any]] = {}
+
+    def _flat_axes(self, args: tuple[Any, ...]) -> list[int | None]:
+        axes: list[int | None] = []
+
+        def visit(axis: int | None, sub: Any) -> None:
+            axes.extend([axis] * len(jax.tree.leaves(sub)))
+
+        jax.tree.map(visit, self.in_axes, args, is_leaf=lambda x: x is None)
+        return axes
+
+    def _size(self, leaves: Sequence[Any], axes: list[int | None]) -> tuple[list[int | None], int]:
+        label, spec = self.owner.name, self.owner.spec
+        normalised: list[int | None] = []
+        sizes: list[int] = []
+        for leaf, axis in zip(leaves, axes, strict=True):
+            if axis is None:
+                normalised.append(None)
+                continue
+            rank = jnp.ndim(leaf)
+            if not -rank <= axis < rank:
+                raise ValueError(
+                    f"{label}: pmap was requested to map its argument along axis {axis}, which "
+                    f"implies that its rank should be at least {max(axis + 1, -axis)}, but is "
+                    f"only {rank}"
+                )
+            axis %= rank
+            normalised.append(axis)
+            sizes.append(int(jnp.shape(leaf)[axis]))
+        if len(set(sizes)) > 1:
+            raise ValueError(
+                f"{label}: pmap got inconsistent sizes for array axes to be mapped: "
+                f"{sorted(set(sizes))}; every mapped argument and state needs the same size "
+                "on its mapped axis (one slice per device)"
+            )
+        if not sizes:
+            if spec.axis_size is None:
+                raise ValueError(
+                    f"{label}: axis_size must be specified when no argument or state is mapped"
+                )
+            return normalised, spec.axis_size
+        if spec.axis_size is not None and spec.axis_size != sizes[0]:
+            raise ValueError(
+                f"{label}: axis_size={spec.axis_size}, but the mapped arguments and states "
+                f"have size {sizes[0]} on their mapped axis; make them agree (or drop axis_size)"
+            )
+        return normalised, sizes[0]
+
+    def _devices(self, size: int) -> tuple[Any, ...]:
+        label, spec = self.owner.name, self.owner.spec
+        if spec.devices is not None:
+            if len(spec.devices) != size:
+                raise ValueError(
+                    f"{label}: the mapped axis has size {size}, but devices lists "
+                    f"{len(spec.devices)} devices; pmap runs one slice per device, so give "
+                    f"{size} devices or map an axis of size {len(spec.devices)}"
+                )
+            return spec.devices
+        local = jax.local_devices(backend=spec.backend)
+        if not 0 < size <= len(local):
+            raise ValueError(
+                f"{label}: the mapped axis has size {size}, but pmap runs one slice per device "
+                f"and {len(local)} local devices are available; map an axis of size 1 to "
+                f"{len(local)} (use vmap inside pmap for more elements per device)"
+            )
+        return tuple(local[:size])
+
+    def __call__(self, *args: Any) -> Any:
+        context = jax.sharding.get_abstract_mesh()
+        if not context.empty and context.manual_axes:
+            raise ValueError(
+                f"{self.owner.name}: pmap inside another pmap or shard_map is not supported; "
+                "map the inner level with vmap, or use one shard_map over a 2-D mesh"
+            )
+        leaves, treedef = jax.tree.flatten(args)
+        axes, size = self._size(leaves, self._flat_axes(args))
+        devices = self._devices(size)
+        key = (treedef, tuple(axes), devices)
+        compiled = self.compiled.get(key)
+        if compiled is None:
+            compiled = self.compiled[key] = self._build(treedef, axes, devices)
+        out = compiled(*leaves)
+        if out[1]:
+            # The function creates states: they are new objects on every run, so every
+            # call traces it again (as vmap does) instead of reusing compiled code.
+            self.compiled.pop(key, None)
+        return out
+
+    def _build(
+        self, treedef: Any, axes: list[int | None], devices: tuple[Any, ...]
+    ) -> Callable[..., Any]:
+        owner, inner, out_axes = self.owner, self.inner, self.out_axes
+        name = owner.spec.axis_name if owner.spec.axis_name is not None else _DEFAULT_AXIS
+        mesh = Mesh(np.array(devices), (name,))
+        mapped, replicated = PartitionSpec(name), PartitionSpec()  # type: ignore[no-untyped-call]
+        size = len(devices)
+        # What may differ across devices is checked as vmap checks it, by an abstract
+        # trace of the lanes when this is traced (never on a cached call): a lane's value
+        # written into a replicated state or returned with out_axes None is an error.
+        # (Stacked on axis 0 there: an out of range out_axes is reported below.)
+        stacked = jax.tree.map(lambda a: a if a is None else 0, out_axes, is_leaf=_is_none)
+        lanes = jax.vmap(
+            inner, in_axes=self.in_axes, out_axes=stacked, axis_size=size, axis_name=name
+        )
+
+        def per_device(*leaves: Any) -> Any:
+            values = [
+                x if a is None else jnp.squeeze(x, 0) for x, a in zip(leaves, axes, strict=True)
+            ]
+            result = inner(*jax.tree.unflatten(treedef, values))
+            return jax.tree.map(
+                lambda a, sub: sub if a is None else jax.tree.map(lambda x: x[None], sub),
+                out_axes,
+                result,
+                is_leaf=lambda x: x is None,
+            )
+
+        out_specs = jax.tree.map(
+            lambda a: replicated if a is None else mapped, out_axes, is_leaf=lambda x: x is None
+        )
+        sharded = jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=tuple(replicated if a is None else mapped for a in axes),
+            out_specs=out_specs,
+            # As jax.pmap: each device's values are its own (no automatic psum of the
+            # gradients of replicated values, which check_vma=True would insert).
+            check_vma=False,
+        )
+
+        def run(*leaves: Any) -> Any:
+            jax.eval_shape(lanes, *jax.tree.unflatten(treedef, leaves))
+            front = [
+                x if a is None else jnp.moveaxis(x, a, 0) for x, a in zip(leaves, axes, strict=True)
+            ]
+            result = sharded(*front)
+            _check_out_axes(owner.name, out_axes[2], result[2])
+            return jax.tree.map(
+                lambda a, sub: (
+                    sub if a is None else jax.tree.map(lambda x: jnp.moveaxis(x, 0, a), sub)
+                ),
+                out_axes,
+                result,
+                is_leaf=lambda x: x is None,
+            )
+
+        jitted = jax.jit(run)
+        jitted.__name__ = owner.name  # type: ignore[attr-defined]
+        # Concrete inputs are placed on the mesh first: a state that came back from the
+        # last call (sharded over the devices) and a fresh one then have the same type,
+        # so a cached call never retraces.
+        shardings = [
+            NamedSharding(mesh, replicated if a is None else _spec_at(name, a)) for a in axes
+        ]
+
+        def call(*leaves: Any) -> Any:
+            placed = [
+                x if isinstance(x, jax.core.Tracer) else jax.device_put(x, s)
+                for x, s in zip(leaves, shardings, strict=True)
+            ]
+            return jitted(*placed)
+
+        return call
+
+
+def _is_none(x: object) -> bool:
+    return x is None
+
+
+def _check_out_axes(label: str, out_axes: Any, out: Any) -> None:
+    """Each result's `out_axes` entry must be an axis of the stacked result."""
+
+    def check(axis: int | None, sub: Any) -> None:
+        for leaf in jax.tree.leaves(sub):
+            if axis is not None and not -leaf.ndim <= axis < leaf.ndim:
+                raise ValueError(
+                    f"{label}: out_axes={axis} puts the device axis outside a result of "
+                    f"{leaf.ndim - 1} axes per device; give an axis from {-leaf.ndim} to "
+                    f"{leaf.ndim - 1}"
+                )
+
+    jax.tree.map(check, out_axes, out, is_leaf=lambda x: x is None)
+
+
+def _spec_at(name: Any, axis: int) -> PartitionSpec:
+    """The spec that splits axis `axis` over mesh axis `name`."""
+    return PartitionSpec(*([None] * axis), name)  # type: ignore[no-untyped-call]
+
+
+# --- pmap ---------------------------------------------------------------------------------
+
+
+@overload
+def pmap(
+    fn: Callable[P, R],
+    /,
+    axis_name: Hashable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    static_broadcasted_argnums: int | Iterable[int] = (),
+    devices: Sequence[Any] | None = None,
+    backend: str | None = None,
+    axis_size: int | None = None,
+    donate_argnums: int | Iterable[int] = (),
+    in_states: StateAxesLike = None,
+    out_states: StateAxesLike = None,
+    split_keys: bool = True,
+) -> Callable[P, R]: ...
+@overload
+def pmap(
+    fn: None = None,
+    /,
+    axis_name: Hashable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    static_broadcasted_argnums: int | Iterable[int] = (),
+    devices: Sequence[Any] | None = None,
+    backend: str | None = None,
+    axis_size: int | None = None,
+    donate_argnums: int | Iterable[int] = (),
+    in_states: StateAxesLike = None,
+    out_states: StateAxesLike = None,
+    split_keys: bool = True,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def pmap(
+    fn: Callable[P, R] | None = None,
+    /,
+    axis_name: Hashable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    static_broadcasted_argnums: int | Iterable[int] = (),
+    devices: Sequence[Any] | None = None,
+    backend: str | None = None,
+    axis_size: int | None = None,
+    donate_argnums: int | Iterable[int] = (),
+    in_states: StateAxesLike = None,
+    out_states: StateAxesLike = None,
+    split_keys: bool = True,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Map `fn` over devices (SPMD), as `jax.pmap`, threading the states it reads and writes.
+
+    Each element of the mapped axis runs on its own device; the arguments are
+    mapped as `in_axes` says (`jax.pmap`'s rules) and the result is stacked on
+    `out_axes`. Collectives (`jax.lax.psum(x, axis_name)`, `pmean`) work across the
+    devices. States follow `vmap`'s rules, with one lane per device:
+
+    - `in_states` (a filter, a State, an iterable or mapping of States, meaning
+      axis 0, or `{axis: selector}`): split over the devices on that axis and
+      written back stacked;
+    - `out_states`: replicated on the way in, written back stacked (one value per
+      device);
+    - every other state is replicated; writing a value that differs across
+      devices into it is a `BatchAxisError` naming the state (reduce it with
+      `jax.lax.pmean` first, or select it in `out_states`).
+
+    Each device draws from its own random key (`split_keys=False`: the same key on
+    every device). States `fn` creates come out stacked, one slice per device.
+    Runs as `jax.jit(jax.shard_map(...))` on a one-axis mesh, compiled once per
+    argument signature: a cached call does not retrace (the states' values are placed
+    on the devices first; inside an enclosing `jit`, which places nothing, the second
+    call traces once more, as the written states now live on the devices). Gradients
+    are per device, as under `jax.pmap`: `jax.lax.pmean` them. If `fn` raises, no
+    state changes.
+
+    Args:
+        fn: the function to map; omit it for a decorator.
+        axis_name: the name of the device axis, for collectives.
+        in_axes: the axis of each positional argument to map (int, None, or a tuple
+            of them, one per argument); keyword arguments are mapped on axis 0.
+        out_axes: where the device axis goes in the result.
+        static_broadcasted_argnums: only `()`: close over static values instead.
+        devices: the devices to run on, one per element of the mapped axis (None:
+            the first local devices).
+        backend: the backend whose devices are used (`'cpu'`, `'gpu'`, ...).
+        axis_size: the number of devices, needed when nothing is mapped.
+        donate_argnums: only `()`.
+        in_states: the states split over the devices and written back stacked.
+        out_states: the states written back stacked.
+        split_keys: give each device its own key from every `RandomState`.
+
+    Returns:
+        The mapped function, or a decorator when `fn` is omitted.
+
+    Raises:
+        SpecError: an option is invalid (a selector that is neither a filter nor
+            States, a device that is not a `jax.Device`, ...).
+        NotImplementedError: `static_broadcasted_argnums` or `donate_argnums` is
+            not empty.
+        BatchAxisError: (when called) a device-varying value was written into a
+            replicated state, or a mapped state's size does not match.
+        ValueError: (when called) the mapped axis is larger than the number of
+            devices, the mapped sizes disagree, or the call is inside another `pmap`
+            or `shard_map`.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import statejax as sj
+        >>> n = jax.local_device_count()
+        >>> w = sj.ParamState(jnp.ones(3))                    # replicated on every device
+        >>> seen = sj.State(jnp.zeros(n))                    # one slot per device
+        >>> @sj.transform.pmap(axis_name="d", in_states={0: seen})
+        ... def step(x):
+        ...     seen.value = seen.value + x.sum()
+        ...     return jax.lax.psum(x @ w.value, "d")
+        >>> out = step(jnp.ones((n, 3)))
+        >>> out.tolist() == [3.0 * n] * n, seen.value.tolist() == [3.0] * n
+        (True, True)
+    """
+    _unsupported("static_broadcasted_argnums", static_broadcasted_argnums, "pmap")
+    _unsupported("donate_argnums", donate_argnums, "pmap")
+    spec = parse_spec(
+        PmapSpec,
+        "pmap",
+        in_axes=in_axes,
+        out_axes=out_axes,
+        in_states=in_states,
+        out_states=out_states,
+        axis_size=axis_size,
+        axis_name=axis_name,
+        split_keys=split_keys,
+        devices=devices,
+        backend=backend,
+    )
+    if fn is None:
+        return functools.partial(_pmap, spec=spec)
+    return _pmap(fn, spec=spec)
+
+
+def _pmap(fn: Callable[P, R], spec: PmapSpec) -> Callable[P, R]:
+    name = f"statejax.pmap({name_of(fn)})"
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
+        pure.hands_out_created = True  # created states come out stacked per device
+        return _Parallel(split, pure, spec, name, None)
+
+    stateful: StatefulFunction[R] = StatefulFunction(fn, name, lift, staged=True)
+    return stateful.as_function(fn)
+
+
+# --- pmap2 (BrainState) -------------------------------------------------------------------
+
+
+class _PmapMapping(StatefulMapping):
+    """The `StatefulMapping` that `pmap2` returns: the same object, mapped by `pmap`."""
+
+    def __init__(
+        self,
+        fun: Callable[..., Any],
+        pmap_options: Mapping[str, Any],
+        **options: Any,
+    ) -> None:
+        super().__init__(fun, **options, name="pmap2")
+        self._mapped = pmap(
+            fun,
+            options["axis_name"],
+            in_axes=options["in_axes"],
+            out_axes=options["out_axes"],
+            axis_size=options["axis_size"],
+            in_states=options["state_in_axes"],
+            out_states=options["state_out_axes"],
+            **pmap_options,
+        )
+
+
+def pmap2(
+    fn: Callable[..., Any] | None = None,
+    axis_name: Hashable | None = None,
+    *,
+    in_axes: Any = 0,
+    out_axes: Any = 0,
+    static_broadcasted_argnums: int | Iterable[int] = (),
+    devices: Sequence[Any] | None = None,
+    backend: str | None = None,
+    axis_size: int | None = None,
+    donate_argnums: int | Iterable[int] = (),
+    global_arg_shapes: tuple[tuple[int, ...], ...] | None = None,
+    state_in_axes: Any = None,
+    state_out_axes: Any = None,
+    unexpected_out_state_mapping: str = "raise",
+) -> Any:
+    """BrainState's `pmap2`: `pmap` with `state_in_axes`/`state_out_axes`, as a `StatefulMapping`.
+
+    `state_in_axes` are `pmap`'s `in_states` (a selector for axis 0, or `{axis:
+    selector}`) and `state_out_axes` its `out_states`; every other state is
+    replicated on the devices, and writing a device-varying value into one raises
+    `statejax.BatchAxisError` naming the state. Each device draws from its own
+    random key. Without `fn`, returns a `functools.partial` to apply to the function.
+
+    Args:
+        fn: the function to map; omit it for a decorator.
+        axis_name: the name of the device axis, for collectives.
+        in_axes: as `pmap`'s.
+        out_axes: as `pmap`'s.
+        static_broadcasted_argnums: only `()` (`NotImplementedError` otherwise, as
+            in BrainState).
+        devices: the devices to run on (None: the first local devices).
+        backend: the backend whose devices are used.
+        axis_size: the number of devices, needed when nothing is mapped.
+        donate_argnums: only `()` (`NotImplementedError` otherwise).
+        global_arg_shapes: only `None` (JAX removed it from `jax.pmap`).
+        state_in_axes: the states split over devices and written back stacked.
+        state_out_axes: the states written back stacked.
+        unexpected_out_state_mapping: only `"raise"` (see `docs/porting.md`).
+
+    Returns:
+        A `StatefulMapping` running `fn` on the devices, or a decorator.
+
+    Raises:
+        NotImplementedError: `static_broadcasted_argnums` or `donate_argnums` is
+            not empty (raised when the function is given).
+        SpecError: another option is invalid.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import statejax as sj
+        >>> n = jax.local_device_count()
+        >>> param = sj.ParamState(jnp.ones(2))
+        >>> @sj.transform.pmap2(axis_name="d", state_out_axes={0: sj.ParamState})
+        ... def update(delta):
+        ...     param.value = param.value + delta     # one value per device
+        ...     return jax.lax.pmean(delta, "d")
+        >>> _ = update(jnp.ones((n, 2)))
+        >>> param.value.shape == (n, 2), param.value.tolist()[0]
+        (True, [2.0, 2.0])
+    """
+    if fn is None:
+        return functools.partial(
+            pmap2,
+            axis_name=axis_name,
+            in_axes=in_axes,
+            out_axes=out_axes,
+            static_broadcasted_argnums=static_broadcasted_argnums,
+            devices=devices,
+            backend=backend,
+            axis_size=axis_size,
+            donate_argnums=donate_argnums,
+            global_arg_shapes=global_arg_shapes,
+            state_in_axes=state_in_axes,
+            state_out_axes=state_out_axes,
+            unexpected_out_state_mapping=unexpected_out_state_mapping,
+        )
+    _unsupported("static_broadcasted_argnums", static_broadcasted_argnums, "pmap2")
+    _unsupported("donate_argnums", donate_argnums, "pmap2")
+    if global_arg_shapes is not None:
+        raise SpecError(
+            f"statejax.pmap2: global_arg_shapes={global_arg_shapes!r} is not offered: JAX "
+            "removed it from jax.pmap; pass None and give each process its local arrays."
+        )
+    parse_spec(
+        Pmap2Spec,
+        "pmap2",
+        in_axes=in_axes,
+        out_axes=out_axes,
+        axis_name=axis_name,
+        axis_size=axis_size,
+        devices=devices,
+        backend=backend,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+    )
+    return _PmapMapping(
+        fn,
+        {"devices": devices, "backend": backend},
+        in_axes=in_axes,
+        out_axes=out_axes,
+        state_in_axes=state_in_axes,
+        state_out_axes=state_out_axes,
+        unexpected_out_state_mapping=unexpected_out_state_mapping,
+        axis_size=axis_size,
+        axis_name=axis_name,
+    )
+
+
+def pmap2_new_states(
+    module: Any,
+    init_kwargs: Mapping[str, Any],
+    state_tag: str | None = None,
+    axis_size: int | None = None,
+    state_out_axes: Any = None,
+    axis_name: Hashable | None = None,
+) -> dict[int, list[State[Any]]]:
+    """Create `module`'s states once per device: each comes out stacked, one slice per device.
+
+    Runs `module.init_all_states(**init_kwargs)` (or, if the module has no such
+    method, its `init_state(**init_kwargs)`) under `pmap` over `axis_size`
+    devices (default: `jax.local_device_count()`). Every state it creates is
+    stacked on a leading axis of that size; each device draws from its own random
+    key, so random initialisations differ per device. `state_tag` is added to the
+    tags of every new state.
+
+    Args:
+        module: the module whose states to create.
+        init_kwargs: keyword arguments of the init method.
+        state_tag: a tag added to every new state.
+        axis_size: the number of devices (a positive int; None: all local ones).
+        state_out_axes: only `None`: every new state is stacked on axis 0 (see the
+            porting page).
+        axis_name: the name of the device axis, for collectives in the init.
+
+    Returns:
+        `{0: [the new states]}`, as BrainState's (keyed by their stacking axis).
+
+    Raises:
+        SpecError: an option is invalid, or `state_out_axes` is given.
+        TypeError: the module has neither `init_all_states` nor `init_state`.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import statejax as sj
+        >>> class Counter(sj.Module):
+        ...     def init_state(self):
+        ...         self.count = sj.ShortTermState(jnp.zeros(()))
+        >>> m = Counter()
+        >>> new = sj.transform.pmap2_new_states(m, {})
+        >>> m.count.value.shape == (jax.local_device_count(),), new[0][0] is m.count
+        (True, True)
+    """
+    if state_out_axes is not None:
+        raise SpecError(
+            f"statejax.pmap2_new_states: state_out_axes={state_out_axes!r} is not offered: "
+            "every new state is stacked on axis 0 (statejax has no NonBatchState); pass None."
+        )
+    spec = parse_spec(
+        Pmap2NewStatesSpec,
+        "pmap2_new_states",
+        state_tag=state_tag,
+        axis_size=axis_size,
+        axis_name=axis_name,
+    )
+    if not isinstance(init_kwargs, Mapping):
+        raise SpecError(
+            f"statejax.pmap2_new_states: init_kwargs={init_kwargs!r} is not a mapping of "
+            "keyword arguments; pass a dict (or {} for none)"
+        )
+    init = getattr(module, "init_all_states", None) or getattr(module, "init_state", None)
+    if not callable(init):
+        raise TypeError(
+            f"statejax.pmap2_new_states: {type(module).__name__} has neither an "
+            "init_all_states nor an init_state method to create its states"
+        )
+    size = spec.axis_size if spec.axis_size is not None else jax.local_device_count()
+    made: list[State[Any]] = []
+    tag = spec.state_tag
+
+    def create() -> None:
+        trace = current_trace()
+        before = len(trace.created) if trace is not None else 0
+        init(**init_kwargs)
+        new = list(trace.created[before:]) if trace is not None else []
+        for state in new:
+            if tag is not None:
+                state.add_tag(tag)
+        made[:] = new
+
+    pmap(create, spec.axis_name, axis_size=size)()
+    return {0: made}
+
+
+@hookimpl
+def statejax_register_transforms(registry: Any) -> None:
+    registry.register(
+        Transform(
+            "pmap",
+            pmap,
+            PmapSpec,
+            "map over devices (jit of shard_map); states split, stacked or replicated",
+        )
+    )
+    registry.register(
+        Transform(
+            "pmap2",
+            pmap2,
+            Pmap2Spec,
+            "BrainState's pmap2: pmap with state_in_axes/state_out_axes (a StatefulMapping)",
+        )
+    )
+    registry.register(
+        Transform(
+            "pmap2_new_states",
+            pmap2_new_states,
+            Pmap2NewStatesSpec,
+            "create a module's states once per device, stacked (ensembles over devices)",
+        )
+    )
