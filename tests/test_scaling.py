@@ -67,6 +67,7 @@ def test_pmap_on_eight_devices_equals_jax_pmap_and_names_every_error() -> None:
         "OK pmap_composition",
         "OK pmap_exception_leaves_states",
         "OK pmap2_and_pmap2_new_states",
+        "OK pmap_static_and_donated_equal_jax_pmap",
         "OK pmap_errors",
         "DONE",
     ]:

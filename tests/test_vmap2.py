@@ -357,3 +357,36 @@ def test_new_states_under_jit_and_spmd_axis_name() -> None:
     assert float(init_and_sum()) == 3.0
     vmap2_new_states(m, {}, axis_size=3, spmd_axis_name="d")
     assert m.h.value.shape == (3, 2)
+
+
+def test_module_init_all_states_calls_every_init_state_once() -> None:
+    calls: list[str] = []
+
+    class Cell(sj.Module):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def init_state(self, batch: int) -> None:
+            calls.append(self.name)
+            self.h = sj.HiddenState(sj.random.randn(batch))
+
+    class Net(sj.Module):
+        def __init__(self) -> None:
+            shared = Cell("shared")
+            self.a, self.b, self.again = Cell("a"), shared, shared
+
+        def init_state(self, batch: int) -> None:
+            calls.append("net")
+
+    eager = Net()
+    caught = eager.init_all_states(2, state_tag="h")
+    assert sorted(calls) == ["a", "net", "shared"]  # the shared cell once
+    assert {id(s) for s in caught.get_states()} == {id(eager.a.h), id(eager.b.h)}
+    assert "h" in eager.a.h.tag
+
+    sj.random.seed(0)
+    net = Net()
+    groups = vmap2_new_states(net, {"batch": 2}, axis_size=3)
+    assert net.a.h.value.shape == (3, 2) and net.again.h is net.b.h
+    assert {id(s) for s in groups[0]} == {id(net.a.h), id(net.b.h)}
+    assert not np.allclose(net.a.h.value[0], net.a.h.value[1])  # one draw per lane

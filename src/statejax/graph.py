@@ -41,6 +41,7 @@ from statejax._graph_util import (
     StaticEdge,
     iter_edges,
 )
+from statejax._new_states import NewStateCatcher, catch_new_states
 from statejax._state import State, TreefyState, is_leaked, register_by_reference
 from statejax.filters import (
     Everything,
@@ -239,6 +240,45 @@ class Module:
         for state in iter_states_only(self):
             if is_leaked(state):
                 raise TraceContextError(error_msg())
+
+    def init_all_states(
+        self, *args: Any, state_tag: str | None = None, **kwargs: Any
+    ) -> NewStateCatcher:
+        """Call `init_state(*args, **kwargs)` on every module in this one that defines it.
+
+        Modules are visited in `nodes()` order (sub-modules before their owner), each
+        once, however often it is shared. The states created are caught, as by
+        `catch_new_states(state_tag)`, and the catcher is returned. This is the
+        method `vmap2_new_states` and `pmap2_new_states` call.
+
+        Args:
+            *args: positional arguments for every `init_state`.
+            state_tag: a tag for every state created.
+            **kwargs: keyword arguments for every `init_state`.
+
+        Returns:
+            The `NewStateCatcher` holding the states created.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> class Cell(sj.Module):
+            ...     def init_state(self, batch):
+            ...         self.h = sj.HiddenState(jnp.zeros((batch, 3)))
+            >>> class Net(sj.Module):
+            ...     def __init__(self):
+            ...         self.a, self.b = Cell(), Cell()
+            >>> net = Net()
+            >>> caught = net.init_all_states(2, state_tag="hidden")
+            >>> len(caught.get_states()), net.a.h.value.shape
+            (2, (2, 3))
+        """
+        with catch_new_states(state_tag=state_tag) as catcher:
+            for node in self.nodes().values():  # type: ignore[union-attr]
+                init = getattr(node, "init_state", None)
+                if callable(init):
+                    init(*args, **kwargs)
+        return catcher
 
     def __pretty_repr_item__(self, name: str, value: Any) -> tuple[str, Any] | None:
         """`(name, value)` to show `name` in the repr, or `None` to hide it (BrainState's hook).

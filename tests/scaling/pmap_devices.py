@@ -397,18 +397,16 @@ def check_errors() -> None:
     raises(SpecError, lambda: pmap(lambda x: x, backend="nope"), "backend 'nope' is not available")
     raises(SpecError, lambda: pmap(lambda x: x, in_axes=0.5), "0.5 (float) is not an axis")
     raises(SpecError, lambda: pmap(lambda x: x, axis_size=-1), "axis_size")
-    for option in ("static_broadcasted_argnums", "donate_argnums"):
-        raises(
-            NotImplementedError,
-            functools.partial(pmap, lambda x: x, **{option: 0}),
-            f"statejax.pmap: {option}=0 is not supported",
-            "functools.partial",
-        )
-        raises(
-            NotImplementedError,
-            functools.partial(pmap2(**{option: (0, 1)}), lambda x: x),
-            f"statejax.pmap2: {option}=(0, 1) is not supported",
-        )
+    for make in (pmap, pmap2):
+        name, ident = make.__name__, lambda x, k=0: x
+        both = functools.partial(make, ident, static_broadcasted_argnums=1, donate_argnums=(0, 1))
+        raises(SpecError, both, f"statejax.{name}: arguments [1] are both static and donated")
+        negative = functools.partial(make, ident, donate_argnums=-1)
+        raises(SpecError, negative, f"statejax.{name}: option donate_argnums[0]")
+        named = functools.partial(make, ident, static_broadcasted_argnums="k")
+        raises(SpecError, named, f"statejax.{name}: option static_broadcasted_argnums[0]")
+    hashable = pmap(lambda x, k: x, in_axes=(0, None), static_broadcasted_argnums=1)
+    raises(TypeError, lambda: hashable(X, [1]), "static arguments must be hashable")
     raises(SpecError, lambda: pmap2(lambda x: x, global_arg_shapes=((2,),)), "JAX removed it")
     raises(
         SpecError,
@@ -432,8 +430,56 @@ def check_errors() -> None:
     )
     raises(SpecError, lambda: pmap2_new_states(Net(), {}, axis_size=0), "axis_size")
     raises(SpecError, lambda: pmap2_new_states(Net(), [1]), "[1] is not a mapping")
-    raises(TypeError, lambda: pmap2_new_states(object(), {}), "object has neither an init_all")
+    raises(SpecError, lambda: pmap2_new_states(object(), {}), "object has no init_all_states")
     ok("pmap_errors")
+
+
+def check_static_and_donated() -> None:
+    # Not Net's jnp.array(0.0): a weakly typed value becomes strong when first written,
+    # and JAX retraces once for that (as jax.jit does).
+    count = sj.ShortTermState(jnp.zeros(()))
+    traces: list[float] = []
+
+    def step(x: jax.Array, scale: float, y: jax.Array) -> jax.Array:
+        traces.append(scale)
+        count.value = count.value + jax.lax.psum(x.sum(), "d") * scale
+        return x * scale + y
+
+    def plain(x: jax.Array, scale: float, y: jax.Array) -> jax.Array:
+        return x * scale + y
+
+    y = jnp.ones_like(X)
+    for make in (
+        functools.partial(pmap, step, "d", in_axes=(0, None, 0), static_broadcasted_argnums=1),
+        functools.partial(pmap2, step, "d", in_axes=(0, None, 0), static_broadcasted_argnums=(1,)),
+    ):
+        mapped = make()
+        reference = jax.pmap(plain, "d", in_axes=(0, None, 0), static_broadcasted_argnums=1)
+        before = float(count.value)
+        close(mapped(X, 2.0, y), reference(X, 2.0, y), "static 2.0")
+        close(mapped(X, 3.0, y), reference(X, 3.0, y), "static 3.0")
+        close(count.value, before + float(X.sum()) * 5.0, "written with both statics")
+        seen = len(traces)
+        mapped(X, 2.0, y)  # the first value's variant is cached: no retrace
+        assert len(traces) == seen, traces
+
+    # Donation: an argument already placed on the devices (a previous result) is
+    # consumed, as under jax.pmap; a host array is copied onto the devices first.
+    add = pmap(lambda x, y: x + y, "d", donate_argnums=0)
+    placed = add(X, y)
+    out = add(placed, y)
+    close(out, X + 2.0, "donated result")
+    assert placed.is_deleted()
+    kept = jnp.ones_like(X)
+    add(kept, y)
+    assert not kept.is_deleted()
+    shifted = pmap2(
+        lambda k, x: x * k, in_axes=(None, 0), static_broadcasted_argnums=0, donate_argnums=1
+    )
+    placed = add(X, y)
+    close(shifted(2.0, placed), (X + 1.0) * 2.0, "donation after a static")
+    assert placed.is_deleted()
+    ok("pmap_static_and_donated_equal_jax_pmap")
 
 
 if __name__ == "__main__":
@@ -446,5 +492,6 @@ if __name__ == "__main__":
     check_composition()
     check_exception_leaves_states()
     check_pmap2_and_new_states()
+    check_static_and_donated()
     check_errors()
     print("DONE")

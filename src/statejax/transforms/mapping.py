@@ -288,8 +288,12 @@ class StatefulMapping:
         }
         dyn_in_axes = self._dynamic_in_axes()
         # Validated once, here: a bad option is a SpecError at construction.
-        self._mapped = vmap(fun, in_axes=dyn_in_axes, **self._options)
+        self._mapped = self._map(fun, dyn_in_axes)
         self._variants: dict[Hashable, Callable[..., Any]] = {}
+
+    def _map(self, fun: Callable[..., Any], in_axes: Any) -> Callable[..., Any]:
+        """The mapped function for `fun`'s dynamic arguments (`pmap2` maps over devices)."""
+        return vmap(fun, in_axes=in_axes, **self._options)
 
     def _dynamic_in_axes(self) -> Any:
         """`in_axes` without the entries of static positions (a per-argument tuple)."""
@@ -336,7 +340,7 @@ class StatefulMapping:
             ]
             return fun(*full, **dict(static_kw), **dyn_kwargs)
 
-        mapped = vmap(bound, in_axes=self._dynamic_in_axes(), **self._options)
+        mapped = self._map(bound, self._dynamic_in_axes())
         # A module or state among the static values would be kept alive by the cache.
         if not any(isinstance(v, (Module, State)) for v in (*statics, *dict(static_kw).values())):
             if len(self._variants) >= _MAX_VARIANTS:
@@ -607,8 +611,9 @@ def vmap2_new_states(
     if not callable(init):
         raise SpecError(
             f"{name}: {type(module).__name__} has no init_all_states method; vmap2_new_states "
-            "calls module.init_all_states(**init_kwargs). Define it on the module (statejax "
-            "has no brainstate.nn), or use vmap_new_states(fn, axis_size=...) on a function."
+            "calls module.init_all_states(**init_kwargs). Subclass statejax.Module (whose "
+            "init_all_states calls every init_state), or use vmap_new_states(fn, "
+            "axis_size=...) on a function."
         )
     if not isinstance(init_kwargs, Mapping):
         raise SpecError(

@@ -45,7 +45,7 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import AxisName, Count, PositiveCount, name_of
+from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple, name_of
 from statejax.transforms.mapping import StatefulMapping
 from statejax.transforms.vmap import (
     _OUT_AXIS_ERROR,
@@ -65,20 +65,6 @@ R = TypeVar("R")
 
 #: The mesh axis name when the user gives none (collectives need a name to refer to).
 _DEFAULT_AXIS = "_statejax_pmap"
-
-
-def _unsupported(option: str, value: object, who: str) -> None:
-    """`static_broadcasted_argnums` / `donate_argnums`: only the empty default."""
-    empty = value is None or (
-        not isinstance(value, int) and isinstance(value, Iterable) and not tuple(value)
-    )
-    if not empty:
-        raise NotImplementedError(
-            f"statejax.{who}: {option}={value!r} is not supported: the state-aware wrapper "
-            "passes the states' values ahead of your arguments, so positional indices would "
-            "address the wrong values. Close over static values (functools.partial) instead, "
-            "or call jax.pmap / jax.shard_map directly for buffer donation."
-        )
 
 
 def _check_devices(value: object) -> object:
@@ -121,14 +107,40 @@ _BACKEND = pydantic.Field(
 )
 
 
-class PmapSpec(VmapSpec):
-    """Options of `pmap`: `vmap`'s, plus the devices to run on."""
+class _DeviceOptions(TransformSpec):
+    """The options `pmap` and `pmap2` share beyond the mapping: devices, statics, donation."""
 
     devices: tuple[Any, ...] | None = _DEVICES
     backend: str | None = _BACKEND
+    static_broadcasted_argnums: tuple[Index, ...] = pydantic.Field(
+        default=(),
+        description="positions of hashable arguments closed over per call (one compilation "
+        "per value), broadcast to every device and not mapped",
+    )
+    donate_argnums: tuple[Index, ...] = pydantic.Field(
+        default=(),
+        description="positions of arguments whose buffers the call may reuse for its outputs",
+    )
 
     _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
     _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
+    _argnums = pydantic.field_validator(
+        "static_broadcasted_argnums", "donate_argnums", mode="before"
+    )(lambda cls, v: () if v is None else as_tuple(v))
+
+    @pydantic.model_validator(mode="after")
+    def _donated_not_static(self) -> Any:
+        both = sorted(set(self.static_broadcasted_argnums) & set(self.donate_argnums))
+        if both:
+            raise ValueError(
+                f"arguments {both} are both static and donated; a static argument is a "
+                "Python value, not a buffer: drop it from donate_argnums"
+            )
+        return self
+
+
+class PmapSpec(VmapSpec, _DeviceOptions):
+    """Options of `pmap`: `vmap`'s, plus the devices to run on, static and donated arguments."""
 
 
 class Pmap2NewStatesSpec(TransformSpec):
@@ -143,7 +155,7 @@ class Pmap2NewStatesSpec(TransformSpec):
     )
 
 
-class Pmap2Spec(TransformSpec):
+class Pmap2Spec(_DeviceOptions):
     """Options of `pmap2`: `pmap`'s, with BrainState's names for the state selectors."""
 
     in_axes: Any = VmapSpec.model_fields["in_axes"]
@@ -152,8 +164,6 @@ class Pmap2Spec(TransformSpec):
     axis_size: Count | None = pydantic.Field(
         default=None, description="the number of devices, needed when nothing is mapped"
     )
-    devices: tuple[Any, ...] | None = _DEVICES
-    backend: str | None = _BACKEND
     state_in_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
         default=(),
         description="states split over the devices on an axis and written back stacked: a "
@@ -173,8 +183,6 @@ class Pmap2Spec(TransformSpec):
     _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
         lambda cls, v: _check_axes(v)
     )
-    _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
-    _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
 
     @pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")
     @classmethod
@@ -389,7 +397,16 @@ class _DeviceMap:
                 is_leaf=lambda x: x is None,
             )
 
-        jitted = jax.jit(run)
+        # inner's arguments are (read values, written values, args, kwargs): the leaves
+        # of the donated positional arguments are the ones to donate.
+        positions = jax.tree.unflatten(treedef, range(treedef.num_leaves))[2]
+        donated = sorted(
+            leaf
+            for i in owner.spec.donate_argnums
+            if i < len(positions)
+            for leaf in jax.tree.leaves(positions[i])
+        )
+        jitted = jax.jit(run, donate_argnums=donated)
         jitted.__name__ = owner.name  # type: ignore[attr-defined]
         # Concrete inputs are placed on the mesh first: a state that came back from the
         # last call (sharded over the devices) and a fresh one then have the same type,
@@ -516,12 +533,16 @@ def pmap(
         in_axes: the axis of each positional argument to map (int, None, or a tuple
             of them, one per argument); keyword arguments are mapped on axis 0.
         out_axes: where the device axis goes in the result.
-        static_broadcasted_argnums: only `()`: close over static values instead.
+        static_broadcasted_argnums: positions of hashable arguments that are passed
+            to every device as they are (not mapped; their `in_axes` entries are
+            dropped); each new value compiles anew, as `jax.pmap`'s.
         devices: the devices to run on, one per element of the mapped axis (None:
             the first local devices).
         backend: the backend whose devices are used (`'cpu'`, `'gpu'`, ...).
         axis_size: the number of devices, needed when nothing is mapped.
-        donate_argnums: only `()`.
+        donate_argnums: positions of arguments whose buffers the call may reuse for
+            its outputs (as `jax.pmap`'s; the arrays given are unusable afterwards
+            where the backend donates).
         in_states: the states split over the devices and written back stacked.
         out_states: the states written back stacked.
         split_keys: give each device its own key from every `RandomState`.
@@ -532,8 +553,6 @@ def pmap(
     Raises:
         SpecError: an option is invalid (a selector that is neither a filter nor
             States, a device that is not a `jax.Device`, ...).
-        NotImplementedError: `static_broadcasted_argnums` or `donate_argnums` is
-            not empty.
         BatchAxisError: (when called) a device-varying value was written into a
             replicated state, or a mapped state's size does not match.
         ValueError: (when called) the mapped axis is larger than the number of
@@ -554,8 +573,6 @@ def pmap(
         >>> out.tolist() == [3.0 * n] * n, seen.value.tolist() == [3.0] * n
         (True, True)
     """
-    _unsupported("static_broadcasted_argnums", static_broadcasted_argnums, "pmap")
-    _unsupported("donate_argnums", donate_argnums, "pmap")
     spec = parse_spec(
         PmapSpec,
         "pmap",
@@ -568,6 +585,8 @@ def pmap(
         split_keys=split_keys,
         devices=devices,
         backend=backend,
+        static_broadcasted_argnums=static_broadcasted_argnums,
+        donate_argnums=donate_argnums,
     )
     if fn is None:
         return functools.partial(_pmap, spec=spec)
@@ -575,6 +594,19 @@ def pmap(
 
 
 def _pmap(fn: Callable[P, R], spec: PmapSpec) -> Callable[P, R]:
+    if spec.static_broadcasted_argnums:
+        # Static arguments are closed over per call, one mapped variant per value, as
+        # StatefulMapping does for its static_argnums.
+        return _PmapMapping(
+            fn,
+            spec,
+            "pmap",
+            in_axes=spec.in_axes,
+            out_axes=spec.out_axes,
+            axis_size=spec.axis_size,
+            axis_name=spec.axis_name,
+            static_argnums=spec.static_broadcasted_argnums,
+        )
     name = f"statejax.pmap({name_of(fn)})"
 
     def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
@@ -589,25 +621,21 @@ def _pmap(fn: Callable[P, R], spec: PmapSpec) -> Callable[P, R]:
 
 
 class _PmapMapping(StatefulMapping):
-    """The `StatefulMapping` that `pmap2` returns: the same object, mapped by `pmap`."""
+    """A `StatefulMapping` mapped by `pmap`: `pmap2`'s result, and `pmap`'s with statics.
 
-    def __init__(
-        self,
-        fun: Callable[..., Any],
-        pmap_options: Mapping[str, Any],
-        **options: Any,
-    ) -> None:
-        super().__init__(fun, **options, name="pmap2")
-        self._mapped = pmap(
-            fun,
-            options["axis_name"],
-            in_axes=options["in_axes"],
-            out_axes=options["out_axes"],
-            axis_size=options["axis_size"],
-            in_states=options["state_in_axes"],
-            out_states=options["state_out_axes"],
-            **pmap_options,
-        )
+    `StatefulMapping` closes over the static arguments (one variant per value); each
+    variant is `pmap` of the rest, with `donate_argnums` shifted past the statics.
+    """
+
+    def __init__(self, fun: Callable[..., Any], spec: PmapSpec, name: str, **options: Any):
+        self._pmap_spec = spec
+        super().__init__(fun, **options, name=name)
+
+    def _map(self, fun: Callable[..., Any], in_axes: Any) -> Callable[..., Any]:
+        spec, statics = self._pmap_spec, self.static_argnums
+        donate = tuple(i - sum(s < i for s in statics) for i in spec.donate_argnums)
+        update = {"in_axes": in_axes, "static_broadcasted_argnums": (), "donate_argnums": donate}
+        return _pmap(fun, spec.model_copy(update=update))
 
 
 def pmap2(
@@ -639,12 +667,13 @@ def pmap2(
         axis_name: the name of the device axis, for collectives.
         in_axes: as `pmap`'s.
         out_axes: as `pmap`'s.
-        static_broadcasted_argnums: only `()` (`NotImplementedError` otherwise, as
-            in BrainState).
+        static_broadcasted_argnums: positions of hashable arguments closed over per
+            call, not mapped (BrainState raises `NotImplementedError`).
         devices: the devices to run on (None: the first local devices).
         backend: the backend whose devices are used.
         axis_size: the number of devices, needed when nothing is mapped.
-        donate_argnums: only `()` (`NotImplementedError` otherwise).
+        donate_argnums: positions of arguments whose buffers may be reused (BrainState
+            raises `NotImplementedError`).
         global_arg_shapes: only `None` (JAX removed it from `jax.pmap`).
         state_in_axes: the states split over devices and written back stacked.
         state_out_axes: the states written back stacked.
@@ -654,8 +683,6 @@ def pmap2(
         A `StatefulMapping` running `fn` on the devices, or a decorator.
 
     Raises:
-        NotImplementedError: `static_broadcasted_argnums` or `donate_argnums` is
-            not empty (raised when the function is given).
         SpecError: another option is invalid.
 
     Examples:
@@ -687,8 +714,6 @@ def pmap2(
             state_out_axes=state_out_axes,
             unexpected_out_state_mapping=unexpected_out_state_mapping,
         )
-    _unsupported("static_broadcasted_argnums", static_broadcasted_argnums, "pmap2")
-    _unsupported("donate_argnums", donate_argnums, "pmap2")
     if global_arg_shapes is not None:
         raise SpecError(
             f"statejax.pmap2: global_arg_shapes={global_arg_shapes!r} is not offered: JAX "
@@ -706,10 +731,26 @@ def pmap2(
         state_in_axes=state_in_axes,
         state_out_axes=state_out_axes,
         unexpected_out_state_mapping=unexpected_out_state_mapping,
+        static_broadcasted_argnums=static_broadcasted_argnums,
+        donate_argnums=donate_argnums,
+    )
+    spec = parse_spec(
+        PmapSpec,
+        "pmap2",
+        in_axes=in_axes,
+        out_axes=out_axes,
+        in_states=state_in_axes,
+        out_states=state_out_axes,
+        axis_size=axis_size,
+        axis_name=axis_name,
+        devices=devices,
+        backend=backend,
+        donate_argnums=donate_argnums,
     )
     return _PmapMapping(
         fn,
-        {"devices": devices, "backend": backend},
+        spec,
+        "pmap2",
         in_axes=in_axes,
         out_axes=out_axes,
         state_in_axes=state_in_axes,
@@ -717,6 +758,7 @@ def pmap2(
         unexpected_out_state_mapping=unexpected_out_state_mapping,
         axis_size=axis_size,
         axis_name=axis_name,
+        static_argnums=static_broadcasted_argnums,
     )
 
 
@@ -730,8 +772,8 @@ def pmap2_new_states(
 ) -> dict[int, list[State[Any]]]:
     """Create `module`'s states once per device: each comes out stacked, one slice per device.
 
-    Runs `module.init_all_states(**init_kwargs)` (or, if the module has no such
-    method, its `init_state(**init_kwargs)`) under `pmap` over `axis_size`
+    Runs `module.init_all_states(**init_kwargs)` (on a `statejax.Module`: every
+    sub-module's `init_state`) under `pmap` over `axis_size`
     devices (default: `jax.local_device_count()`). Every state it creates is
     stacked on a leading axis of that size; each device draws from its own random
     key, so random initialisations differ per device. `state_tag` is added to the
@@ -751,7 +793,7 @@ def pmap2_new_states(
 
     Raises:
         SpecError: an option is invalid, or `state_out_axes` is given.
-        TypeError: the module has neither `init_all_states` nor `init_state`.
+        SpecError: the module has no `init_all_states` method.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -781,11 +823,13 @@ def pmap2_new_states(
             f"statejax.pmap2_new_states: init_kwargs={init_kwargs!r} is not a mapping of "
             "keyword arguments; pass a dict (or {} for none)"
         )
-    init = getattr(module, "init_all_states", None) or getattr(module, "init_state", None)
+    init = getattr(module, "init_all_states", None)
     if not callable(init):
-        raise TypeError(
-            f"statejax.pmap2_new_states: {type(module).__name__} has neither an "
-            "init_all_states nor an init_state method to create its states"
+        raise SpecError(
+            f"statejax.pmap2_new_states: {type(module).__name__} has no init_all_states "
+            "method; pmap2_new_states calls module.init_all_states(**init_kwargs). Subclass "
+            "statejax.Module (whose init_all_states calls every init_state), or use "
+            "statejax.transform.pmap on a function that creates the states."
         )
     size = spec.axis_size if spec.axis_size is not None else jax.local_device_count()
     made: list[State[Any]] = []
