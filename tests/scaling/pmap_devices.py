@@ -431,6 +431,7 @@ def check_errors() -> None:
     raises(SpecError, lambda: pmap2_new_states(Net(), {}, axis_size=0), "axis_size")
     raises(SpecError, lambda: pmap2_new_states(Net(), [1]), "[1] is not a mapping")
     raises(SpecError, lambda: pmap2_new_states(object(), {}), "object has no init_all_states")
+    raises(SpecError, lambda: pmap2_new_states(Net(), [("k", 1)]), "init_kwargs must be a mapping")
     ok("pmap_errors")
 
 

@@ -607,19 +607,7 @@ def vmap2_new_states(
             f"{name}: option axis_size is required: give the number of lanes (ensemble "
             "members) to initialise, e.g. axis_size=8."
         )
-    init = getattr(module, "init_all_states", None)
-    if not callable(init):
-        raise SpecError(
-            f"{name}: {type(module).__name__} has no init_all_states method; vmap2_new_states "
-            "calls module.init_all_states(**init_kwargs). Subclass statejax.Module (whose "
-            "init_all_states calls every init_state), or use vmap_new_states(fn, "
-            "axis_size=...) on a function."
-        )
-    if not isinstance(init_kwargs, Mapping):
-        raise SpecError(
-            f"{name}: init_kwargs must be a mapping of keyword arguments for init_all_states; "
-            f"got {type(init_kwargs).__name__}. Give a dict, e.g. {{}}."
-        )
+    init = module_initializer(name, module, init_kwargs, "vmap_new_states(fn, axis_size=...)")
     ordered = _new_state_order(spec.state_out_axes)
     axes = list(dict.fromkeys([a for a, _ in ordered if a != 0] + [0]))
     routed_axes = tuple(a for a in axes if a != 0)
@@ -707,6 +695,30 @@ def _explain_new_state_error(
                         f"{axis}, but its value in one lane has {rank} axes, so its batched "
                         f"value has {rank + 1}: choose an axis from {-(rank + 1)} to {rank}."
                     ) from None
+
+
+def module_initializer(
+    name: str, module: Any, init_kwargs: Any, instead: str
+) -> Callable[..., Any]:
+    """`module.init_all_states`, checked, for the `*_new_states` transforms.
+
+    Raises:
+        SpecError: the module has no `init_all_states`, or `init_kwargs` is not a mapping.
+    """
+    init = getattr(module, "init_all_states", None)
+    if not callable(init):
+        raise SpecError(
+            f"{name}: {type(module).__name__} has no init_all_states method; it calls "
+            "module.init_all_states(**init_kwargs). Subclass statejax.Module (whose "
+            f"init_all_states calls every init_state), or use {instead} on a function "
+            "that creates the states."
+        )
+    if not isinstance(init_kwargs, Mapping):
+        raise SpecError(
+            f"{name}: init_kwargs must be a mapping of keyword arguments for init_all_states; "
+            f"got {type(init_kwargs).__name__}. Give a dict, e.g. {{}}."
+        )
+    return init  # type: ignore[no-any-return]
 
 
 @hookimpl

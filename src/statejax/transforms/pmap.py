@@ -46,7 +46,7 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple, name_of
-from statejax.transforms.mapping import StatefulMapping
+from statejax.transforms.mapping import StatefulMapping, module_initializer
 from statejax.transforms.vmap import (
     _OUT_AXIS_ERROR,
     _STATE_AXES_SCHEMA,
@@ -818,19 +818,9 @@ def pmap2_new_states(
         axis_size=axis_size,
         axis_name=axis_name,
     )
-    if not isinstance(init_kwargs, Mapping):
-        raise SpecError(
-            f"statejax.pmap2_new_states: init_kwargs={init_kwargs!r} is not a mapping of "
-            "keyword arguments; pass a dict (or {} for none)"
-        )
-    init = getattr(module, "init_all_states", None)
-    if not callable(init):
-        raise SpecError(
-            f"statejax.pmap2_new_states: {type(module).__name__} has no init_all_states "
-            "method; pmap2_new_states calls module.init_all_states(**init_kwargs). Subclass "
-            "statejax.Module (whose init_all_states calls every init_state), or use "
-            "statejax.transform.pmap on a function that creates the states."
-        )
+    init = module_initializer(
+        "statejax.pmap2_new_states", module, init_kwargs, "statejax.transform.pmap"
+    )
     size = spec.axis_size if spec.axis_size is not None else jax.local_device_count()
     made: list[State[Any]] = []
     tag = spec.state_tag
