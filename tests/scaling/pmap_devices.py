@@ -429,7 +429,6 @@ def check_errors() -> None:
         "state_out_axes={0: <class 'statejax._state.ParamState'>} is not offered",
     )
     raises(SpecError, lambda: pmap2_new_states(Net(), {}, axis_size=0), "axis_size")
-    raises(SpecError, lambda: pmap2_new_states(Net(), [1]), "[1] is not a mapping")
     raises(SpecError, lambda: pmap2_new_states(object(), {}), "object has no init_all_states")
     raises(SpecError, lambda: pmap2_new_states(Net(), [("k", 1)]), "init_kwargs must be a mapping")
     ok("pmap_errors")
