@@ -52,12 +52,7 @@ from statejax.transforms.loops import (
     _scan,
     _while_eagerly,
 )
-from statejax.transforms.progress import (
-    ProgressBar,
-    as_pbar,
-    pbar_json_schema,
-    progress_handler,
-)
+from statejax.transforms.progress import PbarOption, ProgressBar, progress_handler
 from statejax.transforms.unvmap import unvmap
 
 __all__ = [
@@ -88,14 +83,7 @@ class CheckpointedScanSpec(TransformSpec):
         default=None, description="number of steps; needed when xs is None"
     )
     base: Base = pydantic.Field(default=16, description=_BASE_DESCRIPTION)
-    pbar: ProgressBar | None = pydantic.Field(
-        default=None,
-        description="show a progress bar: a ProgressBar, a positive int k (update every k "
-        "steps), or None (no bar)",
-        json_schema_extra=pbar_json_schema,
-    )
-
-    _pbar = pydantic.field_validator("pbar", mode="before")(lambda cls, v: as_pbar(v))
+    pbar: PbarOption = None
 
 
 class CheckpointedForLoopSpec(CheckpointedScanSpec):

@@ -58,13 +58,7 @@ from statejax.transforms._common import (
     show_signature,
     signature,
 )
-from statejax.transforms.progress import (
-    BarHandler,
-    ProgressBar,
-    as_pbar,
-    pbar_json_schema,
-    progress_handler,
-)
+from statejax.transforms.progress import BarHandler, PbarOption, ProgressBar, progress_handler
 
 __all__ = [
     "ForLoopSpec",
@@ -92,14 +86,7 @@ class ScanSpec(TransformSpec):
         description="how many steps to unroll per loop iteration (a positive int; True: all, "
         "False: none)",
     )
-    pbar: ProgressBar | None = pydantic.Field(
-        default=None,
-        description="show a progress bar: a ProgressBar, a positive int k (update every k "
-        "steps), or None (no bar)",
-        json_schema_extra=pbar_json_schema,
-    )
-
-    _pbar = pydantic.field_validator("pbar", mode="before")(lambda cls, v: as_pbar(v))
+    pbar: PbarOption = None
 
 
 class ForLoopSpec(ScanSpec):

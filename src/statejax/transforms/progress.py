@@ -9,7 +9,7 @@ inside `jit`, and each run of a compiled loop draws a fresh bar.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import jax
 import numpy as np
@@ -19,7 +19,14 @@ from jax import lax
 from statejax.extend import SpecError, TransformSpec, parse_spec
 from statejax.transforms._common import PositiveCount
 
-__all__ = ["BarHandler", "ProgressBar", "as_pbar", "pbar_json_schema", "progress_handler"]
+__all__ = [
+    "BarHandler",
+    "PbarOption",
+    "ProgressBar",
+    "as_pbar",
+    "pbar_json_schema",
+    "progress_handler",
+]
 
 # Options the bar sets itself: tqdm would get them twice.
 _OWN_TQDM_OPTIONS = ("total", "desc", "initial")
@@ -138,6 +145,19 @@ def pbar_json_schema(schema: dict[str, Any]) -> None:
         {**every, "description": "update the bar every this many steps"},
         *schema.get("anyOf", []),
     ]
+
+
+#: The `pbar` option of the loops' specs (`pbar: PbarOption = None`): a `ProgressBar`, a
+#: positive int `k` (read as `ProgressBar(freq=k)`), or `None` for no bar; a bool is refused.
+PbarOption = Annotated[
+    ProgressBar | None,
+    pydantic.BeforeValidator(as_pbar),
+    pydantic.Field(
+        description="show a progress bar: a ProgressBar, a positive int k (update every k "
+        "steps), or None (no bar)",
+        json_schema_extra=pbar_json_schema,
+    ),
+]
 
 
 class BarHandler:
