@@ -16,13 +16,25 @@ import jax.numpy as jnp
 import numpy as np
 import pydantic
 
-from statejax.extend import Split, State, StateTrace, current_trace, jit_disabled
+from statejax.extend import (
+    SpecError,
+    Split,
+    State,
+    StateTrace,
+    TraceError,
+    current_trace,
+    jit_disabled,
+)
 
 __all__ = [
     "MAX_INT32",
     "Count",
     "Index",
     "PositiveCount",
+    "SignedIndex",
+    "SpecTypeError",
+    "TraceTypeError",
+    "TraceValueError",
     "as_tuple",
     "eager_call",
     "jit_disabled",
@@ -33,6 +45,21 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+
+
+# Where BrainState raises a TypeError (or a ValueError) for the same mistake, statejax's
+# error is also one, so `except` clauses written for BrainState still catch it.
+class SpecTypeError(SpecError, TypeError):
+    """A `SpecError` about an argument's type (a branch that is not callable); a `TypeError` too."""
+
+
+class TraceTypeError(TraceError, TypeError):
+    """A `TraceError` about a value's type (a body that returns no pair); a `TypeError` too."""
+
+
+class TraceValueError(TraceError, ValueError):
+    """A `TraceError` BrainState reports as a `ValueError` (a loop condition that writes)."""
+
 
 #: The largest position or count an option takes: JAX counts loop steps in int32.
 MAX_INT32 = 2**31 - 1
@@ -58,6 +85,10 @@ Count = Index
 # An axis name: any hashable. pydantic before 2.11 cannot write a JSON schema for
 # `Hashable`, so the schema is given: any JSON value names an axis.
 AxisName = Annotated[Hashable, pydantic.WithJsonSchema({})]
+#: A position that may count from the end (`-1`: the last), within int32 either way.
+SignedIndex = Annotated[
+    int, pydantic.Strict(), pydantic.Field(ge=-MAX_INT32, le=MAX_INT32), _NOT_BOOL
+]
 #: A positive `Count`.
 PositiveCount = Annotated[int, pydantic.Strict(), pydantic.Field(gt=0, le=MAX_INT32), _NOT_BOOL]
 

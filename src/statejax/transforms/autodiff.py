@@ -61,6 +61,8 @@ from statejax.extend import (
 from statejax.graph import StateMapping, StateTree
 from statejax.transforms._autodiff_types import AX, RV, GradFunction, K, P, R
 from statejax.transforms._common import MAX_INT32, PositiveCount, name_of
+from statejax.transforms._common import SpecTypeError as _SpecTypeError
+from statejax.transforms._common import TraceTypeError as _TraceTypeError
 from statejax.transforms.checking import NaNError, raise_when
 
 __all__ = [
@@ -88,14 +90,6 @@ __all__ = [
 #: mapping, or a nested container of these.
 _StateTree: TypeAlias = "State[Any] | Iterable[_StateTree] | Mapping[Any, _StateTree]"
 GradStates: TypeAlias = "_StateTree | None"
-
-
-class _SpecTypeError(SpecError, TypeError):
-    """A `SpecError` about an option's type (a non-State in `grad_states`); a `TypeError` too."""
-
-
-class _TraceTypeError(TraceError, TypeError):
-    """A `TraceError` about a value's type (has_aux without a pair); a `TypeError` too."""
 
 
 class _TraceValueError(TraceError, ValueError):

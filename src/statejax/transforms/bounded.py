@@ -50,12 +50,13 @@ from statejax.transforms.loops import (
     _pair,
     _refuse_cond_writes,
     _scan,
+    _TracedCondition,
     _while_eagerly,
 )
 from statejax.transforms.progress import (
+    PbarOption,
     ProgressBar,
-    as_pbar,
-    pbar_json_schema,
+    check_pbar_type,
     progress_handler,
 )
 from statejax.transforms.unvmap import unvmap
@@ -88,14 +89,7 @@ class CheckpointedScanSpec(TransformSpec):
         default=None, description="number of steps; needed when xs is None"
     )
     base: Base = pydantic.Field(default=16, description=_BASE_DESCRIPTION)
-    pbar: ProgressBar | None = pydantic.Field(
-        default=None,
-        description="show a progress bar: a ProgressBar, a positive int k (update every k "
-        "steps), or None (no bar)",
-        json_schema_extra=pbar_json_schema,
-    )
-
-    _pbar = pydantic.field_validator("pbar", mode="before")(lambda cls, v: as_pbar(v))
+    pbar: PbarOption = None
 
 
 class CheckpointedForLoopSpec(CheckpointedScanSpec):
@@ -274,6 +268,7 @@ def checkpointed_scan(
         >>> bool(jnp.allclose(jax.grad(loss)(0.5), jax.grad(plain)(0.5)))
         True
     """
+    check_pbar_type("checkpointed_scan", pbar)
     spec = parse_spec(
         CheckpointedScanSpec, "checkpointed_scan", length=length, base=base, pbar=pbar
     )
@@ -313,6 +308,7 @@ def checkpointed_for_loop(
         >>> checkpointed_for_loop(step, jnp.ones(3), base=2).tolist(), float(v.value)
         ([1.0, 1.5, 1.75], 1.75)
     """
+    check_pbar_type("checkpointed_for_loop", pbar)
     spec = parse_spec(
         CheckpointedForLoopSpec, "checkpointed_for_loop", length=length, base=base, pbar=pbar
     )
@@ -377,7 +373,10 @@ def bounded_while_loop(
     if n == 0:
         return init_val
     if jit_disabled():
-        return _bounded_eagerly(cond_fun, body_fun, init_val, n, body_name, cond_name)
+        try:
+            return _bounded_eagerly(cond_fun, body_fun, init_val, n, body_name, cond_name)
+        except _TracedCondition:
+            pass  # inside vmap, say: run the traced loop
 
     def dispatch(which: str, val: Any) -> Any:
         return body_fun(val) if which == _BODY else cond_fun(val)

@@ -38,7 +38,13 @@ from statejax.extend import (
     jit_disabled,
     parse_spec,
 )
-from statejax.transforms._common import name_of, run_eagerly, show_signature, signature
+from statejax.transforms._common import (
+    SpecTypeError,
+    name_of,
+    run_eagerly,
+    show_signature,
+    signature,
+)
 from statejax.transforms.unvmap import unvmap
 
 __all__ = ["CondSpec", "IfElseSpec", "SwitchSpec", "cond", "ifelse", "switch"]
@@ -180,7 +186,7 @@ def _check_branches(name: str, branches: Any) -> list[Callable[..., Any]]:
         )
     for i, b in enumerate(branches):
         if not callable(b):
-            raise SpecError(
+            raise SpecTypeError(
                 f"statejax.{name}: branch {i} is {b!r:.80}, which is not callable; pass "
                 "functions (use `lambda *ops: value` for a constant)."
             )

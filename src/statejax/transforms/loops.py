@@ -51,6 +51,8 @@ from statejax.extend import (
 from statejax.transforms._common import (
     Count,
     PositiveCount,
+    TraceTypeError,
+    TraceValueError,
     eager_call,
     jit_disabled,
     name_of,
@@ -60,9 +62,9 @@ from statejax.transforms._common import (
 )
 from statejax.transforms.progress import (
     BarHandler,
+    PbarOption,
     ProgressBar,
-    as_pbar,
-    pbar_json_schema,
+    check_pbar_type,
     progress_handler,
 )
 
@@ -92,14 +94,7 @@ class ScanSpec(TransformSpec):
         description="how many steps to unroll per loop iteration (a positive int; True: all, "
         "False: none)",
     )
-    pbar: ProgressBar | None = pydantic.Field(
-        default=None,
-        description="show a progress bar: a ProgressBar, a positive int k (update every k "
-        "steps), or None (no bar)",
-        json_schema_extra=pbar_json_schema,
-    )
-
-    _pbar = pydantic.field_validator("pbar", mode="before")(lambda cls, v: as_pbar(v))
+    pbar: PbarOption = None
 
 
 class ForLoopSpec(ScanSpec):
@@ -143,10 +138,15 @@ def _check_carried(
             )
 
 
+class _PairError(TraceTypeError, ValueError):
+    """A loop body that returns no `(carry, y)` pair: a `TraceError`, a `TypeError` (as
+    `jax.lax.scan`'s) and a `ValueError` (as BrainState's `checkpointed_scan`'s)."""
+
+
 def _pair(out: Any, name: str, fn_name: str) -> tuple[Any, Any]:
-    """The body's `(carry, y)`; anything else is a TypeError naming the body."""
+    """The body's `(carry, y)`; anything else is a `TypeError` naming the body."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise TypeError(
+        raise _PairError(
             f"statejax.{name}: the body {fn_name} must return a pair "
             f"(carry, y); it returned {type(out).__name__} {out!r:.80}."
         )
@@ -262,6 +262,7 @@ def scan(
         >>> int(n), running.tolist(), float(total.value)
         (4, [0.0, 1.0, 3.0, 6.0], 6.0)
     """
+    check_pbar_type("scan", pbar)
     spec = parse_spec(ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, pbar=pbar)
     return _scan(f, init, xs, spec, "scan", name_of(f))
 
@@ -292,6 +293,7 @@ def for_loop(
         >>> for_loop(step, jnp.ones(3)).tolist(), float(v.value)
         ([1.5, 1.75, 1.875], 1.875)
     """
+    check_pbar_type("for_loop", pbar)
     spec = parse_spec(
         ForLoopSpec, "for_loop", length=length, reverse=reverse, unroll=unroll, pbar=pbar
     )
@@ -334,7 +336,10 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
     body_name = name_of(body_fun)
     cond_name = name_of(cond_fun)
     if jit_disabled():
-        return _while_eagerly(cond_fun, body_fun, init_val, body_name, cond_name)
+        try:
+            return _while_eagerly(cond_fun, body_fun, init_val, body_name, cond_name)
+        except _TracedCondition:
+            pass  # inside vmap, say: run the traced loop, as lax.while_loop does
 
     def dispatch(which: str, val: Any) -> Any:
         return body_fun(val) if which == _BODY else cond_fun(val)
@@ -376,11 +381,16 @@ def _refuse_cond_writes(
 ) -> None:
     if written:
         names = ", ".join(describe_state(s) for s in written)
-        raise TraceError(
+        raise TraceValueError(
             f"statejax.{loop}: cond_fun {cond_name} writes {names}; a loop "
             "condition must not change states (it is evaluated an extra time, and "
             "its writes would be lost). Move the write into body_fun."
         )
+
+
+class _TracedCondition(Exception):
+    """The eager loop's condition has no concrete value (the loop runs inside `vmap` under
+    `jax.disable_jit()`): the caller runs the traced loop instead. No state has changed."""
 
 
 def _while_eagerly(
@@ -390,12 +400,19 @@ def _while_eagerly(
     body_name: str,
     cond_name: str,
 ) -> C:
-    """`while_loop` under `jax.disable_jit()`: a Python loop, like `lax.while_loop`'s."""
+    """`while_loop` under `jax.disable_jit()`: a Python loop, like `lax.while_loop`'s.
+
+    Raises `_TracedCondition` when the condition is not concrete; the loop's writes are
+    then not applied (`run_eagerly` applies them only when the loop returns).
+    """
 
     def cond(val: C) -> bool:
         out, writes = eager_call(f"statejax.while_loop({cond_name})", cond_fun, val)
         _refuse_cond_writes(cond_name, [s for s, _ in writes])
-        return bool(out)
+        try:
+            return bool(out)
+        except jax.errors.ConcretizationTypeError:
+            raise _TracedCondition from None
 
     def loop() -> C:
         val = init_val

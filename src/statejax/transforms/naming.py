@@ -16,7 +16,8 @@ from typing import Any, ParamSpec, TypeVar, overload
 import jax
 import pydantic
 
-from statejax.extend import Transform, TransformSpec, hookimpl, parse_spec
+from statejax.extend import SpecError, Transform, TransformSpec, hookimpl, parse_spec
+from statejax.transforms._common import SignedIndex, as_tuple
 from statejax.transforms.jit import jit
 
 __all__ = ["NamedCallSpec", "NamedScopeSpec", "named_call", "named_scope"]
@@ -34,9 +35,21 @@ class NamedCallSpec(TransformSpec):
 
 
 class NamedScopeSpec(TransformSpec):
-    """Options of `named_scope` (the static arguments are `jit`'s)."""
+    """Options of `named_scope`."""
 
     name: str = pydantic.Field(description="the name of the compiled computation")
+    static_argnums: tuple[SignedIndex, ...] = pydantic.Field(
+        default=(),
+        description="positions of arguments that are compile-time constants; a negative one "
+        "counts from the end of the positional arguments of each call",
+    )
+    static_argnames: tuple[str, ...] = pydantic.Field(
+        default=(), description="names of keyword arguments that are compile-time constants"
+    )
+
+    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
+        lambda cls, v: () if v is None else as_tuple(v)
+    )
 
 
 def _named(fn: Callable[P, R], name: str) -> Callable[P, R]:
@@ -103,7 +116,9 @@ def named_scope(
     operations carry `name` in their name stack, which profilers and the compiled
     HLO's metadata show. The original function is kept as `.fn`. On a method,
     `self` is argument 0; a `Module` needs no static marking (it is passed by
-    reference).
+    reference). A negative position counts from the end of the positional
+    arguments of each call, as in BrainState (`-1`: the last one given); each
+    resolution compiles once.
 
     Args:
         name: the name of the computation.
@@ -112,6 +127,10 @@ def named_scope(
 
     Returns:
         A decorator returning the compiled, named function.
+
+    Raises:
+        SpecError: a position is not an int, or (at a call) a negative position
+            reaches before the first argument.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -124,19 +143,62 @@ def named_scope(
         ...     return x * k
         >>> float(scale(jnp.array(2.0), 3)), int(calls.value), scale.fn.__name__
         (6.0, 1, 'scale')
+        >>> @named_scope("last_static", static_argnums=-1)
+        ... def shift(x, mode):
+        ...     return x + 1 if mode == "up" else x - 1
+        >>> float(shift(jnp.array(2.0), "up")), float(shift(jnp.array(2.0), "down"))
+        (3.0, 1.0)
     """
-    spec = parse_spec(NamedScopeSpec, "named_scope", name=name)
+    spec = parse_spec(
+        NamedScopeSpec,
+        "named_scope",
+        name=name,
+        static_argnums=static_argnums,
+        static_argnames=static_argnames,
+    )
 
     def decorator(fn: Callable[P, R]) -> Callable[P, R]:
-        compiled = jit(
-            _named(fn, spec.name),
-            static_argnums=() if static_argnums is None else static_argnums,
-            static_argnames=() if static_argnames is None else static_argnames,
-        )
+        named = _named(fn, spec.name)
+        if all(i >= 0 for i in spec.static_argnums):
+            compiled = jit(
+                named, static_argnums=spec.static_argnums, static_argnames=spec.static_argnames
+            )
+        else:
+            compiled = _counting_from_end(named, spec)
         compiled.fn = fn  # type: ignore[attr-defined]
         return compiled
 
     return decorator
+
+
+def _counting_from_end(fn: Callable[P, R], spec: NamedScopeSpec) -> Callable[P, R]:
+    """`jit` of `fn` whose negative static positions count from the end of each call's
+    positional arguments: one `jit` per resolution."""
+    by_positions: dict[tuple[int, ...], Callable[P, R]] = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        n = len(args)
+        positions = tuple(sorted({i + n if i < 0 else i for i in spec.static_argnums}))
+        compiled = by_positions.get(positions)
+        if compiled is None:
+            if positions and positions[0] < 0:
+                raise SpecError(
+                    f"statejax.named_scope({spec.name}): static_argnums "
+                    f"{spec.static_argnums} reaches before the first of the {n} positional "
+                    "arguments of this call; pass the static arguments positionally, or "
+                    "count from the start."
+                )
+            compiled = jit(fn, static_argnums=positions, static_argnames=spec.static_argnames)
+            by_positions[positions] = compiled
+        return compiled(*args, **kwargs)
+
+    def clear_cache() -> None:
+        for compiled in by_positions.values():
+            compiled.clear_cache()  # type: ignore[attr-defined]
+
+    wrapper.clear_cache = clear_cache  # type: ignore[attr-defined]
+    return wrapper
 
 
 @hookimpl

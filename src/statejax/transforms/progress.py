@@ -9,7 +9,7 @@ inside `jit`, and each run of a compiled loop draws a fresh bar.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import jax
 import numpy as np
@@ -17,9 +17,17 @@ import pydantic
 from jax import lax
 
 from statejax.extend import SpecError, TransformSpec, parse_spec
-from statejax.transforms._common import PositiveCount
+from statejax.transforms._common import PositiveCount, SpecTypeError
 
-__all__ = ["BarHandler", "ProgressBar", "as_pbar", "pbar_json_schema", "progress_handler"]
+__all__ = [
+    "BarHandler",
+    "PbarOption",
+    "ProgressBar",
+    "as_pbar",
+    "check_pbar_type",
+    "pbar_json_schema",
+    "progress_handler",
+]
 
 # Options the bar sets itself: tqdm would get them twice.
 _OWN_TQDM_OPTIONS = ("total", "desc", "initial")
@@ -78,10 +86,14 @@ class ProgressBar(_BarOptions):
         desc: the text shown before the bar, or `(format_string, function)`.
         **kwargs: options passed on to `tqdm`.
 
+    `print_freq` and `print_count` are BrainState's names of `freq` and `count`.
+
     Raises:
         SpecError: `freq` or `count` is not a positive int, both are given, `desc`
             is neither a string nor a `(str, callable)` pair, or a `tqdm` option is
-            one the bar sets itself (`total`, `desc`, `initial`).
+            one the bar sets itself (`total`, `desc`, `initial`). When `desc` has the
+            wrong type (not a string, list or tuple; a first item that is not a
+            string; a second that is not callable) the error is a `TypeError` too.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -100,6 +112,7 @@ class ProgressBar(_BarOptions):
         desc: str | tuple[str, Callable[..., Any]] | None = None,
         **kwargs: Any,
     ) -> None:
+        _check_desc_types(desc)
         own = [k for k in kwargs if k in _OWN_TQDM_OPTIONS]
         if own:
             raise SpecError(
@@ -114,6 +127,48 @@ class ProgressBar(_BarOptions):
             # Validate again through parse_spec for statejax's error message.
             parse_spec(_BarOptions, "ProgressBar", freq=freq, count=count, desc=desc, kwargs=())
             raise
+
+    @property
+    def print_freq(self) -> int | None:
+        """BrainState's name of `freq`."""
+        return self.freq
+
+    @property
+    def print_count(self) -> int | None:
+        """BrainState's name of `count`."""
+        return self.count
+
+
+def _check_desc_types(desc: object) -> None:
+    """A `desc` of the wrong type: a `SpecError` that is also a `TypeError`, as BrainState's."""
+    if desc is None or isinstance(desc, str):
+        return
+    problem = None
+    if not isinstance(desc, (tuple, list)):
+        problem = f"{type(desc).__name__} {desc!r:.80} is neither a string nor a tuple"
+    elif len(desc) == 2 and not isinstance(desc[0], str):
+        problem = f"its first item {desc[0]!r:.80} is not a format string"
+    elif len(desc) == 2 and not callable(desc[1]):
+        problem = f"its second item {desc[1]!r:.80} is not callable"
+    if problem is not None:
+        raise SpecTypeError(
+            f"statejax.ProgressBar: option desc: {problem}; give a string, or a pair "
+            "(format string, function of {i, carry, y} returning a dict)."
+        )
+
+
+def check_pbar_type(name: str, pbar: object) -> None:
+    """Refuse a `pbar=` of no accepted type with a `SpecError` that is also a `TypeError`.
+
+    A `ProgressBar`, an int (a bool is refused later, by `as_pbar`), a dict of
+    `ProgressBar`'s options, or `None` pass on to the spec's validation.
+    """
+    if pbar is None or isinstance(pbar, (ProgressBar, int, np.integer, dict)):
+        return
+    raise SpecTypeError(
+        f"statejax.{name}: option pbar: {type(pbar).__name__} {pbar!r:.80} is not a progress "
+        "bar; give ProgressBar(...), an int k (update every k steps), or None (no bar)."
+    )
 
 
 def as_pbar(value: Any) -> Any:
@@ -138,6 +193,19 @@ def pbar_json_schema(schema: dict[str, Any]) -> None:
         {**every, "description": "update the bar every this many steps"},
         *schema.get("anyOf", []),
     ]
+
+
+#: The `pbar` option of the loops' specs (`pbar: PbarOption = None`): a `ProgressBar`, a
+#: positive int `k` (read as `ProgressBar(freq=k)`), or `None` for no bar; a bool is refused.
+PbarOption = Annotated[
+    ProgressBar | None,
+    pydantic.BeforeValidator(as_pbar),
+    pydantic.Field(
+        description="show a progress bar: a ProgressBar, a positive int k (update every k "
+        "steps), or None (no bar)",
+        json_schema_extra=pbar_json_schema,
+    ),
+]
 
 
 class BarHandler:
