@@ -861,15 +861,11 @@ def flatten(
 _MISSING_VALUE: Any = object()
 
 
-def _materialize(value: Any, edge: StateEdge, cache: Mapping[int, Any] | None) -> State[Any]:
-    """The state a defining `StateEdge` stands for, given its mapping entry `value`."""
-    if cache is not None and edge.index in cache:
-        state = cache[edge.index]
-        if not isinstance(state, State):
-            raise ValueError(
-                f"unflatten: index_ref_cache holds a {type(state).__name__} at index "
-                f"{edge.index}, where the graphdef has a state ({_format_path(edge.path or ())})"
-            )
+def _materialize(value: Any, edge: StateEdge, cache: Mapping[int, Any]) -> State[Any]:
+    """The state a defining `StateEdge` stands for, given its mapping entry `value`
+    (a cached state, checked by `unflatten`, is updated in place)."""
+    if edge.index in cache:
+        state: State[Any] = cache[edge.index]
         if isinstance(value, TreefyState):
             state.update_from_ref(value)
         else:
@@ -954,15 +950,21 @@ def unflatten(
             f"unflatten: {extra} are not state paths of this graphdef; its state paths are "
             f"{sorted(wanted, key=repr)}"
         )
-    # Pass 0: the states (each once, at its defining edge).
+    # Check everything before changing anything: a cached module or state is live, and
+    # a failed unflatten must leave it as it was.
+    cache: Mapping[int, Any] = index_ref_cache if index_ref_cache is not None else {}
     missing: list[Path] = []
+    defined = set(index_ref) | {spec.index for spec in graphdef.node_specs}
     for e in edges:
         if type(e) is StateEdge and e.path is not None and e.index not in index_ref:
-            value = flat.get(e.path, _MISSING_VALUE)
-            if value is not _MISSING_VALUE:
-                index_ref[e.index] = _materialize(value, e, index_ref_cache)
-            elif index_ref_cache is not None and e.index in index_ref_cache:
-                index_ref[e.index] = index_ref_cache[e.index]
+            cached = cache.get(e.index, _MISSING_VALUE)
+            if cached is not _MISSING_VALUE and not isinstance(cached, State):
+                raise ValueError(
+                    f"unflatten: index_ref_cache holds a {type(cached).__name__} at index "
+                    f"{e.index}, where the graphdef has a state ({_format_path(e.path)})"
+                )
+            if e.path in flat or cached is not _MISSING_VALUE:
+                defined.add(e.index)
             else:
                 missing.append(e.path)
         elif type(e) is StateLeafEdge and e.path not in flat:
@@ -973,19 +975,38 @@ def unflatten(
             f"{', '.join(map(_format_path, missing))} in the state mapping; pass the trees "
             "treefy_split returned."
         )
+    for e in edges:
+        if type(e) in (NodeEdge, StateEdge) and e.index not in defined:
+            raise ValueError(
+                f"unflatten: the graphdef refers to object {e.index}, which it never "
+                "defines; pass the index_ref of the call that built it (merge_context)."
+            )
+    for spec in graphdef.node_specs:
+        shell = cache.get(spec.index, spec)
+        if shell is not spec and type(shell) is not spec.type:
+            raise ValueError(
+                f"unflatten: index_ref_cache holds a {type(shell).__name__} at index "
+                f"{spec.index}, where the graphdef has a {spec.type.__name__}"
+            )
+    # Pass 0: the states (each once, at its defining edge).
+    for e in edges:
+        if type(e) is StateEdge and e.path is not None and e.index not in index_ref:
+            value = flat.get(e.path, _MISSING_VALUE)
+            if value is not _MISSING_VALUE:
+                index_ref[e.index] = _materialize(value, e, cache)
+            else:  # checked above: the cache holds it
+                index_ref[e.index] = cache[e.index]
     # Pass 1: empty graph nodes (reused from the cache where given).
     for spec in graphdef.node_specs:
-        if index_ref_cache is not None and spec.index in index_ref_cache:
-            shell = index_ref_cache[spec.index]
-            if type(shell) is not spec.type:
-                raise ValueError(
-                    f"unflatten: index_ref_cache holds a {type(shell).__name__} at index "
-                    f"{spec.index}, where the graphdef has a {spec.type.__name__}"
-                )
+        if spec.index in cache:
+            shell = cache[spec.index]
             if type(shell) in _NODE_TYPES:
                 _NODE_TYPES[type(shell)].clear(shell)
             else:
-                vars(shell).clear()
+                # The graphdef never recorded the invisible attributes: keep them.
+                kept = set(getattr(shell, "graph_invisible_attrs", ()))
+                for key in [k for k in vars(shell) if k not in kept]:
+                    del vars(shell)[key]
         elif spec.type in _NODE_TYPES:
             shell = _NODE_TYPES[spec.type].create_empty(spec.metadata)
         else:
@@ -1148,7 +1169,7 @@ def treefy_states(
 def treefy_states(
     node: object, *filters: FilterLike
 ) -> StateTree[Any] | tuple[StateTree[Any], ...]:
-    """The values of the states of `node`, as `StateTree`s, without the graphdef.
+    """The states of `node` as `StateTree`s of `TreefyState`s, without the graphdef.
 
     The same trees `treefy_split` returns, except that the filters need not cover
     every state: with no filter, one tree of every state; with one filter, one tree;
@@ -1180,7 +1201,7 @@ def treefy_states(
         >>> list(sj.graph.treefy_states(net))
         [('w',), ('h',), ('n',)]
         >>> params, hidden = sj.graph.treefy_states(net, sj.ParamState, sj.HiddenState)
-        >>> params[("w",)].tolist(), list(hidden)
+        >>> params[("w",)].value.tolist(), list(hidden)
         ([1.0, 1.0], [('h',)])
     """
     graph, tree = flatten(node)
