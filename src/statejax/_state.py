@@ -17,12 +17,13 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, NoReturn, Self, TypeVar
 
 import jax
 import numpy as np
+from jax.extend import source_info_util
 
-from statejax._errors import StateLeakError, TraceError
+from statejax._errors import StateLeakError, TraceContextError, TraceError
 from statejax._jax_compat import current_jax_trace, is_tracing, trace_chain, tracer_trace
 
 __all__ = [
@@ -319,6 +320,7 @@ class State(Generic[T]):
         "_cache_entries",
         "_level",
         "_name",
+        "_source_info",
         "_value",
         "_where",
         "sharding",
@@ -348,6 +350,7 @@ class State(Generic[T]):
         self.sharding = None if sharding is None else tuple(sharding)
         self._where: str | None = None
         self._level = len(_TLS.stack)
+        self._source_info = source_info_util.current()
         for hook in _TLS.on_create:
             hook(self)
         trace = current_trace()
@@ -391,6 +394,59 @@ class State(Generic[T]):
     @name.setter
     def name(self, name: str | None) -> None:
         self._name = name
+
+    @property
+    def source_info(self) -> source_info_util.SourceInfo:
+        """Where the state was created: JAX's source information (traceback and name stack).
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> from jax.extend import source_info_util
+            >>> s = sj.State(jnp.zeros(2))
+            >>> isinstance(s.source_info, source_info_util.SourceInfo)
+            True
+        """
+        return self._source_info
+
+    def raise_error_with_source_info(self, error: Exception) -> NoReturn:
+        """Raise `error` with the place the state was created shown as its user frame.
+
+        JAX's traceback filtering then points at the line that created the state.
+
+        Raises:
+            Exception: `error`, always.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State(jnp.zeros(2)).raise_error_with_source_info(ValueError("bad state"))
+            Traceback (most recent call last):
+            ...
+            ValueError: bad state
+        """
+        info = self._source_info
+        name_stack = source_info_util.current_name_stack() + info.name_stack
+        with source_info_util.user_context(info.traceback, name_stack=name_stack):
+            raise error
+
+    def check_valid_trace(self, error_msg: Callable[[], str]) -> None:
+        """Raise `TraceContextError(error_msg())` if the state cannot be used here.
+
+        A state is unusable when it was created inside a transform that has returned
+        (its value died with that trace). `error_msg` is called only then.
+
+        Raises:
+            TraceContextError: the state's value died with the trace that created it.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State(jnp.zeros(2)).check_valid_trace(lambda: "unused")
+        """
+        value = peek_value(self)  # inside its own trace: the trace's value
+        if type(value) is _TraceLocal and not value.usable():
+            raise TraceContextError(error_msg())
 
     @property
     def stack_level(self) -> int:
@@ -448,14 +504,14 @@ class State(Generic[T]):
         """
         return jax.tree.map(func, self.value)
 
-    def restore_value(self, value: T) -> None:
+    def restore_value(self, v: T) -> None:
         """Put back a value of the same tree structure (such as one saved earlier).
 
-        The same write as `state.value = value` (recorded by a running transform),
+        The same write as `state.value = v` (recorded by a running transform),
         but the tree structure must match the current value's.
 
         Raises:
-            ValueError: `value` is a `State`, or its tree structure differs; the
+            ValueError: `v` is a `State`, or its tree structure differs; the
                 message names the state and both structures.
 
         Examples:
@@ -465,9 +521,9 @@ class State(Generic[T]):
             >>> s.value = jnp.ones(2); s.restore_value(saved); s.value.tolist()
             [0.0, 0.0]
         """
-        if not isinstance(value, State):
-            _check_same_tree(self, value)
-        self.value = value
+        if not isinstance(v, State):
+            _check_same_tree(self, v)
+        self.value = v
 
     def check_if_deleted(self) -> None:
         """Raise `StateLeakError` if the state's value died with the trace that created it.
@@ -1013,8 +1069,15 @@ class StateTrace:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        popped = _TLS.stack.pop()
-        assert popped is self, "statejax trace stack corrupted"
+        stack = _TLS.stack
+        if not stack or stack[-1] is not self:
+            # Leaving a trace that is not the innermost one (or not active): refuse,
+            # and leave the stack as it is, so the traces can still be left in order.
+            raise RuntimeError(
+                f"{self.name} was exited out of order: it is not the innermost active "
+                "trace on this thread. Exit nested traces innermost first."
+            )
+        stack.pop()
         # The values die with the trace: a record kept after it holds no tracer.
         self.values = {}
         self._jax_trace = None
