@@ -213,3 +213,38 @@ def test_state_dict_manager_is_a_pytree_that_transforms_take() -> None:
     np.testing.assert_array_equal(out, jnp.ones(2) * 2)
     np.testing.assert_array_equal(n.value, jnp.array([2.0]))  # the write came back
     assert repr(m).startswith("StateDictManager({'w': ParamState(")
+
+
+def test_a_transform_ends_a_trace_stack_its_function_left_open() -> None:
+    state = sj.State(jnp.zeros(2))
+    depth = len(_TLS.stack)
+
+    @sj.jit
+    def leaves_one_open() -> jax.Array:
+        sj.StateTraceStack(name="left").__enter__()
+        state.value = state.value + 1
+        return state.value
+
+    with pytest.raises(RuntimeError, match=r"StateTraceStack\(left\) entered inside .* still"):
+        leaves_one_open()
+    assert len(_TLS.stack) == depth  # the stack is whole again
+    np.testing.assert_array_equal(state.value, jnp.zeros(2))  # and no state changed
+
+    @sj.jit
+    def step() -> jax.Array:
+        state.value = state.value + 1
+        return state.value
+
+    np.testing.assert_array_equal(step(), jnp.ones(2))
+
+
+def test_an_error_in_flight_is_not_masked_by_a_trace_stack_left_open() -> None:
+    @sj.jit
+    def fails() -> jax.Array:
+        sj.StateTraceStack(name="left").__enter__()
+        raise KeyError("the real error")
+
+    depth = len(_TLS.stack)
+    with pytest.raises(KeyError, match="the real error"):
+        fails()
+    assert len(_TLS.stack) == depth

@@ -1068,16 +1068,37 @@ class StateTrace:
         _TLS.stack.append(self)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    # A transform's trace ends even if its function left a trace open inside it (a
+    # `StateTraceStack` entered and never exited): the open ones end with it. A user's
+    # `StateTraceStack` (False) refuses to end out of order and changes nothing.
+    _ends_inner_traces = True
+
+    def __exit__(self, exc_type: object = None, *exc: object) -> None:
         stack = _TLS.stack
-        if not stack or stack[-1] is not self:
-            # Leaving a trace that is not the innermost one (or not active): refuse,
-            # and leave the stack as it is, so the traces can still be left in order.
+        if stack and stack[-1] is self:
+            stack.pop()
+            self._close()
+            return
+        index = next((i for i, t in enumerate(stack) if t is self), None)
+        if index is None or not self._ends_inner_traces:
+            # Not the innermost active trace: refuse, leaving the stack as it is, so
+            # the traces can still be left in order.
             raise RuntimeError(
                 f"{self.name} was exited out of order: it is not the innermost active "
                 "trace on this thread. Exit nested traces innermost first."
             )
-        stack.pop()
+        left_open = stack[index + 1 :]
+        del stack[index:]
+        for trace in (self, *left_open):
+            trace._close()
+        if exc_type is None:  # an error in flight says more than this one
+            raise RuntimeError(
+                f"{', '.join(t.name for t in left_open)} entered inside {self.name} was "
+                "still active when it ended; exit every StateTraceStack in the function "
+                "that entered it (use a `with` block)."
+            )
+
+    def _close(self) -> None:
         # The values die with the trace: a record kept after it holds no tracer.
         self.values = {}
         self._jax_trace = None

@@ -14,6 +14,7 @@ class _OrderedTrace(StateTrace):
     """A `StateTrace` that also keeps the order of first touch and the value before it."""
 
     __slots__ = ("first", "touched")
+    _ends_inner_traces = False  # BrainState's rule: exiting out of order is refused
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
