@@ -248,3 +248,21 @@ def test_an_error_in_flight_is_not_masked_by_a_trace_stack_left_open() -> None:
     with pytest.raises(KeyError, match="the real error"):
         fails()
     assert len(_TLS.stack) == depth
+
+
+def test_states_still_copy_deep_copy_and_pickle_with_source_info() -> None:
+    import copy
+    import pickle
+
+    state = sj.ParamState(jnp.arange(3.0), name="w", tag="t")
+    for clone in (copy.copy(state), copy.deepcopy(state)):
+        assert type(clone) is sj.ParamState and clone is not state
+        assert (clone.name, clone.tag) == ("w", {"t"})
+        assert clone.source_info is state.source_info
+        np.testing.assert_array_equal(clone.value, state.value)
+    loaded = pickle.loads(pickle.dumps(state))
+    assert (loaded.name, loaded.tag) == ("w", {"t"})
+    assert isinstance(loaded.source_info, source_info_util.SourceInfo)
+    np.testing.assert_array_equal(loaded.value, state.value)
+    rng = copy.deepcopy(sj.random.RandomState(1))
+    np.testing.assert_array_equal(rng.normal(size=3), sj.random.RandomState(1).normal(size=3))

@@ -14,6 +14,7 @@ states only after the transformed function returned.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -394,6 +395,42 @@ class State(Generic[T]):
     @name.setter
     def name(self, name: str | None) -> None:
         self._name = name
+
+    def _slot_items(self) -> list[tuple[str, Any]]:
+        names = (
+            name
+            for cls in type(self).__mro__
+            for name in (
+                (vars(cls).get("__slots__", ()),)
+                if isinstance(vars(cls).get("__slots__", ()), str)
+                else vars(cls).get("__slots__", ())
+            )
+        )
+        return [(n, getattr(self, n)) for n in names if n != "__weakref__" and hasattr(self, n)]
+
+    # JAX's source information holds a traceback, which cannot be pickled or deep-copied:
+    # copies share it (it is immutable), and an unpickled state gets the place it was
+    # unpickled.
+    def __copy__(self) -> Self:
+        new = type(self).__new__(type(self))
+        for name, value in self._slot_items():
+            setattr(new, name, value)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in self._slot_items():
+            setattr(new, name, value if name == "_source_info" else copy.deepcopy(value, memo))
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {n: v for n, v in self._slot_items() if n != "_source_info"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._source_info = source_info_util.current()
 
     @property
     def source_info(self) -> source_info_util.SourceInfo:
