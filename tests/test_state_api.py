@@ -222,11 +222,13 @@ def test_hidden_group_state() -> None:
         sj.HiddenGroupState(jnp.zeros(3))
     with pytest.raises(IndexError, match="index 2 out of range for 2"):
         g.get_value(2)
-    with pytest.raises(KeyError, match="no variable named 'x'"):
+    with pytest.raises(KeyError, match="variable 'x' not found"):
         g.get_value("x")
-    with pytest.raises(ValueError, match=r"has shape \(2,\), expected \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"has shape \(2,\), but the shape of the hidden state is \(3,\)"
+    ):
         g.set_value({0: jnp.ones(2)})
-    with pytest.raises(TypeError, match="takes a mapping"):
+    with pytest.raises(TypeError, match="takes a dictionary of hidden states"):
         g.set_value(jnp.ones(3))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="index -1 out of range; the state holds 2"):
         g.set_value({-1: jnp.ones(3)})

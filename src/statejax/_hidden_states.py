@@ -67,7 +67,7 @@ class HiddenGroupState(HiddenState[jax.Array]):
         if isinstance(item, str):
             if item not in self.name2index:
                 raise KeyError(
-                    f"{type(self).__name__}: no variable named {item!r}; the names are "
+                    f"{type(self).__name__}: variable {item!r} not found; the names are "
                     f"{list(self.name2index)}"
                 )
             return self.name2index[item]
@@ -112,8 +112,8 @@ class HiddenGroupState(HiddenState[jax.Array]):
             val = dict(enumerate(val))
         if not isinstance(val, Mapping):
             raise TypeError(
-                f"{type(self).__name__}.set_value takes a mapping {{index or name: array}} "
-                f"or a list, got {type(val).__name__}"
+                f"{type(self).__name__}.set_value takes a dictionary of hidden states "
+                f"{{index or name: array}} or a list, got {type(val).__name__}"
             )
         current = self.value
         # A NumPy value becomes a JAX array (for `.at`); a brainunit Quantity keeps its unit.
@@ -129,7 +129,7 @@ class HiddenGroupState(HiddenState[jax.Array]):
             if tuple(v.shape) != self.varshape:
                 raise ValueError(
                     f"{type(self).__name__}.set_value: variable {key!r} has shape "
-                    f"{tuple(v.shape)}, expected {self.varshape}"
+                    f"{tuple(v.shape)}, but the shape of the hidden state is {self.varshape}"
                 )
             new = new.at[..., index].set(self._magnitude(index, v))
         self.value = new

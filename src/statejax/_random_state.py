@@ -11,7 +11,7 @@ import numpy as np
 
 from statejax._jax_compat import is_top_level
 from statejax._samplers import Samplers, SeedOrKey, as_key
-from statejax._state import State
+from statejax._state import State, peek_value
 
 __all__ = ["RandomState"]
 
@@ -182,6 +182,21 @@ class RandomState(Samplers, State[Any]):
             True
         """
         return type(self)(self.split_key())
+
+    def __repr__(self) -> str:
+        """`RandomState(<key>)`, showing the key's data (as BrainState's repr does).
+
+        Examples:
+            >>> from statejax.random import RandomState
+            >>> print(repr(RandomState(42)))
+            RandomState(Array((), dtype=key<fry>) overlaying:
+            [ 0 42])
+        """
+        value = peek_value(self)
+        if not isinstance(value, jax.Array) or isinstance(value, jax.core.Tracer):
+            return super().__repr__()  # a traced or leaked key: its shape only
+        tag = f", tag={self.tag!r}" if self.tag is not None else ""
+        return f"{type(self).__name__}({value}{tag})"
 
     def check_if_deleted(self) -> None:
         """Reseed (from NumPy's generator) if the key's buffer was deleted (donated).

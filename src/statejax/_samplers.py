@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -35,13 +36,27 @@ DType = Any  # a NumPy/JAX dtype or a Python scalar type; None: JAX's default
 
 
 def _shape(size: Size, *params: Any) -> tuple[int, ...]:
-    """`size` as a tuple; `None`: the broadcast shape of the (non-None) parameters."""
+    """`size` as a tuple; `None`: the broadcast shape of the (non-None) parameters.
+
+    Raises:
+        ValueError: a parameter's shape cannot be broadcast against `size` (NumPy's
+            "shape mismatch"); the message names the sampler and the shapes.
+    """
+    shapes = [jnp.shape(p) for p in params if p is not None]
     if size is None:
-        shapes = [jnp.shape(p) for p in params if p is not None]
         return tuple(lax.broadcast_shapes(*shapes)) if shapes else ()
-    if isinstance(size, Sequence):
-        return tuple(int(s) for s in size)
-    return (int(size),)
+    shape = tuple(int(s) for s in size) if isinstance(size, Sequence) else (int(size),)
+    if shapes:
+        try:
+            np.broadcast_shapes(shape, *shapes)
+        except ValueError:
+            sampler = sys._getframe(1).f_code.co_name  # the sampler that called us
+            raise ValueError(
+                f"{sampler}: parameters of shapes {', '.join(map(str, shapes))} cannot be "
+                f"broadcast against size={shape}; give parameters whose shapes broadcast to "
+                "size (scalars always do), or size=None to take their broadcast shape."
+            ) from None
+    return shape
 
 
 def _arr(x: Any, dtype: DType = None) -> jax.Array:
@@ -85,6 +100,8 @@ class Samplers:
         def split_key(self, n: int | None = None, backup: bool = False) -> jax.Array: ...
 
     def _key(self, key: SeedOrKey | None) -> jax.Array:
+        # Samplers check their parameters and shapes before calling this, so a refused
+        # draw leaves the state's key as it was.
         return self.split_key() if key is None else as_key(key)
 
     def _keys(self, n: int, key: SeedOrKey | None) -> jax.Array:
@@ -123,7 +140,8 @@ class Samplers:
             >>> bool(((x >= 0) & (x < 1)).all()), random.sample(3).shape
             (True, (3,))
         """
-        return jax.random.uniform(self._key(key), _shape(size), _fdt(dtype))
+        out_shape = _shape(size)
+        return jax.random.uniform(self._key(key), out_shape, _fdt(dtype))
 
     random_sample = random
     ranf = random
@@ -154,10 +172,13 @@ class Samplers:
         low: Any,
         high: Any = None,
         size: Size = None,
-        key: SeedOrKey | None = None,
         dtype: DType = None,
+        key: SeedOrKey | None = None,
     ) -> jax.Array:
         """Integers in `[low, high)`; `randint(high)` draws from `[0, high)`.
+
+        As in BrainState, the method takes `dtype` before `key`, and the module
+        function `statejax.random.randint` takes `key` before `dtype`.
 
         Examples:
             >>> from statejax import random
@@ -189,7 +210,7 @@ class Samplers:
         """
         if high is None:
             low, high = 1, low
-        return self.randint(low, _arr(high) + 1, size, key, dtype)
+        return self.randint(low, _arr(high) + 1, size, dtype=dtype, key=key)
 
     def choice(
         self,
@@ -210,15 +231,16 @@ class Samplers:
             >>> random.choice(['a', 'b'], size=2, p=[1.0, 0.0]).tolist()
             ['a', 'a']
         """
-        key_ = self._key(key)
+        out_shape = _shape(size)
         p = None if p is None else _arr(p)
+        key_ = self._key(key)
         if not isinstance(a, (int, np.integer, jax.Array)):
             items = np.asarray(a)
             if items.dtype.kind not in "biufc":
-                index = jax.random.choice(key_, len(items), _shape(size), replace, p)
+                index = jax.random.choice(key_, len(items), out_shape, replace, p)
                 return items[np.asarray(index)]
             a = jnp.asarray(items)
-        return jax.random.choice(key_, a, _shape(size), replace, p)
+        return jax.random.choice(key_, a, out_shape, replace, p)
 
     def permutation(
         self,
@@ -280,7 +302,8 @@ class Samplers:
             >>> random.standard_normal(3).shape
             (3,)
         """
-        return jax.random.normal(self._key(key), _shape(size), _fdt(dtype))
+        out_shape = _shape(size)
+        return jax.random.normal(self._key(key), out_shape, _fdt(dtype))
 
     def truncated_normal(
         self,
@@ -345,7 +368,8 @@ class Samplers:
             >>> random.standard_cauchy(2).shape
             (2,)
         """
-        return jax.random.cauchy(self._key(key), _shape(size), _fdt(dtype))
+        out_shape = _shape(size)
+        return jax.random.cauchy(self._key(key), out_shape, _fdt(dtype))
 
     def exponential(
         self,
@@ -361,7 +385,8 @@ class Samplers:
             >>> bool((random.exponential(2.0, size=10) >= 0).all())
             True
         """
-        x = jax.random.exponential(self._key(key), _shape(size, scale), _fdt(dtype))
+        out_shape = _shape(size, scale)
+        x = jax.random.exponential(self._key(key), out_shape, _fdt(dtype))
         return _loc_scale(x, None, scale)
 
     def standard_exponential(
@@ -374,7 +399,8 @@ class Samplers:
             >>> random.standard_exponential((2, 2)).shape
             (2, 2)
         """
-        return jax.random.exponential(self._key(key), _shape(size), _fdt(dtype))
+        out_shape = _shape(size)
+        return jax.random.exponential(self._key(key), out_shape, _fdt(dtype))
 
     def gamma(
         self,
@@ -392,7 +418,8 @@ class Samplers:
             (4,)
         """
         shape = _arr(shape)
-        x = jax.random.gamma(self._key(key), shape, _shape(size, shape, scale), _fdt(dtype))
+        out_shape = _shape(size, shape, scale)
+        x = jax.random.gamma(self._key(key), shape, out_shape, _fdt(dtype))
         return _loc_scale(x, None, scale)
 
     def standard_gamma(
@@ -424,7 +451,8 @@ class Samplers:
             True
         """
         a, b = _arr(a), _arr(b)
-        return jax.random.beta(self._key(key), a, b, _shape(size, a, b), _fdt(dtype))
+        out_shape = _shape(size, a, b)
+        return jax.random.beta(self._key(key), a, b, out_shape, _fdt(dtype))
 
     def gumbel(
         self,
@@ -441,7 +469,8 @@ class Samplers:
             >>> random.gumbel(0.0, 1.0, size=3).shape
             (3,)
         """
-        x = jax.random.gumbel(self._key(key), _shape(size, loc, scale), _fdt(dtype))
+        out_shape = _shape(size, loc, scale)
+        x = jax.random.gumbel(self._key(key), out_shape, _fdt(dtype))
         return _loc_scale(x, loc, scale)
 
     def laplace(
@@ -459,7 +488,8 @@ class Samplers:
             >>> random.laplace(size=3).shape
             (3,)
         """
-        x = jax.random.laplace(self._key(key), _shape(size, loc, scale), _fdt(dtype))
+        out_shape = _shape(size, loc, scale)
+        x = jax.random.laplace(self._key(key), out_shape, _fdt(dtype))
         return _loc_scale(x, loc, scale)
 
     def logistic(
@@ -477,7 +507,8 @@ class Samplers:
             >>> random.logistic(1.0, 2.0, size=3).shape
             (3,)
         """
-        x = jax.random.logistic(self._key(key), _shape(size, loc, scale), _fdt(dtype))
+        out_shape = _shape(size, loc, scale)
+        x = jax.random.logistic(self._key(key), out_shape, _fdt(dtype))
         return _loc_scale(x, loc, scale)
 
     def pareto(
@@ -491,7 +522,8 @@ class Samplers:
             True
         """
         a = _arr(a, _fdt(dtype))
-        return jax.random.pareto(self._key(key), a, _shape(size, a), _fdt(dtype)) - 1.0
+        out_shape = _shape(size, a)
+        return jax.random.pareto(self._key(key), a, out_shape, _fdt(dtype)) - 1.0
 
     def standard_t(
         self, df: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -504,7 +536,8 @@ class Samplers:
             (3,)
         """
         df = _arr(df)
-        return jax.random.t(self._key(key), df, _shape(size, df), _fdt(dtype))
+        out_shape = _shape(size, df)
+        return jax.random.t(self._key(key), df, out_shape, _fdt(dtype))
 
     t = standard_t
 
@@ -526,7 +559,8 @@ class Samplers:
         df = _arr(df, _fdt(dtype))
         if check_valid:
             _check(df <= 0, "chisquare: df must be > 0")
-        return 2.0 * jax.random.gamma(self._key(key), df / 2, _shape(size, df), _fdt(dtype))
+        out_shape = _shape(size, df)
+        return 2.0 * jax.random.gamma(self._key(key), df / 2, out_shape, _fdt(dtype))
 
     def noncentral_chisquare(
         self,
@@ -567,7 +601,8 @@ class Samplers:
             (5,)
         """
         dfnum, dfden = _arr(dfnum, _fdt(dtype)), _arr(dfden, _fdt(dtype))
-        return jax.random.f(self._key(key), dfnum, dfden, _shape(size, dfnum, dfden), _fdt(dtype))
+        out_shape = _shape(size, dfnum, dfden)
+        return jax.random.f(self._key(key), dfnum, dfden, out_shape, _fdt(dtype))
 
     def noncentral_f(
         self,
@@ -600,15 +635,16 @@ class Samplers:
         key: SeedOrKey | None = None,
         dtype: DType = None,
     ) -> jax.Array:
-        """Rayleigh samples with scale `scale`.
+        """Rayleigh samples with scale `scale` (`None`: 1, as BrainState).
 
         Examples:
             >>> from statejax import random
             >>> bool((random.rayleigh(2.0, size=5) >= 0).all())
             True
         """
-        scale = _arr(scale, _fdt(dtype))
-        return jax.random.rayleigh(self._key(key), scale, _shape(size, scale), _fdt(dtype))
+        scale = _arr(1.0 if scale is None else scale, _fdt(dtype))
+        out_shape = _shape(size, scale)
+        return jax.random.rayleigh(self._key(key), scale, out_shape, _fdt(dtype))
 
     def triangular(
         self,
@@ -697,6 +733,7 @@ class Samplers:
             >>> bool((random.weibull(1.5, size=5) >= 0).all())
             True
         """
+        _shape(size, a)  # a shape mismatch is reported as weibull's
         return self.weibull_min(a, None, size, key, dtype)
 
     def weibull_min(
@@ -715,7 +752,8 @@ class Samplers:
             (3,)
         """
         a = _arr(a, _fdt(dtype))
-        u = jax.random.uniform(self._key(key), _shape(size, a, scale), _fdt(dtype))
+        out_shape = _shape(size, a, scale)
+        u = jax.random.uniform(self._key(key), out_shape, _fdt(dtype))
         return _loc_scale(jnp.power(-jnp.log1p(-u), 1.0 / a), None, scale)
 
     def maxwell(
@@ -728,7 +766,8 @@ class Samplers:
             >>> random.maxwell(4).shape
             (4,)
         """
-        return jax.random.maxwell(self._key(key), _shape(size), _fdt(dtype))
+        out_shape = _shape(size)
+        return jax.random.maxwell(self._key(key), out_shape, _fdt(dtype))
 
     def loggamma(
         self, a: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -741,7 +780,8 @@ class Samplers:
             (3,)
         """
         a = _arr(a)
-        return jax.random.loggamma(self._key(key), a, _shape(size, a), _fdt(dtype))
+        out_shape = _shape(size, a)
+        return jax.random.loggamma(self._key(key), a, out_shape, _fdt(dtype))
 
     def power(
         self,
@@ -762,7 +802,8 @@ class Samplers:
         a = _arr(a, _fdt(dtype))
         if check_valid:
             _check(a <= 0, "power: a must be > 0")
-        u = jax.random.uniform(self._key(key), _shape(size, a), _fdt(dtype))
+        out_shape = _shape(size, a)
+        u = jax.random.uniform(self._key(key), out_shape, _fdt(dtype))
         return jnp.power(u, 1.0 / a)
 
     def dirichlet(
@@ -819,7 +860,8 @@ class Samplers:
             >>> bool(jnp.allclose(q @ q.T, jnp.eye(3), atol=1e-5))
             True
         """
-        return jax.random.orthogonal(self._key(key), n, _shape(size), _fdt(dtype))
+        out_shape = _shape(size)
+        return jax.random.orthogonal(self._key(key), n, out_shape, _fdt(dtype))
 
     # --- discrete --------------------------------------------------------------------
 
@@ -840,7 +882,8 @@ class Samplers:
         p = _arr(p)
         if check_valid:
             _check((p < 0) | (p > 1), "bernoulli: p must be within [0, 1]")
-        return jax.random.bernoulli(self._key(key), p, _shape(size, p))
+        out_shape = _shape(size, p)
+        return jax.random.bernoulli(self._key(key), p, out_shape)
 
     def binomial(
         self,
@@ -862,7 +905,8 @@ class Samplers:
         n, p = _arr(n, float), _arr(p)
         if check_valid:
             _check((p < 0) | (p > 1), "binomial: p must be within [0, 1]")
-        x = jax.random.binomial(self._key(key), n, p, _shape(size, n, p))
+        out_shape = _shape(size, n, p)
+        x = jax.random.binomial(self._key(key), n, p, out_shape)
         return x.astype(_idt(dtype))
 
     def poisson(
@@ -880,7 +924,8 @@ class Samplers:
             (4,)
         """
         lam = _arr(lam)
-        return jax.random.poisson(self._key(key), lam, _shape(size, lam), _idt(dtype))
+        out_shape = _shape(size, lam)
+        return jax.random.poisson(self._key(key), lam, out_shape, _idt(dtype))
 
     def geometric(
         self, p: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -894,7 +939,8 @@ class Samplers:
         """
         p = _arr(p, float)
         _check((p <= 0) | (p > 1), "geometric: p must be within (0, 1]")
-        u = jax.random.uniform(self._key(key), _shape(size, p))
+        out_shape = _shape(size, p)
+        u = jax.random.uniform(self._key(key), out_shape)
         return (jnp.floor(jnp.log1p(-u) / jnp.log1p(-p)) + 1).astype(_idt(dtype))
 
     def negative_binomial(
@@ -952,7 +998,8 @@ class Samplers:
         """
         p = _arr(p)
         idt = jnp.zeros((), _idt(dtype)).dtype
-        return dist.logseries(self._key(key), p, _shape(size, p), idt)
+        out_shape = _shape(size, p)
+        return dist.logseries(self._key(key), p, out_shape, idt)
 
     def zipf(
         self, a: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -970,7 +1017,8 @@ class Samplers:
         a = _arr(a, float)
         _check(~(a > 1), "zipf: a must be > 1")
         idt = jnp.zeros((), _idt(dtype)).dtype
-        return dist.zipf(self._key(key), a, _shape(size, a), idt)
+        out_shape = _shape(size, a)
+        return dist.zipf(self._key(key), a, out_shape, idt)
 
     def multinomial(
         self,
@@ -1067,7 +1115,7 @@ class Samplers:
         """
         high = jnp.max(jnp.asarray(input)) if high is None else high
         dtype = jnp.result_type(input) if dtype is None else dtype
-        return self.randint(low, high, jnp.shape(input), key).astype(dtype)
+        return self.randint(low, high, jnp.shape(input), key=key).astype(dtype)
 
 
 _ACCEPTED = (
@@ -1130,21 +1178,47 @@ def as_key(seed_or_key: Any) -> jax.Array:
 
 
 def on_default(
-    method: Callable[Concatenate[S, P], R], name: str, state: Callable[[], S]
+    method: Callable[Concatenate[S, P], R],
+    name: str,
+    state: Callable[[], S],
+    order: Sequence[str] | None = None,
+    keyword_only: Sequence[str] = (),
 ) -> Callable[P, R]:
     """`method` as a function drawing from `state()` (the default `RandomState`).
 
     The function shares the method's signature and docstring, whose examples call
     the module function; doctest runs them once, with the method (the function keeps
     the method's `__module__`, so doctest does not collect it again in `statejax.random`).
+    Where BrainState's module function orders its parameters differently from the
+    method (`order`, the parameter names in the function's order) or makes some
+    keyword-only (`keyword_only`), the function binds its arguments by that
+    signature and passes them to the method by name.
     """
+    signature = inspect.signature(method)
+    parameters = list(signature.parameters.values())[1:]  # without `self`
+    if order is None and not keyword_only:
 
-    def draw(*args: P.args, **kwargs: P.kwargs) -> R:
-        return method(state(), *args, **kwargs)
+        def draw(*args: P.args, **kwargs: P.kwargs) -> R:
+            return method(state(), *args, **kwargs)
+
+    else:
+        by_name = {p.name: p for p in parameters}
+        names = list(order) if order is not None else list(by_name)
+        assert sorted(names) == sorted(by_name), (name, names)
+        parameters = [
+            by_name[n].replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            if n in keyword_only
+            else by_name[n]
+            for n in names
+        ]
+        own = signature.replace(parameters=parameters)
+        by_keyword: Callable[..., R] = method
+
+        def draw(*args: P.args, **kwargs: P.kwargs) -> R:
+            bound = own.bind(*args, **kwargs)
+            return by_keyword(state(), **bound.arguments)
 
     functools.update_wrapper(draw, method)
     draw.__name__ = draw.__qualname__ = name
-    signature = inspect.signature(method)
-    parameters = list(signature.parameters.values())[1:]  # without `self`
     draw.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return draw

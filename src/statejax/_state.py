@@ -14,15 +14,17 @@ states only after the transformed function returned.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, NoReturn, Self, TypeVar
 
 import jax
 import numpy as np
+from jax.extend import source_info_util
 
-from statejax._errors import StateLeakError, TraceError
+from statejax._errors import StateLeakError, TraceContextError, TraceError
 from statejax._jax_compat import current_jax_trace, is_tracing, trace_chain, tracer_trace
 
 __all__ = [
@@ -319,6 +321,7 @@ class State(Generic[T]):
         "_cache_entries",
         "_level",
         "_name",
+        "_source_info",
         "_value",
         "_where",
         "sharding",
@@ -348,6 +351,7 @@ class State(Generic[T]):
         self.sharding = None if sharding is None else tuple(sharding)
         self._where: str | None = None
         self._level = len(_TLS.stack)
+        self._source_info = source_info_util.current()
         for hook in _TLS.on_create:
             hook(self)
         trace = current_trace()
@@ -391,6 +395,95 @@ class State(Generic[T]):
     @name.setter
     def name(self, name: str | None) -> None:
         self._name = name
+
+    def _slot_items(self) -> list[tuple[str, Any]]:
+        names = (
+            name
+            for cls in type(self).__mro__
+            for name in (
+                (vars(cls).get("__slots__", ()),)
+                if isinstance(vars(cls).get("__slots__", ()), str)
+                else vars(cls).get("__slots__", ())
+            )
+        )
+        return [(n, getattr(self, n)) for n in names if n != "__weakref__" and hasattr(self, n)]
+
+    # JAX's source information holds a traceback, which cannot be pickled or deep-copied:
+    # copies share it (it is immutable), and an unpickled state gets the place it was
+    # unpickled.
+    def __copy__(self) -> Self:
+        new = type(self).__new__(type(self))
+        for name, value in self._slot_items():
+            setattr(new, name, value)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in self._slot_items():
+            setattr(new, name, value if name == "_source_info" else copy.deepcopy(value, memo))
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {n: v for n, v in self._slot_items() if n != "_source_info"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._source_info = source_info_util.current()
+
+    @property
+    def source_info(self) -> source_info_util.SourceInfo:
+        """Where the state was created: JAX's source information (traceback and name stack).
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> from jax.extend import source_info_util
+            >>> s = sj.State(jnp.zeros(2))
+            >>> isinstance(s.source_info, source_info_util.SourceInfo)
+            True
+        """
+        return self._source_info
+
+    def raise_error_with_source_info(self, error: Exception) -> NoReturn:
+        """Raise `error` with the place the state was created shown as its user frame.
+
+        JAX's traceback filtering then points at the line that created the state.
+
+        Raises:
+            Exception: `error`, always.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State(jnp.zeros(2)).raise_error_with_source_info(ValueError("bad state"))
+            Traceback (most recent call last):
+            ...
+            ValueError: bad state
+        """
+        info = self._source_info
+        name_stack = source_info_util.current_name_stack() + info.name_stack
+        with source_info_util.user_context(info.traceback, name_stack=name_stack):
+            raise error
+
+    def check_valid_trace(self, error_msg: Callable[[], str]) -> None:
+        """Raise `TraceContextError(error_msg())` if the state cannot be used here.
+
+        A state is unusable when it was created inside a transform that has returned
+        (its value died with that trace). `error_msg` is called only then.
+
+        Raises:
+            TraceContextError: the state's value died with the trace that created it.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> sj.State(jnp.zeros(2)).check_valid_trace(lambda: "unused")
+        """
+        value = peek_value(self)  # inside its own trace: the trace's value
+        if type(value) is _TraceLocal and not value.usable():
+            raise TraceContextError(error_msg())
 
     @property
     def stack_level(self) -> int:
@@ -448,14 +541,14 @@ class State(Generic[T]):
         """
         return jax.tree.map(func, self.value)
 
-    def restore_value(self, value: T) -> None:
+    def restore_value(self, v: T) -> None:
         """Put back a value of the same tree structure (such as one saved earlier).
 
-        The same write as `state.value = value` (recorded by a running transform),
+        The same write as `state.value = v` (recorded by a running transform),
         but the tree structure must match the current value's.
 
         Raises:
-            ValueError: `value` is a `State`, or its tree structure differs; the
+            ValueError: `v` is a `State`, or its tree structure differs; the
                 message names the state and both structures.
 
         Examples:
@@ -465,9 +558,9 @@ class State(Generic[T]):
             >>> s.value = jnp.ones(2); s.restore_value(saved); s.value.tolist()
             [0.0, 0.0]
         """
-        if not isinstance(value, State):
-            _check_same_tree(self, value)
-        self.value = value
+        if not isinstance(v, State):
+            _check_same_tree(self, v)
+        self.value = v
 
     def check_if_deleted(self) -> None:
         """Raise `StateLeakError` if the state's value died with the trace that created it.
@@ -1016,9 +1109,37 @@ class StateTrace:
         _TLS.stack.append(self)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        popped = _TLS.stack.pop()
-        assert popped is self, "statejax trace stack corrupted"
+    # A transform's trace ends even if its function left a trace open inside it (a
+    # `StateTraceStack` entered and never exited): the open ones end with it. A user's
+    # `StateTraceStack` (False) refuses to end out of order and changes nothing.
+    _ends_inner_traces = True
+
+    def __exit__(self, exc_type: object = None, *exc: object) -> None:
+        stack = _TLS.stack
+        if stack and stack[-1] is self:
+            stack.pop()
+            self._close()
+            return
+        index = next((i for i, t in enumerate(stack) if t is self), None)
+        if index is None or not self._ends_inner_traces:
+            # Not the innermost active trace: refuse, leaving the stack as it is, so
+            # the traces can still be left in order.
+            raise RuntimeError(
+                f"{self.name} was exited out of order: it is not the innermost active "
+                "trace on this thread. Exit nested traces innermost first."
+            )
+        left_open = stack[index + 1 :]
+        del stack[index:]
+        for trace in (self, *left_open):
+            trace._close()
+        if exc_type is None:  # an error in flight says more than this one
+            raise RuntimeError(
+                f"{', '.join(t.name for t in left_open)} entered inside {self.name} was "
+                "still active when it ended; exit every StateTraceStack in the function "
+                "that entered it (use a `with` block)."
+            )
+
+    def _close(self) -> None:
         # The values die with the trace: a record kept after it holds no tracer.
         self.values = {}
         self._jax_trace = None

@@ -4,8 +4,10 @@ and `StateDictManager` (a dict of states with bulk value access)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, Self, TypeVar
+
+import jax
 
 from statejax._state import _TLS, State
 
@@ -127,8 +129,15 @@ class FakeState(Generic[T]):
         return f"FakedState(value={self._value!r})"
 
 
-class StateDictManager(dict[Any, State[Any]]):
-    """A `dict` of states with bulk access to their values.
+class StateDictManager(dict[Any, Any]):
+    """A `dict` of states with bulk access to their values (BrainState's `DictManager` API).
+
+    Besides `dict`'s methods: value access (`collect_values`, `assign_values`,
+    `split_values`), selection by type or predicate (`subset`, `not_subset`,
+    `split`, `filter_by_predicate`), by keys or values (`*_by_keys`, `*_by_values`,
+    compared by identity or with `by="value"` by `==`), de-duplication (`unique`,
+    `unique_`), `+`/`|` to combine, and pytree flattening (the states travel by
+    reference, as everywhere in statejax).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -140,16 +149,18 @@ class StateDictManager(dict[Any, State[Any]]):
         >>> params, rest = m.split_values(sj.ParamState)
         >>> list(params), list(rest)
         (['w'], ['n'])
+        >>> list(m.subset(sj.ParamState)), list(m.not_subset(sj.ParamState))
+        (['w'], ['n'])
     """
 
-    def assign_values(self, *values: Mapping[Any, Any]) -> None:
+    def assign_values(self, *args: Mapping[Any, Any]) -> None:
         """Write each `key -> value` of each mapping into the state at `key`.
 
         Raises:
             TypeError: an argument is not a mapping.
             KeyError: a key holds no state.
         """
-        for mapping in values:
+        for mapping in args:
             if not isinstance(mapping, Mapping):
                 raise TypeError(
                     f"StateDictManager.assign_values takes mappings of key -> value, got "
@@ -166,45 +177,183 @@ class StateDictManager(dict[Any, State[Any]]):
         """The current values as a plain `dict` (the same as `collect_values`)."""
         return self.collect_values()
 
-    def split_values(self, *types: type) -> tuple[dict[Any, Any], ...]:
+    def to_dict(self) -> dict[Any, Any]:
+        """The entries (the states themselves) as a plain `dict`."""
+        return dict(self)
+
+    def split_values(self, *filters: type) -> tuple[dict[Any, Any], ...]:
         """The values split by state type: one dict per type, then one of the rest.
 
         Each state goes to the first type it is an instance of.
         """
-        out: tuple[dict[Any, Any], ...] = tuple({} for _ in range(len(types) + 1))
+        return tuple({k: s.value for k, s in part.items()} for part in self.split(*filters))
+
+    def split(self, *types: type) -> tuple[StateDictManager, ...]:
+        """The entries split by type: one manager per type, then one of the rest.
+
+        Each entry goes to the first type its state is an instance of.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> m = sj.StateDictManager(w=sj.ParamState(jnp.ones(2)), n=sj.State(jnp.zeros(1)))
+            >>> [list(part) for part in m.split(sj.ParamState)]
+            [['w'], ['n']]
+        """
+        out = tuple(type(self)() for _ in range(len(types) + 1))
         for key, state in self.items():
             index = next((i for i, t in enumerate(types) if isinstance(state, t)), len(types))
-            out[index][key] = state.value
+            out[index][key] = state
         return out
 
-    def subset(self, kind: type | tuple[type, ...]) -> StateDictManager:
-        """The entries whose state is an instance of `kind`, as a new manager."""
-        return StateDictManager((k, s) for k, s in self.items() if isinstance(s, kind))
+    def subset(self, sep: type | tuple[type, ...] | Callable[[Any], bool]) -> StateDictManager:
+        """The entries whose state is an instance of `sep` (a type or tuple of types),
+        or, for a callable that is not a type, for which `sep(state)` is true."""
+        if callable(sep) and not isinstance(sep, type):
+            return type(self)((k, s) for k, s in self.items() if sep(s))
+        return type(self)((k, s) for k, s in self.items() if isinstance(s, sep))
 
-    def add_unique_key(self, key: Any, state: State[Any]) -> None:
-        """Add `state` at `key`.
+    def not_subset(self, sep: type | tuple[type, ...]) -> StateDictManager:
+        """The entries whose state is not an instance of `sep`."""
+        return type(self)((k, s) for k, s in self.items() if not isinstance(s, sep))
+
+    def filter_by_predicate(self, predicate: Callable[[Any, Any], bool]) -> StateDictManager:
+        """The entries for which `predicate(key, state)` is true."""
+        return type(self)((k, s) for k, s in self.items() if predicate(k, s))
+
+    def map_values(self, func: Callable[[Any], Any]) -> StateDictManager:
+        """A manager with `func(state)` at each key."""
+        return type(self)((k, func(s)) for k, s in self.items())
+
+    def map_keys(self, func: Callable[[Any], Any]) -> StateDictManager:
+        """A manager with each entry at `func(key)`.
 
         Raises:
-            TypeError: `state` is not a `State`.
+            ValueError: two keys map to the same new key.
+        """
+        out = type(self)()
+        for key, state in self.items():
+            new = func(key)
+            if new in out:
+                raise ValueError(f"StateDictManager.map_keys: keys map to the same new key {new!r}")
+            out[new] = state
+        return out
+
+    def unique(self) -> StateDictManager:
+        """The entries with each state once (the first key of a state held twice)."""
+        seen: set[int] = set()
+        out = type(self)()
+        for key, state in self.items():
+            if id(state) not in seen:
+                seen.add(id(state))
+                out[key] = state
+        return out
+
+    def unique_(self) -> StateDictManager:
+        """Drop, in place, the later keys of a state held twice; returns the manager."""
+        keep = self.unique()
+        for key in [k for k in self if k not in keep]:
+            del self[key]
+        return self
+
+    def assign(self, *args: Mapping[Any, Any], **kwargs: Any) -> None:
+        """`update` with each mapping in turn, then with the keyword arguments.
+
+        Raises:
+            TypeError: an argument is not a mapping.
+        """
+        for mapping in args:
+            if not isinstance(mapping, Mapping):
+                raise TypeError(
+                    f"StateDictManager.assign takes mappings, got {type(mapping).__name__}"
+                )
+            self.update(mapping)
+        self.update(kwargs)
+
+    def pop_by_keys(self, keys: Iterable[Any]) -> None:
+        """Remove the entries at `keys` (missing keys are ignored)."""
+        for key in set(keys):
+            self.pop(key, None)
+
+    def pop_by_values(self, values: Iterable[Any], by: str = "id") -> None:
+        """Remove the entries whose state is in `values` (`by`: `"id"` or `"value"`)."""
+        for key in [k for k, s in self.items() if _among(s, values, by)]:
+            del self[key]
+
+    def difference_by_keys(self, keys: Iterable[Any]) -> StateDictManager:
+        """The entries whose key is not in `keys`."""
+        keys = set(keys)
+        return type(self)((k, s) for k, s in self.items() if k not in keys)
+
+    def difference_by_values(self, values: Iterable[Any], by: str = "id") -> StateDictManager:
+        """The entries whose state is not in `values` (`by`: `"id"` or `"value"`)."""
+        values = list(values)
+        return type(self)((k, s) for k, s in self.items() if not _among(s, values, by))
+
+    def intersection_by_keys(self, keys: Iterable[Any]) -> StateDictManager:
+        """The entries whose key is in `keys`."""
+        keys = set(keys)
+        return type(self)((k, s) for k, s in self.items() if k in keys)
+
+    def intersection_by_values(self, values: Iterable[Any], by: str = "id") -> StateDictManager:
+        """The entries whose state is in `values` (`by`: `"id"` or `"value"`)."""
+        values = list(values)
+        return type(self)((k, s) for k, s in self.items() if _among(s, values, by))
+
+    def __add__(self, other: Mapping[Any, Any]) -> StateDictManager:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        out = type(self)(self)
+        out.update(other)
+        return out
+
+    def __or__(self, other: Mapping[Any, Any]) -> StateDictManager:
+        return self.__add__(other)
+
+    def __ior__(self, other: Mapping[Any, Any]) -> Self:  # type: ignore[override]
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        self.update(other)
+        return self
+
+    def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """`(values, keys)`, for JAX's pytree registry."""
+        return tuple(self.values()), tuple(self.keys())
+
+    @classmethod
+    def tree_unflatten(cls, keys: tuple[Any, ...], values: Iterable[Any]) -> StateDictManager:
+        """The manager holding `values` at `keys`, for JAX's pytree registry."""
+        return cls(zip(keys, values, strict=True))
+
+    def add_unique_key(self, key: Any, val: State[Any]) -> None:
+        """Add `val` at `key`.
+
+        Raises:
+            TypeError: `val` is not a `State`.
             ValueError: `key` already holds another state.
         """
-        self._check(state)
-        if key in self and self[key] is not state:
+        self._check(val)
+        if key in self and self[key] is not val:
             raise ValueError(f"StateDictManager: the key {key!r} already holds another state")
-        self[key] = state
+        self[key] = val
 
-    def add_unique_value(self, key: Any, state: State[Any]) -> bool:
-        """Add `state` at `key` unless it is already held; return whether it was added.
+    def add_unique_value(self, key: Any, val: State[Any]) -> bool:
+        """Add `val` at `key` unless it is already held; return whether it was added.
 
         Raises:
-            TypeError: `state` is not a `State`.
+            TypeError: `val` is not a `State`.
             ValueError: `key` already holds another state.
         """
-        self._check(state)
-        if any(s is state for s in self.values()):
+        self._check(val)
+        if key in self and self[key] is not val:
+            raise ValueError(f"StateDictManager: the key {key!r} already holds another state")
+        if any(s is val for s in self.values()):
             return False
-        self.add_unique_key(key, state)
+        self[key] = val
         return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
 
     @staticmethod
     def _check(state: object) -> None:
@@ -213,3 +362,18 @@ class StateDictManager(dict[Any, State[Any]]):
                 f"StateDictManager holds States, got {type(state).__name__}; wrap the value "
                 "in a State first."
             )
+
+
+def _among(item: Any, values: Iterable[Any], by: str) -> bool:
+    if by == "id":
+        return any(item is v for v in values)
+    if by == "value":
+        return any(item == v for v in values)
+    raise ValueError(f"StateDictManager: by must be 'id' or 'value', not {by!r}")
+
+
+jax.tree_util.register_pytree_node(
+    StateDictManager,
+    lambda m: m.tree_flatten(),
+    StateDictManager.tree_unflatten,
+)

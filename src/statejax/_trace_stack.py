@@ -14,6 +14,7 @@ class _OrderedTrace(StateTrace):
     """A `StateTrace` that also keeps the order of first touch and the value before it."""
 
     __slots__ = ("first", "touched")
+    _ends_inner_traces = False  # BrainState's rule: exiting out of order is refused
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -85,12 +86,21 @@ class StateTraceStack:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        trace, self._trace = self._trace, None
-        assert trace is not None
+        """Leave the block: apply its writes (none if it raised).
+
+        Raises:
+            RuntimeError: the record is not active, or a record entered after it is
+                still active (exit out of order); nothing changes, so the records can
+                still be left innermost first.
+        """
+        trace = self._trace
+        if trace is None:
+            raise RuntimeError(f"{self} was exited without being entered")
         born = {id(s) for s in trace.created}
         created = [(s, trace.values[id(s)]) for s in trace.created]
         written = [(s, trace.values[k]) for k, s in trace.writes.items() if k not in born]
-        trace.__exit__(exc_type, *exc)
+        trace.__exit__(exc_type, *exc)  # raises RuntimeError, changing nothing, if out of order
+        self._trace = None
         for key, state in trace.touched.items():
             self._add(state, trace.first[key], key in trace.writes)
         if exc_type is None:

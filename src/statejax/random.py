@@ -341,7 +341,12 @@ random_sample = on_default(RandomState.random_sample, "random_sample", default_s
 ranf = on_default(RandomState.ranf, "ranf", default_state)
 sample = on_default(RandomState.sample, "sample", default_state)
 uniform = on_default(RandomState.uniform, "uniform", default_state)
-randint = on_default(RandomState.randint, "randint", default_state)
+randint = on_default(
+    RandomState.randint,
+    "randint",
+    default_state,
+    order=("low", "high", "size", "key", "dtype"),  # the method takes dtype before key
+)
 random_integers = on_default(RandomState.random_integers, "random_integers", default_state)
 choice = on_default(RandomState.choice, "choice", default_state)
 permutation = on_default(RandomState.permutation, "permutation", default_state)
@@ -394,9 +399,16 @@ logseries = on_default(RandomState.logseries, "logseries", default_state)
 zipf = on_default(RandomState.zipf, "zipf", default_state)
 multinomial = on_default(RandomState.multinomial, "multinomial", default_state)
 categorical = on_default(RandomState.categorical, "categorical", default_state)
-rand_like = on_default(RandomState.rand_like, "rand_like", default_state)
-randn_like = on_default(RandomState.randn_like, "randn_like", default_state)
-randint_like = on_default(RandomState.randint_like, "randint_like", default_state)
+# As BrainState's module functions (not its methods): dtype and key are keyword-only.
+rand_like = on_default(
+    RandomState.rand_like, "rand_like", default_state, keyword_only=("dtype", "key")
+)
+randn_like = on_default(
+    RandomState.randn_like, "randn_like", default_state, keyword_only=("dtype", "key")
+)
+randint_like = on_default(
+    RandomState.randint_like, "randint_like", default_state, keyword_only=("dtype", "key")
+)
 
 
 # --- vmap batching: each lane gets its own key, the state advances once per call ----------
