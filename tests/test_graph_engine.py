@@ -307,3 +307,62 @@ def test_module_repr_shows_attributes_hides_none_and_survives_cycles() -> None:
     r = repr(Shown())
     assert r == "Shown(kept=1, me=Shown(...))"
     assert Shown().__pretty_repr_item__("x", None) is None
+
+
+def test_failed_unflatten_with_cache_changes_nothing_and_keeps_invisible_attrs() -> None:
+    class Cached(sj.Module):
+        graph_invisible_attrs = ("memo",)
+
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(2))
+            self.h = sj.HiddenState(jnp.zeros(2))
+            self.memo = "kept"
+
+    gd, tree = graph.flatten(Cached())
+    table: dict[int, Any] = {}
+    live = graph.unflatten(gd, tree, index_ref=table)
+    live.memo = "kept"
+    before = (live.w.value.tolist(), live.h.value.tolist(), dict(vars(live)))
+    # A new value for w, and h's path missing while the cache lacks h: refused first.
+    h_index = next(i for i, v in table.items() if v is live.h)
+    del table[h_index]
+    partial = {("w",): jnp.full(2, 5.0)}
+    with pytest.raises(ValueError, match="no value for the states"):
+        graph.unflatten(gd, partial, index_ref_cache=table)
+    assert (live.w.value.tolist(), live.h.value.tolist(), dict(vars(live))) == before
+    # A successful reuse rewrites the recorded attributes and keeps the invisible one.
+    table[h_index] = live.h
+    again = graph.unflatten(gd, partial, index_ref_cache=table)
+    assert again is live and live.memo == "kept" and live.w.value.tolist() == [5.0, 5.0]
+
+
+def test_merging_nested_trees_checks_paths_not_top_level_keys() -> None:
+    class Enc(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(2))
+            self.b = sj.ShortTermState(jnp.zeros(2))
+
+    class Top(sj.Module):
+        def __init__(self) -> None:
+            self.enc = Enc()
+
+    gd, _, _ = graph.treefy_split(Top(), sj.ParamState, ...)
+    w, b = {"enc": {"w": jnp.full(2, 3.0)}}, {"enc": {"b": jnp.full(2, 4.0)}}
+    merged = graph.treefy_merge(gd, w, b)
+    assert merged.enc.w.value.tolist() == [3.0, 3.0] and merged.enc.b.value.tolist() == [4.0, 4.0]
+    with graph.merge_context() as (ctx, _):
+        again = ctx.treefy_merge(gd, w, b)
+    assert again.enc.w.value.tolist() == [3.0, 3.0] and again.enc.b.value.tolist() == [4.0, 4.0]
+    for merge in (graph.treefy_merge, lambda g, *t: graph.MergeContext({}).treefy_merge(g, *t)):
+        with pytest.raises(ValueError, match=r"\('enc', 'w'\) has a value in two trees"):
+            merge(gd, w, w, b)
+
+
+def test_graphdef_hash_is_recomputed_after_pickling() -> None:
+    import pickle
+
+    gd = graph.graphdef(Cell())
+    hash(gd)
+    copy = pickle.loads(pickle.dumps(gd))
+    assert copy.__dict__["_cached_hash"] is None  # string hashes differ between processes
+    assert copy == gd and hash(copy) == hash(gd)

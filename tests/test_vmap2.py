@@ -390,3 +390,29 @@ def test_module_init_all_states_calls_every_init_state_once() -> None:
     assert net.a.h.value.shape == (3, 2) and net.again.h is net.b.h
     assert {id(s) for s in groups[0]} == {id(net.a.h), id(net.b.h)}
     assert not np.allclose(net.a.h.value[0], net.a.h.value[1])  # one draw per lane
+
+
+def test_stateful_mapping_binds_as_a_method_and_caches_no_nested_module() -> None:
+    import gc
+    import weakref
+
+    class Scaled(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.full(2, 2.0))
+
+        @functools.partial(vmap2, in_axes=(None, 0))
+        def apply(self, x: jax.Array) -> jax.Array:
+            return x * self.w.value
+
+    m = Scaled()
+    np.testing.assert_allclose(m.apply(jnp.ones((3, 2))), jnp.full((3, 2), 2.0))
+
+    mapping = sj.transform.StatefulMapping(
+        lambda x, box: x * box[0].w.value, in_axes=(0, None), static_argnums=1
+    )
+    held = Scaled()
+    alive = weakref.ref(held)
+    np.testing.assert_allclose(mapping(jnp.ones((3, 2)), (held,)), jnp.full((3, 2), 2.0))
+    del held
+    gc.collect()
+    assert alive() is None and not mapping._variants  # a module inside a static tuple

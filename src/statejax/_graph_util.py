@@ -293,6 +293,10 @@ class GraphDef(Generic[N]):
             object.__setattr__(self, "_cached_hash", cached)
         return cached
 
+    def __getstate__(self) -> dict[str, Any]:
+        # String hashes differ between processes: an unpickled graphdef hashes afresh.
+        return {**self.__dict__, "_cached_hash": None}
+
     def __eq__(self, other: object) -> bool:
         return (
             type(other) is GraphDef

@@ -1148,14 +1148,19 @@ def treefy_merge(graphdef: GraphDef[Any], *trees: Mapping[Path, Any]) -> Any:
         >>> new.w.value.tolist(), new.w.name
         ([2.0, 2.0], 'w')
     """
+    return unflatten(graphdef, _merged_trees(trees, "treefy_merge"))
+
+
+def _merged_trees(trees: Sequence[Mapping[Any, Any]], who: str) -> StateTree[Any]:
+    """One path-keyed tree from several (path-keyed or nested); a path in two is an error."""
     values: dict[Path, Any] = {}
     for tree in trees:
-        flat = tree.to_flat() if isinstance(tree, StateTree) else dict(tree.items())
+        flat = tree.to_flat() if hasattr(tree, "to_flat") else StateTree(tree).to_flat()
         for path, value in flat.items():
             if path in values:
-                raise ValueError(f"treefy_merge: the state at {path} has a value in two trees")
+                raise ValueError(f"{who}: the state at {path} has a value in two trees")
             values[path] = value
-    return unflatten(graphdef, StateTree(values))
+    return StateTree(values)
 
 
 @overload
@@ -1847,10 +1852,8 @@ class MergeContext:
         *more: Mapping[Path, Any],
     ) -> Any:
         """`treefy_merge(graphdef, ...)`, building shared objects once across the context."""
-        values: dict[Path, Any] = {}
-        for tree in (state_mapping, *more):
-            values.update(tree.to_flat() if isinstance(tree, StateTree) else dict(tree.items()))
-        return unflatten(graphdef, StateTree(values), index_ref=self.index_ref)
+        values = _merged_trees((state_mapping, *more), "MergeContext.treefy_merge")
+        return unflatten(graphdef, values, index_ref=self.index_ref)
 
 
 @contextlib.contextmanager

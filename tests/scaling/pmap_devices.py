@@ -287,6 +287,9 @@ def check_pmap2_and_new_states() -> None:
     c = Counter()
     pmap2_new_states(c, {}, axis_size=4)
     assert c.count.value.shape == (4,)
+    assert pmap2_new_states(sj.Module(), {}) == {}  # no empty axis, as vmap2_new_states
+    pm = pmap2(lambda: ins.value * 2, state_in_axes={None: sj.ParamState, 0: ins})
+    close(pm(), jnp.arange(N) * 2.0, "{None: ...} accepted, as vmap2")
     ok("pmap2_and_pmap2_new_states")
 
 
@@ -308,6 +311,11 @@ def check_errors() -> None:
         "jax.lax.pmean(value, 'd')",
     )
     close(net.count.value, before, "untouched after BatchAxisError")
+    raises(
+        BatchAxisError,
+        lambda: pmap(varying, in_axes=(None, 0))(net, X),
+        "give pmap an axis_name, then jax.lax.pmean(value, axis_name)",
+    )
     raises(
         ValueError,
         lambda: pmap(lambda x: x)(jnp.ones((N + 1, 2))),
@@ -349,9 +357,9 @@ def check_errors() -> None:
         "Pass axis_size=",
     )
     raises(
-        ValueError,
+        BatchAxisError,
         lambda: pmap(lambda x: x, axis_size=4)(X),
-        "axis_size=4, but the mapped arguments and states have size 8",
+        "axis_size=4 conflicts with the mapped size 8",
     )
     raises(
         ValueError,

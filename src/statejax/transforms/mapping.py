@@ -13,6 +13,7 @@ into `vmap`'s `in_states`/`out_states` selectors; other mapping transforms reuse
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Annotated, Any, Literal, TypeAlias, overload
@@ -341,15 +342,39 @@ class StatefulMapping:
             return fun(*full, **dict(static_kw), **dyn_kwargs)
 
         mapped = self._map(bound, self._dynamic_in_axes())
-        # A module or state among the static values would be kept alive by the cache.
-        if not any(isinstance(v, (Module, State)) for v in (*statics, *dict(static_kw).values())):
+        # A module or state among the static values (at any depth of a container) would
+        # be kept alive by the cache: such a variant is used once and not kept.
+        if not _holds_state_or_module((statics, static_kw)):
             if len(self._variants) >= _MAX_VARIANTS:
                 self._variants.clear()
             self._variants[key] = mapped
         return mapped
 
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """As a method: bind the instance as the first argument (as a function would)."""
+        return self if obj is None else functools.partial(self, obj)
+
     def __repr__(self) -> str:
         return f"StatefulMapping({self.name or getattr(self.origin_fun, '__qualname__', '?')})"
+
+
+def _holds_state_or_module(value: Any) -> bool:
+    """Whether `value` is, or a tuple/list/dict/set/dataclass inside it holds, one."""
+    todo, seen = [value], set()
+    while todo:
+        v = todo.pop()
+        if isinstance(v, (Module, State)):
+            return True
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, (tuple, list, set, frozenset)):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            todo.extend(v.values())
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            todo.extend(getattr(v, f.name) for f in dataclasses.fields(v))
+    return False
 
 
 # --- vmap2: the function form ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -46,16 +46,22 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple, name_of
-from statejax.transforms.mapping import StatefulMapping, module_initializer
+from statejax.transforms.mapping import (
+    _STATE_IN_AXES,
+    _STATE_OUT_AXES,
+    _UNEXPECTED,
+    StatefulMapping,
+    _MappingStateAxesField,
+    _state_axes_field,
+    module_initializer,
+    vmap_state_axes,
+)
 from statejax.transforms.vmap import (
     _OUT_AXIS_ERROR,
-    _STATE_AXES_SCHEMA,
-    StateAxes,
     StateAxesLike,
     VmapSpec,
     _Batched,
     _check_axes,
-    _parse_state_axes,
 )
 
 __all__ = ["Pmap2NewStatesSpec", "Pmap2Spec", "PmapSpec", "pmap", "pmap2", "pmap2_new_states"]
@@ -164,30 +170,17 @@ class Pmap2Spec(_DeviceOptions):
     axis_size: Count | None = pydantic.Field(
         default=None, description="the number of devices, needed when nothing is mapped"
     )
-    state_in_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
-        default=(),
-        description="states split over the devices on an axis and written back stacked: a "
-        "selector (a filter, a State, an iterable or mapping of States) for axis 0, or "
-        "{axis: selector}",
-    )
-    state_out_axes: Annotated[StateAxes, _STATE_AXES_SCHEMA] = pydantic.Field(
-        default=(),
-        description="states written back stacked, one value per device (same forms)",
-    )
-    unexpected_out_state_mapping: Literal["raise"] = pydantic.Field(
-        default="raise",
-        description="only 'raise': a device-varying write into a state outside "
-        "state_out_axes is a BatchAxisError naming the state",
-    )
+    state_in_axes: _MappingStateAxesField = _STATE_IN_AXES
+    state_out_axes: _MappingStateAxesField = _STATE_OUT_AXES
+    unexpected_out_state_mapping: Literal["raise"] = _UNEXPECTED
 
     _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
         lambda cls, v: _check_axes(v)
     )
 
-    @pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")
-    @classmethod
-    def _states(cls, value: object, info: pydantic.ValidationInfo) -> StateAxes:
-        return _parse_state_axes(value, str(info.field_name))
+    _states = pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")(
+        lambda cls, v, info: _state_axes_field(v, info)
+    )
 
 
 # --- the device map: jax.vmap's calling convention, run by jit(shard_map) -----------------
@@ -226,12 +219,17 @@ class _Parallel(_Batched):
                 "give it a mapped axis (out_axes=0) or reduce it first (jax.lax.pmean / psum)"
             ) from None
         state = self.split.write_states[index]
+        name = self.spec.axis_name
+        reduce = (
+            f"jax.lax.pmean(value, {name!r})"
+            if name is not None
+            else "give pmap an axis_name, then jax.lax.pmean(value, axis_name)"
+        )
         raise BatchAxisError(
             f"{self.name}: the function wrote a value that differs across devices into "
             f"{self._describe(state)}, which is replicated (not in in_states or out_states). "
             "Select it with in_states/out_states (e.g. out_states={0: state}) to keep one "
-            f"value per device, or reduce the value first (jax.lax.pmean(value, "
-            f"{self.spec.axis_name!r}))."
+            f"value per device, or reduce the value first ({reduce})."
         ) from None
 
 
@@ -293,9 +291,10 @@ class _DeviceMap:
                 )
             return normalised, spec.axis_size
         if spec.axis_size is not None and spec.axis_size != sizes[0]:
-            raise ValueError(
-                f"{label}: axis_size={spec.axis_size}, but the mapped arguments and states "
-                f"have size {sizes[0]} on their mapped axis; make them agree (or drop axis_size)"
+            raise BatchAxisError(
+                f"{label}: axis_size={spec.axis_size} conflicts with the mapped size "
+                f"{sizes[0]} of the arguments and states. Give axis_size={sizes[0]}, or leave "
+                "axis_size out (the mapped arguments give the number of devices)."
             )
         return normalised, sizes[0]
 
@@ -719,7 +718,7 @@ def pmap2(
             f"statejax.pmap2: global_arg_shapes={global_arg_shapes!r} is not offered: JAX "
             "removed it from jax.pmap; pass None and give each process its local arrays."
         )
-    parse_spec(
+    options = parse_spec(
         Pmap2Spec,
         "pmap2",
         in_axes=in_axes,
@@ -739,8 +738,8 @@ def pmap2(
         "pmap2",
         in_axes=in_axes,
         out_axes=out_axes,
-        in_states=state_in_axes,
-        out_states=state_out_axes,
+        in_states=vmap_state_axes(options.state_in_axes),
+        out_states=vmap_state_axes(options.state_out_axes),
         axis_size=axis_size,
         axis_name=axis_name,
         devices=devices,
@@ -789,7 +788,8 @@ def pmap2_new_states(
         axis_name: the name of the device axis, for collectives in the init.
 
     Returns:
-        `{0: [the new states]}`, as BrainState's (keyed by their stacking axis).
+        `{0: [the new states]}`, as BrainState's (keyed by their stacking axis); `{}`
+            when the init creates none.
 
     Raises:
         SpecError: an option is invalid, or `state_out_axes` is given.
@@ -836,7 +836,7 @@ def pmap2_new_states(
         made[:] = new
 
     pmap(create, spec.axis_name, axis_size=size)()
-    return {0: made}
+    return {0: made} if made else {}  # as vmap2_new_states: no empty axis
 
 
 @hookimpl
