@@ -288,6 +288,25 @@ def check_pmap2_and_new_states() -> None:
     pmap2_new_states(c, {}, axis_size=4)
     assert c.count.value.shape == (4,)
     assert pmap2_new_states(sj.Module(), {}) == {}  # no empty axis, as vmap2_new_states
+
+    class Routed(sj.Module):
+        def init_state(self) -> None:
+            self.w = sj.ParamState(sj.random.randn(3))
+            self.scale = sj.ShortTermState(jnp.ones(2))
+            self.h = sj.State(jnp.zeros(()))
+
+    r = Routed()
+    groups = pmap2_new_states(
+        r, {}, axis_size=4, state_out_axes={1: sj.ParamState, None: sj.ShortTermState}
+    )
+    assert groups == {None: [r.scale], 1: [r.w], 0: [r.h]}, groups
+    assert r.w.value.shape == (3, 4) and r.scale.value.shape == (2,) and r.h.value.shape == (4,)
+    assert not bool(jnp.allclose(r.w.value[:, 0], r.w.value[:, 1]))  # one draw per device
+    raises(
+        SpecError,
+        lambda: pmap2_new_states(Routed(), {}, state_out_axes={1: sj.filters.WithTag("x")}),
+        "matches none of the states",
+    )
     pm = pmap2(lambda: ins.value * 2, state_in_axes={None: sj.ParamState, 0: ins})
     close(pm(), jnp.arange(N) * 2.0, "{None: ...} accepted, as vmap2")
     ok("pmap2_and_pmap2_new_states")
@@ -432,9 +451,7 @@ def check_errors() -> None:
         "statejax.pmap2: option devices: 1 (int) is not a jax.Device",
     )
     raises(
-        SpecError,
-        lambda: pmap2_new_states(Net(), {}, state_out_axes={0: sj.ParamState}),
-        "state_out_axes={0: <class 'statejax._state.ParamState'>} is not offered",
+        SpecError, lambda: pmap2_new_states(Net(), {}, state_out_axes={0.5: 1}), "state_out_axes"
     )
     raises(SpecError, lambda: pmap2_new_states(Net(), {}, axis_size=0), "axis_size")
     raises(SpecError, lambda: pmap2_new_states(object(), {}), "object has no init_all_states")
@@ -487,6 +504,9 @@ def check_static_and_donated() -> None:
     placed = add(X, y)
     close(shifted(2.0, placed), (X + 1.0) * 2.0, "donation after a static")
     assert placed.is_deleted()
+    # An argument committed to one device is moved onto the mesh, not refused.
+    on_one = jax.device_put(X, jax.devices()[3])
+    close(pmap(lambda x: x * 2.0)(on_one), X * 2.0, "committed elsewhere")
     ok("pmap_static_and_donated_equal_jax_pmap")
 
 

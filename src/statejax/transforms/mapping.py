@@ -538,6 +538,13 @@ def _new_state_axes_field(value: object, info: pydantic.ValidationInfo) -> Mappi
     return axes
 
 
+_NEW_STATE_OUT_AXES: Any = pydantic.Field(
+    default=(),
+    description="where each new state's batch axis goes: a filter for axis 0, or "
+    "{axis: filter} (None: kept whole, the same in every lane); unselected: axis 0",
+)
+
+
 class Vmap2NewStatesSpec(TransformSpec):
     """Options of `vmap2_new_states`."""
 
@@ -547,11 +554,7 @@ class Vmap2NewStatesSpec(TransformSpec):
     axis_size: PositiveCount | None = pydantic.Field(
         default=None, description="the number of lanes (required): a positive int"
     )
-    state_out_axes: _MappingStateAxesField = pydantic.Field(
-        default=(),
-        description="where each new state's batch axis goes: a filter for axis 0, or "
-        "{axis: filter} (None: kept whole, the same in every lane); unselected: axis 0",
-    )
+    state_out_axes: _MappingStateAxesField = _NEW_STATE_OUT_AXES
     spmd_axis_name: AxisName | None = VmapSpec.model_fields["spmd_axis_name"]
 
     _states = pydantic.field_validator("state_out_axes", mode="before")(
@@ -633,18 +636,43 @@ def vmap2_new_states(
             "members) to initialise, e.g. axis_size=8."
         )
     init = module_initializer(name, module, init_kwargs, "vmap_new_states(fn, axis_size=...)")
-    ordered = _new_state_order(spec.state_out_axes)
+
+    def run(init_lane: Callable[[], Any], out_axes: tuple[int | None, ...]) -> Any:
+        return vmap_new_states(
+            init_lane,
+            in_axes=(),
+            out_axes=out_axes,
+            axis_size=spec.axis_size,
+            spmd_axis_name=spec.spmd_axis_name,
+        )()
+
+    return map_new_states(name, module, init, init_kwargs, spec.state_tag, spec.state_out_axes, run)
+
+
+def map_new_states(
+    name: str,
+    module: Any,
+    init: Callable[..., Any],
+    init_kwargs: Mapping[str, Any],
+    tag: str | None,
+    state_out_axes: MappingStateAxes,
+    run: Callable[[Callable[[], Any], tuple[int | None, ...]], Any],
+) -> dict[int | None, list[State[Any]]]:
+    """The body of `vmap2_new_states` and `pmap2_new_states`: `run(init_lane, out_axes)`
+    maps `init_lane` (creating the new states stacked on axis 0) and returns its result,
+    the values of the states routed to another axis, placed by `out_axes`."""
+    ordered = _new_state_order(state_out_axes)
     axes = list(dict.fromkeys([a for a, _ in ordered if a != 0] + [0]))
     routed_axes = tuple(a for a in axes if a != 0)
-    tag, kwargs = spec.state_tag, dict(init_kwargs)
+    kwargs = dict(init_kwargs)
     # The new states of the last run of init_lane (the mapped pass), by axis, with their
     # path in the module and the rank of their value in one lane.
     groups: dict[int | None, list[tuple[State[Any], Path | None, int]]] = {}
 
     def init_lane() -> tuple[list[Any], ...]:
         trace = current_trace()
-        if trace is None:  # pragma: no cover - vmap always runs its function in a trace
-            raise RuntimeError(f"{name}: init_all_states ran outside vmap's trace")
+        if trace is None:  # pragma: no cover - the mapping runs its function in a trace
+            raise RuntimeError(f"{name}: init_all_states ran outside the mapping's trace")
         before = len(trace.created)
         init(**kwargs)
         paths = {id(s): p for p, s in iter_states(module)}
@@ -672,15 +700,8 @@ def vmap2_new_states(
         groups.update(found)
         return tuple([s.value for s, _, _ in found[a]] for a in routed_axes)
 
-    mapped = vmap_new_states(
-        init_lane,
-        in_axes=(),
-        out_axes=routed_axes,
-        axis_size=spec.axis_size,
-        spmd_axis_name=spec.spmd_axis_name,
-    )
     try:
-        routed = mapped()
+        routed = run(init_lane, routed_axes)
     except ValueError as exc:
         _explain_new_state_error(exc, name, groups)
         raise

@@ -41,18 +41,20 @@ from statejax.extend import (
     StatefulFunction,
     Transform,
     TransformSpec,
-    current_trace,
     hookimpl,
     parse_spec,
 )
 from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple, name_of
 from statejax.transforms.mapping import (
+    _NEW_STATE_OUT_AXES,
     _STATE_IN_AXES,
     _STATE_OUT_AXES,
     _UNEXPECTED,
     StatefulMapping,
     _MappingStateAxesField,
+    _new_state_axes_field,
     _state_axes_field,
+    map_new_states,
     module_initializer,
     vmap_state_axes,
 )
@@ -158,6 +160,11 @@ class Pmap2NewStatesSpec(TransformSpec):
     )
     axis_name: AxisName | None = pydantic.Field(
         default=None, description="name of the device axis, for collectives"
+    )
+    state_out_axes: _MappingStateAxesField = _NEW_STATE_OUT_AXES
+
+    _states = pydantic.field_validator("state_out_axes", mode="before")(
+        lambda cls, v, info: _new_state_axes_field(v, info)
     )
 
 
@@ -398,30 +405,44 @@ class _DeviceMap:
 
         # inner's arguments are (read values, written values, args, kwargs): the leaves
         # of the donated positional arguments are the ones to donate.
-        positions = jax.tree.unflatten(treedef, range(treedef.num_leaves))[2]
+        positions = jax.tree.unflatten(treedef, range(treedef.num_leaves))
         donated = sorted(
             leaf
             for i in owner.spec.donate_argnums
-            if i < len(positions)
-            for leaf in jax.tree.leaves(positions[i])
+            if i < len(positions[2])
+            for leaf in jax.tree.leaves(positions[2][i])
         )
-        jitted = jax.jit(run, donate_argnums=donated)
-        jitted.__name__ = owner.name  # type: ignore[attr-defined]
-        # Concrete inputs are placed on the mesh first: a state that came back from the
-        # last call (sharded over the devices) and a fresh one then have the same type,
-        # so a cached call never retraces.
-        shardings = [
+        # Every input enters with its place on the mesh (`in_shardings`). A state's value
+        # is put there in Python unless it already is (it came back from the last call),
+        # so a fresh state and a returned one give jit the same input type and a cached
+        # call never retraces. A fresh argument is left to jit's C++ dispatch to place
+        # (as jax.pmap does); one committed elsewhere, which jit would refuse, is moved.
+        shardings = tuple(
             NamedSharding(mesh, replicated if a is None else _spec_at(name, a)) for a in axes
-        ]
+        )
+        n_state_leaves = len(jax.tree.leaves(positions[:2]))
+        jitted = jax.jit(run, in_shardings=shardings, donate_argnums=donated)
+        jitted.__name__ = owner.name  # type: ignore[attr-defined]
 
         def call(*leaves: Any) -> Any:
             placed = [
-                x if isinstance(x, jax.core.Tracer) else jax.device_put(x, s)
-                for x, s in zip(leaves, shardings, strict=True)
+                x if _in_place(x, s, fresh_ok=i >= n_state_leaves) else jax.device_put(x, s)
+                for i, (x, s) in enumerate(zip(leaves, shardings, strict=True))
             ]
             return jitted(*placed)
 
         return call
+
+
+def _in_place(x: Any, sharding: NamedSharding, fresh_ok: bool) -> bool:
+    """Whether `x` can go to the compiled call as it is (no `device_put` first)."""
+    if isinstance(x, jax.core.Tracer):
+        return True
+    if not isinstance(x, jax.Array):
+        return fresh_ok
+    if x.committed:
+        return bool(x.sharding == sharding)
+    return fresh_ok
 
 
 def _is_none(x: object) -> bool:
@@ -768,32 +789,35 @@ def pmap2_new_states(
     axis_size: int | None = None,
     state_out_axes: Any = None,
     axis_name: Hashable | None = None,
-) -> dict[int, list[State[Any]]]:
+) -> dict[int | None, list[State[Any]]]:
     """Create `module`'s states once per device: each comes out stacked, one slice per device.
 
     Runs `module.init_all_states(**init_kwargs)` (on a `statejax.Module`: every
     sub-module's `init_state`) under `pmap` over `axis_size`
     devices (default: `jax.local_device_count()`). Every state it creates is
-    stacked on a leading axis of that size; each device draws from its own random
-    key, so random initialisations differ per device. `state_tag` is added to the
-    tags of every new state.
+    stacked on an axis of that size (axis 0 unless `state_out_axes` says otherwise);
+    each device draws from its own random key, so random initialisations differ per
+    device. `state_tag` is added to the tags of every new state.
 
     Args:
         module: the module whose states to create.
         init_kwargs: keyword arguments of the init method.
         state_tag: a tag added to every new state.
         axis_size: the number of devices (a positive int; None: all local ones).
-        state_out_axes: only `None`: every new state is stacked on axis 0 (see the
-            porting page).
+        state_out_axes: where each new state's device axis goes: a filter for axis
+            0, or `{axis: filter}` (`None`: kept whole, the same on every device);
+            unselected states: axis 0 (as `vmap2_new_states`).
         axis_name: the name of the device axis, for collectives in the init.
 
     Returns:
-        `{0: [the new states]}`, as BrainState's (keyed by their stacking axis); `{}`
-            when the init creates none.
+        `{axis: [the new states on it]}`, as BrainState's; an axis with no state is left
+            out.
 
     Raises:
-        SpecError: an option is invalid, or `state_out_axes` is given.
-        SpecError: the module has no `init_all_states` method.
+        SpecError: an option is invalid, a selector of `state_out_axes` matches no new
+            state, or the module has no `init_all_states` method.
+        BatchAxisError: a state kept whole differs between devices, or its axis is out
+            of range.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -806,37 +830,22 @@ def pmap2_new_states(
         >>> m.count.value.shape == (jax.local_device_count(),), new[0][0] is m.count
         (True, True)
     """
-    if state_out_axes is not None:
-        raise SpecError(
-            f"statejax.pmap2_new_states: state_out_axes={state_out_axes!r} is not offered: "
-            "every new state is stacked on axis 0 (statejax has no NonBatchState); pass None."
-        )
+    name = "statejax.pmap2_new_states"
     spec = parse_spec(
         Pmap2NewStatesSpec,
         "pmap2_new_states",
         state_tag=state_tag,
         axis_size=axis_size,
+        state_out_axes=state_out_axes,
         axis_name=axis_name,
     )
-    init = module_initializer(
-        "statejax.pmap2_new_states", module, init_kwargs, "statejax.transform.pmap"
-    )
+    init = module_initializer(name, module, init_kwargs, "statejax.transform.pmap")
     size = spec.axis_size if spec.axis_size is not None else jax.local_device_count()
-    made: list[State[Any]] = []
-    tag = spec.state_tag
 
-    def create() -> None:
-        trace = current_trace()
-        before = len(trace.created) if trace is not None else 0
-        init(**init_kwargs)
-        new = list(trace.created[before:]) if trace is not None else []
-        for state in new:
-            if tag is not None:
-                state.add_tag(tag)
-        made[:] = new
+    def run(init_lane: Callable[[], Any], out_axes: tuple[int | None, ...]) -> Any:
+        return pmap(init_lane, spec.axis_name, axis_size=size, out_axes=out_axes)()
 
-    pmap(create, spec.axis_name, axis_size=size)()
-    return {0: made} if made else {}  # as vmap2_new_states: no empty axis
+    return map_new_states(name, module, init, init_kwargs, spec.state_tag, spec.state_out_axes, run)
 
 
 @hookimpl
