@@ -80,6 +80,9 @@ class Missing:
 
 
 def lookup(module_key, name):
+    full = f"{module_key}.{name}" if module_key else name
+    if full in PUBLIC:  # `brainstate.util.filter` reached as an attribute
+        return PUBLIC[full]
     for source in (PUBLIC.get(module_key), PUBLIC.get(module_key.split(".")[0]), statejax):
         if source is not None and hasattr(source, name):
             return getattr(source, name)
