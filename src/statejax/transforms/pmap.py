@@ -60,6 +60,7 @@ from statejax.transforms.mapping import (
 )
 from statejax.transforms.vmap import (
     _OUT_AXIS_ERROR,
+    LaneSpec,
     StateAxesLike,
     VmapSpec,
     _Batched,
@@ -147,7 +148,7 @@ class _DeviceOptions(TransformSpec):
         return self
 
 
-class PmapSpec(VmapSpec, _DeviceOptions):
+class PmapSpec(LaneSpec, _DeviceOptions):
     """Options of `pmap`: `vmap`'s, plus the devices to run on, static and donated arguments."""
 
 

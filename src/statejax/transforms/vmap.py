@@ -234,8 +234,8 @@ def _check_axes(value: object) -> object:
     return value
 
 
-class VmapSpec(TransformSpec):
-    """Options of `vmap`."""
+class LaneSpec(TransformSpec):
+    """The options of a state-aware map over lanes: `vmap`'s and `pmap`'s in common."""
 
     in_axes: Any = pydantic.Field(
         default=0,
@@ -260,11 +260,6 @@ class VmapSpec(TransformSpec):
     axis_name: AxisName | None = pydantic.Field(
         default=None, description="name of the batch axis, for collectives such as lax.psum"
     )
-    spmd_axis_name: AxisName | None = pydantic.Field(
-        default=None,
-        description="mesh axis name(s) the batch axis is sharded over inside sharded code "
-        "(jax.vmap's spmd_axis_name): a name or a tuple of names",
-    )
     split_keys: bool = pydantic.Field(
         default=True,
         description="give each lane its own key from every RandomState the function touches "
@@ -279,6 +274,16 @@ class VmapSpec(TransformSpec):
     @classmethod
     def _states(cls, value: object, info: pydantic.ValidationInfo) -> StateAxes:
         return _parse_state_axes(value, str(info.field_name))
+
+
+class VmapSpec(LaneSpec):
+    """Options of `vmap`."""
+
+    spmd_axis_name: AxisName | None = pydantic.Field(
+        default=None,
+        description="mesh axis name(s) the batch axis is sharded over inside sharded code "
+        "(jax.vmap's spmd_axis_name): a name or a tuple of names",
+    )
 
 
 class MapSpec(TransformSpec):
@@ -551,7 +556,7 @@ class _Batched:
     """The lifted pure core of one split: `(read_vals, write_vals, *args) -> (out, writes)`."""
 
     def __init__(
-        self, split: Split, pure: PureCore, spec: VmapSpec, name: str, map_batch: int | None
+        self, split: Split, pure: PureCore, spec: LaneSpec, name: str, map_batch: int | None
     ) -> None:
         self.split = split
         self.pure = pure
@@ -643,7 +648,7 @@ class _Batched:
             out_axes=out_axes,
             axis_size=spec.axis_size,
             axis_name=spec.axis_name,
-            spmd_axis_name=spec.spmd_axis_name,
+            spmd_axis_name=_spmd_axis_name(spec),
         )
 
     def _plan_for(
@@ -877,7 +882,7 @@ class _Batched:
             out_axes=out_axes,
             axis_size=axis_size if axis_size is not None else self.spec.axis_size,
             axis_name=self.spec.axis_name,
-            spmd_axis_name=self.spec.spmd_axis_name,
+            spmd_axis_name=_spmd_axis_name(self.spec),
         )
         return jax.eval_shape(lambda: lanes(list(rv), list(wv), args, kwargs))
 
@@ -993,6 +998,11 @@ class _Batched:
                         f"state's value size {expected[0]} on axis {axis}, or map it on "
                         "another axis ({axis: state} in in_states)."
                     ) from None
+
+
+def _spmd_axis_name(spec: LaneSpec) -> Any:
+    """`vmap`'s `spmd_axis_name` (other maps over lanes have none)."""
+    return spec.spmd_axis_name if isinstance(spec, VmapSpec) else None
 
 
 def _pick_write(i: int, writes: list[Any], *_: Any) -> Any:
