@@ -89,8 +89,11 @@ def test_batched_map_rejects_batched_writes_to_broadcast_states() -> None:
 def test_map_spec_errors() -> None:
     with pytest.raises(sj.SpecError, match=r"statejax\.map: option batch_size: Input should be"):
         sj_map(lambda x: x, jnp.arange(3.0), batch_size=0)
-    with pytest.raises(TypeError, match="at least one array"):
+    with pytest.raises(TypeError, match="at least one array") as no_inputs:
         sj_map(lambda: 0)
+    assert isinstance(no_inputs.value, ValueError)  # what BrainState raises
+    with pytest.raises(ValueError, match="0-d array"):
+        sj_map(lambda x: x, jnp.array(5.0))
     for batch_size in (None, 2):
         with pytest.raises(ValueError, match=r"same leading axis .* leading sizes are \[3, 4\]"):
             sj_map(lambda a, b: a, jnp.arange(3.0), jnp.arange(4.0), batch_size=batch_size)

@@ -1033,6 +1033,11 @@ def _normalise(axis: int, value: Any, added: int = 0) -> int:
 # --- map ----------------------------------------------------------------------------------
 
 
+class _NoInputs(TypeError, ValueError):
+    """`map(f)` with nothing to map over: a `TypeError` (a missing argument) that is also
+    the `ValueError` BrainState raises."""
+
+
 def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     """Apply `f` to each slice of `xs` along axis 0 and stack the results.
 
@@ -1081,15 +1086,20 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     fn_name = name_of(f)
     name = f"statejax.map({fn_name})"
     if not xs:
-        raise TypeError(
+        raise _NoInputs(
             f"{name}: give at least one array to map over, as map(f, xs); to call the "
             "function n times without inputs, use statejax.for_loop(f, length=n)"
         )
     sizes = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(xs)}
-    if len(sizes) != 1 or None in sizes:
+    if None in sizes:
+        raise ValueError(
+            f"{name}: an input is a 0-d array (a scalar), which has no leading axis to map "
+            "over; give arrays with the mapped elements along axis 0"
+        )
+    if len(sizes) != 1:
         raise ValueError(
             f"{name}: every input must have the same leading axis to map over; their leading "
-            f"sizes are {sorted(sizes, key=str)} (None: a scalar, which has no axis 0)"
+            f"sizes are {sorted(s for s in sizes if s is not None)}"
         )
     n = sizes.pop()
     assert n is not None
