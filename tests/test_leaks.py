@@ -97,6 +97,21 @@ def p_vmap(p: Pure) -> Pure:
     return q
 
 
+def s_vmap2(m: Model, f: Callable[..., Any]) -> Callable[..., Any]:
+    v = sj.transform.vmap2(f)
+    return lambda x: v(jnp.stack([x, 2.0 * x])).sum(0)
+
+
+def s_pmap(m: Model, f: Callable[..., Any]) -> Callable[..., Any]:
+    p = sj.transform.pmap(f)  # one device here: a mapped axis of size 1
+    return lambda x: p(x[None])[0]
+
+
+def s_pmap2(m: Model, f: Callable[..., Any]) -> Callable[..., Any]:
+    p = sj.transform.pmap2(f)
+    return lambda x: p(x[None])[0]
+
+
 def s_scan(m: Model, f: Callable[..., Any]) -> Callable[..., Any]:
     def g(x: Any) -> Any:
         _, ys = sj.scan(lambda carry, xi: (carry, f(xi)), 0, jnp.stack([x, x + 1.0]))
@@ -268,6 +283,9 @@ SINGLE: dict[str, Combinator] = {
     "hessian": (s_hessian, _p_jac(jax.hessian, scalar=True)),
     "vjp": (s_vjp, p_vjp),
     "jvp": (s_jvp, p_jvp),
+    "vmap2": (s_vmap2, p_vmap),
+    "pmap": (s_pmap, lambda p: p),
+    "pmap2": (s_pmap2, lambda p: p),
 }
 
 

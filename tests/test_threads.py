@@ -180,6 +180,31 @@ def test_concurrent_calls_on_separate_models_count_exactly(style: str, warm: boo
         assert_concrete(m.w, np.full(3, float(i), np.float32))
 
 
+@pytest.mark.parametrize("mapping", ["vmap2", "pmap", "pmap2"])
+def test_concurrent_mapped_calls_on_separate_models_count_exactly(mapping: str) -> None:
+    """The mapping transforms keep every thread's writes too (pmap on this one device)."""
+    counter = _counter_class()
+    models = [counter(float(i)) for i in range(N_THREADS)]
+
+    def tick(model: Any, x: jax.Array) -> jax.Array:
+        model.count.value = model.count.value + 1
+        time.sleep(TRACE_PAUSE)
+        return jnp.sum(model.w.value * x)
+
+    mapped = getattr(sj.transform, mapping)(tick, in_axes=(None, 0))
+    x = jnp.ones((1, 3), jnp.float32)
+    results: list[set[float]] = [set() for _ in range(N_THREADS)]
+
+    def work(i: int) -> None:
+        results[i] = {float(mapped(models[i], x)[0]) for _ in range(20)}
+
+    run_threads(work)
+    for i, m in enumerate(models):
+        assert int(m.count.value) == 20, f"model {i}: count {int(m.count.value)} != 20"
+        assert results[i] == {3.0 * i}
+        assert_concrete(m.w, np.full(3, float(i), np.float32))
+
+
 def test_concurrent_cached_and_first_calls_reading_shared_params() -> None:
     """Bug A3: a cached call gathers a shared param while another thread's trace holds a tracer in it."""
     w, b = sj.ParamState(jnp.asarray(W0)), sj.ParamState(jnp.asarray(B0))
