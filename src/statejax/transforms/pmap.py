@@ -678,10 +678,11 @@ def pmap2(
     """BrainState's `pmap2`: `pmap` with `state_in_axes`/`state_out_axes`, as a `StatefulMapping`.
 
     `state_in_axes` are `pmap`'s `in_states` (a selector for axis 0, or `{axis:
-    selector}`) and `state_out_axes` its `out_states`; every other state is
-    replicated on the devices, and writing a device-varying value into one raises
-    `statejax.BatchAxisError` naming the state. Each device draws from its own
-    random key. Without `fn`, returns a `functools.partial` to apply to the function.
+    selector}`, where the key `None` marks states kept whole) and `state_out_axes`
+    its `out_states`; every other state is replicated on the devices, and writing a
+    device-varying value into one raises `statejax.BatchAxisError` naming the state.
+    Each device draws from its own random key. Without `fn`, returns a
+    `functools.partial` to apply to the function.
 
     Args:
         fn: the function to map; omit it for a decorator.
@@ -704,7 +705,8 @@ def pmap2(
         A `StatefulMapping` running `fn` on the devices, or a decorator.
 
     Raises:
-        SpecError: another option is invalid.
+        SpecError: an option is invalid (an argument both static and donated, a
+            selector that is neither a filter nor States, ...).
 
     Examples:
         >>> import jax, jax.numpy as jnp
