@@ -24,38 +24,20 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
+
+# The model, loss, optimizer and timing of the sharded-step benchmark (same folder).
+from sharded_step import MLP, WIDTH, init, loss_of, timed, tx
 
 import statejax as sj
 from statejax.optim import Optimizer
 
-WIDTH, DEVICES, PER_DEVICE = 64, 8, 8
-
-
-def init() -> list[jax.Array]:
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    scale = 1.0 / np.sqrt(WIDTH)
-    return [jax.random.normal(k, (WIDTH, WIDTH)) * scale for k in (k1, k2)]
-
-
-def loss_of(params: list[jax.Array], x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.mean((jnp.tanh(x @ params[0]) @ params[1] - y) ** 2)
-
-
-def tx() -> optax.GradientTransformation:
-    return optax.sgd(0.01, momentum=0.9)
-
-
-class MLP(sj.Module):
-    def __init__(self) -> None:
-        self.layers = [sj.ParamState(w) for w in init()]
+DEVICES, PER_DEVICE = 8, 8
 
 
 def statejax_step(which: str) -> Callable[..., Any]:
@@ -88,15 +70,6 @@ def plain_step() -> tuple[Callable[..., Any], Any]:
     params = init()
     mapped = jax.pmap(step, "data", in_axes=(None, None, 0, 0), out_axes=(None, None, 0))
     return mapped, (params, optimizer.init(params))
-
-
-def timed(call: Callable[[], Any], inner: int) -> float:
-    # Each call is waited for: a long queue of programs with collectives can starve
-    # XLA:CPU's rendezvous of 8 simulated devices on a few cores (see sharded_step.py).
-    start = time.perf_counter()
-    for _ in range(inner):
-        jax.block_until_ready(call())
-    return (time.perf_counter() - start) / inner
 
 
 def main() -> None:
