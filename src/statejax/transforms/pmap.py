@@ -59,7 +59,6 @@ from statejax.transforms.mapping import (
     vmap_state_axes,
 )
 from statejax.transforms.vmap import (
-    _OUT_AXIS_ERROR,
     LaneSpec,
     StateAxesLike,
     VmapSpec,
@@ -202,42 +201,24 @@ class _Parallel(_Batched):
     def _map(self, inner: Callable[..., Any], in_axes: Any, out_axes: Any) -> Callable[..., Any]:
         return _DeviceMap(self, inner, in_axes, out_axes)
 
-    def _diagnose(
-        self,
-        exc: ValueError,
-        plan: Any,
-        rv: Sequence[Any],
-        wv: Sequence[Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        msg = str(exc)
-        # jax.vmap says "... but output was batched" without an axis name, "vmap has
-        # mapped output (axis_name=...) but out_axes is None" with one.
-        if "but output was batched" not in msg and "has mapped output" not in msg:
-            super()._diagnose(exc, plan, rv, wv, args, kwargs)
-            return
-        match = _OUT_AXIS_ERROR.match(msg)
-        index = int(match.group(1)) if match else None
-        if index is None or index >= len(plan.write_out) or plan.write_out[index] is not None:
-            index = self._find_batched_write(plan, rv, wv, args, kwargs)
-        if index is None:
-            raise ValueError(
-                f"{self.name}: out_axes is None for an output that differs across devices; "
-                "give it a mapped axis (out_axes=0) or reduce it first (jax.lax.pmean / psum)"
-            ) from None
-        state = self.split.write_states[index]
+    def _batched_write_error(self, state: State[Any]) -> BatchAxisError:
         name = self.spec.axis_name
         reduce = (
             f"jax.lax.pmean(value, {name!r})"
             if name is not None
             else "give pmap an axis_name, then jax.lax.pmean(value, axis_name)"
         )
-        raise BatchAxisError(
+        return BatchAxisError(
             f"{self.name}: the function wrote a value that differs across devices into "
             f"{self._describe(state)}, which is replicated (not in in_states or out_states). "
             "Select it with in_states/out_states (e.g. out_states={0: state}) to keep one "
             f"value per device, or reduce the value first ({reduce})."
+        )
+
+    def _unlocated_batched_output(self) -> None:
+        raise ValueError(
+            f"{self.name}: out_axes is None for an output that differs across devices; "
+            "give it a mapped axis (out_axes=0) or reduce it first (jax.lax.pmean / psum)"
         ) from None
 
 

@@ -926,6 +926,29 @@ class _Batched:
                         f"{-leaf.ndim} to {leaf.ndim - 1}."
                     ) from None
 
+    def _batched_write_error(self, state: State[Any]) -> BatchAxisError:
+        """The error for a lane-varying value written into a broadcast `state`."""
+        if self.map_batch is not None:
+            return BatchAxisError(
+                f"{self.name}: the function wrote a value that differs between the "
+                f"elements of a batch into {self._describe(state)}; with batch_size="
+                f"{self.map_batch}, map runs each batch under vmap and broadcasts states "
+                "within a batch (one value shared by its elements). Write a value that "
+                "is the same for every element, use batch_size=None (one element at a "
+                "time, states carried from one to the next), or call "
+                f"statejax.vmap({name_of(self.pure.fn)}, out_states=...) yourself to keep "
+                "one value per element."
+            )
+        return BatchAxisError(
+            f"{self.name}: the function wrote a value batched over the vmap axis into "
+            f"{self._describe(state)}, which is broadcast (not in in_states or "
+            "out_states). Select it with in_states/out_states (e.g. out_states={0: state}) "
+            "to keep one value per lane, or write an unbatched value."
+        )
+
+    def _unlocated_batched_output(self) -> None:
+        """A batched output with `out_axes` None that is no state: JAX's message stands."""
+
     def _diagnose(
         self,
         exc: ValueError,
@@ -944,25 +967,9 @@ class _Batched:
             if index is None or index >= len(plan.write_out) or plan.write_out[index] is not None:
                 index = self._find_batched_write(plan, rv, wv, args, kwargs)
             if index is None:
+                self._unlocated_batched_output()
                 return
-            state = self.split.write_states[index]
-            if self.map_batch is not None:
-                raise BatchAxisError(
-                    f"{self.name}: the function wrote a value that differs between the "
-                    f"elements of a batch into {self._describe(state)}; with batch_size="
-                    f"{self.map_batch}, map runs each batch under vmap and broadcasts states "
-                    "within a batch (one value shared by its elements). Write a value that "
-                    "is the same for every element, use batch_size=None (one element at a "
-                    "time, states carried from one to the next), or call "
-                    f"statejax.vmap({name_of(self.pure.fn)}, out_states=...) yourself to keep "
-                    "one value per element."
-                ) from None
-            raise BatchAxisError(
-                f"{self.name}: the function wrote a value batched over the vmap axis into "
-                f"{self._describe(state)}, which is broadcast (not in in_states or "
-                "out_states). Select it with in_states/out_states (e.g. out_states={0: state}) "
-                "to keep one value per lane, or write an unbatched value."
-            ) from None
+            raise self._batched_write_error(self.split.write_states[index]) from None
         if "is out of bounds for array of dimension" in msg:
             self._find_bad_out_axis(plan, rv, wv, args, kwargs)
             return
