@@ -239,14 +239,20 @@ class _DeviceMap:
         self.in_axes = in_axes
         self.out_axes = out_axes
         self.compiled: dict[Hashable, Callable[..., Any]] = {}
+        # Per argument structure: each leaf's mapped axis (a cached call skips the walk).
+        self.axes_by_tree: dict[Any, list[int | None]] = {}
 
-    def _flat_axes(self, args: tuple[Any, ...]) -> list[int | None]:
+    def _flat_axes(self, args: tuple[Any, ...], treedef: Any) -> list[int | None]:
+        found = self.axes_by_tree.get(treedef)
+        if found is not None:
+            return found
         axes: list[int | None] = []
 
         def visit(axis: int | None, sub: Any) -> None:
             axes.extend([axis] * len(jax.tree.leaves(sub)))
 
         jax.tree.map(visit, self.in_axes, args, is_leaf=lambda x: x is None)
+        self.axes_by_tree[treedef] = axes
         return axes
 
     def _size(self, leaves: Sequence[Any], axes: list[int | None]) -> tuple[list[int | None], int]:
@@ -314,7 +320,7 @@ class _DeviceMap:
                 "map the inner level with vmap, or use one shard_map over a 2-D mesh"
             )
         leaves, treedef = jax.tree.flatten(args)
-        axes, size = self._size(leaves, self._flat_axes(args))
+        axes, size = self._size(leaves, self._flat_axes(args, treedef))
         devices = self._devices(size)
         key = (treedef, tuple(axes), devices)
         compiled = self.compiled.get(key)
