@@ -239,3 +239,20 @@ def test_ema_states_schema_accepts_a_state_a_list_or_a_mapping(
     assert kinds == ["object", "array", None]  # a mapping, a list, one State
     assert "a list of States" in states["description"]
     assert "a single State" in states["description"]
+
+
+def test_list_and_schema_import_neither_optax_nor_tqdm() -> None:
+    # The command's own modules load only the registry: optax and tqdm belong to the
+    # demo and the optimizer, which `list` and `schema` never run.
+    probe = (
+        "import sys; from statejax.cli import main; main(['list']); main(['schema', 'jit']); "
+        "print(sorted(m for m in ('optax', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_optim_loads_on_first_use() -> None:
+    probe = "import statejax as sj; print(sj.optim.Optimizer.__name__)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Optimizer"

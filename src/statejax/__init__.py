@@ -16,7 +16,9 @@ Examples:
     ([[2.0]], 1)
 """
 
-from statejax import checkpoints, filters, graph, optim, random, sharding, transform
+from typing import TYPE_CHECKING
+
+from statejax import checkpoints, filters, graph, random, sharding, transform
 from statejax._errors import (
     BatchAxisError,
     BrainStateError,
@@ -71,6 +73,20 @@ from statejax.transforms.progress import ProgressBar
 from statejax.transforms.vmap import vmap
 
 __version__ = _own_version()
+
+if TYPE_CHECKING:
+    from statejax import optim
+else:
+
+    def __getattr__(name: str) -> object:
+        # `statejax.optim` wraps optax, which takes about a second to import: it is loaded
+        # on first use, so `import statejax` (and `statejax list`) never pays for it.
+        if name == "optim":
+            import statejax.optim
+
+            return statejax.optim
+        raise AttributeError(f"module 'statejax' has no attribute {name!r}")
+
 
 __all__ = [
     "BatchAxisError",
