@@ -1,8 +1,9 @@
 """Fixtures shared by the suite.
 
 The tests are organised by feature: `engine/`, `state/`, `random/`, `registry/`,
-`docs/`, `cli/`, `typing/`, `scaling/`, and `transforms/` with one file or folder per
-transform family. The suite runs with `--import-mode=importlib`, so test files cannot
+`docs/`, `cli/`, `typing/`, `scaling/`, `transforms/` with one file or folder per
+transform family, and a file per smaller feature (`test_checkpoints.py`,
+`test_optim.py`). The suite runs with `--import-mode=importlib`, so test files cannot
 import each other: what several of them share is a fixture here.
 """
 
