@@ -5,7 +5,7 @@ belongs to. statejax needs both to keep its central promise (no state ever holds
 a tracer): a value written inside a plain JAX transform nested in a statejax
 trace must be refused when it is written, not when JAX finds the leak later
 without naming the state. These helpers wrap `jax._src.core` so that a change in
-JAX breaks one module, and `tests/test_leaks.py` pins the behaviour.
+JAX breaks one module, and `tests/engine/test_leaks.py` pins the behaviour.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The scripts here set the device count before JAX starts: tests/test_scaling.py runs
-them in subprocesses; pytest must not import them."""
+"""The scripts here set the device count before JAX starts: test_scaling.py beside them
+runs them in subprocesses; pytest must not import them."""
 
-collect_ignore = ["eight_devices.py", "multihost.py", "pmap_devices.py"]
+collect_ignore = ["eight_devices.py", "multihost.py"]

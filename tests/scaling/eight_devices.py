@@ -1,6 +1,6 @@
 """Data-, fully sharded- and tensor-parallel training on 8 simulated CPU devices.
 
-Run by tests/test_scaling.py in a subprocess (XLA_FLAGS must be set before JAX
+Run by tests/scaling/test_scaling.py in a subprocess (XLA_FLAGS must be set before JAX
 starts). Prints `OK <check>` per check; any failure raises. Tolerance: losses and
 parameters equal to one device's within rtol=1e-5, atol=1e-6 (float32 sums in
 another order).

@@ -1,6 +1,6 @@
 """Multi-host data-parallel training: 2 processes x 2 CPU devices via jax.distributed.
 
-Run by tests/test_scaling.py, which starts `worker 0` and `worker 1` (a coordinator on
+Run by tests/scaling/test_scaling.py, which starts `worker 0` and `worker 1` (a coordinator on
 127.0.0.1, gloo collectives) and then `single` (one process, 4 devices). Each writes
 its results to an .npz file for the test to compare:
 

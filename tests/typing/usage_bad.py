@@ -1,6 +1,6 @@
 """Typed usage that mypy --strict must reject: each line marked `# E: <message>` is an error.
 
-tests/test_typing.py checks that mypy reports an error on exactly the marked lines,
+tests/typing/test_typing.py checks that mypy reports an error on exactly the marked lines,
 and that an error on each line contains the text after `# E:`.
 """
 

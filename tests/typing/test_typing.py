@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from mypy import api
 
-HERE = Path(__file__).parent / "typing"
-ROOT = Path(__file__).parent.parent
+HERE = Path(__file__).parent
+ROOT = Path(__file__).parents[2]
 MARK = "  # E: "
 
 

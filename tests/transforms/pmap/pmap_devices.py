@@ -1,6 +1,6 @@
 """`pmap`, `pmap2` and `pmap2_new_states` on 8 simulated CPU devices.
 
-Run by tests/test_scaling.py in a subprocess (XLA_FLAGS must be set before JAX
+Run by tests/transforms/pmap/test_pmap.py in a subprocess (XLA_FLAGS must be set before JAX
 starts). Each check compares with `jax.pmap` / `jax.vmap` / one device and prints
 `OK <check>`; each error path asserts its message. Any failure raises.
 """

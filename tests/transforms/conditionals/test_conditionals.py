@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -277,3 +278,21 @@ def test_branches_leaving_a_state_with_different_types_is_an_error() -> None:
     # both branches agreeing on the new type is fine, as in lax.cond
     cond(False, up, lambda: setattr(c.n, "value", c.n.value * 1.5))
     assert c.n.value.dtype == jnp.float32
+
+
+# --- error types: a statejax error that is also BrainState's TypeError ----------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: cond(True, 1, lambda: 2),
+        lambda: switch(1, [lambda: 0, 5]),
+        lambda: ifelse([True, False], [lambda: 0, 2]),
+    ],
+    ids=["cond", "switch", "ifelse"],
+)
+def test_a_branch_that_is_not_callable_is_a_spec_and_type_error(call: Callable[[], Any]) -> None:
+    with pytest.raises(sj.SpecError, match="which is not callable") as info:
+        call()
+    assert isinstance(info.value, TypeError)

@@ -688,3 +688,37 @@ def test_misspelled_option_is_a_spec_error_with_did_you_mean() -> None:
         sj.SpecError, match=r"statejax.checkpoint: unknown option 'polcy'. Did you mean 'policy'\?"
     ):
         sj.checkpoint(lambda x: x, polcy=None)  # type: ignore[arg-type]
+
+
+# --- empty argnums and grad_states ----------------------------------------------------
+
+
+def _loss(x: jax.Array) -> jax.Array:
+    return jnp.sum(x**2)
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        sj.grad,
+        sj.vector_grad,
+        sj.jacrev,
+        sj.jacfwd,
+        sj.hessian,
+        sj.transform.fwd_grad,
+    ],
+)
+def test_grad_family_rejects_empty_argnums_and_grad_states(transform: Any) -> None:
+    name = transform.__name__
+    with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option argnums: .*\(\) selects no"):
+        transform(_loss, argnums=())
+    with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option grad_states: .*no state"):
+        transform(_loss, grad_states=[])
+    with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option grad_states: .*no state"):
+        transform(_loss, grad_states={})
+    with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option grad_states: .*not a State"):
+        transform(_loss, grad_states=jnp.array(1))
+    with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option argnums: .*True"):
+        transform(_loss, argnums=True)
+    with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option argnums: .*at most"):
+        transform(_loss, argnums=2**70)

@@ -103,3 +103,79 @@ def test_map_spec_errors() -> None:
 def test_empty_input_gives_an_empty_result(batch_size: int | None) -> None:
     out = sj_map(lambda x: x.sum(), jnp.zeros((0, 3)), batch_size=batch_size)
     assert out.shape == (0,)
+
+
+# --- map is atomic; its errors name map and its fixes; disable_jit --------------------
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_map_changes_no_state_when_an_element_fails(batch_size: int | None) -> None:
+    total = sj.State(jnp.array(0.0))
+    other = sj.ParamState(jnp.ones(2))
+
+    def f(x: jax.Array) -> jax.Array:
+        total.value = total.value + 1.0  # the same for every element: fine in a batch
+        other.value = other.value * 2.0
+        # Only the last, partial batch (and, unbatched, no element) runs outside a trace.
+        if batch_size is None or not isinstance(total.value, jax.core.Tracer):
+            raise RuntimeError("element failed")
+        return x
+
+    with pytest.raises(RuntimeError, match="element failed"):
+        sj_map(f, jnp.arange(5.0), batch_size=batch_size)
+    assert float(total.value) == 0.0
+    np.testing.assert_array_equal(other.value, jnp.ones(2))
+
+
+def test_map_still_carries_writes_when_it_succeeds() -> None:
+    total = sj.State(jnp.array(0.0))
+
+    def f(x: jax.Array) -> jax.Array:
+        total.value = total.value + 1.0
+        return x * 2
+
+    np.testing.assert_allclose(sj_map(f, jnp.arange(5.0), batch_size=2), jnp.arange(5.0) * 2)
+    assert float(total.value) == 3.0  # two full batches and the remainder
+    np.testing.assert_allclose(sj_map(f, jnp.arange(5.0)), jnp.arange(5.0) * 2)
+    assert float(total.value) == 8.0
+
+
+def test_batched_map_write_error_names_map_and_its_fixes() -> None:
+    last = sj.State(jnp.array(0.0))
+
+    def f(x: jax.Array) -> jax.Array:
+        last.value = x
+        return x
+
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"^statejax\.map\(.*f\): .*State .*broadcasts states within a batch.*"
+        r"batch_size=None.*statejax\.vmap\(.*f, out_states=",
+    ) as info:
+        sj_map(f, jnp.arange(4.0), batch_size=2)
+    assert "statejax.vmap(f):" not in str(info.value)
+    assert "in_states" not in str(info.value)
+    assert float(last.value) == 0.0
+
+
+def test_map_without_inputs_names_map() -> None:
+    def f() -> int:
+        return 0
+
+    with pytest.raises(TypeError, match=r"statejax\.map\(.*f\): .*at least one array.*length="):
+        sj_map(f)
+
+
+def test_map_under_disable_jit_is_eager() -> None:
+    seen: list[float] = []
+    count = sj.State(jnp.array(0))
+
+    def f(x: jax.Array) -> jax.Array:
+        seen.append(float(x))
+        count.value = count.value + 1
+        return x + 1
+
+    with jax.disable_jit():
+        out = sj_map(f, jnp.arange(3.0))
+    np.testing.assert_allclose(out, [1.0, 2.0, 3.0])
+    assert seen == [0.0, 1.0, 2.0] and int(count.value) == 3  # each element ran once

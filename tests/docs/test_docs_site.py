@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 # Text that means a docstring or page was written for another renderer.
 LITERAL_MARKUP = re.compile(

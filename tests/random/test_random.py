@@ -283,3 +283,45 @@ def test_import_starts_no_backend_and_default_key_made_inside_jit_is_global() ->
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# --- invalid seeds and keys are rejected where they are given -------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "shown"),
+    [
+        (np.array([1, 2, 3], np.uint32), TypeError, r"uint32\[3\]"),
+        (np.array([5.0, 9.0]), TypeError, r"float64\[2\]"),
+        (jnp.zeros(3, jnp.int32), TypeError, r"int32\[3\]"),
+        (np.array(2.5), TypeError, r"float64\[\]"),
+        (1.5, TypeError, "1.5"),
+        ("7", TypeError, "'7'"),
+        ([1, 2], TypeError, r"\[1, 2\]"),
+    ],
+)
+def test_invalid_seeds_and_keys_are_rejected(bad: Any, error: type[Exception], shown: str) -> None:
+    accepted = r"an int seed, a raw key jax\.random\.PRNGKey\(seed\).*jax\.random\.key\(seed\)"
+    before = random.get_key_data()
+    with pytest.raises(error, match=rf"{shown}.*{accepted}"):
+        random.seed(bad)
+    np.testing.assert_array_equal(random.get_key_data(), before)
+    with pytest.raises(error, match=rf"{shown}.*{accepted}"):
+        RandomState(bad)
+    rng = RandomState(1)
+    with pytest.raises(error, match=shown):
+        rng.seed(bad)
+
+
+def test_valid_seeds_and_keys_still_work() -> None:
+    for good in (3, np.int64(3), jnp.array(3), np.uint32(3), jax.random.PRNGKey(3)):
+        random.seed(good)
+        np.testing.assert_array_equal(random.get_key_data(), jax.random.PRNGKey(3))
+    random.seed(jax.random.key(3))
+    assert jnp.issubdtype(random.default_state().value.dtype, jax.dtypes.prng_key)
+    random.seed(None)  # a fresh random key, as BrainState's seed(None)
+    random.seed()
+    assert random.default_state().value.shape == ()  # one typed key, as BrainState's
+    stacked = RandomState(jax.random.split(jax.random.PRNGKey(0), 3))  # one key per lane
+    assert stacked.value.shape == (3,)
+    random.seed(0)

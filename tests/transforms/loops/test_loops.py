@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -12,8 +13,10 @@ from jax import lax
 
 import statejax as sj
 from statejax.extend import StateTrace
+from statejax.transform import bounded_while_loop, checkpointed_for_loop, checkpointed_scan
 from statejax.transforms.abstract import make_jaxpr
-from statejax.transforms.loops import ProgressBar, ScanSpec, for_loop, scan, while_loop
+from statejax.transforms.bounded import CheckpointedForLoopSpec, CheckpointedScanSpec
+from statejax.transforms.loops import ForLoopSpec, ProgressBar, ScanSpec, for_loop, scan, while_loop
 from statejax.transforms.stateful import StatefulFunction
 
 
@@ -402,3 +405,247 @@ def test_a_body_changing_a_state_shape_or_dtype_is_an_error() -> None:
     f = sj.State(0.0)
     for_loop(lambda x: setattr(f, "value", f.value + x), jnp.ones(3))
     assert float(f.value) == 3.0
+
+
+# --- jax.disable_jit runs the loops eagerly -------------------------------------------
+
+
+def test_scan_and_for_loop_run_eagerly_under_disable_jit() -> None:
+    total = sj.State(jnp.array(0.0))
+
+    def python_step(carry: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if float(x) % 2 == 0:
+            total.value = total.value + x
+        return carry + x, total.value
+
+    def traced_step(carry: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        total.value = jnp.where(x % 2 == 0, total.value + x, total.value)
+        return carry + x, total.value
+
+    xs = jnp.arange(6.0)
+    for reverse in (False, True):
+        total.value = jnp.array(0.0)
+        expected = sj.scan(traced_step, jnp.array(0.0), xs, reverse=reverse)
+        expected_total = float(total.value)
+        total.value = jnp.array(0.0)
+        with jax.disable_jit():
+            got = sj.scan(python_step, jnp.array(0.0), xs, reverse=reverse)
+        jax.tree.map(np.testing.assert_allclose, got, expected)
+        assert float(total.value) == expected_total
+
+    total.value = jnp.array(0.0)
+    calls: list[None] = []
+
+    def doubling() -> jax.Array:
+        calls.append(None)
+        return python_step(jnp.array(0.0), total.value)[0]  # x = total: even, so doubled
+
+    with jax.disable_jit():
+        ys = sj.for_loop(lambda x: python_step(x, x)[1], xs, pbar=2)
+        counted = sj.for_loop(doubling, length=3)
+    np.testing.assert_allclose(ys, [0.0, 0.0, 2.0, 2.0, 6.0, 6.0])
+    np.testing.assert_allclose(counted, [6.0, 12.0, 24.0])
+    assert float(total.value) == 48.0 and len(calls) == 3  # each step ran once
+
+
+def test_while_loop_runs_eagerly_under_disable_jit() -> None:
+    total = sj.State(jnp.array(0))
+    calls: list[int] = []
+
+    def body(i: int) -> int:
+        calls.append(i)
+        total.value = total.value + i
+        return i + 1
+
+    expected = int(sj.while_loop(lambda i: total.value < 10, body, 0))
+    assert int(total.value) == 10
+    total.value = jnp.array(0)
+    calls.clear()
+    with jax.disable_jit():
+        got = sj.while_loop(lambda i: float(total.value) < 10, body, 0)
+    assert got == expected and int(total.value) == 10
+    assert calls == [0, 1, 2, 3, 4]  # each step ran once, on concrete values
+
+    def cond(i: int) -> bool:
+        total.value = total.value + 1
+        return False
+
+    with (
+        jax.disable_jit(),
+        pytest.raises(sj.TraceError, match=r"cond_fun .*cond writes State .*Move the write"),
+    ):
+        sj.while_loop(cond, body, 0)
+    assert int(total.value) == 10
+
+
+@pytest.mark.parametrize("loop", ["while_loop", "bounded_while_loop"])
+def test_while_loop_under_disable_jit_and_vmap_runs_the_traced_loop(loop: str) -> None:
+    def cond_fun(v: jax.Array) -> jax.Array:
+        return jnp.all(v < 3)
+
+    def body_fun(v: jax.Array) -> jax.Array:
+        return v + 1
+
+    def ours(i: jax.Array) -> Any:
+        if loop == "while_loop":
+            return while_loop(cond_fun, body_fun, i)
+        return bounded_while_loop(cond_fun, body_fun, i, max_steps=10)
+
+    xs = jnp.array([0, 1, 2])
+    expected = jax.vmap(lambda i: lax.while_loop(cond_fun, body_fun, i))(xs)
+    with jax.disable_jit():
+        got = jax.vmap(ours)(xs)
+        assert float(ours(jnp.array(0))) == 3.0  # still eager outside vmap
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_while_loop_under_disable_jit_and_vmap_writes_each_lanes_state_once() -> None:
+    steps = sj.State(jnp.zeros(3, jnp.int32))
+
+    def body_fun(v: jax.Array) -> jax.Array:
+        steps.value = steps.value + 1
+        return v + 1
+
+    mapped = sj.vmap(lambda i: while_loop(lambda v: v < 3, body_fun, i), in_states={0: steps})
+    with jax.disable_jit():
+        out = mapped(jnp.array([0, 1, 2]))
+    np.testing.assert_array_equal(out, [3, 3, 3])
+    # lanes run 3, 2 and 1 steps; the abandoned eager attempt wrote nothing
+    np.testing.assert_array_equal(steps.value, [3, 2, 1])
+
+
+# --- error types: a statejax error that is also BrainState's TypeError / ValueError ----
+
+
+@pytest.mark.parametrize("loop", ["while_loop", "bounded_while_loop"])
+@pytest.mark.parametrize("eager", [False, True], ids=["traced", "disable_jit"])
+def test_a_condition_that_writes_is_a_trace_and_value_error(loop: str, eager: bool) -> None:
+    count = sj.State(jnp.array(0.0))
+
+    def cond_fun(v: jax.Array) -> jax.Array:
+        count.value = count.value + 1.0
+        return v < 5
+
+    def run() -> Any:
+        if loop == "while_loop":
+            return while_loop(cond_fun, lambda v: v + 1, 0.0)
+        return bounded_while_loop(cond_fun, lambda v: v + 1, 0.0, max_steps=10)
+
+    with pytest.raises(sj.TraceError, match="must not change states") as info:
+        if eager:
+            with jax.disable_jit():
+                run()
+        else:
+            run()
+    assert isinstance(info.value, ValueError)
+    assert float(count.value) == 0.0  # no state changed
+
+
+@pytest.mark.parametrize("loop", [scan, checkpointed_scan])
+@pytest.mark.parametrize(
+    "body", [lambda c, x: c + x, lambda c, x: (c + x, x, x)], ids=["single", "triple"]
+)
+def test_a_body_without_a_pair_is_a_type_and_value_error(
+    loop: Callable[..., Any], body: Callable[..., Any]
+) -> None:
+    with pytest.raises(sj.TraceError, match=r"must return a pair \(carry, y\)") as info:
+        loop(body, 0.0, jnp.arange(4.0))
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+
+
+# --- pbar and ProgressBar -------------------------------------------------------------
+
+
+def test_pbar_freq_count_and_dynamic_desc(monkeypatch: pytest.MonkeyPatch) -> None:
+    bars: list[Any] = []
+
+    class FakeBar:
+        def __init__(self, total: int, desc: str, **options: Any) -> None:
+            self.total, self.descs, self.shown, self.options = total, [desc], [0], options
+            self.n = 0
+            bars.append(self)
+
+        def set_description(self, desc: str, refresh: bool) -> None:
+            self.descs.append(desc)
+
+        def update(self, k: int) -> None:
+            self.n += k
+            self.shown.append(self.n)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("tqdm.auto.tqdm", FakeBar)
+    xs = jnp.arange(10.0)
+    sj.for_loop(lambda x: x * 2, xs, pbar=ProgressBar(count=2, ncols=40))
+    checkpointed_scan(lambda c, x: (c + x, c), 0.0, xs, base=2, pbar=3)
+    desc = ("step {i}: carry {c:.0f}", lambda d: {"i": d["i"], "c": d["carry"]})
+    sj.scan(lambda c, x: (c + x, c), 0.0, xs[:4], pbar=ProgressBar(freq=2, desc=desc))
+    jax.effects_barrier()
+    assert [b.shown for b in bars] == [[0, 1, 5, 10], [0, 1, 3, 6, 9, 10], [0, 1, 2, 4]]
+    assert bars[0].options == {"leave": True, "mininterval": 0, "ncols": 40}
+    assert bars[2].descs == [
+        "step 0: carry 0",
+        "step 0: carry 0",
+        "step 1: carry 1",
+        "step 3: carry 6",
+    ]
+    with pytest.raises(sj.SpecError, match=r"statejax\.for_loop: pbar freq=11 is more than"):
+        sj.for_loop(lambda x: x, xs, pbar=11)
+    with pytest.raises(sj.SpecError, match=r"statejax\.ProgressBar: option desc"):
+        ProgressBar(desc=("{i}", "not callable"))
+    with pytest.raises(sj.SpecError, match=r"give freq or count, not both"):
+        ProgressBar(freq=1, count=2)
+
+
+@pytest.mark.parametrize(
+    ("desc", "type_error"),
+    [
+        (123, True),
+        ((123, lambda d: d), True),
+        (("step {i}", "not callable"), True),
+        (["step {i}", "not callable"], True),
+        (("only one",), False),
+    ],
+)
+def test_progress_bar_desc_errors_follow_brainstate_types(desc: Any, type_error: bool) -> None:
+    with pytest.raises(sj.SpecError, match=r"statejax\.ProgressBar: option desc") as info:
+        ProgressBar(desc=desc)
+    assert isinstance(info.value, TypeError) is type_error
+
+
+def test_progress_bar_takes_a_list_desc_and_has_brainstate_names() -> None:
+    bar = ProgressBar(desc=["step {i}", lambda d: d])
+    assert bar.desc is not None and bar.desc[0] == "step {i}"
+    assert ProgressBar(freq=2).print_freq == 2 and ProgressBar(freq=2).print_count is None
+    assert ProgressBar(count=3).print_count == 3 and ProgressBar(count=3).print_freq is None
+
+
+@pytest.mark.parametrize(
+    "loop",
+    [
+        lambda pbar: scan(lambda c, x: (c, x), 0.0, jnp.ones(4), pbar=pbar),
+        lambda pbar: for_loop(lambda x: x, jnp.ones(4), pbar=pbar),
+        lambda pbar: checkpointed_scan(lambda c, x: (c, x), 0.0, jnp.ones(4), pbar=pbar),
+        lambda pbar: checkpointed_for_loop(lambda x: x, jnp.ones(4), pbar=pbar),
+    ],
+    ids=["scan", "for_loop", "checkpointed_scan", "checkpointed_for_loop"],
+)
+def test_every_loop_refuses_a_pbar_of_the_wrong_type(loop: Callable[[Any], Any]) -> None:
+    with pytest.raises(sj.SpecError, match="option pbar: str 'invalid' is not a progress bar") as e:
+        loop("invalid")
+    assert isinstance(e.value, TypeError)
+    with pytest.raises(sj.SpecError, match="option pbar: True is a bool") as e:
+        loop(True)
+    assert not isinstance(e.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "spec", [ScanSpec, ForLoopSpec, CheckpointedScanSpec, CheckpointedForLoopSpec]
+)
+def test_the_loops_share_one_pbar_option(spec: Any) -> None:
+    assert spec(pbar=3).pbar == ProgressBar(freq=3)
+    assert spec(pbar=np.int64(2)).pbar == ProgressBar(freq=2)
+    assert spec().pbar is None
+    field = spec.model_json_schema()["properties"]["pbar"]
+    assert field["anyOf"][0]["exclusiveMinimum"] == 0 and "positive int" in field["description"]

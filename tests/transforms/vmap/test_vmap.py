@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -470,3 +471,38 @@ def test_batched_write_named_with_an_axis_name() -> None:
     with pytest.raises(sj.BatchAxisError, match=r"State tagged 'total' .*broadcast"):
         vmap(f, axis_name="b")(jnp.arange(3.0))
     assert float(total.value) == 0.0
+
+
+# --- a negative in_states axis counts from the current rank ---------------------------
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_negative_in_states_axis_follows_the_current_rank(jitted: bool) -> None:
+    table = sj.State(jnp.arange(12.0).reshape(3, 4))
+    f: Callable[[], jax.Array] = sj.vmap(lambda: table.value.sum(), in_states={-1: table})
+    if jitted:
+        f = sj.jit(f)
+    np.testing.assert_allclose(f(), jax.vmap(jnp.sum, in_axes=-1)(table.value))
+    for shape in [(2, 3, 4), (2, 3, 4), (5, 4), (3, 4)]:  # rank changes, then back
+        table.value = jnp.arange(float(np.prod(shape))).reshape(shape)
+        out = f()
+        assert out.shape == (shape[-1],)
+        np.testing.assert_allclose(out, jax.vmap(jnp.sum, in_axes=-1)(table.value))
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_negative_axis_write_back_follows_the_current_rank(jitted: bool) -> None:
+    table = sj.State(jnp.arange(12.0).reshape(3, 4))
+
+    def bump() -> jax.Array:
+        table.value = table.value * 2.0 + 1.0
+        return table.value.sum()
+
+    f: Callable[[], jax.Array] = sj.vmap(bump, in_states={-1: table})
+    if jitted:
+        f = sj.jit(f)
+    f()
+    table.value = start = jnp.arange(24.0).reshape(2, 3, 4)
+    out = f()
+    np.testing.assert_allclose(table.value, start * 2.0 + 1.0)  # same axis, not transposed
+    np.testing.assert_allclose(out, jax.vmap(lambda t: (t * 2.0 + 1.0).sum(), -1)(start))

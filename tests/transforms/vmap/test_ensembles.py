@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,3 +132,31 @@ def test_training_the_ensemble_equals_training_members_one_by_one() -> None:
             np.testing.assert_allclose(
                 ensemble.states()[path].value[i], state.value, rtol=1e-5, atol=1e-6
             )
+
+
+# --- vmap_new_states ------------------------------------------------------------------
+
+
+def test_vmap_new_states_stacks_created_states_per_lane() -> None:
+    from statejax.transform import vmap_new_states
+
+    made: list[sj.State[Any]] = []
+
+    @vmap_new_states(in_axes=0, state_tag="ensemble")
+    def build(x: jax.Array) -> jax.Array:
+        w = sj.ParamState(x * 10.0 + sj.random.uniform())  # each lane its own key
+        own = sj.State(jnp.zeros(2), tag="mine")
+        made.extend([w, own])
+        return w.value
+
+    out = build(jnp.arange(3.0))
+    w, own = made[-2:]
+    np.testing.assert_allclose(out, w.value)
+    assert w.value.shape == (3,) and own.value.shape == (3, 2)
+    assert len(set(np.asarray(w.value - jnp.arange(3.0) * 10.0).tolist())) == 3
+    assert (w.tag, own.tag) == ({"ensemble"}, {"mine", "ensemble"})
+    for option in ("in_states", "out_states", "state_to_exclude"):
+        with pytest.raises(sj.SpecError, match=rf"vmap_new_states: option {option} is not"):
+            vmap_new_states(**{option: sj.ParamState})
+    with pytest.raises(sj.SpecError, match=r"vmap_new_states: option axis_size"):
+        vmap_new_states(axis_size=0)

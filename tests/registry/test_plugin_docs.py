@@ -17,7 +17,7 @@ from statejax.extend import PureCore, Split, StatefulFunction
 from statejax.filters import PathContains
 from statejax.testing import check_transform
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PAGE = (ROOT / "docs" / "plugins.md").read_text()
 PLUGIN = next(
     block

@@ -269,3 +269,46 @@ def test_replacing_a_state_object_needs_clear_cache() -> None:
     assert f().tolist() == [1.0]
     f.clear_cache()  # type: ignore[attr-defined]
     assert f().tolist() == [5.0]
+
+
+# --- jax.disable_jit runs jit eagerly -------------------------------------------------
+
+
+def test_jit_runs_eagerly_under_disable_jit() -> None:
+    total = sj.State(jnp.array(0.0))
+    seen: list[float] = []
+
+    def python_step(x: jax.Array) -> jax.Array:
+        seen.append(float(x))  # needs a concrete value
+        if x > 0:
+            total.value = total.value + x
+        else:
+            total.value = total.value - 1.0
+        return total.value * 2
+
+    def traced_step(x: jax.Array) -> jax.Array:
+        total.value = jnp.where(x > 0, total.value + x, total.value - 1.0)
+        return total.value * 2
+
+    xs = [2.0, -3.0, 0.5]
+    jitted = sj.jit(traced_step)
+    expected = [float(jitted(jnp.array(x))) for x in xs]
+    expected_total = float(total.value)
+    total.value = jnp.array(0.0)
+    eager = sj.jit(python_step)
+    with jax.disable_jit():
+        got = [float(eager(jnp.array(x))) for x in xs]
+    assert got == expected and seen == xs
+    assert float(total.value) == expected_total
+    # A function that has run jitted runs eagerly too, and stays atomic.
+    with jax.disable_jit():
+        assert float(jitted(jnp.array(1.0))) == 2 * (expected_total + 1.0)
+
+        @sj.jit
+        def fails(x: jax.Array) -> None:
+            total.value = total.value + x
+            raise RuntimeError(f"failed at {float(x)}")
+
+        with pytest.raises(RuntimeError, match=r"failed at 3\.0"):
+            fails(jnp.array(3.0))
+    assert float(total.value) == expected_total + 1.0

@@ -25,7 +25,7 @@ import statejax as sj
 from statejax.extend import PluginWarning
 from statejax.registry._manager import get_registry, reset_registry
 
-PAGE = Path(__file__).parent.parent / "docs" / "errors.md"
+PAGE = Path(__file__).parents[2] / "docs" / "errors.md"
 
 
 def page_rows() -> list[str]:
