@@ -42,7 +42,7 @@ from statejax._graph_util import (
     iter_edges,
 )
 from statejax._new_states import NewStateCatcher, catch_new_states
-from statejax._state import State, TreefyState, is_leaked, register_by_reference
+from statejax._state import State, TreefyState, check_write, is_leaked, register_by_reference
 from statejax.filters import (
     Everything,
     Filter,
@@ -1342,6 +1342,10 @@ def update_states(node: object, tree: Mapping[Path, Any], /, *trees: Mapping[Pat
             f"update_states: the same state is given two values, at {pairs}; "
             f"give each state one value."
         )
+    # Every write is checked before any is made: a value the state refuses (a leaking
+    # tracer, a new tree structure under check_state_value_tree()) changes nothing.
+    for _, state, new in writes.values():
+        check_write(state, new)
     for _, state, new in writes.values():
         state.value = new
     for path, parent, state in grafts.values():
