@@ -200,7 +200,7 @@ def _contains_tracer(value: object) -> bool:
 
 # A State travels through pytree functions by reference: it has no leaves, and the
 # object itself is the node's auxiliary data. Passing a State (or a Module, see
-# graph.py) as an argument of a transformed function therefore hands the very same
+# graph/_node.py) as an argument of a transformed function therefore hands the very same
 # object to the traced function, which discovers it like a closed-over state.
 #
 # JAX compares and hashes auxiliary data in its caches (jax.jit's compilation cache
