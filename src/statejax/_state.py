@@ -36,6 +36,7 @@ __all__ = [
     "State",
     "StateTrace",
     "adopt_created",
+    "check_write",
     "current_trace",
     "describe_state",
     "lives_in_trace",
@@ -199,7 +200,7 @@ def _contains_tracer(value: object) -> bool:
 
 # A State travels through pytree functions by reference: it has no leaves, and the
 # object itself is the node's auxiliary data. Passing a State (or a Module, see
-# graph.py) as an argument of a transformed function therefore hands the very same
+# graph/_node.py) as an argument of a transformed function therefore hands the very same
 # object to the traced function, which discovers it like a closed-over state.
 #
 # JAX compares and hashes auxiliary data in its caches (jax.jit's compilation cache
@@ -374,13 +375,7 @@ class State(Generic[T]):
 
     @value.setter
     def value(self, new: T) -> None:
-        if isinstance(new, State):
-            raise ValueError(
-                f"cannot store a State as the value of {describe_state(self)}; to copy its "
-                "value write `state.value = other.value`, or use `state.copy_from(other)`."
-            )
-        if _TLS.tree_check and _TLS.tree_check[-1]:
-            _check_same_tree(self, new)
+        _check_value(self, new)
         stack = _TLS.stack
         if stack:
             stack[-1].write(self, new)
@@ -715,6 +710,48 @@ def _tag_set(tag: str | Iterable[str] | None) -> set[str] | None:
     if bad:
         raise TypeError(f"a state's tags are strings; got {bad!r}")
     return tags
+
+
+def _check_value(state: State[Any], new: Any) -> None:
+    """The checks of a write `state.value = new` that do not depend on a trace."""
+    if isinstance(new, State):
+        raise ValueError(
+            f"cannot store a State as the value of {describe_state(state)}; to copy its "
+            "value write `state.value = other.value`, or use `state.copy_from(other)`."
+        )
+    if _TLS.tree_check and _TLS.tree_check[-1]:
+        _check_same_tree(state, new)
+
+
+def check_write(state: State[Any], new: Any) -> None:
+    """Raise the error `state.value = new` would raise here, without writing anything.
+
+    For writing several states together: check every write first, then make them,
+    so that a refused one leaves every state as it was.
+
+    Raises:
+        ValueError: `new` is a `State`, or (under `check_state_value_tree()`) its
+            tree structure differs from the state's.
+        TraceError: `new` holds a tracer that would outlive its trace.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax._state import check_write
+        >>> s = sj.State(jnp.zeros(2))
+        >>> check_write(s, jnp.ones(2)); s.value.tolist()
+        [0.0, 0.0]
+        >>> check_write(s, s)
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot store a State as the value of State (float32[2]) ...
+    """
+    _check_value(state, new)
+    stack = _TLS.stack
+    if stack:
+        stack[-1].check_write(state, new)
+    else:
+        storable_value(state, new)
 
 
 def _check_same_tree(state: State[Any], new: Any) -> None:
@@ -1080,10 +1117,14 @@ class StateTrace:
         if key not in self.writes:
             self.writes[key] = state
             self._touch(key, state)
+        self.check_write(state, value)
+        self.values[key] = value
+
+    def check_write(self, state: State[Any], value: Any) -> None:
+        """Raise the error `write(state, value)` would raise, recording nothing."""
         jax_trace = current_jax_trace()
         if jax_trace is not self._jax_trace:
             self._refuse_escaping(state, value, jax_trace)
-        self.values[key] = value
 
     def _refuse_escaping(self, state: State[Any], value: Any, jax_trace: object) -> None:
         # Written inside a plain JAX transform nested in this trace: a tracer of that

@@ -305,6 +305,33 @@ def test_update_states_with_state_values_copies_them() -> None:
     assert dst.steps is not src.steps
 
 
+def test_update_states_refused_write_changes_no_state() -> None:
+    # Every write is checked before any is made: a value the state refuses, after a
+    # valid one, leaves the valid one unwritten too.
+    model = MLP()
+    five = jnp.full(3, 5.0)
+
+    @jax.jit
+    def write_a_tracer(x: jax.Array) -> jax.Array:
+        graph.update_states(model, {("stats", "mean"): five, ("steps",): x})
+        return x
+
+    with pytest.raises(
+        sj.TraceError, match=r"a JAX tracer was written to ShortTermState MLP\.steps "
+    ):
+        write_a_tracer(jnp.array(1))
+    assert model.stats["mean"].value.tolist() == [0.0, 0.0, 0.0]
+    assert not isinstance(model.stats["mean"].value, jax.core.Tracer)
+    assert int(model.steps.value) == 0
+    with (
+        sj.check_state_value_tree(),
+        pytest.raises(ValueError, match=r"has tree structure .* write a value of the same"),
+    ):
+        graph.update_states(model, {("stats", "mean"): five, ("steps",): {"n": 1}})
+    assert model.stats["mean"].value.tolist() == [0.0, 0.0, 0.0]
+    assert int(model.steps.value) == 0
+
+
 def test_update_states_inside_jit_is_a_state_write() -> None:
     model = MLP()
 

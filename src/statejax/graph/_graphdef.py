@@ -1,6 +1,7 @@
-"""Small graph utilities BrainState exports from `brainstate.graph`: `RefMap`, a
-mapping keyed by object identity, `Static`, a pytree node holding static data, and the
-flat structure a `GraphDef` is made of (`NodeSpec` and the edge classes)."""
+"""The `GraphDef` format: the flat structure of a graph with its state values taken out
+(a root edge, and a `NodeSpec` per module with the edge classes), and the two small
+utilities BrainState exports beside it: `RefMap`, a mapping keyed by object identity,
+and `Static`, a pytree node holding static data."""
 
 from __future__ import annotations
 
