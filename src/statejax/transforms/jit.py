@@ -29,7 +29,7 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.filters import Path
-from statejax.transforms._common import Index, as_tuple, run_eagerly
+from statejax.transforms._common import Index, as_tuple, run_eagerly, wait_for_results
 from statejax.transforms._state_specs import (
     RESHAPED,
     StateRules,
@@ -450,7 +450,7 @@ class _ShardedJit:
         if new_wv:
             # Raises a run-time error of the computation now, while the states still
             # hold their last good values (see the class docstring).
-            jax.block_until_ready(new_wv)  # type: ignore[no-untyped-call]
+            wait_for_results(new_wv)
         return out, new_wv
 
     def _staged(self, method: str, rv: Any, wv: Any, args: tuple[Any, ...], kwargs: Any) -> Any:

@@ -30,7 +30,7 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.filters import Path
-from statejax.transforms._common import name_of, run_eagerly
+from statejax.transforms._common import name_of, run_eagerly, wait_for_results
 from statejax.transforms._state_specs import (
     RESHAPED,
     StateRules,
@@ -301,7 +301,7 @@ class _ShardMapped:
             # A run-time error on the devices (a jax.debug.callback that raises) poisons
             # the results instead of failing the dispatch: wait for the written values so
             # that it raises here, while the states still hold their last good values.
-            jax.block_until_ready(new_wv)  # type: ignore[no-untyped-call]
+            wait_for_results(new_wv)
         return out, new_wv
 
     def _explain(self, rv: Sequence[Any], wv: Sequence[Any]) -> None:

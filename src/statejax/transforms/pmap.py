@@ -44,7 +44,15 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple, name_of
+from statejax.transforms._common import (
+    AxisName,
+    Count,
+    Index,
+    PositiveCount,
+    as_tuple,
+    name_of,
+    wait_for_results,
+)
 from statejax.transforms.mapping import (
     _NEW_STATE_OUT_AXES,
     _STATE_IN_AXES,
@@ -335,7 +343,7 @@ class _DeviceMap:
             # A run-time error on the devices (a jax.debug.callback that raises) poisons
             # the results instead of failing the dispatch: wait for the written and
             # created states' values so that it raises here, before any state changes.
-            jax.block_until_ready(out[:2])  # type: ignore[no-untyped-call]
+            wait_for_results((*out[0], *out[1]))
         return out
 
     def _build(
