@@ -8,6 +8,7 @@ check here fails `test_every_row_has_a_check`.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -68,6 +69,27 @@ def check_spec_error() -> None:
     with pytest.raises(sj.SpecError, match=r"in_states.*matches none"):
         mapped(jnp.ones((2, 3)))
     assert_untouched(counter, jnp.zeros(3))
+
+    # At any call: an argument donated that is also a state's value.
+    class Holder(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(3))
+
+    holder = Holder()
+
+    def add(m: Holder, x: jax.Array) -> jax.Array:
+        m.w.value = m.w.value + x
+        return x
+
+    with pytest.raises(
+        sj.SpecError, match=r"argument 1 is donated.*ParamState at path \('w',\).*jnp\.copy"
+    ):
+        sj.jit(add, donate_argnums=1)(holder, holder.w.value)
+    assert_untouched(holder.w, jnp.ones(3))
+    # ... or a state whose new shape no longer divides over the mesh (two devices).
+    out = _two_devices()
+    assert "RESHAPED" in out and "ParamState at path ('w',)" in out, out
+    assert "changed shape since the first call" in out, out
 
 
 BROKEN_PLUGIN = """
@@ -187,18 +209,49 @@ except sj.ShardingError as exc:
     assert isinstance(exc, ValueError)
     assert w.value is moved, "the state was moved"
     print("RAISED", exc)
+
+class Model(sj.Module):
+    def __init__(self):
+        self.w = sj.ParamState(jax.device_put(jnp.ones(4), NamedSharding(mesh, P("d"))))
+
+def grow(m):
+    m.w.value = m.w.value + 1
+
+model = Model()
+step = sj.shard_map(grow, mesh, in_specs=P(), out_specs=P(), state_in_specs=P("d"))
+step(model)
+model.w.value = jnp.ones(3)
+try:
+    step(model)
+except sj.SpecError as exc:
+    assert model.w.value.shape == (3,)
+    print("RESHAPED", exc)
+model.w.value = on_one = jax.device_put(jnp.ones(4), jax.devices()[1])
+try:
+    step(model)
+except sj.ShardingError as exc:
+    assert model.w.value is on_one
+    print("FOREIGN", exc)
 """
+
+
+@functools.cache
+def _two_devices() -> str:
+    """The output of SHARDING_MISMATCH, run once (two devices: a subprocess)."""
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDING_MISMATCH], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def check_sharding_error() -> None:
     # Two simulated devices must be set before JAX starts: a subprocess. The shard_map
     # case (a device-varying write into a replicated state) runs in tests/scaling.
-    result = subprocess.run(
-        [sys.executable, "-c", SHARDING_MISMATCH], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "RAISED" in result.stdout and "ParamState" in result.stdout, result.stdout
-    assert "does not move it silently" in result.stdout, result.stdout
+    out = _two_devices()
+    assert "RAISED" in out and "ParamState" in out, out
+    assert "does not move it silently" in out, out
+    assert "FOREIGN" in out and "committed to devices [1]" in out, out
 
 
 def check_type_error() -> None:

@@ -39,6 +39,25 @@ def test_eight_devices_data_fsdp_tensor_parallel_and_shard_map_equal_one_device(
         assert check in out, out
 
 
+def test_sharded_calls_keep_states_on_run_time_errors_and_name_states_on_eight_devices(
+    run_script: Callable[..., str],
+) -> None:
+    out = run_script("sharded_errors.py", timeout=240)
+    for check in [
+        "OK jit_runtime_error_keeps_states",
+        "OK shard_map_runtime_error_keeps_states",
+        "OK pmap_runtime_error_keeps_states",
+        "OK jit_reshaped_state_named",
+        "OK shard_map_reshaped_state_named",
+        "OK shard_map_foreign_mesh_state_named",
+        "OK jit_donated_state_named",
+        "OK jit_sharded_donated_state_named",
+        "OK pmap_donated_state_named",
+        "DONE",
+    ]:
+        assert check in out, out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -42,6 +42,7 @@ __all__ = [
     "run_eagerly",
     "show_signature",
     "signature",
+    "wait_for_results",
 ]
 
 R = TypeVar("R")
@@ -202,3 +203,27 @@ def run_eagerly(name: str, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -
     out, writes = eager_call(name, fn, *args, **kwargs)
     Split(write_states=[s for s, _ in writes]).scatter([v for _, v in writes])
     return out
+
+
+def wait_for_results(values: Any) -> None:
+    """Wait until the computation that returned `values` has finished, raising its error.
+
+    A run-time error of a compiled computation (a `jax.debug.callback` that raises)
+    does not always fail the call: on several devices, and on accelerators, the call
+    returns arrays that raise when read. A transform waits for its written values
+    before storing them, so the error raises at the call and the states keep their
+    last good values. Every result of one run becomes ready (or fails) together, so
+    one array is waited for (all its shards: every device). Nothing happens for
+    tracers or when there is no array.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> wait_for_results([jax.jit(lambda x: x + 1)(jnp.ones(2))])
+    """
+    for value in values:
+        leaf = value if isinstance(value, jax.Array) else next(iter(jax.tree.leaves(value)), None)
+        if isinstance(leaf, jax.core.Tracer):
+            return
+        if isinstance(leaf, jax.Array):
+            leaf.block_until_ready()
+            return

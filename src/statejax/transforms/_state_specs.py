@@ -21,7 +21,15 @@ from statejax.filters import Everything, Path
 from statejax.graph import Module, iter_states
 from statejax.transforms.vmap import StateSelector, _selector
 
-__all__ = ["StateRules", "check_fits", "parse_rules", "resolve", "state_paths"]
+__all__ = [
+    "RESHAPED",
+    "StateRules",
+    "check_donated",
+    "check_fits",
+    "parse_rules",
+    "resolve",
+    "state_paths",
+]
 
 #: `((selector, sharding or spec), ...)`: the first match wins.
 StateRules = tuple[tuple[StateSelector, Any], ...]
@@ -96,11 +104,18 @@ def resolve(
 
 
 def check_fits(
-    where: str, state: State[Any], path: Path | None, value: Any, placement: Any, mesh: Any = None
+    where: str,
+    state: State[Any],
+    path: Path | None,
+    value: Any,
+    placement: Any,
+    mesh: Any = None,
+    fix: str | None = None,
 ) -> None:
     """Raise a `SpecError` naming the state when `placement` (a `Sharding`, or a
     `PartitionSpec` on `mesh`) cannot hold `value`: too many dimensions, an axis the
-    mesh lacks, or a dimension not divisible by its mesh axes."""
+    mesh lacks, or a dimension not divisible by its mesh axes. `fix` replaces the
+    message's advice (about the spec) when the value is to blame."""
     if placement is None:
         return
     spec: PartitionSpec | None
@@ -121,10 +136,13 @@ def check_fits(
             )
             sharding.shard_shape(shape)
         except (ValueError, KeyError, TypeError) as exc:
+            advice = fix or (
+                f"Give it a spec with at most {len(shape)} entries whose mesh axes divide its "
+                "dimensions, or leave it out (replicated)."
+            )
             raise SpecError(
                 f"{where}: {describe_state(state, path)} cannot be placed as {placement}: "
-                f"{str(exc).splitlines()[0]}. Give it a spec with at most {len(shape)} entries "
-                "whose mesh axes divide its dimensions, or leave it out (replicated)."
+                f"{str(exc).splitlines()[0]}. {advice}"
             ) from None
 
 
@@ -140,3 +158,63 @@ def _check_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Any) -> None:
             size *= mesh.shape[name]
         if dim % size:
             raise ValueError(f"dimension {dim} is not divisible by {size} ({entry!r})")
+
+
+def check_donated(
+    where: str,
+    split: Split,
+    rv: Sequence[Any],
+    wv: Sequence[Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    argnums: Sequence[int],
+    argnames: Sequence[str],
+) -> None:
+    """Raise a `SpecError` naming the state when a donated argument is a state's value.
+
+    XLA cannot donate a buffer that the same call also reads (one device: an error
+    about a "flattened argument"; several: the process may crash), so this runs
+    before the call. Arrays are compared by identity: `f(state.value)` is caught.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import statejax as sj
+        >>> from statejax.extend import Split
+        >>> w = sj.State(jnp.ones(2))
+        >>> check_donated("jit(f)", Split((w,), ()), [w.value], [], (jnp.ones(2),), {}, (0,), ())
+        >>> check_donated("jit(f)", Split((w,), ()), [w.value], [], (w.value,), {}, (0,), ())
+        Traceback (most recent call last):
+        ...
+        statejax._errors.SpecError: jit(f): argument 0 is donated (donate_argnums) but ...
+    """
+    donated: dict[int, str] = {}
+    for i in argnums:
+        if i < len(args):
+            for leaf in jax.tree.leaves(args[i]):
+                donated[id(leaf)] = f"argument {i} is donated (donate_argnums)"
+    for name in argnames:
+        if name in kwargs:
+            for leaf in jax.tree.leaves(kwargs[name]):
+                donated[id(leaf)] = f"keyword argument {name!r} is donated (donate_argnames)"
+    if not donated:
+        return
+    for state, value in zip(split.states, [*rv, *wv], strict=True):
+        for leaf in jax.tree.leaves(value):
+            what = donated.get(id(leaf))
+            if what is None:
+                continue
+            path = state_paths(split, (), args, kwargs).get(id(state))
+            raise SpecError(
+                f"{where}: {what} but its array is also the value of "
+                f"{describe_state(state, path)}, which the call reads; XLA cannot donate a "
+                "buffer the call also reads, and the state would lose its value. Pass a copy "
+                "(jnp.copy(x)), or stop donating that argument."
+            )
+
+
+#: The advice of `check_fits` when a state's value changed shape after the first call.
+RESHAPED = (
+    "Its value changed shape since the first call, and the new shape does not divide "
+    "over the mesh: give the state a value whose sharded dimensions the mesh axes divide, "
+    "or change the rule that places it."
+)

@@ -9,7 +9,7 @@ dtype changed), and stores the written values back.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Annotated, Any, ParamSpec, TypeVar, overload
 
 import jax
@@ -29,9 +29,11 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.filters import Path
-from statejax.transforms._common import Index, as_tuple, run_eagerly
+from statejax.transforms._common import Index, as_tuple, run_eagerly, wait_for_results
 from statejax.transforms._state_specs import (
+    RESHAPED,
     StateRules,
+    check_donated,
     check_fits,
     parse_rules,
     resolve,
@@ -221,7 +223,7 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         donate = tuple(i + 2 for i in spec.donate_argnums)
         if spec.donate_states and jax.default_backend() != "cpu":
             donate = (1, *donate)
-        return jax.jit(
+        jitted = jax.jit(
             _named(pure, spec.name),
             static_argnums=tuple(i + 2 for i in spec.static_argnums),
             static_argnames=spec.static_argnames,
@@ -230,6 +232,9 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
             keep_unused=spec.keep_unused,
             inline=spec.inline,
         )
+        if spec.donate_argnums or spec.donate_argnames:
+            return _Donating(jitted, split, spec, label)
+        return jitted
 
     static_key = (
         functools.partial(_static_values, spec.static_argnums, spec.static_argnames)
@@ -292,14 +297,49 @@ def _named(pure: PureCore, name: str | None) -> Callable[..., Any]:
     return core
 
 
+class _Donating:
+    """`jax.jit`'s function, refusing a call that donates an argument holding a state's value.
+
+    XLA cannot donate a buffer the same call also reads: on one device it refuses the
+    call with an error about a "flattened argument", on several it may crash the
+    process. So the donated arguments are compared (by identity) with the state values
+    before anything runs; only jit with `donate_argnums`/`donate_argnames` pays for it.
+    """
+
+    def __init__(self, jitted: Any, split: Split, spec: JitSpec, label: str) -> None:
+        self.jitted = jitted
+        self.split = split
+        self.spec = spec
+        self.label = label
+
+    def __call__(self, rv: Sequence[Any], wv: Sequence[Any], /, *args: Any, **kwargs: Any) -> Any:
+        spec = self.spec
+        check_donated(
+            self.label, self.split, rv, wv, args, kwargs, spec.donate_argnums, spec.donate_argnames
+        )
+        return self.jitted(rv, wv, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # lower, trace, eval_shape
+        return getattr(self.jitted, name)
+
+
 class _ShardedJit:
     """The lifted pure core of one split when shardings are given.
 
     `jax.jit` takes no keyword arguments once `in_shardings` is given, so the
     compiled function takes them packed, `(reads, writes, kwargs, donated_kwargs,
-    *args)`, one compiled function per number of positional arguments (a single
-    `in_shardings` applies to each). The state shardings are resolved on the first
-    call, when the arguments show the states' paths.
+    *static_kwargs, *args)`: one compiled function per number of positional
+    arguments and set of static keyword arguments given (a single `in_shardings`
+    applies to each). The static keyword values go in as static positional
+    arguments, so `jax.jit` hashes them as it would the keywords: a new value
+    compiles anew, an unhashable one is its error. The state shardings are resolved
+    on the first call, when the arguments show the states' paths.
+
+    A call returns once the written values are computed. On several devices (and on
+    accelerators) a run-time error, such as a `jax.debug.callback` that raises, does
+    not fail the dispatch: it poisons the results, which raise when read. Waiting for
+    the written values makes it raise here, before any state changes, so the states
+    keep their last good values (docs/performance.md gives the cost).
     """
 
     def __init__(self, split: Split, pure: PureCore, spec: JitSpec, label: str) -> None:
@@ -307,16 +347,32 @@ class _ShardedJit:
         self.pure = pure
         self.spec = spec
         self.label = label
-        self.by_arity: dict[int, Any] = {}
+        self.static_names = spec.static_argnames
+        self.donating = bool(spec.donate_argnums or spec.donate_argnames)
+        self.variants: dict[Hashable, Any] = {}
         self.read_shardings: list[Any] = []
         self.write_shardings: list[Any] = []
         self.paths: dict[int, Path] = {}
 
+    def _variant(self, args: tuple[Any, ...], kwargs: Any) -> tuple[Hashable, tuple[str, ...]]:
+        """The key of the compiled function for a call, and its static keywords' names."""
+        if self.static_names and kwargs:
+            names = tuple(n for n in self.static_names if n in kwargs)
+            if names:
+                return (len(args), names), names
+        return len(args), ()
+
     def _build(
-        self, rv: Sequence[Any], wv: Sequence[Any], args: tuple[Any, ...], kwargs: Any
+        self,
+        rv: Sequence[Any],
+        wv: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        key: Hashable,
+        names: tuple[str, ...],
     ) -> Any:
         spec, split = self.spec, self.split
-        if not self.by_arity:
+        if not self.variants:
             self.paths = state_paths(split, spec.state_shardings, args, kwargs)
             placements = resolve(spec.state_shardings, split.states, self.paths, None)
             for state, value, placement in zip(split.states, [*rv, *wv], placements, strict=True):
@@ -333,13 +389,15 @@ class _ShardedJit:
             args_in = user_in
         else:
             args_in = (user_in,) * n_dynamic
-        static_kwargs = {k: v for k, v in kwargs.items() if k in spec.static_argnames}
         pure = _named(self.pure, spec.name)
+        n_static = len(names)
 
-        def core(rv: Any, wv: Any, kw: Any, donated: Any, *args: Any) -> Any:
-            return pure(rv, wv, *args, **kw, **donated, **static_kwargs)
+        def core(rv: Any, wv: Any, kw: Any, donated: Any, *rest: Any) -> Any:
+            statics = dict(zip(names, rest[:n_static], strict=True))
+            return pure(rv, wv, *rest[n_static:], **kw, **donated, **statics)
 
-        donate = tuple(i + 4 for i in spec.donate_argnums)
+        first = 4 + n_static  # the position of the first positional argument
+        donate = tuple(i + first for i in spec.donate_argnums)
         if spec.donate_argnames:
             donate = (3, *donate)
         if spec.donate_states and jax.default_backend() != "cpu":
@@ -348,12 +406,12 @@ class _ShardedJit:
             core,
             in_shardings=(self.read_shardings, self.write_shardings, None, None, *args_in),
             out_shardings=(spec.out_shardings, self.write_shardings),
-            static_argnums=tuple(i + 4 for i in spec.static_argnums),
+            static_argnums=(*range(4, first), *(i + first for i in spec.static_argnums)),
             donate_argnums=donate,
             keep_unused=spec.keep_unused,
             inline=spec.inline,
         )
-        self.by_arity[len(args)] = jitted
+        self.variants[key] = jitted
         return jitted
 
     def _pack(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -363,20 +421,48 @@ class _ShardedJit:
         return kw, donated
 
     def __call__(self, rv: Sequence[Any], wv: Sequence[Any], /, *args: Any, **kwargs: Any) -> Any:
-        jitted = self.by_arity.get(len(args))
+        if kwargs:
+            key, names = self._variant(args, kwargs)
+            kw, donated = self._pack(kwargs)
+            statics: tuple[Any, ...] = tuple(kwargs[n] for n in names)
+        else:
+            key, names, kw, donated, statics = len(args), (), {}, {}, ()
+        jitted = self.variants.get(key)
         if jitted is None:
-            jitted = self._build(rv, wv, args, kwargs)
-        kw, donated = self._pack(kwargs) if kwargs else ({}, {})
+            jitted = self._build(rv, wv, args, kwargs, key, names)
+        if self.donating:
+            spec = self.spec
+            check_donated(
+                self.label,
+                self.split,
+                rv,
+                wv,
+                args,
+                kwargs,
+                spec.donate_argnums,
+                spec.donate_argnames,
+            )
         try:
-            return jitted(rv, wv, kw, donated, *args)
+            out, new_wv = jitted(rv, wv, kw, donated, *statics, *args)
         except ValueError:
-            self._misplaced(rv, wv)
+            self._explain(rv, wv)
             raise
+        if new_wv:
+            # Raises a run-time error of the computation now, while the states still
+            # hold their last good values (see the class docstring).
+            wait_for_results(new_wv)
+        return out, new_wv
 
     def _staged(self, method: str, rv: Any, wv: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
-        jitted = self.by_arity.get(len(args)) or self._build(rv, wv, args, kwargs)
+        key, names = self._variant(args, kwargs)
+        jitted = self.variants.get(key) or self._build(rv, wv, args, kwargs, key, names)
         kw, donated = self._pack(kwargs)
-        return getattr(jitted, method)(rv, wv, kw, donated, *args)
+        statics = tuple(kwargs[n] for n in names)
+        try:
+            return getattr(jitted, method)(rv, wv, kw, donated, *statics, *args)
+        except ValueError:
+            self._explain(rv, wv)
+            raise
 
     def lower(self, rv: Any, wv: Any, /, *args: Any, **kwargs: Any) -> Any:
         return self._staged("lower", rv, wv, args, kwargs)
@@ -386,6 +472,17 @@ class _ShardedJit:
 
     def eval_shape(self, rv: Any, wv: Any, /, *args: Any, **kwargs: Any) -> Any:
         return self._staged("eval_shape", rv, wv, args, kwargs)
+
+    def _explain(self, rv: Sequence[Any], wv: Sequence[Any]) -> None:
+        """`jax.jit` refused the call: if a state's value is to blame, say which state.
+
+        A value whose shape changed so that its sharding no longer divides it is a
+        `SpecError`, one committed to another sharding a `ShardingError`.
+        """
+        shardings = [*self.read_shardings, *self.write_shardings]
+        for state, value, want in zip(self.split.states, [*rv, *wv], shardings, strict=True):
+            check_fits(self.label, state, self.paths.get(id(state)), value, want, fix=RESHAPED)
+        self._misplaced(rv, wv)
 
     def _misplaced(self, rv: Sequence[Any], wv: Sequence[Any]) -> None:
         """`jax.jit` refused an argument's sharding: if a state's, say which one."""

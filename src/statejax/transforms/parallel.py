@@ -30,8 +30,9 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.filters import Path
-from statejax.transforms._common import name_of, run_eagerly
+from statejax.transforms._common import name_of, run_eagerly, wait_for_results
 from statejax.transforms._state_specs import (
+    RESHAPED,
     StateRules,
     check_fits,
     parse_rules,
@@ -291,7 +292,54 @@ class _ShardMapped:
         jitted = self.by_arity.get(len(args))
         if jitted is None:
             jitted = self._build(rv, wv, args, kwargs)
-        return jitted(rv, wv, kwargs, *args)
+        try:
+            out, new_wv = jitted(rv, wv, kwargs, *args)
+        except ValueError:
+            self._explain(rv, wv)
+            raise
+        if new_wv:
+            # A run-time error on the devices (a jax.debug.callback that raises) poisons
+            # the results instead of failing the dispatch: wait for the written values so
+            # that it raises here, while the states still hold their last good values.
+            wait_for_results(new_wv)
+        return out, new_wv
+
+    def _explain(self, rv: Sequence[Any], wv: Sequence[Any]) -> None:
+        """JAX refused the call: if a state's value is to blame, say which state.
+
+        A value whose shape changed so that its spec no longer divides it is a
+        `SpecError`; one committed to devices outside the mesh a `ShardingError`.
+        """
+        if self.specs is None:
+            return
+        read_specs, write_in, write_out = self.specs
+        mesh, split, paths = self.spec.mesh, self.split, self.paths
+        values = [*rv, *wv]
+        for state, value, spec in zip(split.states, values, [*read_specs, *write_in], strict=True):
+            check_fits(self.label, state, paths.get(id(state)), value, spec, mesh, RESHAPED)
+        for state, value, spec in zip(split.write_states, wv, write_out, strict=True):
+            check_fits(self.label, state, paths.get(id(state)), value, spec, mesh, RESHAPED)
+        devices = set(mesh.devices.flat) if isinstance(mesh, jax.sharding.Mesh) else None
+        if devices is None:
+            return
+        for state, value in zip(split.states, values, strict=True):
+            for leaf in jax.tree.leaves(value):
+                if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):
+                    continue
+                if not leaf.committed or leaf.sharding.device_set == devices:
+                    continue
+                raise ShardingError(
+                    f"{self.label}: {describe_state(state, paths.get(id(state)))} holds a "
+                    f"value committed to devices {_ids(leaf.sharding.device_set)}, but the "
+                    f"mesh runs on devices {_ids(devices)}; statejax does not move it "
+                    "silently. Put it on the mesh with jax.device_put(state.value, "
+                    "NamedSharding(mesh, spec)) (or statejax.sharding.shard_states(states, "
+                    "mesh, ...))."
+                ) from None
+
+
+def _ids(devices: Any) -> list[int]:
+    return sorted(d.id for d in devices)
 
 
 @hookimpl

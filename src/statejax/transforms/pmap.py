@@ -44,7 +44,15 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple, name_of
+from statejax.transforms._common import (
+    AxisName,
+    Count,
+    Index,
+    PositiveCount,
+    as_tuple,
+    name_of,
+    wait_for_results,
+)
 from statejax.transforms.mapping import (
     _NEW_STATE_OUT_AXES,
     _STATE_IN_AXES,
@@ -331,6 +339,11 @@ class _DeviceMap:
             # The function creates states: they are new objects on every run, so every
             # call traces it again (as vmap does) instead of reusing compiled code.
             self.compiled.pop(key, None)
+        if out[0] or out[1]:
+            # A run-time error on the devices (a jax.debug.callback that raises) poisons
+            # the results instead of failing the dispatch: wait for the written and
+            # created states' values so that it raises here, before any state changes.
+            wait_for_results((*out[0], *out[1]))
         return out
 
     def _build(
@@ -412,7 +425,16 @@ class _DeviceMap:
         jitted = jax.jit(run, in_shardings=shardings, donate_argnums=donated)
         jitted.__name__ = owner.name  # type: ignore[attr-defined]
 
+        # Which state each state leaf belongs to (split.states: the read, then the written).
+        state_of_leaf = {
+            i: k
+            for k, sub in enumerate([*positions[0], *positions[1]])
+            for i in jax.tree.leaves(sub)
+        }
+
         def call(*leaves: Any) -> Any:
+            if donated:
+                _refuse_donated_states(owner, leaves, donated, state_of_leaf)
             placed = [
                 x if _in_place(x, s, fresh_ok=i >= n_state_leaves) else jax.device_put(x, s)
                 for i, (x, s) in enumerate(zip(leaves, shardings, strict=True))
@@ -420,6 +442,22 @@ class _DeviceMap:
             return jitted(*placed)
 
         return call
+
+
+def _refuse_donated_states(
+    owner: _Parallel, leaves: Sequence[Any], donated: Sequence[int], state_of_leaf: dict[int, int]
+) -> None:
+    """A donated argument that is also a state's value: XLA cannot donate a buffer the
+    call also reads (on several devices the process may crash), so refuse it first."""
+    ids = {id(leaves[i]) for i in donated}
+    for i, k in state_of_leaf.items():
+        if id(leaves[i]) in ids:
+            raise SpecError(
+                f"{owner.name}: an argument is donated (donate_argnums) but its array is also "
+                f"the value of {owner._describe(owner.split.states[k])}, which the call reads; "
+                "XLA cannot donate a buffer the call also reads, and the state would lose its "
+                "value. Pass a copy (jnp.copy(x)), or stop donating that argument."
+            )
 
 
 def _in_place(x: Any, sharding: NamedSharding, fresh_ok: bool) -> bool:

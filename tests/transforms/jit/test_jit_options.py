@@ -136,3 +136,56 @@ def test_state_shardings_that_do_not_fit_name_the_state() -> None:
 def test_bad_options_are_spec_errors(options: dict[str, object], message: str) -> None:
     with pytest.raises(sj.SpecError, match=message):
         sj.jit(lambda x: x, **options)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["plain", "state_shardings"])
+def test_static_keywords_are_hashed_per_call_as_jax_jit(sharded: bool) -> None:
+    w = sj.ParamState(jnp.ones(2))
+    options = {"state_shardings": {sj.ParamState: _sharding(P())}} if sharded else {}
+
+    @sj.jit(static_argnames="scale", **options)
+    def step(x: jax.Array, scale: tuple[float, ...] = (1.0,)) -> jax.Array:
+        w.value = w.value * scale[0]
+        return x * scale[0]
+
+    assert float(step(jnp.float32(1.0), scale=(2.0,))) == 2.0
+    assert float(step(jnp.float32(1.0), scale=(3.0,))) == 3.0  # a new value recompiles
+    assert float(step(jnp.float32(1.0))) == 1.0
+    assert w.value.tolist() == [6.0, 6.0]
+    for scale in ([2.0], [3.0]):  # unhashable: jax.jit's error, every time, no state change
+        with pytest.raises(ValueError, match=r"Non-hashable static arguments.*\[" + str(scale[0])):
+            step(jnp.float32(1.0), scale=scale)
+    assert w.value.tolist() == [6.0, 6.0]
+    assert step.eval_shape(jnp.float32(1.0), scale=(4.0,)).shape == ()
+
+
+class _Holder(sj.Module):
+    def __init__(self) -> None:
+        self.w = sj.ParamState(jnp.ones(3))
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["plain", "state_shardings"])
+def test_an_argument_donated_and_read_as_a_state_names_the_state(sharded: bool) -> None:
+    model = _Holder()
+    options = {"state_shardings": {sj.ParamState: _sharding(P())}} if sharded else {}
+
+    def step(m: _Holder, x: jax.Array, *, y: jax.Array) -> jax.Array:
+        m.w.value = m.w.value + x + y
+        return x * 2
+
+    by_position = sj.jit(step, donate_argnums=1, **options)
+    before = model.w.value
+    with pytest.raises(
+        sj.SpecError,
+        match=r"statejax\.jit\(.*step\): argument 1 is donated \(donate_argnums\) but its array "
+        r"is also the value of ParamState at path \('w',\).*Pass a copy \(jnp\.copy\(x\)\)",
+    ):
+        by_position(model, model.w.value, y=jnp.ones(3))
+    assert model.w.value is before and model.w.value.tolist() == [1.0, 1.0, 1.0]
+    by_name = sj.jit(step, donate_argnames="y", **options)
+    with pytest.raises(sj.SpecError, match=r"keyword argument 'y' is donated.*\('w',\)"):
+        by_name(model, jnp.ones(3), y=model.w.value)
+    assert model.w.value is before
+    # A copy is fine.
+    assert by_position(model, jnp.copy(model.w.value), y=jnp.ones(3)).tolist() == [2.0] * 3
+    assert model.w.value.tolist() == [3.0, 3.0, 3.0]
