@@ -47,6 +47,7 @@ from statejax.transforms._common import (
     AxisName,
     Count,
     PositiveCount,
+    SpecTypeError,
     jit_disabled,
     name_of,
     run_eagerly,
@@ -1040,11 +1041,6 @@ def _normalise(axis: int, value: Any, added: int = 0) -> int:
 # --- map ----------------------------------------------------------------------------------
 
 
-class _NoInputs(TypeError, ValueError):
-    """`map(f)` with nothing to map over: a `TypeError` (a missing argument) that is also
-    the `ValueError` BrainState raises."""
-
-
 def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     """Apply `f` to each slice of `xs` along axis 0 and stack the results.
 
@@ -1093,7 +1089,8 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     fn_name = name_of(f)
     name = f"statejax.map({fn_name})"
     if not xs:
-        raise _NoInputs(
+        # A TypeError (a missing argument) that is also the ValueError BrainState raises.
+        raise SpecTypeError(
             f"{name}: give at least one array to map over, as map(f, xs); to call the "
             "function n times without inputs, use statejax.for_loop(f, length=n)"
         )
