@@ -269,3 +269,54 @@ def test_replacing_a_state_object_needs_clear_cache() -> None:
     assert f().tolist() == [1.0]
     f.clear_cache()  # type: ignore[attr-defined]
     assert f().tolist() == [5.0]
+
+
+def test_a_python_if_on_a_traced_value_names_the_function_and_the_state() -> None:
+    class Gate(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(2))
+            self.opt = sj.State((jnp.zeros(()), {"mu": jnp.zeros(2)}))
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            self.w.value = self.w.value + 1.0
+            if self.w.value.sum() > 0:  # a Python branch on a state's traced value
+                return x
+            return -x
+
+    gate = Gate()
+
+    def forward(x: jax.Array) -> jax.Array:
+        return gate(x)
+
+    # JAX's own error (so its documentation link holds), naming the user's function, its
+    # file and line, and the state, not `<unknown>` and `write_vals[0]`.
+    with pytest.raises(
+        jax.errors.TracerBoolConversionError,
+        match=r"(?s)tracing the function forward at .*test_jit\.py:\d+ for jit\. .*depends on "
+        r"the value of the argument ParamState Gate\.w \(float32\[2\]\)\..*"
+        r"statejax\.jit\(.*forward\) hands JAX the values of the states",
+    ) as caught:
+        sj.jit(forward)(jnp.ones(2))
+    assert "<unknown>" not in str(caught.value) and "_vals[" not in str(caught.value)
+    assert gate.w.value.tolist() == [1.0, 1.0]  # nothing changed
+
+    # A module passed as an argument gives the path; a leaf of a pytree value is located.
+    @sj.jit
+    def step(model: Gate, x: jax.Array) -> jax.Array:
+        if model.opt.value[1]["mu"].sum() > x:
+            return x
+        return model.w.value
+
+    with pytest.raises(
+        jax.errors.TracerBoolConversionError,
+        match=r"tracing the function step at .* depends on the values of the arguments State at "
+        r"path \('opt',\) \(.*\) \(at \[1\]\['mu'\] in its value\) and x\.",
+    ):
+        step(gate, jnp.ones(()))
+
+    # An argument keeps the user's name for it (not args[0]).
+    def branch(x: jax.Array, scale: jax.Array) -> jax.Array:
+        return x if scale > 0 else -x
+
+    with pytest.raises(jax.errors.ConcretizationTypeError, match=r"argument scale\."):
+        sj.jit(branch)(jnp.ones(2), jnp.ones(()))
