@@ -172,8 +172,9 @@ def test_an_optimizer_created_under_vmap_trains_each_member_as_alone() -> None:
         member = MLP(jax.random.split(jax.random.PRNGKey(4), n)[i])
         member_params = member.states(sj.ParamState)
         member_opt = Optimizer(optax.adam(0.05), member_params)
+        x, y = xs[i], ys[i]
         for _ in range(steps):
-            grads = grad(lambda: jnp.mean((member(xs[i]) - ys[i]) ** 2), member_params)()
+            grads = grad(lambda: jnp.mean((member(x) - y) ** 2), member_params)()  # noqa: B023
             member_opt.update(grads)
         for path, state in member_params.items():
             np.testing.assert_allclose(params[path].value[i], state.value, rtol=1e-5, atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -320,3 +322,36 @@ def test_a_python_if_on_a_traced_value_names_the_function_and_the_state() -> Non
 
     with pytest.raises(jax.errors.ConcretizationTypeError, match=r"argument scale\."):
         sj.jit(branch)(jnp.ones(2), jnp.ones(()))
+
+
+def _raise_in_user_code(x: jax.Array) -> jax.Array:
+    raise ValueError(f"a bug in user code ({x.shape})")
+
+
+def test_tracebacks_show_the_user_frames_and_no_statejax_frames() -> None:
+    source = str(Path(sj.__file__).parent)
+    counter = sj.State(jnp.zeros(()))
+
+    def step(x: jax.Array) -> jax.Array:
+        counter.value = counter.value + 1
+        return _raise_in_user_code(x)
+
+    assert jax.config.jax_traceback_filtering == "auto"  # type: ignore[attr-defined]
+    for transform in (sj.jit, sj.vmap):
+        with pytest.raises(ValueError, match="a bug in user code") as caught:
+            transform(step)(jnp.ones((2, 3)))
+        frames = traceback.extract_tb(caught.value.__traceback__)
+        names = [frame.name for frame in frames]
+        assert names[-2:] == ["step", "_raise_in_user_code"], names
+        assert not [f for f in frames if f.filename.startswith(source)], frames
+        assert not [f for f in frames if "/jax/" in f.filename], frames
+        assert float(counter.value) == 0.0
+    # JAX_TRACEBACK_FILTERING=off shows everything again.
+    jax.config.update("jax_traceback_filtering", "off")
+    try:
+        with pytest.raises(ValueError) as caught:
+            sj.jit(step)(jnp.ones(2))
+    finally:
+        jax.config.update("jax_traceback_filtering", "auto")
+    frames = traceback.extract_tb(caught.value.__traceback__)
+    assert any(f.filename.startswith(source) for f in frames)

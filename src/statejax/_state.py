@@ -852,9 +852,9 @@ for _op, _symbol in {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}.items():
     setattr(State, f"__{_op}__", _refuse_operand(_symbol))
 for _op, _symbol in {"neg": "-", "pos": "+", "abs": "abs", "invert": "~"}.items():
     setattr(State, f"__{_op}__", _refuse_operand(_symbol, unary=True))
-State.__getitem__ = _refuse_item  # type: ignore[attr-defined]
+setattr(State, "__getitem__", _refuse_item)  # noqa: B010 (hidden from type checkers)
 # NumPy defers to the reflected operators above instead of making an object array.
-State.__array_ufunc__ = None  # type: ignore[attr-defined]
+setattr(State, "__array_ufunc__", None)  # noqa: B010
 del _op, _symbol
 
 

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from statejax._errors import StateLeakError, TraceError
-from statejax._jax_compat import is_top_level, jit_disabled, tracer_trace
+from statejax._jax_compat import api_boundary, is_top_level, jit_disabled, tracer_trace
 from statejax._state import (
     _CALL_REFS,
     _TLS,
@@ -517,6 +517,8 @@ class StatefulFunction(Generic[R]):
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             return call(*args, **kwargs)
 
+        # Errors leave without statejax's frames in their traceback, as from a JAX transform.
+        wrapper = api_boundary(wrapper)
         wrapper.clear_cache = self.clear_cache  # type: ignore[attr-defined]
         wrapper.stateful = self  # type: ignore[attr-defined]
         return wrapper

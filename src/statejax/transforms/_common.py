@@ -20,11 +20,9 @@ import pydantic
 # the plugins take them from here.
 from statejax._errors import SpecTypeError, TraceTypeError, TraceValueError
 from statejax.extend import (
-    SpecError,
     Split,
     State,
     StateTrace,
-    TraceError,
     current_trace,
     jit_disabled,
 )

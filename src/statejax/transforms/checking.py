@@ -32,7 +32,7 @@ import numpy as np
 import pydantic
 from jax.experimental import checkify as _checkify
 
-from statejax._errors import NaNError, StatejaxError
+from statejax._errors import NaNError
 from statejax.extend import (
     PureCore,
     Split,

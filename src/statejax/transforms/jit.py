@@ -23,15 +23,17 @@ from statejax._errors import ShardingError
 from statejax.extend import (
     PureCore,
     Split,
+    State,
     StatefulFunction,
     Transform,
     TransformSpec,
+    api_boundary,
     describe_state,
     hookimpl,
     parse_spec,
 )
 from statejax.filters import Path
-from statejax.graph import Module, State, iter_states
+from statejax.graph import Module, iter_states
 from statejax.transforms._common import Index, as_tuple, run_eagerly
 from statejax.transforms._state_specs import (
     StateRules,
@@ -247,6 +249,8 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
     config = jax.config
 
     # Like stateful.as_function(fn), plus jax.disable_jit(): one config read per call.
+    # An API boundary: errors leave without statejax's (and JAX's) frames in the traceback.
+    @api_boundary
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if config.jax_disable_jit:  # type: ignore[attr-defined]
@@ -358,7 +362,7 @@ def _name_states(
             for path, state in iter_states(arg):
                 paths[id(state)] = path
 
-    def state(match: re.Match[str]) -> str:
+    def rename(match: re.Match[str]) -> str:
         states = split.read_states if match.group(1) == "read_vals" else split.write_states
         index = int(match.group(2))
         if index >= len(states):
@@ -367,7 +371,7 @@ def _name_states(
         leaf = f" (at {match.group(3)} in its value)" if match.group(3) else ""
         return f"{describe_state(found, paths.get(id(found)))}{leaf}"
 
-    text = _STATE_VALUE.sub(state, exc.args[0])
+    text = _STATE_VALUE.sub(rename, exc.args[0])
     if text != exc.args[0]:
         text += (
             f"\n{label} hands JAX the values of the states the function uses as arguments; "

@@ -35,6 +35,7 @@ import numpy as np
 import pydantic
 from jax import lax
 
+from statejax._errors import LoopBodyError
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -48,7 +49,6 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax._errors import LoopBodyError
 from statejax.transforms._common import (
     Count,
     PositiveCount,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeAlias, TypeVar, overload
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 import jax
 import jax.numpy as jnp
@@ -631,9 +631,7 @@ class _Batched:
         in_axes = (read_axes, write_in, args_axes, kwargs_axes)
         vmapped = self._map(inner, in_axes, (write_out, 0, spec.out_axes))
         out_only = tuple(
-            i
-            for i, s in enumerate(split.write_states)
-            if id(s) in out_ax and id(s) not in in_ax
+            i for i, s in enumerate(split.write_states) if id(s) in out_ax and id(s) not in in_ax
         )
         return _Plan(
             vmapped=vmapped,
@@ -999,6 +997,7 @@ class _Batched:
             old, new = wv[i], new_w[i]
             old_leaves, old_tree = jax.tree_util.tree_flatten_with_path(old)
             new_leaves, new_tree = jax.tree.flatten(new)
+            old_tree, new_tree = cast(Any, old_tree), cast(Any, new_tree)
             if old_tree != new_tree:
                 continue
             for (path, before), after in zip(old_leaves, new_leaves, strict=True):
