@@ -511,14 +511,9 @@ class StatefulFunction(Generic[R]):
         decorated method works. It carries `clear_cache()` and `stateful`
         (this object).
         """
-        call = self.__call__
-
-        @functools.wraps(like)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return call(*args, **kwargs)
-
-        # Errors leave without statejax's frames in their traceback, as from a JAX transform.
-        wrapper = api_boundary(wrapper)
+        # A JAX API boundary (one function, calling this object): errors leave without
+        # statejax's frames in their traceback, as they leave a JAX transform.
+        wrapper: Callable[P, R] = functools.wraps(like)(api_boundary(self.__call__))
         wrapper.clear_cache = self.clear_cache  # type: ignore[attr-defined]
         wrapper.stateful = self  # type: ignore[attr-defined]
         return wrapper
