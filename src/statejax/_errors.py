@@ -3,6 +3,11 @@
 Every error statejax raises on purpose derives from `StatejaxError`, so a
 user can catch the library's complaints without catching their own bugs. The
 messages name the state path (where one is known), the transform and the fix.
+
+Where BrainState (or Python, or JAX) raises a `TypeError` or a `ValueError` for the same
+mistake, statejax's error is also one, so `except` clauses written for those still catch
+it. Every class here reports itself as `statejax.<Name>` (as JAX's errors report
+themselves as `jax.errors.<Name>`), the name under which it is exported.
 """
 
 from __future__ import annotations
@@ -10,13 +15,19 @@ from __future__ import annotations
 __all__ = [
     "BatchAxisError",
     "BrainStateError",
+    "LoopBodyError",
+    "NaNError",
     "PluginError",
     "ShardingError",
     "SpecError",
+    "SpecTypeError",
     "StateLeakError",
+    "StateOperandError",
     "StatejaxError",
     "TraceContextError",
     "TraceError",
+    "TraceTypeError",
+    "TraceValueError",
 ]
 
 
@@ -46,6 +57,55 @@ class StateLeakError(TraceError):
 
 class BatchAxisError(StatejaxError, ValueError):
     """A batched value reached a state that vmap treats as broadcast (or sizes disagree)."""
+
+
+class SpecTypeError(SpecError, TypeError):
+    """A `SpecError` about an argument's type (a branch that is not callable); a `TypeError` too."""
+
+
+class TraceTypeError(TraceError, TypeError):
+    """A `TraceError` about a value's type (a non-float state under grad); a `TypeError` too."""
+
+
+class TraceValueError(TraceError, ValueError):
+    """A `TraceError` about a value (a write in a loop condition); a `ValueError` too."""
+
+
+class LoopBodyError(TraceTypeError, ValueError):
+    """A `scan`/`for_loop` body that returns no `(carry, y)` pair.
+
+    A `TypeError` (as `jax.lax.scan`'s) and a `ValueError` (as BrainState's
+    `checkpointed_scan`'s).
+    """
+
+
+class NaNError(StatejaxError, RuntimeError):
+    """A NaN or Inf reached a checked output (`debug_nan`, or a transform's `debug_nan=True`)."""
+
+
+class StateOperandError(StatejaxError, TypeError):
+    """A `State` used as an array (`x @ state`, `state + 1`): read `state.value` instead."""
+
+
+# Report the classes under their public name: a traceback shows `statejax.SpecError`, not
+# the private module that defines it; pickling finds them there too.
+for _cls in (
+    StatejaxError,
+    SpecError,
+    PluginError,
+    ShardingError,
+    TraceError,
+    StateLeakError,
+    BatchAxisError,
+    SpecTypeError,
+    TraceTypeError,
+    TraceValueError,
+    LoopBodyError,
+    NaNError,
+    StateOperandError,
+):
+    _cls.__module__ = "statejax"
+del _cls
 
 
 BrainStateError = StatejaxError

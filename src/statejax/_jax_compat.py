@@ -10,16 +10,21 @@ JAX breaks one module, and `tests/engine/test_leaks.py` pins the behaviour.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 from jax._src import core as _core
+from jax._src import traceback_util as _traceback_util
 
 __all__ = [
+    "api_boundary",
     "current_jax_trace",
     "is_top_level",
     "is_tracing",
     "jit_disabled",
+    "statejax_dir",
     "trace_chain",
     "tracer_trace",
 ]
@@ -67,3 +72,32 @@ def is_tracing() -> bool:
     """Whether operations are being traced (not evaluated) here: some JAX transform is
     running, and `jax.ensure_compile_time_eval()` is not in force."""
     return _core.trace_ctx.trace is not _core.eval_trace
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The directory of statejax's own source files.
+statejax_dir = os.path.dirname(os.path.abspath(__file__))
+
+# Tracebacks through statejax are filtered as JAX filters its own: an error raised in the
+# user's function under a transform shows the user's frames, not statejax's (nor JAX's).
+# `JAX_TRACEBACK_FILTERING=off` shows them all. JAX's source information (the line an
+# operation is attributed to) skips statejax's frames as well.
+_traceback_util.register_exclusion(statejax_dir)
+
+
+def api_boundary(fn: F) -> F:
+    """Mark `fn`, a public entry point, as JAX marks its own: an exception raised below it
+    leaves with the frames of statejax and JAX removed from its traceback.
+
+    Examples:
+        >>> def user_code():
+        ...     raise ValueError("bad input")
+        >>> entry = api_boundary(lambda: user_code())
+        >>> try:
+        ...     entry()
+        ... except ValueError as exc:
+        ...     print(exc)
+        bad input
+    """
+    return _traceback_util.api_boundary(fn)

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.extend import source_info_util
 
-from statejax._errors import StateLeakError, TraceContextError, TraceError
+from statejax._errors import StateLeakError, StateOperandError, TraceContextError, TraceError
 from statejax._jax_compat import current_jax_trace, is_tracing, trace_chain, tracer_trace
 
 __all__ = [
@@ -836,6 +836,63 @@ def describe_state(state: State[Any], path: tuple[Any, ...] | None = None) -> st
         else ""
     )
     return f"{kind}{where} ({shape})"
+
+
+# A State is a box, not an array: `x @ state` (a forgotten `.value`) must say so, not
+# "unsupported operand type(s) for @: 'DynamicJaxprTracer' and 'ParamState'". BrainState's
+# State defines no operator (each is Python's TypeError); StateOperandError is a TypeError.
+# `==`/`!=` stay identity comparisons, which caches and selectors rely on. Set on the class
+# rather than written out, so type checkers still flag the operation.
+_OPERATORS = {
+    "add": "+", "sub": "-", "mul": "*", "matmul": "@", "truediv": "/", "floordiv": "//",
+    "mod": "%", "pow": "**", "lshift": "<<", "rshift": ">>",
+    "and": "&", "xor": "^", "or": "|",
+}  # fmt: skip
+
+
+def _where_used() -> str:
+    trace = current_trace()
+    return f"{trace.name}: " if trace is not None else ""
+
+
+def _refuse_operand(symbol: str, reflected: bool = False, unary: bool = False) -> Any:
+    def refuse(self: State[Any], *other: Any) -> NoReturn:
+        if unary:
+            used = f"{symbol}(state)" if symbol.isalpha() else f"{symbol}state"
+            fix = used.replace("state", "state.value")
+        elif reflected:
+            used = f"{type(other[0]).__name__} {symbol} state"
+            fix = f"x {symbol} state.value"
+        else:
+            used = f"state {symbol} {type(other[0]).__name__}"
+            fix = f"state.value {symbol} x"
+        raise StateOperandError(
+            f"{_where_used()}{describe_state(self)} is used as an array (`{used}`), but a "
+            f"State is a box around its value: read `.value` (`{fix}`; to update the state, "
+            "`state.value = ...`)."
+        )
+
+    return refuse
+
+
+def _refuse_item(self: State[Any], index: Any) -> NoReturn:
+    raise StateOperandError(
+        f"{_where_used()}{describe_state(self)} is indexed (`state[{index!r}]`), but a State "
+        "is a box around its value: index `.value` instead (`state.value[...]`)."
+    )
+
+
+for _op, _symbol in _OPERATORS.items():
+    setattr(State, f"__{_op}__", _refuse_operand(_symbol))
+    setattr(State, f"__r{_op}__", _refuse_operand(_symbol, reflected=True))
+for _op, _symbol in {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}.items():
+    setattr(State, f"__{_op}__", _refuse_operand(_symbol))
+for _op, _symbol in {"neg": "-", "pos": "+", "abs": "abs", "invert": "~"}.items():
+    setattr(State, f"__{_op}__", _refuse_operand(_symbol, unary=True))
+setattr(State, "__getitem__", _refuse_item)  # noqa: B010 (hidden from type checkers)
+# NumPy defers to the reflected operators above instead of making an object array.
+setattr(State, "__array_ufunc__", None)  # noqa: B010
+del _op, _symbol
 
 
 class ShortTermState(State[T]):

@@ -24,7 +24,7 @@ Examples:
 from typing import Any as _Any
 
 from statejax._errors import BatchAxisError, SpecError, StateLeakError, TraceError
-from statejax._jax_compat import jit_disabled
+from statejax._jax_compat import api_boundary, jit_disabled
 from statejax._state import (
     State,
     StateTrace,
@@ -91,6 +91,7 @@ __all__ = [
     "TraceError",
     "TransformSpec",
     "adopt_created",
+    "api_boundary",
     "batch_rule",
     "current_trace",
     "describe_state",

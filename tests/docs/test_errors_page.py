@@ -188,6 +188,88 @@ def check_batch_axis_error() -> None:
     assert_untouched(mapped, jnp.zeros((4, 3)))
     assert issubclass(sj.BatchAxisError, ValueError)
 
+    # A state only in out_states, whose value already has the batch axis: stacked again.
+    count = sj.State(jnp.zeros(2))
+
+    def tick(x: jax.Array) -> jax.Array:
+        count.value = count.value + x
+        return x
+
+    with pytest.raises(sj.BatchAxisError, match=r"second batch axis .*in_states=\{0: state\}"):
+        sj.vmap(tick, out_states={0: count})(jnp.ones(2))
+    assert_untouched(count, jnp.zeros(2))
+
+
+def check_state_operand_error() -> None:
+    w = sj.ParamState(jnp.ones((2, 2)))
+    x = jnp.ones(2)
+    with pytest.raises(sj.StateOperandError, match=r"ParamState .*read `\.value`"):
+        _ = x @ w  # type: ignore[operator]
+    with pytest.raises(TypeError, match=r"`-state`"):
+        _ = -w  # type: ignore[operator]
+    with pytest.raises(sj.StateOperandError, match=r"indexed"):
+        _ = w[0]  # type: ignore[index]
+
+    @sj.jit
+    def step(x: jax.Array) -> jax.Array:
+        w.value = w.value * 2
+        return x @ w  # type: ignore[operator]
+
+    with pytest.raises(sj.StateOperandError, match=r"^statejax\.jit\(.*step\): ParamState"):
+        step(x)
+    assert_untouched(w, jnp.ones((2, 2)))
+    assert issubclass(sj.StateOperandError, TypeError)
+
+
+def check_spec_type_error() -> None:
+    with pytest.raises(sj.SpecTypeError, match=r"cond"):
+        sj.cond(True, 1, lambda: 0)  # type: ignore[call-overload]
+    with pytest.raises(sj.SpecTypeError, match=r"xs") as caught:
+        sj.transform.map(lambda x: x)
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+    assert issubclass(sj.SpecTypeError, sj.SpecError)
+
+
+def check_trace_type_error() -> None:
+    w = sj.ParamState(jnp.ones(2))
+    with pytest.raises(sj.TraceTypeError, match=r"has_aux=True .*pair"):
+        sj.grad(lambda: jnp.sum(w.value), w, has_aux=True)()
+    assert_untouched(w, jnp.ones(2))
+    assert issubclass(sj.TraceTypeError, TypeError)
+
+
+def check_trace_value_error() -> None:
+    s = sj.State(jnp.zeros(()))
+
+    def cond(i: jax.Array) -> jax.Array:
+        s.value = s.value + 1
+        return i < 3
+
+    with pytest.raises(sj.TraceValueError, match=r"condition"):
+        sj.while_loop(cond, lambda i: i + 1, jnp.array(0))
+    assert_untouched(s, jnp.zeros(()))
+    assert issubclass(sj.TraceValueError, ValueError)
+
+
+def check_loop_body_error() -> None:
+    s = sj.State(jnp.zeros(()))
+
+    def body(c: jax.Array, x: jax.Array) -> jax.Array:
+        s.value = s.value + x
+        return c + x
+
+    with pytest.raises(sj.LoopBodyError, match=r"^statejax\.scan\(.*body\): the loop body must"):
+        sj.scan(body, 0.0, jnp.ones(2))  # type: ignore[arg-type]
+    assert_untouched(s, jnp.zeros(()))
+    for kind in (sj.TraceTypeError, TypeError, ValueError):
+        assert issubclass(sj.LoopBodyError, kind)
+
+
+def check_nan_error() -> None:
+    with pytest.raises(sj.NaNError, match=r"NaN|nan"):
+        sj.transform.debug_nan(lambda x: jnp.log(x), -jnp.ones(2))
+    assert issubclass(sj.NaNError, RuntimeError)
+
 
 SHARDING_MISMATCH = """
 import os
@@ -255,8 +337,6 @@ def check_sharding_error() -> None:
 
 
 def check_type_error() -> None:
-    with pytest.raises(TypeError, match="xs"):
-        sj.transform.map(lambda x: x)
     with pytest.raises(TypeError, match="seed"):
         sj.random.seed(1.5)
     with pytest.raises(TypeError, match="key"):
@@ -278,6 +358,12 @@ CHECKS: dict[str, Callable[..., None]] = {
     "StateLeakError": check_state_leak_error,
     "TraceError": check_trace_error,
     "BatchAxisError": check_batch_axis_error,
+    "StateOperandError": check_state_operand_error,
+    "SpecTypeError": check_spec_type_error,
+    "TraceTypeError": check_trace_type_error,
+    "TraceValueError": check_trace_value_error,
+    "LoopBodyError": check_loop_body_error,
+    "NaNError": check_nan_error,
     "ShardingError": check_sharding_error,
     "TypeError": check_type_error,
     "ValueError": check_value_error,
@@ -295,3 +381,15 @@ def test_row(row: str) -> None:
 
 def test_plugin_error_row(broken_plugin: None) -> None:
     check_plugin_error(broken_plugin)
+
+
+def test_errors_show_their_public_name_and_pickle() -> None:
+    import pickle
+
+    for name in [*CHECKS, "StatejaxError", "TraceError"]:
+        kind = getattr(sj, name, None)
+        if kind is None or not issubclass(kind, sj.StatejaxError):
+            continue
+        assert f"{kind.__module__}.{kind.__qualname__}" == f"statejax.{name}"
+        error = pickle.loads(pickle.dumps(kind("message")))
+        assert type(error) is kind and str(error) == "message"

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import statejax as sj
@@ -110,3 +111,49 @@ def test_states_pass_through_pytrees_by_reference() -> None:
 
 def test_repr_of_typed_key_state() -> None:
     assert repr(sj.State(jax.random.key(0))) == "State(value=key<fry>[])"
+
+
+class Net(sj.Module):
+    def __init__(self) -> None:
+        self.w = sj.ParamState(jnp.ones((2, 2)))
+
+
+def test_a_state_used_as_an_array_says_to_read_value() -> None:
+    net = Net()
+    x = jnp.ones(2)
+    cases: list[tuple[Any, str]] = [
+        (lambda: x @ net.w, r"`ArrayImpl @ state`.*`x @ state\.value`"),
+        (lambda: net.w @ x, r"`state @ ArrayImpl`.*`state\.value @ x`"),
+        (lambda: net.w + 1, r"`state \+ int`.*`state\.value \+ x`"),
+        (lambda: 2.0 * net.w, r"`float \* state`"),
+        (lambda: -net.w, r"`-state`.*`-state\.value`"),
+        (lambda: abs(net.w), r"`abs\(state\)`"),
+        (lambda: net.w < 1, r"`state < int`"),
+        (lambda: net.w[0], r"indexed \(`state\[0\]`\).*`state\.value\[\.\.\.\]`"),
+        (lambda: np.ones(2) * net.w, r"`ndarray \* state`"),  # NumPy defers to the State
+    ]
+    for use, detail in cases:
+        with pytest.raises(sj.StateOperandError, match=r"ParamState Net\.w \(float32\[2,2\]\)"):
+            use()
+        with pytest.raises(TypeError, match=detail):  # BrainState's (Python's) TypeError
+            use()
+    # Under a transform the message names it, and the call changes nothing.
+    with pytest.raises(
+        sj.StateOperandError, match=r"^statejax\.jit\(.*matmul\): ParamState Net\.w .*\.value"
+    ):
+
+        @sj.jit
+        def matmul(x: jax.Array) -> jax.Array:
+            net.w.value = net.w.value * 2
+            return x @ net.w  # type: ignore[operator]
+
+        matmul(x)
+    assert not isinstance(net.w.value, jax.core.Tracer)
+    assert net.w.value.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_states_still_compare_and_hash_by_identity() -> None:
+    a, b = sj.State(jnp.zeros(2)), sj.State(jnp.zeros(2))
+    assert a == a and a != b and not (a == b)
+    assert len({a, b, a}) == 2
+    assert a in [b, a]

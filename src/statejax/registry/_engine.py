@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from statejax._errors import StateLeakError, TraceError
-from statejax._jax_compat import is_top_level, jit_disabled, tracer_trace
+from statejax._jax_compat import api_boundary, is_top_level, jit_disabled, tracer_trace
 from statejax._state import (
     _CALL_REFS,
     _TLS,
@@ -511,12 +511,9 @@ class StatefulFunction(Generic[R]):
         decorated method works. It carries `clear_cache()` and `stateful`
         (this object).
         """
-        call = self.__call__
-
-        @functools.wraps(like)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return call(*args, **kwargs)
-
+        # A JAX API boundary (one function, calling this object): errors leave without
+        # statejax's frames in their traceback, as they leave a JAX transform.
+        wrapper: Callable[P, R] = functools.wraps(like)(api_boundary(self.__call__))
         wrapper.clear_cache = self.clear_cache  # type: ignore[attr-defined]
         wrapper.stateful = self  # type: ignore[attr-defined]
         return wrapper

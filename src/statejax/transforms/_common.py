@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pydantic
 
+# The errors that are also a TypeError/ValueError are public (statejax.SpecTypeError, ...);
+# the plugins take them from here.
+from statejax._errors import SpecTypeError, TraceTypeError, TraceValueError
 from statejax.extend import (
-    SpecError,
     Split,
     State,
     StateTrace,
-    TraceError,
     current_trace,
     jit_disabled,
 )
@@ -46,20 +47,6 @@ __all__ = [
 ]
 
 R = TypeVar("R")
-
-
-# Where BrainState raises a TypeError (or a ValueError) for the same mistake, statejax's
-# error is also one, so `except` clauses written for BrainState still catch it.
-class SpecTypeError(SpecError, TypeError):
-    """A `SpecError` about an argument's type (a branch that is not callable); a `TypeError` too."""
-
-
-class TraceTypeError(TraceError, TypeError):
-    """A `TraceError` about a value's type (a body that returns no pair); a `TypeError` too."""
-
-
-class TraceValueError(TraceError, ValueError):
-    """A `TraceError` BrainState reports as a `ValueError` (a loop condition that writes)."""
 
 
 #: The largest position or count an option takes: JAX counts loop steps in int32.

@@ -63,6 +63,7 @@ from statejax.transforms._autodiff_types import AX, RV, GradFunction, K, P, R
 from statejax.transforms._common import MAX_INT32, PositiveCount, name_of
 from statejax.transforms._common import SpecTypeError as _SpecTypeError
 from statejax.transforms._common import TraceTypeError as _TraceTypeError
+from statejax.transforms._common import TraceValueError as _TraceValueError
 from statejax.transforms.checking import NaNError, raise_when
 
 __all__ = [
@@ -90,10 +91,6 @@ __all__ = [
 #: mapping, or a nested container of these.
 _StateTree: TypeAlias = "State[Any] | Iterable[_StateTree] | Mapping[Any, _StateTree]"
 GradStates: TypeAlias = "_StateTree | None"
-
-
-class _TraceValueError(TraceError, ValueError):
-    """A `TraceError` about a value (a non-scalar output of fwd_grad); a `ValueError` too."""
 
 
 def _check_argnums(value: Any) -> Any:

@@ -32,7 +32,7 @@ import numpy as np
 import pydantic
 from jax.experimental import checkify as _checkify
 
-from statejax._errors import StatejaxError
+from statejax._errors import NaNError
 from statejax.extend import (
     PureCore,
     Split,
@@ -81,10 +81,6 @@ index_checks: Final[frozenset[Any]] = _checkify.index_checks
 float_checks: Final[frozenset[Any]] = _checkify.float_checks
 #: Every check but the user's.
 automatic_checks: Final[frozenset[Any]] = _checkify.automatic_checks
-
-
-class NaNError(StatejaxError, RuntimeError):
-    """A NaN or Inf reached a checked output (`debug_nan`, or a transform's `debug_nan=True`)."""
 
 
 # --------------------------------------------------------------------------- raising

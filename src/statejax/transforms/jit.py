@@ -9,6 +9,8 @@ dtype changed), and stores the written values back.
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Annotated, Any, ParamSpec, TypeVar, overload
 
@@ -21,14 +23,17 @@ from statejax._errors import ShardingError
 from statejax.extend import (
     PureCore,
     Split,
+    State,
     StatefulFunction,
     Transform,
     TransformSpec,
+    api_boundary,
     describe_state,
     hookimpl,
     parse_spec,
 )
 from statejax.filters import Path
+from statejax.graph import Module, iter_states
 from statejax.transforms._common import Index, as_tuple, run_eagerly, wait_for_results
 from statejax.transforms._state_specs import (
     RESHAPED,
@@ -224,7 +229,7 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         if spec.donate_states and jax.default_backend() != "cpu":
             donate = (1, *donate)
         jitted = jax.jit(
-            _named(pure, spec.name),
+            _named(pure, spec.name, label),
             static_argnums=tuple(i + 2 for i in spec.static_argnums),
             static_argnames=spec.static_argnames,
             donate_argnums=donate,
@@ -249,6 +254,8 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
     config = jax.config
 
     # Like stateful.as_function(fn), plus jax.disable_jit(): one config read per call.
+    # An API boundary: errors leave without statejax's (and JAX's) frames in the traceback.
+    @api_boundary
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if config.jax_disable_jit:  # type: ignore[attr-defined]
@@ -285,15 +292,30 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
     return wrapper
 
 
-def _named(pure: PureCore, name: str | None) -> Callable[..., Any]:
-    """The pure core under `name`, which `jax.jit` gives the compiled computation."""
-    if name is None:
-        return pure
+def _named(pure: PureCore, name: str | None, label: str) -> Callable[..., Any]:
+    """The pure core as `jax.jit` sees it: named after the user's function, or `name`.
+
+    JAX names the traced function and its arguments in its errors (a Python `if` on a
+    traced value: "while tracing the function step at model.py:12 ... depends on the
+    value of the argument x"). It takes the function's name, file and line from the
+    user's function (through `__wrapped__`), and the arguments' names from the
+    signature: the user's parameters after the two lists of state values. A state value
+    it names (`read_vals[0]`) is renamed after the state when the error passes here.
+    Only traces run this function: a cached call never does.
+    """
 
     def core(*args: Any, **kwargs: Any) -> Any:
-        return pure(*args, **kwargs)
+        try:
+            return pure(*args, **kwargs)
+        except _TRACER_ERRORS as exc:
+            _name_states(exc, label, pure.split, args[2:], kwargs)
+            raise
 
-    core.__name__ = core.__qualname__ = name
+    if name is None:
+        core.__wrapped__ = pure.fn  # type: ignore[attr-defined]
+    else:
+        core.__name__ = core.__qualname__ = name
+    core.__signature__ = _core_signature(pure.fn)  # type: ignore[attr-defined]
     return core
 
 
@@ -321,6 +343,73 @@ class _Donating:
 
     def __getattr__(self, name: str) -> Any:  # lower, trace, eval_shape
         return getattr(self.jitted, name)
+
+
+#: JAX's errors for a traced value used where Python needs a concrete one.
+_TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+_POSITIONAL = inspect.Parameter.POSITIONAL_ONLY
+_STATE_VALUES = (
+    inspect.Parameter("read_vals", _POSITIONAL),
+    inspect.Parameter("write_vals", _POSITIONAL),
+)
+_GENERIC = inspect.Signature(
+    [
+        *_STATE_VALUES,
+        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+# A state value as JAX names it: `read_vals[0]`, or a leaf in it, `write_vals[2][0].mu[1]`.
+_STATE_VALUE = re.compile(r"\b(read_vals|write_vals)\[(\d+)\]((?:\[[^\]\s]*\]|\.\w+)*)")
+
+
+def _core_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """`(read_vals, write_vals, /, <fn's parameters>)`: how JAX names the arguments."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return _GENERIC
+    if any(p.name in ("read_vals", "write_vals") for p in params):
+        return _GENERIC
+    try:
+        return inspect.Signature([*_STATE_VALUES, *params])
+    except ValueError:
+        return _GENERIC
+
+
+def _name_states(
+    exc: BaseException, label: str, split: Split, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> None:
+    """Rename the state values in JAX's message (`read_vals[0]`) after their states."""
+    if not exc.args or not isinstance(exc.args[0], str):
+        return
+    paths: dict[int, Path] = {}
+    for arg in [*args, *kwargs.values()]:
+        if isinstance(arg, (Module, State)):
+            for path, state in iter_states(arg):
+                paths[id(state)] = path
+
+    def rename(match: re.Match[str]) -> str:
+        states = split.read_states if match.group(1) == "read_vals" else split.write_states
+        index = int(match.group(2))
+        if index >= len(states):
+            return match.group(0)
+        found = states[index]
+        leaf = f" (at {match.group(3)} in its value)" if match.group(3) else ""
+        return f"{describe_state(found, paths.get(id(found)))}{leaf}"
+
+    text = _STATE_VALUE.sub(rename, exc.args[0])
+    if text != exc.args[0]:
+        text += (
+            f"\n{label} hands JAX the values of the states the function uses as arguments; "
+            "read in a Python `if`, `while`, `int()` or `float()` they are traced too. Use "
+            "statejax.cond, jnp.where or a static argument instead."
+        )
+    exc.args = (text, *exc.args[1:])
 
 
 class _ShardedJit:
@@ -389,12 +478,16 @@ class _ShardedJit:
             args_in = user_in
         else:
             args_in = (user_in,) * n_dynamic
-        pure = _named(self.pure, spec.name)
+        pure = _named(self.pure, spec.name, self.label)
         n_static = len(names)
 
-        def core(rv: Any, wv: Any, kw: Any, donated: Any, *rest: Any) -> Any:
+        def core(read_vals: Any, write_vals: Any, kw: Any, donated: Any, *rest: Any) -> Any:
             statics = dict(zip(names, rest[:n_static], strict=True))
-            return pure(rv, wv, *rest[n_static:], **kw, **donated, **statics)
+            return pure(read_vals, write_vals, *rest[n_static:], **kw, **donated, **statics)
+
+        # JAX takes the function's name, file and line from the user's function.
+        core.__wrapped__ = pure  # type: ignore[attr-defined]
+        core.__signature__ = inspect.signature(core, follow_wrapped=False)  # type: ignore[attr-defined]
 
         first = 4 + n_static  # the position of the first positional argument
         donate = tuple(i + first for i in spec.donate_argnums)

@@ -35,6 +35,7 @@ import numpy as np
 import pydantic
 from jax import lax
 
+from statejax._errors import LoopBodyError
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -51,7 +52,6 @@ from statejax.extend import (
 from statejax.transforms._common import (
     Count,
     PositiveCount,
-    TraceTypeError,
     TraceValueError,
     eager_call,
     jit_disabled,
@@ -138,17 +138,13 @@ def _check_carried(
             )
 
 
-class _PairError(TraceTypeError, ValueError):
-    """A loop body that returns no `(carry, y)` pair: a `TraceError`, a `TypeError` (as
-    `jax.lax.scan`'s) and a `ValueError` (as BrainState's `checkpointed_scan`'s)."""
-
-
 def _pair(out: Any, name: str, fn_name: str) -> tuple[Any, Any]:
     """The body's `(carry, y)`; anything else is a `TypeError` naming the body."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise _PairError(
-            f"statejax.{name}: the body {fn_name} must return a pair "
-            f"(carry, y); it returned {type(out).__name__} {out!r:.80}."
+        raise LoopBodyError(
+            f"statejax.{name}({fn_name}): the loop body must return a pair (carry, y); it "
+            f"returned {type(out).__name__} {out!r:.80}. Return the new carry and this "
+            "step's output, for example `return carry, y` (`return carry, None` for none)."
         )
     return out[0], out[1]
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeAlias, TypeVar, overload
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,7 @@ from statejax.transforms._common import (
     AxisName,
     Count,
     PositiveCount,
+    SpecTypeError,
     jit_disabled,
     name_of,
     run_eagerly,
@@ -547,6 +548,9 @@ class _Plan:
     # and the ranks of their leaves this plan normalised the axes against.
     ranked: tuple[int, ...] = ()
     ranks: tuple[int, ...] = ()
+    # The written states only out_states selects (read broadcast, written back batched):
+    # indices into the written values, checked for a second batch axis (see _restacked).
+    out_only: tuple[int, ...] = ()
 
 
 _OUT_AXIS_ERROR = re.compile(r"at vmap out_axes\[0\]\[(\d+)\]")
@@ -626,6 +630,9 @@ class _Batched:
 
         in_axes = (read_axes, write_in, args_axes, kwargs_axes)
         vmapped = self._map(inner, in_axes, (write_out, 0, spec.out_axes))
+        out_only = tuple(
+            i for i, s in enumerate(split.write_states) if id(s) in out_ax and id(s) not in in_ax
+        )
         return _Plan(
             vmapped=vmapped,
             rules=rules,
@@ -637,6 +644,7 @@ class _Batched:
             paths=paths,
             ranked=ranked,
             ranks=_ranks(ranked, rv, wv),
+            out_only=out_only,
         )
 
     def _map(self, inner: Callable[..., Any], in_axes: Any, out_axes: Any) -> Callable[..., Any]:
@@ -744,6 +752,8 @@ class _Batched:
         if not self.checked:
             self._check_selectors(plan)
             self.checked = True
+        if plan.out_only:
+            self._restacked(plan, lanes_wv, new_w)
         for (written, i, rule), carry in zip(plan.rules, carries, strict=True):
             if written:
                 new_w[i] = rule.finish(new_w[i], carry)
@@ -946,6 +956,71 @@ class _Batched:
             "to keep one value per lane, or write an unbatched value."
         )
 
+    def _stacked_write_error(
+        self, state: State[Any], stacked: list[str], value: Any, size: int | None
+    ) -> BatchAxisError:
+        """A lane-varying value written into a broadcast `state` whose value already has
+        the batch size on axis 0: the state is most likely stacked per lane already (an
+        ensemble's), and out_states={0: state} would stack it a second time."""
+        unstacked = [
+            f"{_leaf_name(path)}: {_shape_of(leaf)}"
+            for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]
+            if _leaf_name(path) not in {s.split(":")[0] for s in stacked}
+        ]
+        if unstacked:
+            fix = (
+                f"Not every leaf has that axis ({', '.join(unstacked[:3])}), so create the "
+                "state under vmap, where it comes out stacked per lane (for an ensemble's "
+                "optimizer: `vmap(lambda: Optimizer(tx, params), in_states={0: params})()`, "
+                "see the ensembles page), then map it with in_states={0: state}."
+            )
+        else:
+            fix = "Map it with in_states={0: state}: each lane then reads and writes its slice."
+        return BatchAxisError(
+            f"{self.name}: the function wrote a value batched over the vmap axis into "
+            f"{self._describe(state)}, which is broadcast (not in in_states or out_states): "
+            "every lane read its whole value. That value already has the batch size "
+            f"{size} on axis 0 ({', '.join(stacked[:3])}), so it looks stacked per lane "
+            "already; out_states={0: state} would stack it a second time "
+            f"({stacked[0].split(': ')[1]} -> {_with_axis(stacked[0].split(': ')[1], size)}). "
+            f"{fix} If it is shared by the lanes, write an unbatched value."
+        )
+
+    def _restacked(self, plan: _Plan, wv: Sequence[Any], new_w: Sequence[Any]) -> None:
+        """Refuse a second batch axis: a state only out_states selects is read whole by
+        every lane; if that value already has the batch size on the out axis and each lane
+        wrote back a value of its whole shape, storing it would stack it again (and again
+        on every call). Checked before any state is written."""
+        for i in plan.out_only:
+            axis = plan.write_out[i]
+            assert axis is not None
+            old, new = wv[i], new_w[i]
+            old_leaves, old_tree = jax.tree_util.tree_flatten_with_path(old)
+            new_leaves, new_tree = jax.tree.flatten(new)
+            old_tree, new_tree = cast(Any, old_tree), cast(Any, new_tree)
+            if old_tree != new_tree:
+                continue
+            for (path, before), after in zip(old_leaves, new_leaves, strict=True):
+                shape, stacked = tuple(jnp.shape(before)), tuple(jnp.shape(after))
+                if len(stacked) != len(shape) + 1 or not axis < len(shape):
+                    continue
+                size = stacked[axis]
+                if shape[axis] != size or stacked[:axis] + stacked[axis + 1 :] != shape:
+                    continue
+                state = self.split.write_states[i]
+                raise BatchAxisError(
+                    f"{self.name}: {self._describe(state)} is in out_states (axis {axis}) "
+                    "but not in in_states, so every lane reads its whole value, which already "
+                    f"has the batch size {size} on axis {axis} ({_leaf_name(path)}: "
+                    f"{_shape_of(before)}); storing what the lanes wrote would give it a "
+                    f"second batch axis ({_shape_of(after)}), and another on every call. No "
+                    "state was changed. If the state holds one value per lane, select it with "
+                    f"in_states={{{axis}: state}} instead of out_states (each lane then reads "
+                    "and writes its own slice; see the ensembles page for an optimizer). To "
+                    "stack a shared value per lane on purpose, give it the batch axis first "
+                    f"(jnp.stack([value] * {size})) and select it with in_states."
+                ) from None
+
     def _unlocated_batched_output(self) -> None:
         """A batched output with `out_axes` None that is no state: JAX's message stands."""
 
@@ -969,7 +1044,12 @@ class _Batched:
             if index is None:
                 self._unlocated_batched_output()
                 return
-            raise self._batched_write_error(self.split.write_states[index]) from None
+            state = self.split.write_states[index]
+            size = self._batch_size(plan, rv, wv, args, kwargs)
+            stacked = _stacked_leaves(wv[index], size, 0) if size is not None else []
+            if stacked and self.map_batch is None:
+                raise self._stacked_write_error(state, stacked, wv[index], size) from None
+            raise self._batched_write_error(state) from None
         if "is out of bounds for array of dimension" in msg:
             self._find_bad_out_axis(plan, rv, wv, args, kwargs)
             return
@@ -1007,6 +1087,32 @@ class _Batched:
                     ) from None
 
 
+def _leaf_name(path: Any) -> str:
+    """A leaf's place in a state's value (`[0].mu[0]`), or `value` for an array value."""
+    return f"value{jax.tree_util.keystr(path)}" if path else "value"
+
+
+def _shape_of(leaf: Any) -> str:
+    dtype = getattr(leaf, "dtype", None)
+    shape = ",".join(str(d) for d in jnp.shape(leaf))
+    return f"{dtype}[{shape}]" if dtype is not None else f"[{shape}]"
+
+
+def _with_axis(shown: str, size: int | None) -> str:
+    """`float32[8,1,32]` with a leading axis of `size`: `float32[8,8,1,32]`."""
+    head, _, dims = shown.partition("[")
+    return f"{head}[{size},{dims}" if dims != "]" else f"{head}[{size}]"
+
+
+def _stacked_leaves(value: Any, size: int, axis: int) -> list[str]:
+    """The leaves of `value` that have `size` on `axis` (as `name: dtype[shape]`)."""
+    return [
+        f"{_leaf_name(path)}: {_shape_of(leaf)}"
+        for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]
+        if axis < jnp.ndim(leaf) and jnp.shape(leaf)[axis] == size
+    ]
+
+
 def _spmd_axis_name(spec: LaneSpec) -> Any:
     """`vmap`'s `spmd_axis_name` (other maps over lanes have none)."""
     return spec.spmd_axis_name if isinstance(spec, VmapSpec) else None
@@ -1038,11 +1144,6 @@ def _normalise(axis: int, value: Any, added: int = 0) -> int:
 
 
 # --- map ----------------------------------------------------------------------------------
-
-
-class _NoInputs(TypeError, ValueError):
-    """`map(f)` with nothing to map over: a `TypeError` (a missing argument) that is also
-    the `ValueError` BrainState raises."""
 
 
 def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
@@ -1093,7 +1194,8 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     fn_name = name_of(f)
     name = f"statejax.map({fn_name})"
     if not xs:
-        raise _NoInputs(
+        # A TypeError (a missing argument) that is also the ValueError BrainState raises.
+        raise SpecTypeError(
             f"{name}: give at least one array to map over, as map(f, xs); to call the "
             "function n times without inputs, use statejax.for_loop(f, length=n)"
         )

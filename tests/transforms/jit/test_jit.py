@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -312,3 +314,87 @@ def test_jit_runs_eagerly_under_disable_jit() -> None:
         with pytest.raises(RuntimeError, match=r"failed at 3\.0"):
             fails(jnp.array(3.0))
     assert float(total.value) == expected_total + 1.0
+
+
+def test_a_python_if_on_a_traced_value_names_the_function_and_the_state() -> None:
+    class Gate(sj.Module):
+        def __init__(self) -> None:
+            self.w = sj.ParamState(jnp.ones(2))
+            self.opt = sj.State((jnp.zeros(()), {"mu": jnp.zeros(2)}))
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            self.w.value = self.w.value + 1.0
+            if self.w.value.sum() > 0:  # a Python branch on a state's traced value
+                return x
+            return -x
+
+    gate = Gate()
+
+    def forward(x: jax.Array) -> jax.Array:
+        return gate(x)
+
+    # JAX's own error (so its documentation link holds), naming the user's function, its
+    # file and line, and the state, not `<unknown>` and `write_vals[0]`.
+    with pytest.raises(
+        jax.errors.TracerBoolConversionError,
+        match=r"(?s)tracing the function forward at .*test_jit\.py:\d+ for jit\. .*depends on "
+        r"the value of the argument ParamState Gate\.w \(float32\[2\]\)\..*"
+        r"statejax\.jit\(.*forward\) hands JAX the values of the states",
+    ) as caught:
+        sj.jit(forward)(jnp.ones(2))
+    assert "<unknown>" not in str(caught.value) and "_vals[" not in str(caught.value)
+    assert gate.w.value.tolist() == [1.0, 1.0]  # nothing changed
+
+    # A module passed as an argument gives the path; a leaf of a pytree value is located.
+    @sj.jit
+    def step(model: Gate, x: jax.Array) -> jax.Array:
+        if model.opt.value[1]["mu"].sum() > x:
+            return x
+        return model.w.value
+
+    with pytest.raises(
+        jax.errors.TracerBoolConversionError,
+        match=r"tracing the function step at .* depends on the values of the arguments State at "
+        r"path \('opt',\) \(.*\) \(at \[1\]\['mu'\] in its value\) and x\.",
+    ):
+        step(gate, jnp.ones(()))
+
+    # An argument keeps the user's name for it (not args[0]).
+    def branch(x: jax.Array, scale: jax.Array) -> jax.Array:
+        return x if scale > 0 else -x
+
+    with pytest.raises(jax.errors.ConcretizationTypeError, match=r"argument scale\."):
+        sj.jit(branch)(jnp.ones(2), jnp.ones(()))
+
+
+def _raise_in_user_code(x: jax.Array) -> jax.Array:
+    raise ValueError(f"a bug in user code ({x.shape})")
+
+
+def test_tracebacks_show_the_user_frames_and_no_statejax_frames() -> None:
+    source = str(Path(sj.__file__).parent)
+    counter = sj.State(jnp.zeros(()))
+
+    def step(x: jax.Array) -> jax.Array:
+        counter.value = counter.value + 1
+        return _raise_in_user_code(x)
+
+    assert jax.config.jax_traceback_filtering == "auto"  # type: ignore[attr-defined]
+    for transform in (sj.jit, sj.vmap):
+        with pytest.raises(ValueError, match="a bug in user code") as caught:
+            transform(step)(jnp.ones((2, 3)))
+        frames = traceback.extract_tb(caught.value.__traceback__)
+        names = [frame.name for frame in frames]
+        assert names[-2:] == ["step", "_raise_in_user_code"], names
+        assert not [f for f in frames if f.filename.startswith(source)], frames
+        assert not [f for f in frames if "/jax/" in f.filename], frames
+        assert float(counter.value) == 0.0
+    # JAX_TRACEBACK_FILTERING=off shows everything again.
+    jax.config.update("jax_traceback_filtering", "off")
+    try:
+        with pytest.raises(ValueError) as caught:
+            sj.jit(step)(jnp.ones(2))
+    finally:
+        jax.config.update("jax_traceback_filtering", "auto")
+    frames = traceback.extract_tb(caught.value.__traceback__)
+    assert any(f.filename.startswith(source) for f in frames)

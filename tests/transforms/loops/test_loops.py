@@ -347,11 +347,16 @@ def test_body_must_return_a_pair() -> None:
         return c + x
 
     with pytest.raises(
-        TypeError,
-        match=r"statejax\.scan: the body .*body must return a pair "
-        r"\(carry, y\); it returned",
-    ):
+        sj.LoopBodyError,
+        match=r"^statejax\.scan\(.*body\): the loop body must return a pair "
+        r"\(carry, y\); it returned .*`return carry, y`",
+    ) as caught:
         scan(body, 0.0, jnp.ones(2))  # type: ignore[arg-type]
+    # Public and BrainState-compatible: a TraceError, a TypeError and a ValueError, shown
+    # under its public name (not a private class of a private module).
+    for kind in (sj.TraceTypeError, sj.TraceError, TypeError, ValueError):
+        assert isinstance(caught.value, kind), kind
+    assert caught.exconly().startswith("statejax.LoopBodyError: ")
 
 
 def test_a_failing_body_changes_no_state() -> None:

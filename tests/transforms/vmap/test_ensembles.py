@@ -7,11 +7,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import statejax as sj
 from statejax import random
 from statejax.extend import is_leaked
+from statejax.graph import StateMapping
+from statejax.optim import Optimizer
 from statejax.transforms.autodiff import grad
 from statejax.transforms.vmap import vmap
 
@@ -160,3 +163,80 @@ def test_vmap_new_states_stacks_created_states_per_lane() -> None:
             vmap_new_states(**{option: sj.ParamState})
     with pytest.raises(sj.SpecError, match=r"vmap_new_states: option axis_size"):
         vmap_new_states(axis_size=0)
+
+
+def adam_ensemble(n: int) -> tuple[MLP, StateMapping[sj.ParamState[Any]], Optimizer]:
+    """An ensemble and its optimizer, made as the ensembles page says: under vmap."""
+    ensemble = vmap(MLP)(jax.random.split(jax.random.PRNGKey(4), n))
+    params = ensemble.states(sj.ParamState)
+    opt = vmap(lambda: Optimizer(optax.adam(0.05), params), in_states={0: params})()
+    return ensemble, params, opt
+
+
+def test_an_optimizer_created_under_vmap_trains_each_member_as_alone() -> None:
+    n, steps = 3, 3
+    ensemble, params, opt = adam_ensemble(n)
+    # Every leaf of the optimizer state is stacked per member, the step count included.
+    counts = opt.opt_state.value[0].count
+    assert counts.shape == (n,)
+    start = {path: state.value for path, state in params.items()}
+
+    @sj.jit
+    @vmap(in_states={0: [params, opt.states()]})
+    def step(x: jax.Array, y: jax.Array) -> jax.Array:
+        grads, loss = grad(lambda: jnp.mean((ensemble(x) - y) ** 2), params, return_value=True)()
+        opt.update(grads)
+        return loss
+
+    xs = jax.random.normal(jax.random.PRNGKey(5), (n, 16, 2))
+    ys = jnp.sin(xs.sum(-1, keepdims=True))
+    for _ in range(steps):
+        assert step(xs, ys).shape == (n,)
+    # No shape changed, and each member moved as optax moves it alone.
+    for path, state in params.items():
+        assert state.value.shape == start[path].shape
+    np.testing.assert_array_equal(opt.opt_state.value[0].count, np.full(n, steps))
+    for i in range(n):
+        member = MLP(jax.random.split(jax.random.PRNGKey(4), n)[i])
+        member_params = member.states(sj.ParamState)
+        member_opt = Optimizer(optax.adam(0.05), member_params)
+        x, y = xs[i], ys[i]
+        for _ in range(steps):
+            grads = grad(lambda: jnp.mean((member(x) - y) ** 2), member_params)()  # noqa: B023
+            member_opt.update(grads)
+        for path, state in member_params.items():
+            np.testing.assert_allclose(params[path].value[i], state.value, rtol=1e-5, atol=1e-6)
+
+
+def test_an_optimizer_made_outside_vmap_is_refused_with_the_pattern() -> None:
+    ensemble = vmap(MLP)(jax.random.split(jax.random.PRNGKey(4), 4))
+    params = ensemble.states(sj.ParamState)
+    opt = Optimizer(optax.adam(0.05), params)  # moments stacked, step count shared
+    before = {path: state.value for path, state in params.items()}
+    moments = opt.opt_state.value
+
+    def step(x: jax.Array) -> None:
+        opt.update(grad(lambda: jnp.mean(ensemble(x) ** 2), params)())
+
+    xs = jnp.ones((4, 5, 2))
+    # The diagnosis sees the batch axis the moments already have, and does not suggest
+    # out_states (which would stack them again), but the pattern that works.
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"OptimState Optimizer\.opt_state .* already has the batch size 4 on axis 0 "
+        r"\(value\[0\]\.mu\[0\]: float32\[4,2,8\].*stack it a second time "
+        r"\(float32\[4,2,8\] -> float32\[4,4,2,8\]\)\. Not every leaf has that axis "
+        r"\(value\[0\]\.count: int32\[\]\), so create the state under vmap.*Optimizer\(tx, params\)",
+    ):
+        vmap(step, in_states={0: params})(xs)
+    # Following the old suggestion is refused too, before anything is written.
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"opt_state .* is in out_states \(axis 0\) but not in in_states.*batch size 4 "
+        r"on axis 0 .*second batch axis \(float32\[4,4,2,8\]\).*No state was changed",
+    ):
+        vmap(step, in_states={0: params}, out_states={0: opt.opt_state})(xs)
+    for path, state in params.items():
+        np.testing.assert_array_equal(state.value, before[path])
+        assert not is_leaked(state)
+    assert opt.opt_state.value is moments

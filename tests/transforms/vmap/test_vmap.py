@@ -506,3 +506,52 @@ def test_negative_axis_write_back_follows_the_current_rank(jitted: bool) -> None
     out = f()
     np.testing.assert_allclose(table.value, start * 2.0 + 1.0)  # same axis, not transposed
     np.testing.assert_allclose(out, jax.vmap(lambda t: (t * 2.0 + 1.0).sum(), -1)(start))
+
+
+def test_a_batched_write_into_a_stacked_broadcast_state_suggests_in_states() -> None:
+    # An ensemble's state (one row per lane) that the selectors forgot: out_states would
+    # stack it a second time, so the error says to map it instead.
+    rows = sj.State(jnp.zeros((4, 3)), name="rows")
+
+    def f(x: jax.Array) -> jax.Array:
+        rows.value = rows.value + x
+        return x
+
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"into State 'rows' .*which is broadcast.*already has the batch size 4 on axis 0 "
+        r"\(value: float32\[4,3\]\).*second time \(float32\[4,3\] -> float32\[4,4,3\]\)\. Map it "
+        r"with in_states=\{0: state\}",
+    ):
+        vmap(f)(jnp.ones((4, 3)))
+    assert rows.value.tolist() == [[0.0] * 3] * 4
+    vmap(f, in_states={0: rows})(jnp.ones((4, 3)))  # the fix
+    assert rows.value.shape == (4, 3)
+
+
+def test_out_states_never_stacks_a_state_twice() -> None:
+    count = sj.State(jnp.array(0.0), name="count")
+
+    @vmap(out_states={0: count})
+    def tick(x: jax.Array) -> jax.Array:
+        count.value = count.value + x
+        return x
+
+    tick(jnp.arange(3.0))  # a shared value becomes one per lane: the point of out_states
+    assert count.value.tolist() == [0.0, 1.0, 2.0]
+    # Called again, every lane would read the whole stacked value and store it back
+    # stacked: (3,) -> (3, 3). Refused, and nothing changes.
+    with pytest.raises(
+        sj.BatchAxisError,
+        match=r"State 'count' .*in out_states \(axis 0\) but not in in_states.*batch size 3 on "
+        r"axis 0 \(value: float32\[3\]\).*second batch axis \(float32\[3,3\]\).*No state was "
+        r"changed.*in_states=\{0: state\}",
+    ):
+        tick(jnp.arange(3.0))
+    assert count.value.tolist() == [0.0, 1.0, 2.0]
+    # A lane that writes a fresh value (an initialiser) keeps working, call after call.
+    hidden = sj.State(jnp.zeros(2), name="hidden")
+    init = vmap(lambda x: setattr(hidden, "value", jnp.full(2, x)), out_states={0: hidden})
+    for _ in range(2):
+        init(jnp.arange(3.0))
+        assert hidden.value.shape == (3, 2)
