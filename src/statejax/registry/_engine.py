@@ -206,6 +206,11 @@ class Split:
 _CONCRETE_TYPES: set[type] = {np.ndarray, bool, int, float, complex}
 
 
+def _short(value: object) -> str:
+    """`repr(value)` on one line, at most 80 characters."""
+    return " ".join(repr(value).split())[:80]
+
+
 def _is_concrete_type(kind: type) -> bool:
     return not issubclass(kind, jax.core.Tracer) and issubclass(
         kind, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
@@ -234,7 +239,7 @@ def check_merge(
         ) or not isinstance(values, Iterable):
             raise PluginError(
                 f"{label}the new values of the written states are {type(values).__name__} "
-                f"{values!r:.80}, not a sequence. A lift's function returns (result, "
+                f"{_short(values)}, not a sequence. A lift's function returns (result, "
                 "new_write_values), with new_write_values a list holding one value per "
                 "state in split.write_states, in that order. No state was changed."
             )
@@ -674,7 +679,7 @@ class StatefulFunction(Generic[R]):
         where = f"{getattr(lift, '__module__', '?')}.{getattr(lift, '__qualname__', lift)}"
         raise PluginError(
             f"{self.name}: the function made by its lift ({where}) returned "
-            f"{type(returned).__name__} {returned!r:.80}, not a pair (result, "
+            f"{type(returned).__name__} {_short(returned)}, not a pair (result, "
             "new_write_values). A lift's function returns what the pure core returns: the "
             "result, and a list with the new value of each state in split.write_states. "
             "No state was changed."
