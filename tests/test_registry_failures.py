@@ -442,6 +442,21 @@ def test_a_lift_returning_too_few_or_too_many_values_writes_nothing(
     _assert_unchanged(pair)
 
 
+def test_a_jax_jit_lift_returning_too_few_values_writes_nothing() -> None:
+    # A jax.jit function's values skip the tracer check at the top level, not the count.
+    pair = _Pair()
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
+        return jax.jit(_lift_editing(lambda out, new: (out, new[:1]))(split, pure))
+
+    stateful: StatefulFunction[Any] = StatefulFunction(
+        _write_both(pair), "short_jit", lift, staged=True
+    )
+    with pytest.raises(sj.PluginError, match=r"^short_jit: 1 new value for the 2 written states"):
+        stateful(jnp.ones(2))
+    _assert_unchanged(pair)
+
+
 def test_a_lift_returning_no_pair_names_the_transform_and_its_lift() -> None:
     pair = _Pair()
     lift = _lift_editing(lambda out, new: out)

@@ -149,7 +149,12 @@ class Split:
             return [s._value for s in self.read_states], [s._value for s in self.write_states]
 
     def scatter(
-        self, write_values: Sequence[Any], top_level: bool | None = None, *, name: str = ""
+        self,
+        write_values: Sequence[Any],
+        top_level: bool | None = None,
+        *,
+        name: str = "",
+        concrete: bool = False,
     ) -> None:
         """Store new values into the written states (recorded by an enclosing trace).
 
@@ -158,7 +163,9 @@ class Split:
         earlier trace). Outside any statejax trace, a tracer (a statejax transform
         called inside a plain JAX transform) may only go into a state created inside
         that plain transform. Then all are stored together, under the merge lock.
-        `name` names the transform in error messages.
+        `name` names the transform in error messages. `concrete=True` says the values
+        are known to hold no tracer (they are what a `jax.jit` function returned at the
+        top level): only their number is checked.
 
         Examples:
             >>> import jax.numpy as jnp
@@ -178,7 +185,7 @@ class Split:
             return
         if top_level is None:
             top_level = is_top_level()
-        write_values = check_merge(name, self.write_states, write_values, top_level)
+        write_values = check_merge(name, self.write_states, write_values, top_level, concrete)
         # Outside every JAX transform the values are concrete (checked above). Inside a
         # plain one (a statejax transform called in jax.jit) every value is checked before
         # any is stored: a tracer may only go into a state created inside that transform.
@@ -218,7 +225,11 @@ def _is_concrete_type(kind: type) -> bool:
 
 
 def check_merge(
-    name: str, states: Sequence[State[Any]], values: Any, top_level: bool
+    name: str,
+    states: Sequence[State[Any]],
+    values: Any,
+    top_level: bool,
+    concrete: bool = False,
 ) -> Sequence[Any]:
     """Check the values a merge would store in `states`; return them as a sequence.
 
@@ -228,7 +239,8 @@ def check_merge(
     belongs to no running JAX trace (one kept from an earlier trace, or of a JAX
     transform that has returned; at the top level, any tracer). Raises a
     `PluginError` naming `name` (the transform) and the state. Cheap at the top
-    level when every value is an array: one pass over their types.
+    level when every value is an array: one pass over their types; with `concrete`
+    (the values are known to hold no tracer), only their number is checked.
     """
     label = f"{name}: " if name else ""
     if isinstance(values, (list, tuple)):
@@ -256,6 +268,8 @@ def check_merge(
             "new_write_values), with one value per state in split.write_states, in that "
             "order. No state was changed."
         )
+    if concrete:
+        return checked
     if top_level:
         kinds = set(map(type, checked))
         if kinds <= _CONCRETE_TYPES:
@@ -474,7 +488,7 @@ class _Version:
     that the split holds every state the function touches.
     """
 
-    __slots__ = ("pure", "signatures", "split", "transformed", "verified")
+    __slots__ = ("jitted", "pure", "signatures", "split", "transformed", "verified")
 
     def __init__(
         self, split: Split, pure: PureCore, transformed: Callable[..., Any], verified: bool
@@ -483,6 +497,10 @@ class _Version:
         self.pure = pure
         self.transformed = transformed
         self.verified = verified
+        # A `jax.jit` function: called at the top level (jit not disabled), it returns
+        # concrete arrays only (JAX refuses a tracer kept from another trace), so the
+        # merge checks only the number of values.
+        self.jitted = isinstance(transformed, _jit_function_type())
         # The signatures of the eager calls this split was verified for.
         self.signatures: set[Hashable] = set()
 
@@ -662,7 +680,8 @@ class StatefulFunction(Generic[R]):
                 if type(returned) is not tuple or len(returned) != 2:
                     self._refuse_result(returned)
                 result, new_write_vals = returned
-                split.scatter(new_write_vals, top_level, name=self.name)
+                concrete = version.jitted and top_level and not jit_disabled()
+                split.scatter(new_write_vals, top_level, name=self.name, concrete=concrete)
                 return result  # type: ignore[no-any-return]
         finally:
             calls.depth -= 1
@@ -833,6 +852,16 @@ class StatefulFunction(Generic[R]):
 
 
 _MAX_SIGNATURES = 256
+
+
+@functools.cache
+def _jit_function_type() -> type:
+    """The type of the functions `jax.jit` returns (made without running anything)."""
+    return type(jax.jit(_identity))
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
