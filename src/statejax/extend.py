@@ -53,7 +53,15 @@ from statejax.registry._protocol import StateTransform, Transform, TransformSpec
 def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:
     """Ask the plugins how a batching transform should batch `state` (`None`: broadcast).
 
-    Calls the `statejax_batch_state` hook; see `StateBatching`.
+    Calls the `statejax_batch_state` hooks, last registered first, until one answers;
+    see `StateBatching`. The rule returned is the plugin's with its `prepare` and
+    `finish` checked each time they return: `prepare` must return a pair, and
+    `finish` no tracer of a trace that is not running (one kept from an earlier trace).
+
+    Raises:
+        PluginError: a hook returned something other than a `StateBatching` or
+            `None`; later, when the rule's `prepare` or `finish` returns a bad value.
+            The message names the plugin, the hook and the state.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -62,10 +70,7 @@ def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:
         >>> batch_rule(sj.State(jnp.zeros(2)), VmapSpec()) is None
         True
     """
-    rule: StateBatching | None = get_registry().manager.hook.statejax_batch_state(
-        state=state, spec=spec
-    )
-    return rule
+    return get_registry().batch_rule(state, spec)
 
 
 __all__ = [

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import statejax as sj
-from statejax.extend import PluginWarning
+from statejax.extend import PluginWarning, PureCore, Split, StatefulFunction
 from statejax.registry._manager import get_registry, reset_registry
 
 PAGE = Path(__file__).parents[2] / "docs" / "errors.md"
@@ -134,6 +134,26 @@ def check_plugin_error(broken_plugin: None) -> None:
     step()
     assert float(state.value) == 1.0
     assert "broken" not in registry.transforms
+
+    # At a call: a lift handing back too few values is refused before any state changes.
+    a, b = sj.State(jnp.zeros(())), sj.State(jnp.zeros(()))
+
+    def write_both() -> None:
+        a.value = a.value + 1
+        b.value = b.value + 1
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
+        def transformed(rv: list[Any], wv: list[Any]) -> Any:
+            out, new = pure(rv, wv)
+            return out, new[:1]
+
+        return transformed
+
+    stateful: StatefulFunction[None] = StatefulFunction(write_both, "short_jit", lift)
+    with pytest.raises(sj.PluginError, match=r"short_jit: 1 new value for the 2 written states"):
+        stateful()
+    assert_untouched(a, jnp.zeros(()))
+    assert_untouched(b, jnp.zeros(()))
 
 
 def check_state_leak_error() -> None:

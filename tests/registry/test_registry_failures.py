@@ -13,6 +13,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,12 @@ import pytest
 
 import statejax as sj
 from statejax.extend import (
+    Lift,
     PluginWarning,
+    PureCore,
+    Split,
+    StateBatching,
+    StatefulFunction,
     StatePaths,
     TransformSpec,
     get_registry,
@@ -370,3 +376,222 @@ def test_state_paths_let_a_plugin_match_path_filters() -> None:
     # not found anywhere: the attribute it was stored under, as vmap uses
     assert StatePaths().path(net.dec) == ("dec",)
     assert StatePaths().known(net.dec) is None
+
+
+# --- lifts and batching hooks at call time -----------------------------------------------
+
+
+class _Pair(sj.Module):
+    def __init__(self) -> None:
+        self.a = sj.State(jnp.zeros(2))
+        self.b = sj.State(jnp.zeros(2))
+
+
+def _write_both(pair: _Pair) -> Callable[[jax.Array], jax.Array]:
+    def f(x: jax.Array) -> jax.Array:
+        pair.a.value = pair.a.value + x
+        pair.b.value = pair.b.value + x
+        return x
+
+    return f
+
+
+def _assert_unchanged(pair: _Pair) -> None:
+    for state in (pair.a, pair.b):
+        assert not isinstance(state._value, jax.core.Tracer)
+        np.testing.assert_array_equal(state.value, jnp.zeros(2))
+
+
+def _lift_editing(edit: Callable[[Any, list[Any]], Any]) -> Lift:
+    """A lift whose function hands `edit(out, new_write_values)` back to the engine."""
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
+        def transformed(rv: list[Any], wv: list[Any], *args: Any) -> Any:
+            out, new = pure(rv, wv, *args)
+            return edit(out, new)
+
+        return transformed
+
+    return lift
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda out, new: (out, new[:1]),
+            r"1 new value for the 2 written states; .*_Pair\.b.* got none",
+        ),
+        (lambda out, new: (out, [*new, new[0]]), r"3 new values for the 2 written states"),
+    ],
+    ids=["too-few", "too-many"],
+)
+def test_a_lift_returning_too_few_or_too_many_values_writes_nothing(
+    edit: Callable[[Any, list[Any]], Any], message: str
+) -> None:
+    pair = _Pair()
+    stateful: StatefulFunction[Any] = StatefulFunction(
+        _write_both(pair), "counting_jit", _lift_editing(edit)
+    )
+    with pytest.raises(sj.PluginError, match=rf"^counting_jit: {message}.*No state was changed"):
+        stateful(jnp.ones(2))
+    _assert_unchanged(pair)
+    # Nested in a statejax trace, the enclosing transform stores nothing either.
+    with pytest.raises(sj.PluginError, match=rf"^counting_jit: {message}"):
+        sj.jit(stateful)(jnp.ones(2))
+    _assert_unchanged(pair)
+
+
+def test_a_jax_jit_lift_returning_too_few_values_writes_nothing() -> None:
+    # A jax.jit function's values skip the tracer check at the top level, not the count.
+    pair = _Pair()
+
+    def lift(split: Split, pure: PureCore) -> Callable[..., Any]:
+        return jax.jit(_lift_editing(lambda out, new: (out, new[:1]))(split, pure))
+
+    stateful: StatefulFunction[Any] = StatefulFunction(
+        _write_both(pair), "short_jit", lift, staged=True
+    )
+    with pytest.raises(sj.PluginError, match=r"^short_jit: 1 new value for the 2 written states"):
+        stateful(jnp.ones(2))
+    _assert_unchanged(pair)
+
+
+def test_a_lift_returning_no_pair_names_the_transform_and_its_lift() -> None:
+    pair = _Pair()
+    lift = _lift_editing(lambda out, new: out)
+    stateful: StatefulFunction[Any] = StatefulFunction(_write_both(pair), "my_jit", lift)
+    with pytest.raises(
+        sj.PluginError,
+        match=r"^my_jit: the function made by its lift \(.*_lift_editing.<locals>.lift\) "
+        r"returned ArrayImpl .*not a pair \(result, new_write_values\)",
+    ):
+        stateful(jnp.ones(2))
+    _assert_unchanged(pair)
+
+
+def _kept_tracer(shape: tuple[int, ...]) -> jax.Array:
+    """A tracer of a jax.jit trace that has returned."""
+    kept: list[jax.Array] = []
+    jax.jit(lambda x: kept.append(x) or x)(jnp.ones(shape))
+    return kept[0]
+
+
+@pytest.mark.parametrize("around", ["eager", "statejax.jit", "jax.jit"])
+def test_a_lift_handing_back_a_kept_tracer_stores_nothing(around: str) -> None:
+    pair = _Pair()
+    kept = _kept_tracer((2,))
+    lift = _lift_editing(lambda out, new: (out, [kept, new[1]]))
+    stateful: StatefulFunction[Any] = StatefulFunction(_write_both(pair), "leaky", lift)
+    call = {"eager": stateful, "statejax.jit": sj.jit(stateful), "jax.jit": jax.jit(stateful)}
+    with pytest.raises(
+        sj.PluginError,
+        match=r"^leaky: the new value of State _Pair\.a .* is a JAX tracer that belongs to no "
+        r"running trace",
+    ):
+        call[around](jnp.ones(2))
+    _assert_unchanged(pair)
+
+
+def test_scatter_checks_every_value_before_storing_any() -> None:
+    pair = _Pair()
+    split = Split(write_states=[pair.a, pair.b])
+    with pytest.raises(sj.PluginError, match=r"^t: the new value of State _Pair\.b .* JAX tracer"):
+        split.scatter([jnp.ones(2), _kept_tracer((2,))], name="t")
+    with pytest.raises(sj.PluginError, match=r"ArrayImpl .* not a sequence"):
+        split.scatter(jnp.ones((2, 2)), name="t")  # rows would be read as the values
+    _assert_unchanged(pair)
+    split.scatter(iter([jnp.ones(2), jnp.full(2, 2.0)]))  # any iterable of values
+    np.testing.assert_array_equal(pair.b.value, jnp.full(2, 2.0))
+
+
+class Tally(sj.State[jax.Array]):
+    """A state type batched by the hooks below."""
+
+    __slots__ = ()
+
+
+def _counting(x: jax.Array, tally: Tally) -> jax.Array:
+    tally.value = tally.value + x
+    return x
+
+
+def _assert_tally_unchanged(tally: Tally) -> None:
+    assert not isinstance(tally._value, jax.core.Tracer)
+    np.testing.assert_array_equal(tally.value, 1.0)
+
+
+BATCH_HOOK = """
+import jax, jax.numpy as jnp
+from statejax.extend import StateBatching, hookimpl
+
+ANSWER = []
+
+@hookimpl
+def statejax_batch_state(state, spec):
+    if type(state).__name__ == "Tally":
+        return ANSWER[0]
+    return None
+"""
+
+
+@pytest.fixture
+def batch_hook(install: Install) -> list[Any]:
+    """The answer the installed plugin `fake-batcher` gives for a `Tally` (set it first)."""
+    install("batcher", BATCH_HOOK)
+    assert get_registry().errors == []
+    module = sys.modules["fake_batcher"]
+    answer: list[Any] = module.ANSWER
+    return answer
+
+
+def test_a_batching_hook_answering_no_state_batching_names_the_plugin(
+    batch_hook: list[Any],
+) -> None:
+    batch_hook.append("lanes, please")
+    tally = Tally(jnp.array(1.0))
+    with pytest.raises(
+        sj.PluginError,
+        match=r"^entry point 'batcher = fake_batcher' of fake-batcher 1\.2\.3: hook "
+        r"statejax_batch_state returned str 'lanes, please' for Tally .*; it must return a "
+        r"statejax\.extend\.StateBatching",
+    ):
+        sj.vmap(_counting, in_axes=(0, None))(jnp.arange(3.0), tally)
+    _assert_tally_unchanged(tally)
+
+
+def test_a_batching_hook_whose_prepare_returns_no_pair_names_the_plugin(
+    batch_hook: list[Any],
+) -> None:
+    batch_hook.append(StateBatching(prepare=lambda v, n: v, finish=lambda new, old: old))
+    tally = Tally(jnp.array(1.0))
+    with pytest.raises(
+        sj.PluginError,
+        match=r"fake-batcher 1\.2\.3: the prepare of the StateBatching that hook "
+        r"statejax_batch_state returned for Tally .* not a pair \(lane_value, carry\)",
+    ):
+        sj.vmap(_counting, in_axes=(0, None))(jnp.arange(3.0), tally)
+    _assert_tally_unchanged(tally)
+
+
+@pytest.mark.parametrize("around", ["eager", "statejax.jit"])
+def test_a_batching_hook_whose_finish_hands_back_a_kept_tracer_stores_nothing(
+    batch_hook: list[Any], around: str
+) -> None:
+    kept = _kept_tracer(())
+    batch_hook.append(
+        StateBatching(
+            prepare=lambda v, n: (jnp.broadcast_to(v, (n,)), v), finish=lambda new, old: kept
+        )
+    )
+    tally = Tally(jnp.array(1.0))
+    mapped = sj.vmap(_counting, in_axes=(0, None))
+    call = mapped if around == "eager" else sj.jit(mapped)
+    with pytest.raises(
+        sj.PluginError,
+        match=r"fake-batcher 1\.2\.3: the finish of the StateBatching from hook "
+        r"statejax_batch_state: the new value of Tally .* is a JAX tracer that belongs to no "
+        r"running trace",
+    ):
+        call(jnp.arange(3.0), tally)
+    _assert_tally_unchanged(tally)

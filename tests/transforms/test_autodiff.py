@@ -285,6 +285,24 @@ def test_bad_grad_states_and_unknown_options() -> None:
         grad(lambda: w.value, w, has_aux="maybe")  # type: ignore[arg-type]
 
 
+def test_nested_grad_states_whose_keys_do_not_sort_is_a_spec_error_at_decoration() -> None:
+    w = sj.ParamState(jnp.array(1.0))
+    # JAX sorts a nested mapping's keys; 0 and '' do not compare (it used to raise
+    # "Comparator raised exception" from the pytree sort).
+    with pytest.raises(
+        sj.SpecError,
+        match=r"^statejax\.vector_grad: option grad_states: the keys 0, '' of a mapping in "
+        r".* do not sort",
+    ):
+        vector_grad(lambda: w.value, grad_states={0: None, "": []})  # type: ignore[dict-item]
+    with pytest.raises(sj.SpecError, match=r"^statejax\.grad: .* the keys 1, 'b' of a mapping"):
+        grad(lambda: w.value, {"enc": {1: w, "b": w}})
+    # A flat mapping keeps its keys in order, whatever their types.
+    v = sj.ParamState(jnp.ones(()))
+    g = vector_grad(lambda: 2 * w.value * v.value, grad_states={0: w, "": v})
+    assert list(g()) == [0, ""]
+
+
 # --------------------------------------------------------------------------- composition
 
 

@@ -26,14 +26,21 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar
 
 import jax
 import numpy as np
 
-from statejax._errors import StateLeakError, TraceError
-from statejax._jax_compat import api_boundary, is_top_level, jit_disabled, tracer_trace
+from statejax._errors import PluginError, StateLeakError, TraceError
+from statejax._jax_compat import (
+    api_boundary,
+    current_jax_trace,
+    is_top_level,
+    jit_disabled,
+    trace_chain,
+    tracer_trace,
+)
 from statejax._state import (
     _CALL_REFS,
     _TLS,
@@ -142,22 +149,48 @@ class Split:
                 return [s.value for s in self.read_states], [s.value for s in self.write_states]
             return [s._value for s in self.read_states], [s._value for s in self.write_states]
 
-    def scatter(self, write_values: Sequence[Any], top_level: bool | None = None) -> None:
+    def scatter(
+        self,
+        write_values: Sequence[Any],
+        top_level: bool | None = None,
+        *,
+        name: str = "",
+        concrete: bool = False,
+    ) -> None:
         """Store new values into the written states (recorded by an enclosing trace).
 
-        Outside any statejax trace every value is checked before any is stored, so a
-        tracer (a statejax transform called inside a plain JAX transform) is refused
-        without a partial write; then all are stored together under the merge lock.
+        Every value is checked before any is stored (`check_merge`): one value per
+        written state, and no tracer that belongs to no running trace (one kept from an
+        earlier trace). Outside any statejax trace, a tracer (a statejax transform
+        called inside a plain JAX transform) may only go into a state created inside
+        that plain transform. Then all are stored together, under the merge lock.
+        `name` names the transform in error messages. `concrete=True` says the values
+        are known to hold no tracer (they are what a `jax.jit` function returned at the
+        top level): only their number is checked.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> from statejax.extend import Split
+            >>> a, b = sj.State(jnp.zeros(1)), sj.State(jnp.zeros(1))
+            >>> Split(write_states=[a, b]).scatter([jnp.ones(1)], name="my_jit")
+            Traceback (most recent call last):
+            statejax._errors.PluginError: my_jit: 1 new value for the 2 written states; State (float32[1]) got none. ...
+            >>> float(a.value[0]), float(b.value[0])  # nothing was stored
+            (0.0, 0.0)
         """
         if _TLS.stack:
+            write_values = check_merge(name, self.write_states, write_values, False)
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
             return
-        # Outside every JAX transform the values are concrete (a JAX transform returns
-        # no tracer at the top level). Inside a plain one (a statejax transform called
-        # in jax.jit) every value is checked before any is stored: a tracer may only go
-        # into a state created inside that plain transform.
-        if not (is_top_level() if top_level is None else top_level):
+        if top_level is None:
+            top_level = is_top_level()
+        write_values = check_merge(name, self.write_states, write_values, top_level, concrete)
+        # Outside every JAX transform the values are concrete (checked above). Inside a
+        # plain one (a statejax transform called in jax.jit) every value is checked before
+        # any is stored: a tracer may only go into a state created inside that transform.
+        if not top_level:
             stored = []
             for state, value in zip(self.write_states, write_values, strict=True):
                 if not lives_in_trace(state) and _contains_tracer(value):
@@ -173,6 +206,92 @@ class Split:
 
     def __repr__(self) -> str:
         return f"Split(reads={len(self.read_states)}, writes={len(self.write_states)})"
+
+
+# The types of values known to hold no tracer (arrays, numbers): a merge at the top level
+# whose values are all of these types is checked by one set comparison. Grows as values of
+# other concrete array types are met; never holds a container type.
+_CONCRETE_TYPES: set[type] = {np.ndarray, bool, int, float, complex}
+
+
+def _short(value: object) -> str:
+    """`repr(value)` on one line, at most 80 characters."""
+    return " ".join(repr(value).split())[:80]
+
+
+def _is_concrete_type(kind: type) -> bool:
+    return not issubclass(kind, jax.core.Tracer) and issubclass(
+        kind, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
+    )
+
+
+def check_merge(
+    name: str,
+    states: Sequence[State[Any]],
+    values: Any,
+    top_level: bool,
+    concrete: bool = False,
+) -> Sequence[Any]:
+    """Check the values a merge would store in `states`; return them as a sequence.
+
+    Every merge that stores values given by plugin code (a lift's result, a batching
+    hook's `finish`) calls this before it stores anything, so a bad value changes no
+    state: there must be one value per state, and no value may hold a tracer that
+    belongs to no running JAX trace (one kept from an earlier trace, or of a JAX
+    transform that has returned; at the top level, any tracer). Raises a
+    `PluginError` naming `name` (the transform) and the state. Cheap at the top
+    level when every value is an array: one pass over their types; with `concrete`
+    (the values are known to hold no tracer), only their number is checked.
+    """
+    label = f"{name}: " if name else ""
+    if isinstance(values, (list, tuple)):
+        checked: Sequence[Any] = values
+    else:
+        if isinstance(
+            values, (str, bytes, Mapping, jax.Array, np.ndarray, np.generic)
+        ) or not isinstance(values, Iterable):
+            raise PluginError(
+                f"{label}the new values of the written states are {type(values).__name__} "
+                f"{_short(values)}, not a sequence. A lift's function returns (result, "
+                "new_write_values), with new_write_values a list holding one value per "
+                "state in split.write_states, in that order. No state was changed."
+            )
+        checked = list(values)
+    if len(checked) != len(states):
+        n, m = len(checked), len(states)
+        if n < m:
+            fault = f"{describe_state(states[n])} got none"
+        else:
+            fault = f"{n - m} more than there are states"
+        raise PluginError(
+            f"{label}{n} new value{'s' if n != 1 else ''} for the {m} written state"
+            f"{'s' if m != 1 else ''}; {fault}. A lift's function returns (result, "
+            "new_write_values), with one value per state in split.write_states, in that "
+            "order. No state was changed."
+        )
+    if concrete:
+        return checked
+    if top_level:
+        kinds = set(map(type, checked))
+        if kinds <= _CONCRETE_TYPES:
+            return checked
+    allowed = None if top_level else trace_chain(current_jax_trace())
+    for state, value in zip(states, checked, strict=True):
+        for leaf in jax.tree.leaves(value):
+            if not isinstance(leaf, jax.core.Tracer):
+                continue
+            if allowed is not None and any(tracer_trace(leaf) is t for t in allowed):
+                continue
+            raise PluginError(
+                f"{label}the new value of {describe_state(state)} is a JAX tracer that "
+                "belongs to no running trace (kept from an earlier trace, or of a JAX "
+                "transform that has returned); storing it would leak it. A lift (or a "
+                "batching hook's finish) must hand back the values its JAX transform "
+                "returned in this call. No state was changed."
+            )
+    if top_level:
+        _CONCRETE_TYPES.update(kind for kind in kinds if _is_concrete_type(kind))
+    return checked
 
 
 def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
@@ -370,7 +489,7 @@ class _Version:
     that the split holds every state the function touches.
     """
 
-    __slots__ = ("pure", "signatures", "split", "transformed", "verified")
+    __slots__ = ("jitted", "pure", "signatures", "split", "transformed", "verified")
 
     def __init__(
         self, split: Split, pure: PureCore, transformed: Callable[..., Any], verified: bool
@@ -379,6 +498,10 @@ class _Version:
         self.pure = pure
         self.transformed = transformed
         self.verified = verified
+        # A `jax.jit` function: called at the top level (jit not disabled), it returns
+        # concrete arrays only (JAX refuses a tracer kept from another trace), so the
+        # merge checks only the number of values.
+        self.jitted = isinstance(transformed, _jit_function_type())
         # The signatures of the eager calls this split was verified for.
         self.signatures: set[Hashable] = set()
 
@@ -541,9 +664,7 @@ class StatefulFunction(Generic[R]):
                 split = version.split
                 read_vals, write_vals = split.gather(top_level)
                 try:
-                    result, new_write_vals = version.transformed(
-                        read_vals, write_vals, *args, **kwargs
-                    )
+                    returned = version.transformed(read_vals, write_vals, *args, **kwargs)
                 except StateSetChanged as change:
                     if change.owner is not entry.owner:
                         raise
@@ -554,12 +675,32 @@ class StatefulFunction(Generic[R]):
                     # JAX rejects a state value it cannot trace; say which state it was.
                     _check_traceable(split.states, read_vals + write_vals, self.name)
                     raise
-                split.scatter(new_write_vals, top_level)
+                if type(returned) is not tuple or len(returned) != 2:
+                    self._refuse_result(returned)
+                result, new_write_vals = returned
+                concrete = version.jitted and top_level and not jit_disabled()
+                split.scatter(new_write_vals, top_level, name=self.name, concrete=concrete)
                 return result  # type: ignore[no-any-return]
         finally:
             calls.depth -= 1
             if not calls.depth and calls.made:
                 release_call_refs()
+
+    def _refuse_result(self, returned: object) -> None:
+        """A lifted function returned no `(result, new_write_values)` pair: name the lift.
+
+        A list of two is accepted as the pair (returns normally)."""
+        if isinstance(returned, list) and len(returned) == 2:
+            return
+        lift = self.lift
+        where = f"{getattr(lift, '__module__', '?')}.{getattr(lift, '__qualname__', lift)}"
+        raise PluginError(
+            f"{self.name}: the function made by its lift ({where}) returned "
+            f"{type(returned).__name__} {_short(returned)}, not a pair (result, "
+            "new_write_values). A lift's function returns what the pure core returns: the "
+            "result, and a list with the new value of each state in split.write_states. "
+            "No state was changed."
+        )
 
     def prepare(self, /, *args: Any, **kwargs: Any) -> tuple[Split, Callable[..., Any]]:
         """The verified split and lifted function a call with these arguments would use.
@@ -709,6 +850,16 @@ class StatefulFunction(Generic[R]):
 
 
 _MAX_SIGNATURES = 256
+
+
+@functools.cache
+def _jit_function_type() -> type:
+    """The type of the functions `jax.jit` returns (made without running anything)."""
+    return type(jax.jit(_identity))
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:

@@ -18,6 +18,7 @@ transform keeps working.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -36,7 +37,11 @@ import pluggy
 import pydantic
 
 from statejax._errors import PluginError
+from statejax._jax_compat import is_top_level
+from statejax._state import State, describe_state
 from statejax.registry import _hookspecs
+from statejax.registry._engine import check_merge
+from statejax.registry._hookspecs import StateBatching
 from statejax.registry._protocol import StateTransform, TransformSpec
 
 __all__ = [
@@ -349,6 +354,45 @@ class Registry:
             self._contested[name] = error
             self.errors.append(error)
 
+    def describe_plugin(self, name: str) -> str:
+        """The plugin registered as `name`, for error messages (its origin when loaded here)."""
+        origin = self._origins.get(name)
+        return origin.describe() if origin is not None else f"plugin {name!r}"
+
+    def batch_rule(self, state: State[Any], spec: TransformSpec) -> StateBatching | None:
+        """The first answer of the `statejax_batch_state` hooks for `state`, checked.
+
+        The hooks are called as pluggy calls a `firstresult` hook (last registered
+        first), here, so that an answer that is neither `None` nor a `StateBatching`
+        is a `PluginError` naming the plugin that gave it. The rule returned checks
+        what its `prepare` and `finish` return (see `_checked_rule`).
+        """
+        hook = self.manager.hook.statejax_batch_state
+        impls = hook.get_hookimpls()
+        kwargs = {"state": state, "spec": spec}
+        rule: object = None
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            # Wrappers take part in the call: let pluggy run it, and name every plugin.
+            rule = hook(**kwargs)
+            who = " or ".join(self.describe_plugin(i.plugin_name) for i in impls)
+        else:
+            who = ""
+            for impl in reversed(impls):
+                rule = impl.function(*[kwargs[arg] for arg in impl.argnames])
+                if rule is not None:
+                    who = self.describe_plugin(impl.plugin_name)
+                    break
+        if rule is None:
+            return None
+        if not isinstance(rule, StateBatching):
+            raise PluginError(
+                f"{who}: hook statejax_batch_state returned {type(rule).__name__} "
+                f"{rule!r:.80} for {describe_state(state)}; it must return a "
+                "statejax.extend.StateBatching (to batch the state) or None (to let another "
+                "plugin decide)."
+            )
+        return _checked_rule(rule, who, state)
+
     def report(self) -> None:
         """Warn (`PluginWarning`) about each error not reported yet, at the user's call site."""
         pending, self._reported = self.errors[self._reported :], len(self.errors)
@@ -421,6 +465,34 @@ def _check_hooks(
             f"@statejax.extend.hookimpl named {' or '.join(_HOOKS)}), so it would do "
             f"nothing.{hint}"
         )
+
+
+def _checked_rule(rule: StateBatching, who: str, state: State[Any]) -> StateBatching:
+    """`rule`, with its `prepare` and `finish` checked each time they return.
+
+    `prepare` must return a pair `(lane_value, carry)`; `finish` a value the merge may
+    store (`check_merge`: no tracer of a trace that is not running). Otherwise a
+    `PluginError` names the plugin, the hook and the state, before any state changes.
+    """
+    prepare, finish = rule.prepare, rule.finish
+
+    def checked_prepare(value: Any, axis_size: int) -> tuple[Any, Any]:
+        prepared = prepare(value, axis_size)
+        if not isinstance(prepared, (tuple, list)) or len(prepared) != 2:
+            raise PluginError(
+                f"{who}: the prepare of the StateBatching that hook statejax_batch_state "
+                f"returned for {describe_state(state)} returned {type(prepared).__name__} "
+                f"{prepared!r:.80}, not a pair (lane_value, carry). No state was changed."
+            )
+        return prepared[0], prepared[1]
+
+    def checked_finish(new_value: Any, carry: Any) -> Any:
+        stored = finish(new_value, carry)
+        label = f"{who}: the finish of the StateBatching from hook statejax_batch_state"
+        check_merge(label, (state,), (stored,), is_top_level())
+        return stored
+
+    return dataclasses.replace(rule, prepare=checked_prepare, finish=checked_finish)
 
 
 def _own_version() -> str:

@@ -349,9 +349,21 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
 
     def tree(container: Any) -> _Targets:
         # A nested container of states: the structure is kept as JAX sees it.
-        pairs, treedef = jax.tree_util.tree_flatten_with_path(
-            container, is_leaf=lambda node: isinstance(node, State)
-        )
+        try:
+            pairs, treedef = jax.tree_util.tree_flatten_with_path(
+                container, is_leaf=lambda node: isinstance(node, State)
+            )
+        except (TypeError, ValueError):
+            keys = _unsortable_keys(container)
+            if keys is None:
+                raise
+            raise SpecError(
+                f"statejax.{transform}: option grad_states: the keys "
+                f"{', '.join(map(repr, keys))} of a mapping in {container!r:.80} do not sort "
+                "against each other, and JAX orders the keys of a mapping nested in "
+                "grad_states. Give its keys one type (all strings, say), or pass a flat "
+                "mapping of States (whose keys are kept in their order, whatever their type)."
+            ) from None
         if not pairs:
             raise none_selected(container)
         states = tuple(state for _, state in pairs)
@@ -389,6 +401,27 @@ def _targets(grad_states: Any, transform: str) -> _Targets:
         check(grad_states)
         return _Targets("list" if isinstance(grad_states, list) else "tuple", tuple(grad_states))
     raise bad(grad_states)
+
+
+def _unsortable_keys(tree: Any) -> list[Any] | None:
+    """The keys of the first mapping in `tree` (walked as JAX does) that do not sort."""
+    if isinstance(tree, State):
+        return None
+    if isinstance(tree, Mapping):
+        try:
+            sorted(tree)
+        except TypeError:
+            return list(tree)
+        children: Iterable[Any] = tree.values()
+    elif isinstance(tree, (list, tuple)):
+        children = tree
+    else:
+        return None
+    for child in children:
+        keys = _unsortable_keys(child)
+        if keys is not None:
+            return keys
+    return None
 
 
 def _key_of(entry: Any) -> Any:

@@ -8,6 +8,8 @@ inside `jit`, and each run of a compiled loop draws a fresh bar.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -94,6 +96,8 @@ class ProgressBar(_BarOptions):
             one the bar sets itself (`total`, `desc`, `initial`). When `desc` has the
             wrong type (not a string, list or tuple; a first item that is not a
             string; a second that is not callable) the error is a `TypeError` too.
+            A keyword argument that is no option of tqdm (`leav=False`) is refused
+            here too, with a did-you-mean, rather than when the loop runs.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -113,6 +117,7 @@ class ProgressBar(_BarOptions):
         **kwargs: Any,
     ) -> None:
         _check_desc_types(desc)
+        _check_tqdm_options(kwargs)
         own = [k for k in kwargs if k in _OWN_TQDM_OPTIONS]
         if own:
             raise SpecError(
@@ -137,6 +142,32 @@ class ProgressBar(_BarOptions):
     def print_count(self) -> int | None:
         """BrainState's name of `count`."""
         return self.count
+
+
+def _tqdm_options() -> list[str]:
+    """The keyword options of the bar `tqdm.auto` draws (tqdm's own; `display` in notebooks)."""
+    from tqdm import tqdm  # tqdm.std's bar; imported on first use (most take no options)
+
+    parameters = inspect.signature(tqdm.__init__).parameters.values()
+    named = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    return [n for n in named if n not in ("self", "iterable")] + ["display"]
+
+
+def _check_tqdm_options(kwargs: dict[str, Any]) -> None:
+    """Refuse, when the bar is made, a tqdm option tqdm would refuse when it is drawn."""
+    if not kwargs:
+        return
+    known = _tqdm_options()
+    unknown = [name for name in kwargs if name not in known]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SpecError(
+            f"statejax.ProgressBar: {name!r} is not an option of tqdm, which draws the bar "
+            f"(it would fail when the loop runs).{hint} tqdm's options: "
+            f"{', '.join(n for n in known if n not in _OWN_TQDM_OPTIONS)}."
+        )
 
 
 def _check_desc_types(desc: object) -> None:

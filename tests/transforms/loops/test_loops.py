@@ -342,6 +342,28 @@ def test_pbar_and_option_validation() -> None:
         scan(lambda c, x: (c, x), 0, jnp.ones(2), unroll=0)
 
 
+def test_a_pbar_option_tqdm_would_refuse_is_a_spec_error_before_the_loop_runs() -> None:
+    total = sj.State(jnp.array(0.0))
+
+    def step(x: jax.Array) -> jax.Array:
+        total.value = total.value + x
+        return x
+
+    # It used to be accepted and fail inside the host callback, when the loop ran.
+    with pytest.raises(
+        sj.SpecError,
+        match=r"^statejax\.for_loop: option pbar: statejax\.ProgressBar: '' is not an option "
+        r"of tqdm",
+    ):
+        for_loop(step, jnp.ones(3), pbar={"": None})  # type: ignore[arg-type]
+    with pytest.raises(
+        sj.SpecError, match=r"'leav' is not an option of tqdm.*Did you mean 'leave'"
+    ):
+        for_loop(step, jnp.ones(3), pbar=ProgressBar(leav=False))
+    assert float(total.value) == 0.0
+    assert ProgressBar(leave=False, ncols=80).kwargs == (("leave", False), ("ncols", 80))
+
+
 def test_body_must_return_a_pair() -> None:
     def body(c: jax.Array, x: jax.Array) -> jax.Array:
         return c + x
