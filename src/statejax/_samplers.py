@@ -386,6 +386,7 @@ class Samplers:
         _Support("random_integers").require(
             "need low <= high", lambda low, high: low <= high, low=low, high=high
         )
+        _shape(size, low, high)  # a bad size is reported as random_integers'
         return self.randint(low, _arr(high) + 1, size, dtype=dtype, key=key)
 
     def choice(
@@ -419,13 +420,13 @@ class Samplers:
                 raise ValueError(f"choice: a must be 1-dimensional, not of shape {array.shape}")
         population = _population(a, math.prod(out_shape), replace)
         if p is not None:
-            p = _arr(p)
             if jnp.shape(p) != (population,):
                 raise ValueError(
                     f"choice: p has shape {jnp.shape(p)}, but a has {population} elements; "
                     "give one probability per element of a"
                 )
             _Support("choice").require("p must be non-negative", lambda p: p >= 0, p=p)
+            p = _arr(p)
         drawn = jax.random.choice(self._key(key), a, out_shape, replace, p)
         return drawn if items is None else items[np.asarray(drawn)]
 
@@ -520,7 +521,6 @@ class Samplers:
             >>> bool((abs(x) <= 1).all())
             True
         """
-        lower, upper, loc, scale = (_arr(v, _fdt(dtype)) for v in (lower, upper, loc, scale))
         support = _Support("truncated_normal", check_valid)
         support.require(
             "loc must be within 2 scales of [lower, upper] (the samples would be inaccurate)",
@@ -532,6 +532,7 @@ class Samplers:
             loc=loc,
             scale=scale,
         )
+        lower, upper, loc, scale = (_arr(v, _fdt(dtype)) for v in (lower, upper, loc, scale))
         shape = _shape(size, lower, upper, loc, scale)
         z = jax.random.truncated_normal(
             self._key(key), (lower - loc) / scale, (upper - loc) / scale, shape, _fdt(dtype)
@@ -557,6 +558,7 @@ class Samplers:
             _Support("lognormal").require(
                 "sigma must be >= 0", lambda sigma: sigma >= 0, sigma=sigma
             )
+        _shape(size, mean, sigma)  # a bad size is reported as lognormal's
         return jnp.exp(self.normal(mean, sigma, size, key, dtype))
 
     def standard_cauchy(
@@ -640,6 +642,10 @@ class Samplers:
             >>> random.standard_gamma([1.0, 2.0]).shape
             (2,)
         """
+        _Support("standard_gamma").require(
+            "shape must be >= 0", lambda shape: shape >= 0, shape=shape
+        )
+        _shape(size, shape)  # a bad size is reported as standard_gamma's
         return self.gamma(shape, None, size, key, dtype)
 
     def beta(
@@ -901,7 +907,6 @@ class Samplers:
             >>> bool(((x >= 0) & (x <= 2)).all())
             True
         """
-        left, mode, right = (_arr(v, _fdt(dtype)) for v in (left, mode, right))
         support = _Support("triangular")
         support.require(
             "need left <= mode <= right and left < right",
@@ -910,6 +915,7 @@ class Samplers:
             mode=mode,
             right=right,
         )
+        left, mode, right = (_arr(v, _fdt(dtype)) for v in (left, mode, right))
         shape = _shape(size, left, mode, right)
         x = jax.random.triangular(self._key(key), left, mode, right, shape, _fdt(dtype))
         return support.apply(x)
@@ -1067,11 +1073,11 @@ class Samplers:
             >>> random.dirichlet((10.0, 5.0, 3.0), 20).shape
             (20, 3)
         """
-        alpha = _arr(alpha)
-        if alpha.ndim == 0:
+        if np.ndim(alpha) == 0:
             raise ValueError("dirichlet: alpha must have at least one dimension (a vector)")
         support = _Support("dirichlet")
         support.require("alpha must be > 0", lambda alpha: (alpha > 0).all(-1), alpha=alpha)
+        alpha = _arr(alpha)
         shape = _shape(size, alpha[..., 0]) if size is not None else None
         x = jax.random.dirichlet(self._key(key), alpha, shape, _fdt(dtype))
         return support.apply(x, trailing=1)
@@ -1336,8 +1342,7 @@ class Samplers:
             >>> x.shape, x.sum(-1).tolist()[0]
             ((4, 2, 3), [100, 100])
         """
-        n, pvals = _arr(n), _arr(pvals, float)
-        if pvals.ndim == 0:
+        if np.ndim(pvals) == 0:
             raise ValueError("multinomial: pvals must have at least one dimension (a vector)")
         support = _Support("multinomial")
         support.require("n must be >= 0", lambda n: n >= 0, n=n)
@@ -1347,6 +1352,7 @@ class Samplers:
             lambda pvals: ((pvals >= 0) & (pvals <= 1)).all(-1) & (pvals[..., :-1].sum(-1) <= 1),
             pvals=pvals,
         )
+        n, pvals = _arr(n), _arr(pvals, float)
         batch = _shape(size, n, pvals[..., 0])
         x = jax.random.multinomial(self._key(key), n, pvals, shape=(*batch, pvals.shape[-1]))
         return support.apply(x.astype(_idt(dtype)), trailing=1)
