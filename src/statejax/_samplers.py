@@ -68,7 +68,7 @@ def _shape(size: Size, *params: Any) -> tuple[int, ...]:
             sampler and the shapes.
     """
     sampler = sys._getframe(1).f_code.co_name  # the sampler that called us
-    shapes = [jnp.shape(p) for p in params if p is not None]
+    shapes = [np.shape(p) for p in params if p is not None]
     if size is None:
         return tuple(lax.broadcast_shapes(*shapes)) if shapes else ()
     shape = _dims(size, sampler)
@@ -420,9 +420,9 @@ class Samplers:
                 raise ValueError(f"choice: a must be 1-dimensional, not of shape {array.shape}")
         population = _population(a, math.prod(out_shape), replace)
         if p is not None:
-            if jnp.shape(p) != (population,):
+            if np.shape(p) != (population,):
                 raise ValueError(
-                    f"choice: p has shape {jnp.shape(p)}, but a has {population} elements; "
+                    f"choice: p has shape {np.shape(p)}, but a has {population} elements; "
                     "give one probability per element of a"
                 )
             _Support("choice").require("p must be non-negative", lambda p: p >= 0, p=p)
