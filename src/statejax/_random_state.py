@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import operator
-import threading
 from typing import Any
 
 import jax
 import numpy as np
 
 from statejax._jax_compat import is_top_level
-from statejax._samplers import Samplers, SeedOrKey, as_key
+from statejax._samplers import _ADVANCING, Samplers, SeedOrKey, as_key
 from statejax._state import State, peek_value
 
 __all__ = ["RandomState"]
@@ -208,9 +207,3 @@ class RandomState(Samplers, State[Any]):
         value = self.value
         if is_top_level() and isinstance(value, jax.Array) and value.is_deleted():
             self.seed()
-
-
-# Read, split and write back as one step: two threads drawing outside any transform
-# at once must not both split the same key (they would draw the same numbers).
-# Inside a transform the values are the thread's own, and the lock costs nothing.
-_ADVANCING = threading.RLock()

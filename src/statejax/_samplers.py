@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import operator
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from statejax import _distributions as dist
-from statejax._jax_compat import is_top_level
+from statejax._state import peek_value
 
 __all__ = ["Samplers", "as_key", "on_default"]
 
@@ -35,27 +38,51 @@ SeedOrKey = Any  # an int seed, a typed key, or a raw uint32 key (see `as_key`)
 DType = Any  # a NumPy/JAX dtype or a Python scalar type; None: JAX's default
 
 
+def _dims(size: Any, sampler: str) -> tuple[int, ...]:
+    """`size` (an int or a sequence of ints) as a shape, each entry checked.
+
+    Raises:
+        TypeError: an entry is not an integer (`size=2.5`); the message names the sampler.
+        ValueError: an entry is negative.
+    """
+    entries = list(size) if isinstance(size, Sequence) or np.ndim(size) == 1 else [size]
+    try:
+        shape = tuple(operator.index(s) for s in entries)
+    except TypeError:
+        raise TypeError(
+            f"{sampler}: size must be an int or a sequence of ints (the shape of the result), "
+            f"not {size!r}"
+        ) from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{sampler}: size must not be negative, not {size!r}")
+    return shape
+
+
 def _shape(size: Size, *params: Any) -> tuple[int, ...]:
     """`size` as a tuple; `None`: the broadcast shape of the (non-None) parameters.
 
     Raises:
-        ValueError: a parameter's shape cannot be broadcast against `size` (NumPy's
-            "shape mismatch"); the message names the sampler and the shapes.
+        TypeError: an entry of `size` is not an integer.
+        ValueError: an entry of `size` is negative, or a parameter's shape cannot be
+            broadcast to `size` (NumPy's "shape mismatch"); the message names the
+            sampler and the shapes.
     """
-    shapes = [jnp.shape(p) for p in params if p is not None]
+    sampler = sys._getframe(1).f_code.co_name  # the sampler that called us
+    shapes = [np.shape(p) for p in params if p is not None]
     if size is None:
         return tuple(lax.broadcast_shapes(*shapes)) if shapes else ()
-    shape = tuple(int(s) for s in size) if isinstance(size, Sequence) else (int(size),)
+    shape = _dims(size, sampler)
     if shapes:
         try:
-            np.broadcast_shapes(shape, *shapes)
+            fits = np.broadcast_shapes(shape, *shapes) == shape
         except ValueError:
-            sampler = sys._getframe(1).f_code.co_name  # the sampler that called us
+            fits = False
+        if not fits:
             raise ValueError(
                 f"{sampler}: parameters of shapes {', '.join(map(str, shapes))} cannot be "
-                f"broadcast against size={shape}; give parameters whose shapes broadcast to "
+                f"broadcast to size={shape}; give parameters whose shapes broadcast to "
                 "size (scalars always do), or size=None to take their broadcast shape."
-            ) from None
+            )
     return shape
 
 
@@ -71,11 +98,94 @@ def _idt(dtype: DType) -> Any:
     return int if dtype is None else dtype
 
 
-def _check(bad: Any, message: str) -> None:
-    """Raise `ValueError(message)` when `bad` is true; values traced under a transform
-    are not checked (their values are unknown until run)."""
-    if is_top_level() and bool(jnp.any(bad)):
-        raise ValueError(message)
+def _brief(value: Any) -> str:
+    array = np.asarray(value)
+    if array.size == 1:
+        return repr(array.reshape(()).item())
+    return np.array2string(array, threshold=6, separator=", ")
+
+
+class _Support:
+    """The support check of one draw's parameters: raise where known, mark where traced.
+
+    `require(rule, ok, **params)` evaluates `ok(**params)` (true where the parameters
+    are valid; written with operators NumPy and JAX arrays share, so NaN fails it).
+    With concrete parameters (a constant inside a transform too), any false element
+    is a `ValueError` naming the sampler, the rule and the values: the draw is refused
+    before it splits the key. With a traced parameter the values are unknown until
+    run, so the elements drawn with invalid parameters are marked, and `apply` turns
+    them into NaN (float results) or -1 (integer results; an unsigned dtype's largest
+    value). `check=False` (BrainState's `check_valid=False`) skips both.
+    """
+
+    __slots__ = ("bad", "check", "sampler")
+
+    def __init__(self, sampler: str, check: bool = True) -> None:
+        self.sampler = sampler
+        self.check = check
+        self.bad: Any = None
+
+    def require(self, rule: str, ok: Callable[..., Any], **params: Any) -> None:
+        if not self.check:
+            return
+        if any(isinstance(v, jax.core.Tracer) for v in params.values()):
+            bad = ~jnp.asarray(ok(**{n: jnp.asarray(v) for n, v in params.items()}))
+            self.bad = bad if self.bad is None else self.bad | bad
+            return
+        if not np.all(ok(**{n: np.asarray(v) for n, v in params.items()})):
+            shown = ", ".join(f"{n}={_brief(v)}" for n, v in params.items())
+            raise ValueError(f"{self.sampler}: {rule}, not {shown}")
+
+    def apply(self, out: jax.Array, trailing: int = 0) -> jax.Array:
+        """`out` with the marked elements (and `trailing` axes of each) made invalid."""
+        if self.bad is None or out.dtype == jnp.bool_:
+            return out
+        bad = jnp.reshape(self.bad, (*jnp.shape(self.bad), *(1,) * trailing))
+        if jnp.issubdtype(out.dtype, jnp.inexact):
+            return jnp.where(bad, jnp.nan, out)
+        return jnp.where(bad, np.array(-1).astype(out.dtype), out)
+
+
+def _population(a: Any, samples: int, replace: bool) -> int:
+    """The number of elements `choice` draws from: `a` (an int) or `len(a)`, checked."""
+    if np.ndim(a) == 0:
+        try:
+            n = operator.index(a)
+        except TypeError:
+            raise TypeError(
+                f"choice: a must be an int (the population arange(a)) or an array, not {a!r}"
+            ) from None
+        if n <= 0 and samples > 0:
+            raise ValueError(
+                f"choice: a must be a positive int unless no samples are taken, not {n}"
+            )
+    else:
+        n = int(jnp.shape(a)[0])
+        if n == 0 and samples > 0:
+            raise ValueError("choice: a is empty; there is nothing to draw from")
+    if not replace and samples > n:
+        raise ValueError(
+            f"choice: cannot take {samples} samples without replacement from {n} elements; "
+            "pass replace=True or a smaller size"
+        )
+    return n
+
+
+def _permuted_axis(x: Any, axis: Any, sampler: str) -> int:
+    """`axis` of `x` (an int: `arange(x)`, or an array), checked for `permutation`/`shuffle`."""
+    ndim = 1 if isinstance(x, (int, np.integer)) else jnp.ndim(x)
+    if ndim == 0:
+        raise ValueError(f"{sampler}: x must be an int or an array of at least 1 dimension")
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{sampler}: axis must be an int, not {axis!r}") from None
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"{sampler}: axis {axis} is out of bounds for x of {ndim} dimension(s); "
+            f"give an axis in [-{ndim}, {ndim})"
+        )
+    return int(axis)
 
 
 def _loc_scale(x: jax.Array, loc: Any, scale: Any) -> jax.Array:
@@ -84,6 +194,54 @@ def _loc_scale(x: jax.Array, loc: Any, scale: Any) -> jax.Array:
     if loc is not None:
         x = x + _arr(loc)
     return x
+
+
+# --- draws: the key advances only when the sampler returns -----------------------------
+
+# Read, split and write back as one step: two threads drawing outside any transform
+# at once must not both split the same key (they would draw the same numbers).
+_ADVANCING = threading.RLock()
+_DRAWS = threading.local()  # .pending: {id(state): [key read at start, key now]}
+
+
+def _pending() -> dict[int, list[Any]]:
+    pending: dict[int, list[Any]] | None = getattr(_DRAWS, "pending", None)
+    if pending is None:
+        pending = _DRAWS.pending = {}
+    return pending
+
+
+def _draw(method: Callable[P, R]) -> Callable[P, R]:
+    """Make a sampler a draw: the state's key is written back only when it returns.
+
+    While the sampler runs, `_key`/`_keys` split a pending key (the state's, read once);
+    a sampler that raises (a bad argument, caught by statejax or by JAX) leaves the
+    state's key as it was. Samplers calling samplers (`lognormal` calls `normal`) are
+    one draw. Outside transforms, if another thread advanced the key meanwhile, the
+    draw runs again with the new key, as if the two had run one after the other.
+    """
+
+    @functools.wraps(method)
+    def draw(*args: P.args, **kwargs: P.kwargs) -> R:
+        state: Any = args[0]
+        pending = _pending()
+        if id(state) in pending:  # inside a draw of the same state: part of it
+            return method(*args, **kwargs)
+        while True:
+            pending[id(state)] = taken = [None, None]
+            try:
+                out = method(*args, **kwargs)
+            finally:
+                del pending[id(state)]
+            start, advanced = taken
+            if advanced is None:
+                return out  # drew with key=, or did not draw
+            with _ADVANCING:
+                if peek_value(state) is start:
+                    state.value = advanced
+                    return out
+
+    return draw
 
 
 class Samplers:
@@ -99,13 +257,26 @@ class Samplers:
 
         def split_key(self, n: int | None = None, backup: bool = False) -> jax.Array: ...
 
+        value: Any
+
+    def _split(self, n: int | None) -> jax.Array:
+        """Split the pending key of the running draw (see `_draw`); it is written back
+        when the sampler returns. Outside a draw, split the state's key at once."""
+        taken = _pending().get(id(self))
+        if taken is None:
+            return self.split_key(n)
+        if taken[1] is None:
+            taken[1] = self.value  # the read a transform records
+            taken[0] = peek_value(cast(Any, self))
+        keys = jax.random.split(taken[1], 2 if n is None else n + 1)
+        taken[1] = keys[0]
+        return keys[1] if n is None else keys[1:]
+
     def _key(self, key: SeedOrKey | None) -> jax.Array:
-        # Samplers check their parameters and shapes before calling this, so a refused
-        # draw leaves the state's key as it was.
-        return self.split_key() if key is None else as_key(key)
+        return self._split(None) if key is None else as_key(key)
 
     def _keys(self, n: int, key: SeedOrKey | None) -> jax.Array:
-        return self.split_key(n) if key is None else jax.random.split(as_key(key), n)
+        return self._split(n) if key is None else jax.random.split(as_key(key), n)
 
     # --- uniform ---------------------------------------------------------------------
 
@@ -117,7 +288,7 @@ class Samplers:
             >>> random.rand(2, 3).shape
             (2, 3)
         """
-        return jax.random.uniform(self._key(key), dn, _fdt(dtype))
+        return jax.random.uniform(self._key(key), _dims(dn, "rand"), _fdt(dtype))
 
     def randn(self, *dn: int, key: SeedOrKey | None = None, dtype: DType = None) -> jax.Array:
         """Standard normal samples of shape `dn` (NumPy's `randn(d0, d1, ...)`).
@@ -127,7 +298,7 @@ class Samplers:
             >>> random.randn(4).shape
             (4,)
         """
-        return jax.random.normal(self._key(key), dn, _fdt(dtype))
+        return jax.random.normal(self._key(key), _dims(dn, "randn"), _fdt(dtype))
 
     def random(
         self, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -188,9 +359,11 @@ class Samplers:
         """
         if high is None:
             low, high = 0, low
+        support = _Support("randint")
+        support.require("need low < high", lambda low, high: low < high, low=low, high=high)
         low, high = _arr(low), _arr(high)
         shape = _shape(size, low, high)
-        return jax.random.randint(self._key(key), shape, low, high, _idt(dtype))
+        return support.apply(jax.random.randint(self._key(key), shape, low, high, _idt(dtype)))
 
     def random_integers(
         self,
@@ -210,6 +383,10 @@ class Samplers:
         """
         if high is None:
             low, high = 1, low
+        _Support("random_integers").require(
+            "need low <= high", lambda low, high: low <= high, low=low, high=high
+        )
+        _shape(size, low, high)  # a bad size is reported as random_integers'
         return self.randint(low, _arr(high) + 1, size, dtype=dtype, key=key)
 
     def choice(
@@ -232,15 +409,26 @@ class Samplers:
             ['a', 'a']
         """
         out_shape = _shape(size)
-        p = None if p is None else _arr(p)
-        key_ = self._key(key)
+        items = None
         if not isinstance(a, (int, np.integer, jax.Array)):
-            items = np.asarray(a)
-            if items.dtype.kind not in "biufc":
-                index = jax.random.choice(key_, len(items), out_shape, replace, p)
-                return items[np.asarray(index)]
-            a = jnp.asarray(items)
-        return jax.random.choice(key_, a, out_shape, replace, p)
+            array = np.asarray(a)
+            if array.dtype.kind in "biufc":
+                a = jnp.asarray(array)
+            elif array.ndim == 1:
+                items, a = array, len(array)
+            else:
+                raise ValueError(f"choice: a must be 1-dimensional, not of shape {array.shape}")
+        population = _population(a, math.prod(out_shape), replace)
+        if p is not None:
+            if np.shape(p) != (population,):
+                raise ValueError(
+                    f"choice: p has shape {np.shape(p)}, but a has {population} elements; "
+                    "give one probability per element of a"
+                )
+            _Support("choice").require("p must be non-negative", lambda p: p >= 0, p=p)
+            p = _arr(p)
+        drawn = jax.random.choice(self._key(key), a, out_shape, replace, p)
+        return drawn if items is None else items[np.asarray(drawn)]
 
     def permutation(
         self,
@@ -257,6 +445,7 @@ class Samplers:
             [0, 1, 2, 3, 4]
         """
         x = x if isinstance(x, (int, np.integer)) else _arr(x)
+        axis = _permuted_axis(x, axis, "permutation")
         return jax.random.permutation(self._key(key), x, axis, independent)
 
     def shuffle(self, x: Any, axis: int = 0, key: SeedOrKey | None = None) -> jax.Array:
@@ -268,7 +457,8 @@ class Samplers:
             >>> sorted(random.shuffle(jnp.arange(4)).tolist())
             [0, 1, 2, 3]
         """
-        return self.permutation(x, axis, False, key)
+        x = x if isinstance(x, (int, np.integer)) else _arr(x)
+        return self.permutation(x, _permuted_axis(x, axis, "shuffle"), False, key)
 
     # --- continuous ------------------------------------------------------------------
 
@@ -289,8 +479,12 @@ class Samplers:
             >>> random.normal(10.0, 0.0, size=2).tolist()
             [10.0, 10.0]
         """
+        support = _Support("normal")
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         shape = _shape(size, loc, scale)
-        return _loc_scale(jax.random.normal(self._key(key), shape, _fdt(dtype)), loc, scale)
+        x = jax.random.normal(self._key(key), shape, _fdt(dtype))
+        return support.apply(_loc_scale(x, loc, scale))
 
     def standard_normal(
         self, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -327,19 +521,23 @@ class Samplers:
             >>> bool((abs(x) <= 1).all())
             True
         """
+        support = _Support("truncated_normal", check_valid)
+        support.require(
+            "loc must be within 2 scales of [lower, upper] (the samples would be inaccurate)",
+            lambda lower, upper, loc, scale: (
+                (loc >= lower - 2 * scale) & (loc <= upper + 2 * scale)
+            ),
+            lower=lower,
+            upper=upper,
+            loc=loc,
+            scale=scale,
+        )
         lower, upper, loc, scale = (_arr(v, _fdt(dtype)) for v in (lower, upper, loc, scale))
-        if check_valid:
-            _check(
-                (loc < lower - 2 * scale) | (loc > upper + 2 * scale),
-                "truncated_normal: loc is more than 2 scales outside [lower, upper]; "
-                "the samples would be inaccurate",
-            )
         shape = _shape(size, lower, upper, loc, scale)
         z = jax.random.truncated_normal(
             self._key(key), (lower - loc) / scale, (upper - loc) / scale, shape, _fdt(dtype)
         )
-        out: jax.Array = z * scale + loc
-        return out
+        return support.apply(z * scale + loc)
 
     def lognormal(
         self,
@@ -356,6 +554,11 @@ class Samplers:
             >>> bool((random.lognormal(0.0, 1.0, size=10) > 0).all())
             True
         """
+        if sigma is not None:
+            _Support("lognormal").require(
+                "sigma must be >= 0", lambda sigma: sigma >= 0, sigma=sigma
+            )
+        _shape(size, mean, sigma)  # a bad size is reported as lognormal's
         return jnp.exp(self.normal(mean, sigma, size, key, dtype))
 
     def standard_cauchy(
@@ -385,9 +588,12 @@ class Samplers:
             >>> bool((random.exponential(2.0, size=10) >= 0).all())
             True
         """
+        support = _Support("exponential")
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         out_shape = _shape(size, scale)
         x = jax.random.exponential(self._key(key), out_shape, _fdt(dtype))
-        return _loc_scale(x, None, scale)
+        return support.apply(_loc_scale(x, None, scale))
 
     def standard_exponential(
         self, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -417,10 +623,14 @@ class Samplers:
             >>> random.gamma(2.0, 3.0, size=4).shape
             (4,)
         """
+        support = _Support("gamma")
+        support.require("shape must be >= 0", lambda shape: shape >= 0, shape=shape)
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         shape = _arr(shape)
         out_shape = _shape(size, shape, scale)
         x = jax.random.gamma(self._key(key), shape, out_shape, _fdt(dtype))
-        return _loc_scale(x, None, scale)
+        return support.apply(_loc_scale(x, None, scale))
 
     def standard_gamma(
         self, shape: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -432,6 +642,10 @@ class Samplers:
             >>> random.standard_gamma([1.0, 2.0]).shape
             (2,)
         """
+        _Support("standard_gamma").require(
+            "shape must be >= 0", lambda shape: shape >= 0, shape=shape
+        )
+        _shape(size, shape)  # a bad size is reported as standard_gamma's
         return self.gamma(shape, None, size, key, dtype)
 
     def beta(
@@ -450,9 +664,11 @@ class Samplers:
             >>> bool(((x >= 0) & (x <= 1)).all())
             True
         """
+        support = _Support("beta")
+        support.require("a and b must be > 0", lambda a, b: (a > 0) & (b > 0), a=a, b=b)
         a, b = _arr(a), _arr(b)
         out_shape = _shape(size, a, b)
-        return jax.random.beta(self._key(key), a, b, out_shape, _fdt(dtype))
+        return support.apply(jax.random.beta(self._key(key), a, b, out_shape, _fdt(dtype)))
 
     def gumbel(
         self,
@@ -469,9 +685,12 @@ class Samplers:
             >>> random.gumbel(0.0, 1.0, size=3).shape
             (3,)
         """
+        support = _Support("gumbel")
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         out_shape = _shape(size, loc, scale)
         x = jax.random.gumbel(self._key(key), out_shape, _fdt(dtype))
-        return _loc_scale(x, loc, scale)
+        return support.apply(_loc_scale(x, loc, scale))
 
     def laplace(
         self,
@@ -488,9 +707,12 @@ class Samplers:
             >>> random.laplace(size=3).shape
             (3,)
         """
+        support = _Support("laplace")
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         out_shape = _shape(size, loc, scale)
         x = jax.random.laplace(self._key(key), out_shape, _fdt(dtype))
-        return _loc_scale(x, loc, scale)
+        return support.apply(_loc_scale(x, loc, scale))
 
     def logistic(
         self,
@@ -507,9 +729,12 @@ class Samplers:
             >>> random.logistic(1.0, 2.0, size=3).shape
             (3,)
         """
+        support = _Support("logistic")
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         out_shape = _shape(size, loc, scale)
         x = jax.random.logistic(self._key(key), out_shape, _fdt(dtype))
-        return _loc_scale(x, loc, scale)
+        return support.apply(_loc_scale(x, loc, scale))
 
     def pareto(
         self, a: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -521,9 +746,11 @@ class Samplers:
             >>> bool((random.pareto(3.0, size=10) >= 0).all())
             True
         """
+        support = _Support("pareto")
+        support.require("a must be > 0", lambda a: a > 0, a=a)
         a = _arr(a, _fdt(dtype))
         out_shape = _shape(size, a)
-        return jax.random.pareto(self._key(key), a, out_shape, _fdt(dtype)) - 1.0
+        return support.apply(jax.random.pareto(self._key(key), a, out_shape, _fdt(dtype)) - 1.0)
 
     def standard_t(
         self, df: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -535,9 +762,11 @@ class Samplers:
             >>> random.t(5.0, size=3).shape
             (3,)
         """
+        support = _Support("standard_t")
+        support.require("df must be > 0", lambda df: df > 0, df=df)
         df = _arr(df)
         out_shape = _shape(size, df)
-        return jax.random.t(self._key(key), df, out_shape, _fdt(dtype))
+        return support.apply(jax.random.t(self._key(key), df, out_shape, _fdt(dtype)))
 
     t = standard_t
 
@@ -556,11 +785,11 @@ class Samplers:
             >>> random.chisquare([2.0, 3.0]).shape
             (2,)
         """
+        support = _Support("chisquare", check_valid)
+        support.require("df must be > 0", lambda df: df > 0, df=df)
         df = _arr(df, _fdt(dtype))
-        if check_valid:
-            _check(df <= 0, "chisquare: df must be > 0")
         out_shape = _shape(size, df)
-        return 2.0 * jax.random.gamma(self._key(key), df / 2, out_shape, _fdt(dtype))
+        return support.apply(2.0 * jax.random.gamma(self._key(key), df / 2, out_shape, _fdt(dtype)))
 
     def noncentral_chisquare(
         self,
@@ -579,11 +808,14 @@ class Samplers:
             >>> random.noncentral_chisquare(3.0, 2.0, size=4).shape
             (4,)
         """
+        support = _Support("noncentral_chisquare")
+        support.require("df must be > 0", lambda df: df > 0, df=df)
+        support.require("nonc must be >= 0", lambda nonc: nonc >= 0, nonc=nonc)
         df, nonc = _arr(df, _fdt(dtype)), _arr(nonc, _fdt(dtype))
         shape = _shape(size, df, nonc)
         k_poisson, k_gamma = self._keys(2, key)
         n = jax.random.poisson(k_poisson, nonc / 2, shape)
-        return 2.0 * jax.random.gamma(k_gamma, df / 2 + n, shape, _fdt(dtype))
+        return support.apply(2.0 * jax.random.gamma(k_gamma, df / 2 + n, shape, _fdt(dtype)))
 
     def f(
         self,
@@ -600,9 +832,12 @@ class Samplers:
             >>> random.f(1.0, 48.0, size=5).shape
             (5,)
         """
+        support = _Support("f")
+        support.require("dfnum must be > 0", lambda dfnum: dfnum > 0, dfnum=dfnum)
+        support.require("dfden must be > 0", lambda dfden: dfden > 0, dfden=dfden)
         dfnum, dfden = _arr(dfnum, _fdt(dtype)), _arr(dfden, _fdt(dtype))
         out_shape = _shape(size, dfnum, dfden)
-        return jax.random.f(self._key(key), dfnum, dfden, out_shape, _fdt(dtype))
+        return support.apply(jax.random.f(self._key(key), dfnum, dfden, out_shape, _fdt(dtype)))
 
     def noncentral_f(
         self,
@@ -620,13 +855,16 @@ class Samplers:
             >>> random.noncentral_f(3.0, 20.0, 3.0, size=4).shape
             (4,)
         """
+        support = _Support("noncentral_f")
+        support.require("dfnum must be > 0", lambda dfnum: dfnum > 0, dfnum=dfnum)
+        support.require("dfden must be > 0", lambda dfden: dfden > 0, dfden=dfden)
+        support.require("nonc must be >= 0", lambda nonc: nonc >= 0, nonc=nonc)
         dfnum, dfden, nonc = (_arr(v, _fdt(dtype)) for v in (dfnum, dfden, nonc))
         shape = _shape(size, dfnum, dfden, nonc)
         k_num, k_den = self._keys(2, key)
         num = self.noncentral_chisquare(dfnum, nonc, shape, k_num, dtype)
         den = self.chisquare(dfden, shape, k_den, dtype, check_valid=False)
-        out: jax.Array = (num / dfnum) / (den / dfden)
-        return out
+        return support.apply((num / dfnum) / (den / dfden))
 
     def rayleigh(
         self,
@@ -642,9 +880,12 @@ class Samplers:
             >>> bool((random.rayleigh(2.0, size=5) >= 0).all())
             True
         """
-        scale = _arr(1.0 if scale is None else scale, _fdt(dtype))
+        scale = 1.0 if scale is None else scale
+        support = _Support("rayleigh")
+        support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
+        scale = _arr(scale, _fdt(dtype))
         out_shape = _shape(size, scale)
-        return jax.random.rayleigh(self._key(key), scale, out_shape, _fdt(dtype))
+        return support.apply(jax.random.rayleigh(self._key(key), scale, out_shape, _fdt(dtype)))
 
     def triangular(
         self,
@@ -666,13 +907,18 @@ class Samplers:
             >>> bool(((x >= 0) & (x <= 2)).all())
             True
         """
-        left, mode, right = (_arr(v, _fdt(dtype)) for v in (left, mode, right))
-        _check(
-            (left > mode) | (mode > right) | (left >= right),
-            "triangular: need left <= mode <= right and left < right",
+        support = _Support("triangular")
+        support.require(
+            "need left <= mode <= right and left < right",
+            lambda left, mode, right: (left <= mode) & (mode <= right) & (left < right),
+            left=left,
+            mode=mode,
+            right=right,
         )
+        left, mode, right = (_arr(v, _fdt(dtype)) for v in (left, mode, right))
         shape = _shape(size, left, mode, right)
-        return jax.random.triangular(self._key(key), left, mode, right, shape, _fdt(dtype))
+        x = jax.random.triangular(self._key(key), left, mode, right, shape, _fdt(dtype))
+        return support.apply(x)
 
     def vonmises(
         self,
@@ -691,12 +937,13 @@ class Samplers:
             >>> bool((abs(x) <= math.pi).all())
             True
         """
+        support = _Support("vonmises")
+        support.require("kappa must be >= 0", lambda kappa: kappa >= 0, kappa=kappa)
         mu, kappa = _arr(mu, _fdt(dtype)), _arr(kappa, _fdt(dtype))
         shape = _shape(size, mu, kappa)
         dt = jnp.zeros((), _fdt(dtype)).dtype
         x = dist.vonmises_centered(self._key(key), kappa, shape, dt) + mu
-        out: jax.Array = (x + jnp.pi) % (2 * jnp.pi) - jnp.pi
-        return out
+        return support.apply((x + jnp.pi) % (2 * jnp.pi) - jnp.pi)
 
     def wald(
         self,
@@ -713,6 +960,9 @@ class Samplers:
             >>> bool((random.wald(1.0, 2.0, size=5) > 0).all())
             True
         """
+        support = _Support("wald")
+        support.require("mean must be > 0", lambda mean: mean > 0, mean=mean)
+        support.require("scale must be > 0", lambda scale: scale > 0, scale=scale)
         mean, scale = _arr(mean, _fdt(dtype)), _arr(scale, _fdt(dtype))
         shape = _shape(size, mean, scale)
         k_normal, k_uniform = self._keys(2, key)
@@ -721,7 +971,7 @@ class Samplers:
         my = mean * y
         x = mean + mean / (2 * scale) * (my - jnp.sqrt(4 * scale * my + my * my))
         u = jax.random.uniform(k_uniform, shape, _fdt(dtype))
-        return jnp.where(u <= mean / (mean + x), x, mean * mean / x)
+        return support.apply(jnp.where(u <= mean / (mean + x), x, mean * mean / x))
 
     def weibull(
         self, a: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -733,6 +983,7 @@ class Samplers:
             >>> bool((random.weibull(1.5, size=5) >= 0).all())
             True
         """
+        _Support("weibull").require("a must be > 0", lambda a: a > 0, a=a)
         _shape(size, a)  # a shape mismatch is reported as weibull's
         return self.weibull_min(a, None, size, key, dtype)
 
@@ -751,10 +1002,14 @@ class Samplers:
             >>> random.weibull_min(1.5, 2.0, size=3).shape
             (3,)
         """
+        support = _Support("weibull_min")
+        support.require("a must be > 0", lambda a: a > 0, a=a)
+        if scale is not None:
+            support.require("scale must be >= 0", lambda scale: scale >= 0, scale=scale)
         a = _arr(a, _fdt(dtype))
         out_shape = _shape(size, a, scale)
         u = jax.random.uniform(self._key(key), out_shape, _fdt(dtype))
-        return _loc_scale(jnp.power(-jnp.log1p(-u), 1.0 / a), None, scale)
+        return support.apply(_loc_scale(jnp.power(-jnp.log1p(-u), 1.0 / a), None, scale))
 
     def maxwell(
         self, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -779,9 +1034,11 @@ class Samplers:
             >>> random.loggamma(0.5, size=3).shape
             (3,)
         """
+        support = _Support("loggamma")
+        support.require("a must be > 0", lambda a: a > 0, a=a)
         a = _arr(a)
         out_shape = _shape(size, a)
-        return jax.random.loggamma(self._key(key), a, out_shape, _fdt(dtype))
+        return support.apply(jax.random.loggamma(self._key(key), a, out_shape, _fdt(dtype)))
 
     def power(
         self,
@@ -799,12 +1056,12 @@ class Samplers:
             >>> bool(((x >= 0) & (x <= 1)).all())
             True
         """
+        support = _Support("power", check_valid)
+        support.require("a must be > 0", lambda a: a > 0, a=a)
         a = _arr(a, _fdt(dtype))
-        if check_valid:
-            _check(a <= 0, "power: a must be > 0")
         out_shape = _shape(size, a)
         u = jax.random.uniform(self._key(key), out_shape, _fdt(dtype))
-        return jnp.power(u, 1.0 / a)
+        return support.apply(jnp.power(u, 1.0 / a))
 
     def dirichlet(
         self, alpha: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -816,9 +1073,14 @@ class Samplers:
             >>> random.dirichlet((10.0, 5.0, 3.0), 20).shape
             (20, 3)
         """
+        if np.ndim(alpha) == 0:
+            raise ValueError("dirichlet: alpha must have at least one dimension (a vector)")
+        support = _Support("dirichlet")
+        support.require("alpha must be > 0", lambda alpha: (alpha > 0).all(-1), alpha=alpha)
         alpha = _arr(alpha)
         shape = _shape(size, alpha[..., 0]) if size is not None else None
-        return jax.random.dirichlet(self._key(key), alpha, shape, _fdt(dtype))
+        x = jax.random.dirichlet(self._key(key), alpha, shape, _fdt(dtype))
+        return support.apply(x, trailing=1)
 
     def multivariate_normal(
         self,
@@ -845,7 +1107,18 @@ class Samplers:
                 f"multivariate_normal: method must be cholesky, eigh or svd, not {method!r}"
             )
         mean, cov = _arr(mean, _fdt(dtype)), _arr(cov, _fdt(dtype))
-        shape = None if size is None else _shape(size)
+        if mean.ndim == 0:
+            raise ValueError(
+                "multivariate_normal: mean must have at least one dimension (a vector), "
+                "not a scalar; give mean of shape (n,) and cov of shape (n, n)"
+            )
+        n = mean.shape[-1]
+        if cov.ndim < 2 or cov.shape[-2:] != (n, n):
+            raise ValueError(
+                f"multivariate_normal: cov has shape {cov.shape}, but mean {mean.shape} needs "
+                f"cov of shape (..., {n}, {n})"
+            )
+        shape = None if size is None else _shape(size, mean[..., 0], cov[..., 0, 0])
         return jax.random.multivariate_normal(self._key(key), mean, cov, shape, _fdt(dtype), method)
 
     def orthogonal(
@@ -860,6 +1133,12 @@ class Samplers:
             >>> bool(jnp.allclose(q @ q.T, jnp.eye(3), atol=1e-5))
             True
         """
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(f"orthogonal: n must be an int (the matrix size), not {n!r}") from None
+        if n < 0:
+            raise ValueError(f"orthogonal: n must not be negative, not {n}")
         out_shape = _shape(size)
         return jax.random.orthogonal(self._key(key), n, out_shape, _fdt(dtype))
 
@@ -879,9 +1158,10 @@ class Samplers:
             >>> random.bernoulli(0.5, size=4).dtype
             dtype('bool')
         """
+        _Support("bernoulli", check_valid).require(
+            "p must be within [0, 1]", lambda p: (p >= 0) & (p <= 1), p=p
+        )
         p = _arr(p)
-        if check_valid:
-            _check((p < 0) | (p > 1), "bernoulli: p must be within [0, 1]")
         out_shape = _shape(size, p)
         return jax.random.bernoulli(self._key(key), p, out_shape)
 
@@ -902,12 +1182,13 @@ class Samplers:
             >>> x.shape, bool(((x >= 0) & (x <= 5)).all())
             ((3, 2), True)
         """
+        support = _Support("binomial", check_valid)
+        support.require("n must be >= 0", lambda n: n >= 0, n=n)
+        support.require("p must be within [0, 1]", lambda p: (p >= 0) & (p <= 1), p=p)
         n, p = _arr(n, float), _arr(p)
-        if check_valid:
-            _check((p < 0) | (p > 1), "binomial: p must be within [0, 1]")
         out_shape = _shape(size, n, p)
         x = jax.random.binomial(self._key(key), n, p, out_shape)
-        return x.astype(_idt(dtype))
+        return support.apply(x.astype(_idt(dtype)))
 
     def poisson(
         self,
@@ -923,9 +1204,11 @@ class Samplers:
             >>> random.poisson(3.0, size=4).shape
             (4,)
         """
+        support = _Support("poisson")
+        support.require("lam must be >= 0", lambda lam: lam >= 0, lam=lam)
         lam = _arr(lam)
         out_shape = _shape(size, lam)
-        return jax.random.poisson(self._key(key), lam, out_shape, _idt(dtype))
+        return support.apply(jax.random.poisson(self._key(key), lam, out_shape, _idt(dtype)))
 
     def geometric(
         self, p: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -937,11 +1220,13 @@ class Samplers:
             >>> bool((random.geometric([0.7, 0.5, 0.2]) >= 1).all())
             True
         """
+        support = _Support("geometric")
+        support.require("p must be within (0, 1]", lambda p: (p > 0) & (p <= 1), p=p)
         p = _arr(p, float)
-        _check((p <= 0) | (p > 1), "geometric: p must be within (0, 1]")
         out_shape = _shape(size, p)
         u = jax.random.uniform(self._key(key), out_shape)
-        return (jnp.floor(jnp.log1p(-u) / jnp.log1p(-p)) + 1).astype(_idt(dtype))
+        x = jnp.floor(jnp.log1p(-u) / jnp.log1p(-p)) + 1
+        return support.apply(x.astype(_idt(dtype)))
 
     def negative_binomial(
         self,
@@ -958,11 +1243,14 @@ class Samplers:
             >>> bool((random.negative_binomial(3, 0.5, size=5) >= 0).all())
             True
         """
+        support = _Support("negative_binomial")
+        support.require("n must be > 0", lambda n: n > 0, n=n)
+        support.require("p must be within (0, 1]", lambda p: (p > 0) & (p <= 1), p=p)
         n, p = _arr(n, float), _arr(p, float)
         shape = _shape(size, n, p)
         k_gamma, k_poisson = self._keys(2, key)
         rate = jax.random.gamma(k_gamma, n, shape) * (1 - p) / p
-        return jax.random.poisson(k_poisson, rate, shape, _idt(dtype))
+        return support.apply(jax.random.poisson(k_poisson, rate, shape, _idt(dtype)))
 
     def hypergeometric(
         self,
@@ -981,10 +1269,21 @@ class Samplers:
             >>> bool(((x >= 0) & (x <= 5)).all())
             True
         """
+        support = _Support("hypergeometric")
+        support.require("ngood must be >= 0", lambda ngood: ngood >= 0, ngood=ngood)
+        support.require("nbad must be >= 0", lambda nbad: nbad >= 0, nbad=nbad)
+        support.require(
+            "need 0 <= nsample <= ngood + nbad",
+            lambda ngood, nbad, nsample: (nsample >= 0) & (nsample <= ngood + nbad),
+            ngood=ngood,
+            nbad=nbad,
+            nsample=nsample,
+        )
         ngood, nbad, nsample = _arr(ngood), _arr(nbad), _arr(nsample)
         shape = _shape(size, ngood, nbad, nsample)
         idt = jnp.zeros((), _idt(dtype)).dtype
-        return dist.hypergeometric(self._key(key), ngood, nbad, nsample, shape, idt)
+        x = dist.hypergeometric(self._key(key), ngood, nbad, nsample, shape, idt)
+        return support.apply(x)
 
     def logseries(
         self, p: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -996,10 +1295,12 @@ class Samplers:
             >>> random.logseries([0.7, 0.5, 0.2], size=[4, 3]).shape
             (4, 3)
         """
+        support = _Support("logseries")
+        support.require("p must be within [0, 1)", lambda p: (p >= 0) & (p < 1), p=p)
         p = _arr(p)
         idt = jnp.zeros((), _idt(dtype)).dtype
         out_shape = _shape(size, p)
-        return dist.logseries(self._key(key), p, out_shape, idt)
+        return support.apply(dist.logseries(self._key(key), p, out_shape, idt))
 
     def zipf(
         self, a: Any, size: Size = None, key: SeedOrKey | None = None, dtype: DType = None
@@ -1014,11 +1315,13 @@ class Samplers:
             >>> bool((random.zipf(2.0, size=5) >= 1).all())
             True
         """
+        support = _Support("zipf")
+        support.require("a must be > 1", lambda a: a > 1, a=a)
         a = _arr(a, float)
-        _check(~(a > 1), "zipf: a must be > 1")
         idt = jnp.zeros((), _idt(dtype)).dtype
         out_shape = _shape(size, a)
-        return dist.zipf(self._key(key), a, out_shape, idt)
+        a = jnp.where(a > 1, a, 2.0)  # the rejection loop never ends for a <= 1
+        return support.apply(dist.zipf(self._key(key), a, out_shape, idt))
 
     def multinomial(
         self,
@@ -1039,15 +1342,20 @@ class Samplers:
             >>> x.shape, x.sum(-1).tolist()[0]
             ((4, 2, 3), [100, 100])
         """
+        if np.ndim(pvals) == 0:
+            raise ValueError("multinomial: pvals must have at least one dimension (a vector)")
+        support = _Support("multinomial")
+        support.require("n must be >= 0", lambda n: n >= 0, n=n)
+        support.check = check_valid
+        support.require(
+            "pvals must be within [0, 1] and sum(pvals[:-1]) must be <= 1",
+            lambda pvals: ((pvals >= 0) & (pvals <= 1)).all(-1) & (pvals[..., :-1].sum(-1) <= 1),
+            pvals=pvals,
+        )
         n, pvals = _arr(n), _arr(pvals, float)
-        if check_valid:
-            _check(
-                jnp.sum(pvals[..., :-1], axis=-1) > 1.0, "multinomial: sum(pvals[:-1]) must be <= 1"
-            )
         batch = _shape(size, n, pvals[..., 0])
         x = jax.random.multinomial(self._key(key), n, pvals, shape=(*batch, pvals.shape[-1]))
-        out: jax.Array = x.astype(_idt(dtype))
-        return out
+        return support.apply(x.astype(_idt(dtype)), trailing=1)
 
     def categorical(
         self,
@@ -1065,7 +1373,16 @@ class Samplers:
             [0, 0, 0]
         """
         logits = _arr(logits)
-        shape = None if size is None else _shape(size)
+        if logits.ndim == 0:
+            raise ValueError("categorical: logits must have at least one dimension")
+        if not -logits.ndim <= axis < logits.ndim:
+            raise ValueError(
+                f"categorical: axis {axis} is out of bounds for logits of shape {logits.shape}"
+            )
+        shape = None
+        if size is not None:
+            batch = np.delete(np.array(logits.shape), axis)  # the shape without axis
+            shape = _shape(size, np.broadcast_to(np.empty((), bool), tuple(batch)))
         return jax.random.categorical(self._key(key), logits, axis, shape)
 
     # --- like another array (PyTorch's names) ----------------------------------------
@@ -1114,9 +1431,27 @@ class Samplers:
             ((4,), True)
         """
         high = jnp.max(jnp.asarray(input)) if high is None else high
+        _Support("randint_like").require(
+            "need low < high (high defaults to max(input))",
+            lambda low, high: low < high,
+            low=low,
+            high=high,
+        )
         dtype = jnp.result_type(input) if dtype is None else dtype
         return self.randint(low, high, jnp.shape(input), key=key).astype(dtype)
 
+
+def _make_draws(cls: type) -> None:
+    """Make every public method of `cls` a draw (see `_draw`); aliases stay aliases."""
+    made: dict[int, Any] = {}
+    for name, attr in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(attr):
+            if id(attr) not in made:
+                made[id(attr)] = _draw(attr)
+            setattr(cls, name, made[id(attr)])
+
+
+_make_draws(Samplers)
 
 _ACCEPTED = (
     "an int seed, a raw key jax.random.PRNGKey(seed) (uint32[{raw}], or uint32[..., {raw}] for "

@@ -361,12 +361,20 @@ def check_type_error() -> None:
         sj.random.seed(1.5)
     with pytest.raises(TypeError, match="key"):
         sj.random.seed(np.array([1, 2, 3], np.uint32))
+    with pytest.raises(TypeError, match="uniform: size must be an int"):
+        sj.random.uniform(size=2.5)
 
 
 def check_value_error() -> None:
     key = sj.random.get_key()
     with pytest.raises(ValueError, match="bernoulli"):
         sj.random.bernoulli(1.5)
+    with pytest.raises(ValueError, match="poisson: lam must be >= 0"):
+        sj.random.poisson(-1)
+    with pytest.raises(ValueError, match="normal: size must not be negative"):
+        sj.random.normal(size=-1)
+    with pytest.raises(ValueError, match="choice: cannot take 5 samples"):
+        sj.random.choice(3, size=5, replace=False)
     np.testing.assert_array_equal(
         jax.random.key_data(sj.random.get_key()), jax.random.key_data(key)
     )

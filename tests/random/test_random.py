@@ -325,3 +325,141 @@ def test_valid_seeds_and_keys_still_work() -> None:
     stacked = RandomState(jax.random.split(jax.random.PRNGKey(0), 3))  # one key per lane
     assert stacked.value.shape == (3,)
     random.seed(0)
+
+
+# --- a refused draw leaves the key ------------------------------------------------------
+
+REFUSED: dict[str, tuple[Any, type[Exception], str]] = {
+    "choice_of_zero": (lambda rs: rs.choice(0), ValueError, "choice: a must be a positive int"),
+    "choice_more_than_population": (
+        lambda rs: rs.choice(3, size=5, replace=False),
+        ValueError,
+        "choice: cannot take 5 samples without replacement from 3 elements",
+    ),
+    "choice_p_of_wrong_length": (
+        lambda rs: rs.choice(3, p=jnp.array([0.5, 0.5])),
+        ValueError,
+        r"choice: p has shape \(2,\), but a has 3 elements",
+    ),
+    "choice_negative_p": (
+        lambda rs: rs.choice(2, p=jnp.array([1.5, -0.5])),
+        ValueError,
+        "choice: p must be non-negative",
+    ),
+    "permutation_axis": (
+        lambda rs: rs.permutation(jnp.arange(3), axis=3),
+        ValueError,
+        r"permutation: axis 3 is out of bounds .* \[-1, 1\)",
+    ),
+    "shuffle_axis": (
+        lambda rs: rs.shuffle(jnp.arange(3), axis=3),
+        ValueError,
+        "shuffle: axis 3 is out of bounds",
+    ),
+    "categorical_size": (
+        lambda rs: rs.categorical(jnp.zeros((2, 4)), size=3),
+        ValueError,
+        r"categorical: .*\(2,\) cannot be broadcast to size=\(3,\)",
+    ),
+    "multivariate_normal_scalar_mean": (
+        lambda rs: rs.multivariate_normal(0.0, jnp.eye(2)),
+        ValueError,
+        "multivariate_normal: mean must have at least one dimension",
+    ),
+    "multivariate_normal_cov_shape": (
+        lambda rs: rs.multivariate_normal(jnp.zeros(2), jnp.eye(3)),
+        ValueError,
+        r"multivariate_normal: cov has shape \(3, 3\), but mean \(2,\) needs",
+    ),
+    "orthogonal_negative_n": (
+        lambda rs: rs.orthogonal(-1),
+        ValueError,
+        "orthogonal: n must not be negative, not -1",
+    ),
+    "orthogonal_float_n": (
+        lambda rs: rs.orthogonal(2.5),
+        TypeError,
+        "orthogonal: n must be an int",
+    ),
+    "normal_negative_size": (
+        lambda rs: rs.normal(size=-1),
+        ValueError,
+        "normal: size must not be negative, not -1",
+    ),
+    "uniform_fractional_size": (
+        lambda rs: rs.uniform(size=2.5),
+        TypeError,
+        "uniform: size must be an int or a sequence of ints .*, not 2.5",
+    ),
+    "lognormal_size_entry": (
+        lambda rs: rs.lognormal(size=(2, -3)),
+        ValueError,
+        "lognormal: size must not be negative",
+    ),
+    "rand_negative_dimension": (
+        lambda rs: rs.rand(2, -1),
+        ValueError,
+        "rand: size must not be negative",
+    ),
+    "parameter_bigger_than_size": (
+        lambda rs: rs.normal(jnp.zeros(3), size=()),
+        ValueError,
+        r"normal: parameters of shapes \(3,\) cannot be broadcast to size=\(\)",
+    ),
+    # Raised by JAX, after the sampler split its key: the draw still leaves the key.
+    "error_raised_by_jax": (
+        lambda rs: rs.normal(size=3, dtype=jnp.int32),
+        ValueError,
+        "must be a float",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_refused_draw_leaves_the_key(case: str) -> None:
+    draw, error, message = REFUSED[case]
+    rng = RandomState(0)
+    before = jax.random.key_data(rng.value)
+    with pytest.raises(error, match=message):
+        draw(rng)
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
+    random.seed(0)
+    before = random.get_key_data()
+    with pytest.raises(error, match=message):
+        draw(random)  # the module's function, on DEFAULT
+    np.testing.assert_array_equal(random.get_key_data(), before)
+
+
+def test_a_refused_draw_inside_jit_leaves_the_key_and_no_tracer() -> None:
+    rng = RandomState(0)
+    before = jax.random.key_data(rng.value)
+    with pytest.raises(ValueError, match="choice: cannot take 5 samples"):
+        sj.jit(lambda: rng.normal() + rng.choice(3, size=5, replace=False))()
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
+    assert not isinstance(rng.value, jax.core.Tracer)
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda rs, key: rs.lognormal(0.0, 1.0, size=3, key=key),  # calls normal
+        lambda rs, key: rs.random_integers(1, 6, size=3, key=key),  # calls randint
+        lambda rs, key: rs.rand_like(jnp.zeros(3), key=key),  # calls random
+        lambda rs, key: rs.standard_gamma(2.0, size=3, key=key),  # calls gamma
+        lambda rs, key: rs.shuffle(jnp.arange(5), key=key),  # calls permutation
+        lambda rs, key: rs.weibull(1.5, size=3, key=key),  # calls weibull_min
+    ],
+    ids=["lognormal", "random_integers", "rand_like", "standard_gamma", "shuffle", "weibull"],
+)
+def test_a_sampler_calling_a_sampler_is_one_draw(draw: Any) -> None:
+    rng = RandomState(5)
+    keep, use = jax.random.split(rng.value)
+    np.testing.assert_array_equal(draw(rng, None), draw(RandomState(0), use))
+    assert_same_key(rng.value, keep)
+
+
+def test_a_draw_splitting_several_keys_advances_once() -> None:
+    rng = RandomState(5)
+    keys = jax.random.split(rng.value, 3)
+    rng.noncentral_f(3.0, 20.0, 3.0, size=2)
+    assert_same_key(rng.value, keys[0])

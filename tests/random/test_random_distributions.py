@@ -246,3 +246,176 @@ def test_scan_advances_the_default_state_each_step() -> None:
     random.seed(3)
     sj.jit(lambda: sj.transform.scan(step, jnp.array(0.0), None, length=4))()
     np.testing.assert_array_equal(random.get_key_data(), after_eager)
+
+
+# --- parameters outside the support: concrete ones raise, traced ones give NaN or -1 -------
+
+# name: (draw(rs, *params), valid params, invalid params, message)
+SUPPORT: dict[str, tuple[Any, tuple[Any, ...], tuple[Any, ...], str]] = {
+    "randint": (lambda rs, lo, hi: rs.randint(lo, hi), (0, 5), (5, 2), "randint: need low < high"),
+    "random_integers": (
+        lambda rs, lo, hi: rs.random_integers(lo, hi),
+        (1, 5),
+        (5, 2),
+        "random_integers: need low <= high",
+    ),
+    "randint_like": (
+        lambda rs, lo, hi: rs.randint_like(jnp.zeros(2, int), lo, hi),
+        (0, 5),
+        (5, 2),
+        "randint_like: need low < high",
+    ),
+    "normal": (lambda rs, s: rs.normal(0.0, s), (1.0,), (-1.0,), "normal: scale must be >= 0"),
+    "truncated_normal": (
+        lambda rs, loc: rs.truncated_normal(-1.0, 1.0, loc=loc),
+        (0.0,),
+        (5.0,),
+        "truncated_normal: loc must be within 2 scales",
+    ),
+    "lognormal": (
+        lambda rs, s: rs.lognormal(0.0, s),
+        (1.0,),
+        (-1.0,),
+        "lognormal: sigma must be >= 0",
+    ),
+    "exponential": (
+        lambda rs, s: rs.exponential(s),
+        (1.0,),
+        (-1.0,),
+        "exponential: scale must be >= 0, not scale=-1.0",
+    ),
+    "gamma": (lambda rs, k: rs.gamma(k, 1.0), (2.0,), (-1.0,), "gamma: shape must be >= 0"),
+    "standard_gamma": (
+        lambda rs, k: rs.standard_gamma(k),
+        (2.0,),
+        (-1.0,),
+        "standard_gamma: shape must be >= 0",
+    ),
+    "beta": (lambda rs, a: rs.beta(a, 2.0), (2.0,), (0.0,), "beta: a and b must be > 0"),
+    "gumbel": (lambda rs, s: rs.gumbel(0.0, s), (1.0,), (-1.0,), "gumbel: scale must be >= 0"),
+    "laplace": (lambda rs, s: rs.laplace(0.0, s), (1.0,), (-1.0,), "laplace: scale must be >= 0"),
+    "logistic": (
+        lambda rs, s: rs.logistic(0.0, s),
+        (1.0,),
+        (-1.0,),
+        "logistic: scale must be >= 0",
+    ),
+    "pareto": (lambda rs, a: rs.pareto(a), (3.0,), (0.0,), "pareto: a must be > 0"),
+    "standard_t": (lambda rs, df: rs.standard_t(df), (5.0,), (0.0,), "standard_t: df must be > 0"),
+    "chisquare": (lambda rs, df: rs.chisquare(df), (3.0,), (0.0,), "chisquare: df must be > 0"),
+    "noncentral_chisquare": (
+        lambda rs, nonc: rs.noncentral_chisquare(3.0, nonc),
+        (2.0,),
+        (-1.0,),
+        "noncentral_chisquare: nonc must be >= 0",
+    ),
+    "f": (lambda rs, d: rs.f(5.0, d), (10.0,), (0.0,), "f: dfden must be > 0"),
+    "noncentral_f": (
+        lambda rs, nonc: rs.noncentral_f(5.0, 10.0, nonc),
+        (2.0,),
+        (-1.0,),
+        "noncentral_f: nonc must be >= 0",
+    ),
+    "rayleigh": (lambda rs, s: rs.rayleigh(s), (2.0,), (-1.0,), "rayleigh: scale must be >= 0"),
+    "triangular": (
+        lambda rs, mode: rs.triangular(0.0, mode, 1.0),
+        (0.5,),
+        (2.0,),
+        "triangular: need left <= mode <= right",
+    ),
+    "vonmises": (
+        lambda rs, k: rs.vonmises(0.0, k),
+        (2.0,),
+        (-1.0,),
+        "vonmises: kappa must be >= 0",
+    ),
+    "wald": (lambda rs, m: rs.wald(m, 2.0), (1.0,), (0.0,), "wald: mean must be > 0"),
+    "weibull": (lambda rs, a: rs.weibull(a), (1.5,), (0.0,), "weibull: a must be > 0"),
+    "weibull_min": (
+        lambda rs, s: rs.weibull_min(1.5, s),
+        (2.0,),
+        (-1.0,),
+        "weibull_min: scale must be >= 0",
+    ),
+    "loggamma": (lambda rs, a: rs.loggamma(a), (2.0,), (0.0,), "loggamma: a must be > 0"),
+    "power": (lambda rs, a: rs.power(a), (3.0,), (0.0,), "power: a must be > 0"),
+    "dirichlet": (
+        lambda rs, alpha: rs.dirichlet(alpha),
+        ([1.0, 2.0],),
+        ([1.0, -1.0],),
+        "dirichlet: alpha must be > 0",
+    ),
+    "binomial": (lambda rs, n: rs.binomial(n, 0.5), (5,), (-1,), "binomial: n must be >= 0"),
+    "poisson": (lambda rs, lam: rs.poisson(lam), (3.0,), (-1.0,), "poisson: lam must be >= 0"),
+    "geometric": (lambda rs, p: rs.geometric(p), (0.5,), (0.0,), r"geometric: p must be within"),
+    "negative_binomial": (
+        lambda rs, p: rs.negative_binomial(5, p),
+        (0.5,),
+        (1.5,),
+        r"negative_binomial: p must be within \(0, 1\], not p=1.5",
+    ),
+    "hypergeometric": (
+        lambda rs, nsample: rs.hypergeometric(2, 2, nsample),
+        (3,),
+        (10,),
+        "hypergeometric: need 0 <= nsample <= ngood \\+ nbad, not ngood=2, nbad=2, nsample=10",
+    ),
+    "logseries": (lambda rs, p: rs.logseries(p), (0.5,), (1.0,), r"logseries: p must be within"),
+    "zipf": (lambda rs, a: rs.zipf(a), (2.5,), (1.0,), "zipf: a must be > 1"),
+    "multinomial": (
+        lambda rs, n: rs.multinomial(n, jnp.array([0.5, 0.5])),
+        (5,),
+        (-5,),
+        "multinomial: n must be >= 0, not n=-5",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUPPORT))
+def test_concrete_parameters_outside_the_support_raise_and_keep_the_key(name: str) -> None:
+    draw, _, invalid, message = SUPPORT[name]
+    rng = RandomState(0)
+    before = jax.random.key_data(rng.value)
+    with pytest.raises(ValueError, match=message):
+        draw(rng, *invalid)
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
+    # A constant inside a transform is known too: the trace refuses it.
+    with pytest.raises(ValueError, match=message):
+        sj.jit(lambda: draw(rng, *invalid))()
+    np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
+
+
+@pytest.mark.parametrize("name", sorted(SUPPORT))
+def test_traced_parameters_outside_the_support_give_nan_or_minus_one(name: str) -> None:
+    draw, valid, invalid, _ = SUPPORT[name]
+    params = [jnp.array([v, b]) for v, b in zip(valid, invalid, strict=True)]
+    rng = RandomState(1)
+    out = np.asarray(sj.jit(lambda *ps: draw(rng, *ps))(*params))
+    good, bad = out[0], out[1]
+    if np.issubdtype(out.dtype, np.floating):
+        assert not np.isnan(good).any() and np.isnan(bad).all(), out
+    else:
+        assert (good >= 0).all() and (bad == -1).all(), out
+
+
+def test_traced_bernoulli_p_is_clamped() -> None:
+    rng = RandomState(2)
+    p = jnp.array([jnp.nan, -0.5, 1.5, 0.0, 1.0])
+    out = sj.jit(lambda p: rng.bernoulli(p, size=(100, 5)))(p)
+    np.testing.assert_array_equal(out.any(0), [False, False, True, False, True])
+    np.testing.assert_array_equal(out.all(0), [False, False, True, False, True])
+    with pytest.raises(ValueError, match="bernoulli: p must be within \\[0, 1\\], not p=nan"):
+        rng.bernoulli(jnp.nan)
+
+
+def test_check_valid_false_skips_the_support_check() -> None:
+    rng = RandomState(3)
+    assert bool(rng.bernoulli(1.5, check_valid=False))
+    out = sj.jit(lambda a: rng.power(a, check_valid=False))(jnp.array(-1.0))
+    assert not np.isnan(out)
+
+
+def test_integer_results_of_unsigned_dtype_mark_invalid_draws_with_the_largest_value() -> None:
+    rng = RandomState(4)
+    out = sj.jit(lambda lam: rng.poisson(lam, dtype=jnp.uint8))(jnp.array([2.0, -1.0]))
+    assert out.dtype == jnp.uint8 and int(out[1]) == 255 and int(out[0]) < 255

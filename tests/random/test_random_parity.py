@@ -118,7 +118,7 @@ def test_like_functions_take_dtype_and_key_by_keyword_only(name: str) -> None:
     params = inspect.signature(function).parameters
     assert params["dtype"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["key"].kind is inspect.Parameter.KEYWORD_ONLY
-    x = jnp.zeros((2, 3), jnp.int32 if name == "randint_like" else jnp.float32)
+    x = jnp.full((2, 3), 4, jnp.int32 if name == "randint_like" else jnp.float32)
     key = jax.random.key(5)
     got = function(x, key=key)
     assert got.shape == x.shape and got.dtype == x.dtype
