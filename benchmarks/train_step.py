@@ -28,8 +28,8 @@ import numpy as np
 import optax
 
 import statejax as sj
+from statejax._transforms.autodiff import grad
 from statejax.optim import Optimizer
-from statejax.transforms.autodiff import grad
 
 LEARNING_RATE = 1e-3
 

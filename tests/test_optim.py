@@ -9,9 +9,9 @@ import optax
 import pytest
 
 import statejax as sj
+from statejax._transforms.autodiff import grad
+from statejax._transforms.jit import jit
 from statejax.optim import Optimizer, OptimState
-from statejax.transforms.autodiff import grad
-from statejax.transforms.jit import jit
 
 
 class Net(sj.Module):

@@ -57,6 +57,15 @@ from statejax._state_tools import (
     maybe_state,
 )
 from statejax._trace_stack import StateTraceStack
+from statejax._transforms.abstract import eval_shape, make_jaxpr
+from statejax._transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
+from statejax._transforms.checkpoint import checkpoint, remat
+from statejax._transforms.conditionals import cond, ifelse, switch
+from statejax._transforms.jit import jit
+from statejax._transforms.loops import for_loop, scan, while_loop
+from statejax._transforms.parallel import shard_map
+from statejax._transforms.progress import ProgressBar
+from statejax._transforms.vmap import vmap
 from statejax.graph import (
     FlattedDict,  # BrainState's brainstate.util.FlattedDict
     GraphDef,
@@ -68,15 +77,6 @@ from statejax.graph import (
     treefy_split,
 )
 from statejax.registry._manager import _own_version
-from statejax.transforms.abstract import eval_shape, make_jaxpr
-from statejax.transforms.autodiff import grad, hessian, jacfwd, jacrev, jvp, vector_grad, vjp
-from statejax.transforms.checkpoint import checkpoint, remat
-from statejax.transforms.conditionals import cond, ifelse, switch
-from statejax.transforms.jit import jit
-from statejax.transforms.loops import for_loop, scan, while_loop
-from statejax.transforms.parallel import shard_map
-from statejax.transforms.progress import ProgressBar
-from statejax.transforms.vmap import vmap
 
 __version__ = _own_version()
 

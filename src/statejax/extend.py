@@ -66,8 +66,9 @@ def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.vmap import VmapSpec
-        >>> batch_rule(sj.State(jnp.zeros(2)), VmapSpec()) is None
+        >>> from statejax.extend import get_registry
+        >>> vmap_spec = get_registry().get("vmap").spec
+        >>> batch_rule(sj.State(jnp.zeros(2)), vmap_spec()) is None
         True
     """
     return get_registry().batch_rule(state, spec)

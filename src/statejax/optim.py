@@ -10,7 +10,7 @@ Examples:
     >>> import optax
     >>> import statejax as sj
     >>> from statejax.optim import Optimizer
-    >>> from statejax.transforms.autodiff import grad
+    >>> from statejax.transform import grad
     >>> w = sj.ParamState(jnp.array([1.0, -2.0]))
     >>> opt = Optimizer(optax.sgd(0.1), [w])
     >>> @sj.jit
@@ -53,7 +53,7 @@ class Optimizer(Module):
 
     `params` is a mapping to states (such as `model.states(ParamState)`) or a
     list/tuple of states. `update` takes gradients in the same structure,
-    the one `statejax.transforms.autodiff.grad` returns for those
+    the one `statejax._transforms.autodiff.grad` returns for those
     `grad_states`. `opt_state` is the `OptimState`; the optimizer is a
     `statejax.Module`, so `optimizer.states()` finds it.
 

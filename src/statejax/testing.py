@@ -36,13 +36,13 @@ import numpy as np
 
 from statejax._errors import SpecError
 from statejax._state import ParamState, ShortTermState, State
+from statejax._transforms.autodiff import grad
+from statejax._transforms.conditionals import cond
+from statejax._transforms.jit import jit
+from statejax._transforms.loops import scan
+from statejax._transforms.vmap import vmap
 from statejax.registry._manager import get_registry
 from statejax.registry._protocol import TransformSpec, parse_spec, spec_schema
-from statejax.transforms.autodiff import grad
-from statejax.transforms.conditionals import cond
-from statejax.transforms.jit import jit
-from statejax.transforms.loops import scan
-from statejax.transforms.vmap import vmap
 
 __all__ = ["CHECKS", "Apply", "ConformanceError", "check_transform"]
 

@@ -12,9 +12,9 @@ import pytest
 
 import statejax as sj
 from statejax import random
+from statejax._transforms.vmap import vmap
 from statejax.extend import StateBatching, get_registry, hookimpl
 from statejax.random import RandomState
-from statejax.transforms.vmap import vmap
 
 
 def test_samplers_match_jax_random_on_the_split_key() -> None:

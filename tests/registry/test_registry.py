@@ -99,7 +99,7 @@ def load_with_warnings() -> list[str]:
 def test_builtins_are_registered_without_metadata() -> None:
     registry = get_registry()
     assert registry.get("jit").function is sj.jit
-    assert registry.get("jit").origin.entry_point == "builtin:statejax.transforms.jit"
+    assert registry.get("jit").origin.entry_point == "builtin:statejax._transforms.jit"
     assert sj.transform.jit is sj.jit
 
 
@@ -122,7 +122,7 @@ def test_failing_plugins_are_isolated_and_named(fake_plugins: Path) -> None:
     assert "fake-misspelled 1.2.3" in messages and "statejax_register_transform" in messages
     assert (
         "entry point 'duplicate = fake_duplicate' of fake-duplicate 1.2.3 registers transform "
-        "'jit', which entry point 'builtin:statejax.transforms.jit' of statejax" in messages
+        "'jit', which entry point 'builtin:statejax._transforms.jit' of statejax" in messages
     )
     assert "registered <object object" in messages and "not a StateTransform" in messages
     # everything else keeps working

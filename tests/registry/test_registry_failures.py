@@ -181,7 +181,7 @@ def test_a_builtin_name_stays_builtin_and_the_plugin_keeps_its_other_names(
     assert sj.transform.mine(abs) is abs
     assert (
         "entry point 'rival = fake_rival' of fake-rival 1.2.3 registers transform 'jit', which "
-        "entry point 'builtin:statejax.transforms.jit' of statejax" in text
+        "entry point 'builtin:statejax._transforms.jit' of statejax" in text
     )
     assert "The built-in keeps the name" in text
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import statejax as sj
-from statejax.transforms.abstract import eval_shape, make_jaxpr
-from statejax.transforms.loops import scan
-from statejax.transforms.stateful import StatefulFunction
+from statejax._transforms.abstract import eval_shape, make_jaxpr
+from statejax._transforms.loops import scan
+from statejax._transforms.stateful import StatefulFunction
 
 
 class Cell(sj.Module):

@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import statejax as sj
-from statejax.optim import Optimizer
-from statejax.transforms.autodiff import (
+from statejax._transforms.autodiff import (
     fwd_grad,
     grad,
     hessian,
@@ -24,7 +23,8 @@ from statejax.transforms.autodiff import (
     vector_grad,
     vjp,
 )
-from statejax.transforms.jit import jit
+from statejax._transforms.jit import jit
+from statejax.optim import Optimizer
 
 X = jnp.array([[0.5, -1.0], [2.0, 0.25], [-0.3, 0.7]])
 Y = jnp.array([1.0, -1.0, 0.5])

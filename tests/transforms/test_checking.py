@@ -9,8 +9,8 @@ import pytest
 from jax.experimental import checkify as jax_checkify
 
 import statejax as sj
-from statejax.transforms.autodiff import GradientTransform, fwd_grad, grad, vector_grad
-from statejax.transforms.checking import (
+from statejax._transforms.autodiff import GradientTransform, fwd_grad, grad, vector_grad
+from statejax._transforms.checking import (
     NaNError,
     check,
     checkify,

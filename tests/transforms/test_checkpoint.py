@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import statejax as sj
-from statejax.transforms.autodiff import grad
-from statejax.transforms.checkpoint import checkpoint, remat
-from statejax.transforms.jit import jit
+from statejax._transforms.autodiff import grad
+from statejax._transforms.checkpoint import checkpoint, remat
+from statejax._transforms.jit import jit
 
 
 def make() -> tuple[sj.ParamState[jax.Array], sj.ShortTermState[jax.Array]]:

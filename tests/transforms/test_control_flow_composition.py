@@ -11,10 +11,10 @@ import pytest
 from jax import lax
 
 import statejax as sj
-from statejax.transforms.autodiff import grad, jacfwd, jvp
-from statejax.transforms.conditionals import cond, ifelse, switch
-from statejax.transforms.loops import for_loop, scan, while_loop
-from statejax.transforms.vmap import vmap
+from statejax._transforms.autodiff import grad, jacfwd, jvp
+from statejax._transforms.conditionals import cond, ifelse, switch
+from statejax._transforms.loops import for_loop, scan, while_loop
+from statejax._transforms.vmap import vmap
 
 XS = jnp.linspace(-1.0, 1.0, 6)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import statejax as sj
-from statejax.transforms.abstract import make_jaxpr
-from statejax.transforms.vmap import map as sj_map
+from statejax._transforms.abstract import make_jaxpr
+from statejax._transforms.vmap import map as sj_map
 
 
 def _loss(x: jax.Array) -> jax.Array:

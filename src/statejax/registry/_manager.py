@@ -62,21 +62,21 @@ ENTRY_POINT_GROUP = "statejax.transforms"
 
 #: The built-in transform plugins, registered without package metadata.
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "statejax.transforms.jit",
-    "statejax.transforms.checking",
-    "statejax.transforms.autodiff",
-    "statejax.transforms.checkpoint",
-    "statejax.transforms.vmap",
-    "statejax.transforms.mapping",
+    "statejax._transforms.jit",
+    "statejax._transforms.checking",
+    "statejax._transforms.autodiff",
+    "statejax._transforms.checkpoint",
+    "statejax._transforms.vmap",
+    "statejax._transforms.mapping",
     "statejax.random",
-    "statejax.transforms.loops",
-    "statejax.transforms.bounded",
-    "statejax.transforms.unvmap",
-    "statejax.transforms.naming",
-    "statejax.transforms.conditionals",
-    "statejax.transforms.abstract",
-    "statejax.transforms.parallel",
-    "statejax.transforms.pmap",
+    "statejax._transforms.loops",
+    "statejax._transforms.bounded",
+    "statejax._transforms.unvmap",
+    "statejax._transforms.naming",
+    "statejax._transforms.conditionals",
+    "statejax._transforms.abstract",
+    "statejax._transforms.parallel",
+    "statejax._transforms.pmap",
 )
 
 _HOOKS = sorted(n for n in _hookspecs.__all__ if n.startswith("statejax_"))

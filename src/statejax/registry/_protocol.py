@@ -135,8 +135,8 @@ def spec_schema(spec: type[TransformSpec]) -> dict[str, Any]:
     """The JSON schema of a transform's options (`statejax schema NAME`).
 
     Examples:
-        >>> from statejax.transforms.jit import JitSpec
-        >>> sorted(spec_schema(JitSpec)["properties"])[:3]
+        >>> from statejax.extend import get_registry
+        >>> sorted(spec_schema(get_registry().get("jit").spec)["properties"])[:3]
         ['donate_argnames', 'donate_argnums', 'donate_states']
     """
     return spec.model_json_schema(schema_generator=_LenientSchema)

@@ -12,9 +12,9 @@ Examples:
 
 from typing import TYPE_CHECKING, Any
 
-from statejax.registry._manager import get_registry
-from statejax.transforms.abstract import eval_shape, make_jaxpr
-from statejax.transforms.autodiff import (
+from statejax._transforms._autodiff_types import GradFunction
+from statejax._transforms.abstract import eval_shape, make_jaxpr
+from statejax._transforms.autodiff import (
     GradientTransform,
     fwd_grad,
     grad,
@@ -26,12 +26,12 @@ from statejax.transforms.autodiff import (
     vector_grad,
     vjp,
 )
-from statejax.transforms.bounded import (
+from statejax._transforms.bounded import (
     bounded_while_loop,
     checkpointed_for_loop,
     checkpointed_scan,
 )
-from statejax.transforms.checking import (
+from statejax._transforms.checking import (
     all_checks,
     automatic_checks,
     breakpoint_if,
@@ -45,21 +45,30 @@ from statejax.transforms.checking import (
     index_checks,
     jit_error_if,
     nan_checks,
+    raise_when,
     user_checks,
 )
-from statejax.transforms.checkpoint import checkpoint, remat
-from statejax.transforms.conditionals import cond, ifelse, switch
-from statejax.transforms.find_state import StateFinder
-from statejax.transforms.jit import jit
-from statejax.transforms.loops import for_loop, scan, while_loop
-from statejax.transforms.mapping import StatefulMapping, vmap2, vmap2_new_states
-from statejax.transforms.naming import named_call, named_scope
-from statejax.transforms.parallel import shard_map
-from statejax.transforms.pmap import pmap, pmap2, pmap2_new_states
-from statejax.transforms.progress import ProgressBar
-from statejax.transforms.stateful import StatefulFunction
-from statejax.transforms.unvmap import unvmap
-from statejax.transforms.vmap import map, vmap, vmap_new_states
+from statejax._transforms.checkpoint import checkpoint, remat
+from statejax._transforms.conditionals import cond, ifelse, switch
+from statejax._transforms.find_state import StateFinder
+from statejax._transforms.jit import jit
+from statejax._transforms.loops import for_loop, scan, while_loop
+from statejax._transforms.mapping import MappingStateAxes, StatefulMapping, vmap2, vmap2_new_states
+from statejax._transforms.naming import named_call, named_scope
+from statejax._transforms.parallel import shard_map
+from statejax._transforms.pmap import pmap, pmap2, pmap2_new_states
+from statejax._transforms.progress import ProgressBar
+from statejax._transforms.stateful import StatefulFunction
+from statejax._transforms.unvmap import unvmap
+from statejax._transforms.vmap import (
+    SelectorItem,
+    SelectorLike,
+    StateAxesLike,
+    map,
+    vmap,
+    vmap_new_states,
+)
+from statejax.registry._manager import get_registry
 
 __all__ = [
     "all_checks",
@@ -69,7 +78,12 @@ __all__ = [
     "check",
     "check_error",
     "checkify",
+    "GradFunction",
     "GradientTransform",
+    "MappingStateAxes",
+    "SelectorItem",
+    "SelectorLike",
+    "StateAxesLike",
     "StateFinder",
     "StatefulFunction",
     "StatefulMapping",
@@ -103,6 +117,7 @@ __all__ = [
     "pmap",
     "pmap2",
     "pmap2_new_states",
+    "raise_when",
     "remat",
     "scan",
     "shard_map",

@@ -12,9 +12,9 @@ import pytest
 from jax import lax
 
 import statejax as sj
+from statejax._transforms.conditionals import cond, ifelse, switch
+from statejax._transforms.stateful import StatefulFunction
 from statejax.extend import StateTrace
-from statejax.transforms.conditionals import cond, ifelse, switch
-from statejax.transforms.stateful import StatefulFunction
 
 
 class Stats(sj.Module):

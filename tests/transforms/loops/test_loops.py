@@ -12,12 +12,19 @@ import pytest
 from jax import lax
 
 import statejax as sj
+from statejax._transforms.abstract import make_jaxpr
+from statejax._transforms.bounded import CheckpointedForLoopSpec, CheckpointedScanSpec
+from statejax._transforms.loops import (
+    ForLoopSpec,
+    ProgressBar,
+    ScanSpec,
+    for_loop,
+    scan,
+    while_loop,
+)
+from statejax._transforms.stateful import StatefulFunction
 from statejax.extend import StateTrace
 from statejax.transform import bounded_while_loop, checkpointed_for_loop, checkpointed_scan
-from statejax.transforms.abstract import make_jaxpr
-from statejax.transforms.bounded import CheckpointedForLoopSpec, CheckpointedScanSpec
-from statejax.transforms.loops import ForLoopSpec, ProgressBar, ScanSpec, for_loop, scan, while_loop
-from statejax.transforms.stateful import StatefulFunction
 
 
 class Leaky(sj.Module):

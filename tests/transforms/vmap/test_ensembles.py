@@ -12,11 +12,11 @@ import pytest
 
 import statejax as sj
 from statejax import random
+from statejax._transforms.autodiff import grad
+from statejax._transforms.vmap import vmap
 from statejax.extend import is_leaked
 from statejax.graph import StateMapping
 from statejax.optim import Optimizer
-from statejax.transforms.autodiff import grad
-from statejax.transforms.vmap import vmap
 
 
 class MLP(sj.Module):

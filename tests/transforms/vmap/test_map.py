@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import statejax as sj
+from statejax._transforms.vmap import map as sj_map
 from statejax.random import RandomState
-from statejax.transforms.vmap import map as sj_map
 
 
 def test_sequential_map_matches_a_python_loop_and_carries_writes() -> None:

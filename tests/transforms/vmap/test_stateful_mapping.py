@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import statejax as sj
-from statejax.transforms.mapping import StatefulMapping
+from statejax._transforms.mapping import StatefulMapping
 
 
 def test_static_arguments_are_closed_over_and_states_batched() -> None:

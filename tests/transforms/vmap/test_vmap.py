@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import statejax as sj
+from statejax._transforms.autodiff import grad
+from statejax._transforms.vmap import VmapSpec, vmap
 from statejax.filters import PathContains
-from statejax.transforms.autodiff import grad
-from statejax.transforms.vmap import VmapSpec, vmap
 
 
 class Linear(sj.Module):
@@ -324,7 +324,7 @@ def test_spec_is_frozen_hashable_and_exports_a_schema() -> None:
 
 def test_registered_in_the_registry() -> None:
     assert sj.transform.vmap is vmap
-    from statejax.transforms.vmap import map as sj_map
+    from statejax._transforms.vmap import map as sj_map
 
     assert sj.transform.map is sj_map
 
@@ -445,7 +445,7 @@ def test_batched_write_error_with_a_split_key_in_the_lanes() -> None:
 def test_batched_write_found_without_the_index_in_jax_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import statejax.transforms.vmap as vmap_module
+    import statejax._transforms.vmap as vmap_module
 
     # If JAX's error stops naming the output index, each broadcast write is traced alone.
     monkeypatch.setattr(vmap_module, "_OUT_AXIS_ERROR", re.compile(r"(?!)(\d)"))

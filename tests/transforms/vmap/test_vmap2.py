@@ -13,8 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import statejax as sj
-from statejax.registry._manager import get_registry
-from statejax.transforms.mapping import (
+from statejax._transforms.mapping import (
     StatefulMapping,
     Vmap2NewStatesSpec,
     Vmap2Spec,
@@ -23,6 +22,7 @@ from statejax.transforms.mapping import (
     vmap2_new_states,
     vmap_state_axes,
 )
+from statejax.registry._manager import get_registry
 
 # --- vmap2 on stateless functions: exactly jax.vmap ------------------------------------------
 

@@ -1,6 +1,6 @@
 """The static types of the gradient family: what mypy sees `grad(...)` return.
 
-Private to `statejax.transforms.autodiff`, which re-exports `GradFunction`. The
+Private to `statejax._transforms.autodiff`, which re-exports `GradFunction`. The
 runtime objects are plain functions; these types only describe them.
 
 Why a generic class rather than one overload per combination: the result type

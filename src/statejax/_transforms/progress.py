@@ -18,8 +18,8 @@ import numpy as np
 import pydantic
 from jax import lax
 
+from statejax._transforms._common import PositiveCount, SpecTypeError
 from statejax.extend import SpecError, TransformSpec, parse_spec
-from statejax.transforms._common import PositiveCount, SpecTypeError
 
 __all__ = [
     "BarHandler",

@@ -1,6 +1,6 @@
 """Abstract evaluation of functions that read and write states: `eval_shape`, `make_jaxpr`.
 
-Both are built on `StatefulFunction` (see `statejax.transforms.stateful`), so
+Both are built on `StatefulFunction` (see `statejax._transforms.stateful`), so
 they trace the engine's pure core, and neither runs the function nor changes a
 state: the trace runs inside a private `statejax.extend.StateTrace`, so an
 enclosing statejax transform does not see the states either.
@@ -14,9 +14,9 @@ from typing import Any
 
 import pydantic
 
+from statejax._transforms._common import name_of
+from statejax._transforms.stateful import StatefulFunction, StatefulFunctionSpec
 from statejax.extend import Transform, TransformSpec, hookimpl, parse_spec
-from statejax.transforms._common import name_of
-from statejax.transforms.stateful import StatefulFunction, StatefulFunctionSpec
 
 __all__ = ["EvalShapeSpec", "MakeJaxprSpec", "eval_shape", "make_jaxpr"]
 

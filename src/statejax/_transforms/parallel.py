@@ -19,6 +19,15 @@ import pydantic
 from jax.sharding import PartitionSpec
 
 from statejax._errors import ShardingError
+from statejax._transforms._common import name_of, run_eagerly, wait_for_results
+from statejax._transforms._state_specs import (
+    RESHAPED,
+    StateRules,
+    check_fits,
+    parse_rules,
+    resolve,
+    state_paths,
+)
 from statejax.extend import (
     PureCore,
     Split,
@@ -30,15 +39,6 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.filters import Path
-from statejax.transforms._common import name_of, run_eagerly, wait_for_results
-from statejax.transforms._state_specs import (
-    RESHAPED,
-    StateRules,
-    check_fits,
-    parse_rules,
-    resolve,
-    state_paths,
-)
 
 __all__ = ["ShardMapSpec", "shard_map"]
 

@@ -25,6 +25,14 @@ import numpy as np
 import pydantic
 from jax import lax
 
+from statejax._transforms._common import (
+    SpecTypeError,
+    name_of,
+    run_eagerly,
+    show_signature,
+    signature,
+)
+from statejax._transforms.unvmap import unvmap
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -38,14 +46,6 @@ from statejax.extend import (
     jit_disabled,
     parse_spec,
 )
-from statejax.transforms._common import (
-    SpecTypeError,
-    name_of,
-    run_eagerly,
-    show_signature,
-    signature,
-)
-from statejax.transforms.unvmap import unvmap
 
 __all__ = ["CondSpec", "IfElseSpec", "SwitchSpec", "cond", "ifelse", "switch"]
 
@@ -207,7 +207,7 @@ def cond(pred: Any, true_fun: Callable[..., R], false_fun: Callable[..., R], *op
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.conditionals import cond
+        >>> from statejax.transform import cond
         >>> hits = sj.State(jnp.array(0))
         >>> def hit(x):
         ...     hits.value += 1
@@ -247,7 +247,7 @@ def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> 
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.conditionals import switch
+        >>> from statejax.transform import switch
         >>> log = sj.State(jnp.zeros(3))
         >>> def mark(i):
         ...     def branch(x):
@@ -288,7 +288,7 @@ def ifelse(
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.conditionals import ifelse
+        >>> from statejax.transform import ifelse
         >>> def sign(a):
         ...     return ifelse([a > 0, a < 0], [lambda: 1, lambda: -1, lambda: 0])
         >>> [int(sign(jnp.array(v))) for v in (3.0, -2.0, 0.0)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
+from statejax._transforms.stateful import StatefulFunction
 from statejax.extend import State
 from statejax.filters import PredicateLike, to_predicate
-from statejax.transforms.stateful import StatefulFunction
 
 __all__ = ["StateFinder"]
 

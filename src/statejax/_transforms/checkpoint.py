@@ -15,6 +15,7 @@ from typing import Any, Never
 import jax
 import pydantic
 
+from statejax._transforms._common import Index, as_tuple, name_of
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -25,7 +26,6 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import Index, as_tuple, name_of
 
 __all__ = ["CheckpointSpec", "checkpoint", "remat"]
 
@@ -72,8 +72,8 @@ def checkpoint(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import grad
-        >>> from statejax.transforms.checkpoint import checkpoint
+        >>> from statejax.transform import grad
+        >>> from statejax.transform import checkpoint
         >>> w = sj.ParamState(jnp.array(2.0))
         >>> plain = lambda x: jnp.sin(w.value * x)
         >>> layer = checkpoint(plain)

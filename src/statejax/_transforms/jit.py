@@ -20,6 +20,16 @@ import pydantic
 from jax.sharding import Sharding
 
 from statejax._errors import ShardingError
+from statejax._transforms._common import Index, as_tuple, run_eagerly, wait_for_results
+from statejax._transforms._state_specs import (
+    RESHAPED,
+    StateRules,
+    check_donated,
+    check_fits,
+    parse_rules,
+    resolve,
+    state_paths,
+)
 from statejax.extend import (
     PureCore,
     Split,
@@ -34,16 +44,6 @@ from statejax.extend import (
 )
 from statejax.filters import Path
 from statejax.graph import Module, iter_states
-from statejax.transforms._common import Index, as_tuple, run_eagerly, wait_for_results
-from statejax.transforms._state_specs import (
-    RESHAPED,
-    StateRules,
-    check_donated,
-    check_fits,
-    parse_rules,
-    resolve,
-    state_paths,
-)
 
 __all__ = ["JitSpec", "jit"]
 

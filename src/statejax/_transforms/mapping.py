@@ -21,6 +21,19 @@ from typing import Annotated, Any, Literal, TypeAlias, overload
 import jax
 import pydantic
 
+from statejax._transforms._common import AxisName, Count, Index, PositiveCount, as_tuple
+from statejax._transforms.vmap import (
+    _STATE_AXES_SCHEMA,
+    StateAxes,
+    StateSelector,
+    VmapSpec,
+    _check_axes,
+    _is_axis_key,
+    _parse_state_axes,
+    _selector,
+    vmap,
+    vmap_new_states,
+)
 from statejax.extend import (
     BatchAxisError,
     SpecError,
@@ -34,19 +47,6 @@ from statejax.extend import (
 )
 from statejax.filters import Path
 from statejax.graph import Module, iter_states
-from statejax.transforms._common import AxisName, Count, Index, PositiveCount, as_tuple
-from statejax.transforms.vmap import (
-    _STATE_AXES_SCHEMA,
-    StateAxes,
-    StateSelector,
-    VmapSpec,
-    _check_axes,
-    _is_axis_key,
-    _parse_state_axes,
-    _selector,
-    vmap,
-    vmap_new_states,
-)
 
 __all__ = [
     "MappingStateAxes",
@@ -90,7 +90,7 @@ def parse_state_axes(value: object, field: str) -> MappingStateAxes:
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.mapping import parse_state_axes
+        >>> from statejax._transforms.mapping import parse_state_axes
         >>> w = sj.ParamState(jnp.zeros(3))
         >>> parse_state_axes({None: [w], 1: sj.ShortTermState}, "x")
         ((None, ParamState (float32[3])), (1, OfType(ShortTermState)))
@@ -133,7 +133,7 @@ def vmap_state_axes(axes: MappingStateAxes) -> dict[int, StateSelector] | None:
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.mapping import parse_state_axes, vmap_state_axes
+        >>> from statejax._transforms.mapping import parse_state_axes, vmap_state_axes
         >>> vmap_state_axes(parse_state_axes({None: sj.ParamState, 0: sj.ShortTermState}, "x"))
         {0: OfType(ShortTermState)}
     """

@@ -45,6 +45,12 @@ import numpy as np
 import pydantic
 
 from statejax import random as _random
+from statejax._transforms._autodiff_types import AX, RV, GradFunction, K, P, R
+from statejax._transforms._common import MAX_INT32, PositiveCount, name_of
+from statejax._transforms._common import SpecTypeError as _SpecTypeError
+from statejax._transforms._common import TraceTypeError as _TraceTypeError
+from statejax._transforms._common import TraceValueError as _TraceValueError
+from statejax._transforms.checking import NaNError, raise_when
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -59,12 +65,6 @@ from statejax.extend import (
     parse_spec,
 )
 from statejax.graph import StateMapping, StateTree
-from statejax.transforms._autodiff_types import AX, RV, GradFunction, K, P, R
-from statejax.transforms._common import MAX_INT32, PositiveCount, name_of
-from statejax.transforms._common import SpecTypeError as _SpecTypeError
-from statejax.transforms._common import TraceTypeError as _TraceTypeError
-from statejax.transforms._common import TraceValueError as _TraceValueError
-from statejax.transforms.checking import NaNError, raise_when
 
 __all__ = [
     "DiffSpec",
@@ -663,7 +663,7 @@ class GradientTransform:
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import GradientTransform
+        >>> from statejax.transform import GradientTransform
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> g = GradientTransform(lambda: jnp.sum(w.value ** 2), jax.grad, grad_states=w)
         >>> g().tolist()
@@ -1093,7 +1093,7 @@ def grad(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import grad
+        >>> from statejax.transform import grad
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> def loss(x):
         ...     return jnp.sum(w.value * x) ** 2
@@ -1236,7 +1236,7 @@ def vector_grad(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import vector_grad
+        >>> from statejax.transform import vector_grad
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> vector_grad(lambda: w.value ** 2, w)().tolist()
         [2.0, 4.0]
@@ -1282,7 +1282,7 @@ def fwd_grad(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import fwd_grad
+        >>> from statejax.transform import fwd_grad
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> g = fwd_grad(lambda: jnp.sum(w.value ** 2), w, tangent_size=4096, key=0)()
         >>> bool(jnp.allclose(g, jnp.array([2.0, 4.0]), atol=0.3))
@@ -1373,7 +1373,7 @@ def jacrev(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import jacrev
+        >>> from statejax.transform import jacrev
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> jacrev(lambda x: w.value * x, w)(jnp.array(3.0)).tolist()
         [[3.0, 0.0], [0.0, 3.0]]
@@ -1447,7 +1447,7 @@ def jacfwd(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import jacfwd
+        >>> from statejax.transform import jacfwd
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> jac, value = jacfwd(lambda x: w.value * x, w, return_value=True)(jnp.array(3.0))
         >>> jac.tolist(), value.tolist()
@@ -1518,7 +1518,7 @@ def hessian(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import hessian
+        >>> from statejax.transform import hessian
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> hessian(lambda: jnp.sum(w.value ** 3), w)().tolist()
         [[6.0, 0.0], [0.0, 12.0]]
@@ -1590,7 +1590,7 @@ def vjp(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import vjp
+        >>> from statejax.transform import vjp
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> out, vjp_fn = vjp(lambda x: w.value * x, jnp.array(3.0), grad_states=w)
         >>> gw, gx = vjp_fn(jnp.array([1.0, 1.0]))
@@ -1641,7 +1641,7 @@ def jvp(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.autodiff import jvp
+        >>> from statejax.transform import jvp
         >>> w = sj.ParamState(jnp.array([1.0, 2.0]))
         >>> out, tangent = jvp(lambda x: w.value * x, (jnp.array(3.0),), (jnp.array(1.0),))
         >>> out.tolist(), tangent.tolist()

@@ -16,9 +16,9 @@ from typing import Any, ParamSpec, TypeVar, overload
 import jax
 import pydantic
 
+from statejax._transforms._common import SignedIndex, as_tuple
+from statejax._transforms.jit import jit
 from statejax.extend import SpecError, Transform, TransformSpec, hookimpl, parse_spec
-from statejax.transforms._common import SignedIndex, as_tuple
-from statejax.transforms.jit import jit
 
 __all__ = ["NamedCallSpec", "NamedScopeSpec", "named_call", "named_scope"]
 

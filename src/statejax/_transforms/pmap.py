@@ -32,19 +32,7 @@ import numpy as np
 import pydantic
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from statejax.extend import (
-    BatchAxisError,
-    PureCore,
-    SpecError,
-    Split,
-    State,
-    StatefulFunction,
-    Transform,
-    TransformSpec,
-    hookimpl,
-    parse_spec,
-)
-from statejax.transforms._common import (
+from statejax._transforms._common import (
     AxisName,
     Count,
     Index,
@@ -53,7 +41,7 @@ from statejax.transforms._common import (
     name_of,
     wait_for_results,
 )
-from statejax.transforms.mapping import (
+from statejax._transforms.mapping import (
     _NEW_STATE_OUT_AXES,
     _STATE_IN_AXES,
     _STATE_OUT_AXES,
@@ -66,12 +54,24 @@ from statejax.transforms.mapping import (
     module_initializer,
     vmap_state_axes,
 )
-from statejax.transforms.vmap import (
+from statejax._transforms.vmap import (
     LaneSpec,
     StateAxesLike,
     VmapSpec,
     _Batched,
     _check_axes,
+)
+from statejax.extend import (
+    BatchAxisError,
+    PureCore,
+    SpecError,
+    Split,
+    State,
+    StatefulFunction,
+    Transform,
+    TransformSpec,
+    hookimpl,
+    parse_spec,
 )
 
 __all__ = ["Pmap2NewStatesSpec", "Pmap2Spec", "PmapSpec", "pmap", "pmap2", "pmap2_new_states"]

@@ -24,6 +24,16 @@ import jax
 import jax.numpy as jnp
 import pydantic
 
+from statejax._transforms._common import (
+    AxisName,
+    Count,
+    PositiveCount,
+    SpecTypeError,
+    jit_disabled,
+    name_of,
+    run_eagerly,
+)
+from statejax._transforms.loops import ForLoopSpec, _scan
 from statejax.extend import (
     BatchAxisError,
     PureCore,
@@ -43,16 +53,6 @@ from statejax.extend import (
 )
 from statejax.filters import Filter, FilterLike, Path, to_filter
 from statejax.graph import Module, StateMapping, iter_states
-from statejax.transforms._common import (
-    AxisName,
-    Count,
-    PositiveCount,
-    SpecTypeError,
-    jit_disabled,
-    name_of,
-    run_eagerly,
-)
-from statejax.transforms.loops import ForLoopSpec, _scan
 
 __all__ = [
     "MapSpec",
@@ -388,7 +388,7 @@ def vmap(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.vmap import vmap
+        >>> from statejax.transform import vmap
         >>> w = sj.ParamState(jnp.array([1.0, 2.0, 3.0]))     # one weight per lane
         >>> total = sj.State(jnp.array(0.0))                  # shared, broadcast
         >>> @vmap(in_states={0: w})
@@ -1180,7 +1180,7 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.vmap import map
+        >>> from statejax.transform import map
         >>> seen = sj.State(jnp.array(0))
         >>> def f(x):
         ...     seen.value += 1

@@ -24,6 +24,14 @@ import jax
 import pydantic
 from jax.api_util import shaped_abstractify
 
+from statejax._transforms._common import (
+    AxisName,
+    Index,
+    as_tuple,
+    jit_disabled,
+    name_of,
+    run_eagerly,
+)
 from statejax.extend import (
     PureCore,
     Split,
@@ -34,14 +42,6 @@ from statejax.extend import (
 )
 from statejax.extend import StatefulFunction as _Engine
 from statejax.graph import Module
-from statejax.transforms._common import (
-    AxisName,
-    Index,
-    as_tuple,
-    jit_disabled,
-    name_of,
-    run_eagerly,
-)
 
 __all__ = ["CacheKey", "StatefulFunction", "StatefulFunctionSpec"]
 

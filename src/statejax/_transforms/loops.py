@@ -36,6 +36,24 @@ import pydantic
 from jax import lax
 
 from statejax._errors import LoopBodyError
+from statejax._transforms._common import (
+    Count,
+    PositiveCount,
+    TraceValueError,
+    eager_call,
+    jit_disabled,
+    name_of,
+    run_eagerly,
+    show_signature,
+    signature,
+)
+from statejax._transforms.progress import (
+    BarHandler,
+    PbarOption,
+    ProgressBar,
+    check_pbar_type,
+    progress_handler,
+)
 from statejax.extend import (
     PureCore,
     SpecError,
@@ -48,24 +66,6 @@ from statejax.extend import (
     describe_state,
     hookimpl,
     parse_spec,
-)
-from statejax.transforms._common import (
-    Count,
-    PositiveCount,
-    TraceValueError,
-    eager_call,
-    jit_disabled,
-    name_of,
-    run_eagerly,
-    show_signature,
-    signature,
-)
-from statejax.transforms.progress import (
-    BarHandler,
-    PbarOption,
-    ProgressBar,
-    check_pbar_type,
-    progress_handler,
 )
 
 __all__ = [
@@ -249,7 +249,7 @@ def scan(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.loops import scan
+        >>> from statejax.transform import scan
         >>> total = sj.State(jnp.array(0.0))
         >>> def step(carry, x):
         ...     total.value = total.value + x
@@ -281,7 +281,7 @@ def for_loop(
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.loops import for_loop
+        >>> from statejax.transform import for_loop
         >>> v = sj.HiddenState(jnp.array(1.0))
         >>> def step(x):
         ...     v.value = 0.5 * v.value + x
@@ -320,7 +320,7 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.loops import while_loop
+        >>> from statejax.transform import while_loop
         >>> total = sj.State(jnp.array(0))
         >>> def body(i):
         ...     total.value = total.value + i

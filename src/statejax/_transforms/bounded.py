@@ -30,18 +30,8 @@ import jax.numpy as jnp
 import pydantic
 from jax import lax
 
-from statejax.extend import (
-    PureCore,
-    SpecError,
-    Split,
-    StatefulFunction,
-    Transform,
-    TransformSpec,
-    hookimpl,
-    parse_spec,
-)
-from statejax.transforms._common import MAX_INT32, Count, jit_disabled, name_of
-from statejax.transforms.loops import (
+from statejax._transforms._common import MAX_INT32, Count, jit_disabled, name_of
+from statejax._transforms.loops import (
     _BODY,
     _COND,
     ScanSpec,
@@ -53,13 +43,23 @@ from statejax.transforms.loops import (
     _TracedCondition,
     _while_eagerly,
 )
-from statejax.transforms.progress import (
+from statejax._transforms.progress import (
     PbarOption,
     ProgressBar,
     check_pbar_type,
     progress_handler,
 )
-from statejax.transforms.unvmap import unvmap
+from statejax._transforms.unvmap import unvmap
+from statejax.extend import (
+    PureCore,
+    SpecError,
+    Split,
+    StatefulFunction,
+    Transform,
+    TransformSpec,
+    hookimpl,
+    parse_spec,
+)
 
 __all__ = [
     "BoundedWhileLoopSpec",

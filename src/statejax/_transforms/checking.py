@@ -33,6 +33,7 @@ import pydantic
 from jax.experimental import checkify as _checkify
 
 from statejax._errors import NaNError
+from statejax._transforms._common import name_of
 from statejax.extend import (
     PureCore,
     Split,
@@ -42,7 +43,6 @@ from statejax.extend import (
     hookimpl,
     parse_spec,
 )
-from statejax.transforms._common import name_of
 
 __all__ = [
     "CheckifySpec",
@@ -101,7 +101,7 @@ def raise_when(pred: Any, make_error: Callable[..., BaseException | None], *oper
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import raise_when
+        >>> from statejax.transform import raise_when
         >>> raise_when(jnp.array([False, True]), lambda p: ValueError(f"bad lanes {p}"))
         Traceback (most recent call last):
         ValueError: bad lanes [False  True]
@@ -152,7 +152,7 @@ def jit_error_if(
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import jit_error_if
+        >>> from statejax.transform import jit_error_if
         >>> jit_error_if(jnp.array(False), "x is {}", 1.0)
         >>> jit_error_if(jnp.array(True), "x is {}", 1.0)
         Traceback (most recent call last):
@@ -180,7 +180,7 @@ def breakpoint_if(pred: Any, **breakpoint_kwargs: Any) -> Any:
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import breakpoint_if
+        >>> from statejax.transform import breakpoint_if
         >>> breakpoint_if(jnp.array(False)) is None
         True
     """
@@ -198,7 +198,7 @@ def check(pred: Any, msg: str, *fmt_args: Any, debug: bool = False, **fmt_kwargs
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import check, checkify
+        >>> from statejax.transform import check, checkify
         >>> err, out = checkify(lambda x: (check(x > 0, "x={x}", x=x), x)[1])(jnp.array(-1.0))
         >>> err.get()
         'x=-1.0 (`check` failed)'
@@ -211,7 +211,7 @@ def check_error(error: Any) -> None:
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import check, check_error, checkify
+        >>> from statejax.transform import check, check_error, checkify
         >>> inner = checkify(lambda x: (check(x > 0, "x <= 0"), x)[1])
         >>> def outer(x):
         ...     err, out = inner(x)
@@ -293,7 +293,7 @@ def checkify(fn: Callable[..., R], errors: Any = user_checks) -> Callable[..., t
     Examples:
         >>> import jax.numpy as jnp
         >>> import statejax as sj
-        >>> from statejax.transforms.checking import check, checkify
+        >>> from statejax.transform import check, checkify
         >>> total = sj.State(jnp.array(0.0))
         >>> def add(x):
         ...     check(x > 0, "x must be positive")
@@ -416,11 +416,11 @@ def debug_nan(fn: Callable[..., Any], *args: Any, phase: str = "") -> None:
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import debug_nan
+        >>> from statejax.transform import debug_nan
         >>> debug_nan(jnp.log, jnp.array([1.0, 2.0]))
         >>> debug_nan(jnp.log, jnp.array([-1.0]))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        statejax.transforms.checking.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
+        statejax._transforms.checking.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
     """
     parse_spec(DebugNanSpec, "debug_nan", phase=phase)
     _debug_nan(fn, args, phase, None)
@@ -434,11 +434,11 @@ def debug_nan_if(has_nan: Any, fn: Callable[..., Any], *args: Any, phase: str = 
 
     Examples:
         >>> import jax.numpy as jnp
-        >>> from statejax.transforms.checking import debug_nan_if
+        >>> from statejax.transform import debug_nan_if
         >>> debug_nan_if(False, jnp.log, jnp.array([-1.0]))
         >>> debug_nan_if(True, jnp.log, jnp.array([-1.0]))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        statejax.transforms.checking.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
+        statejax._transforms.checking.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
     """
     parse_spec(DebugNanSpec, "debug_nan_if", phase=phase)
     if not _is_traced(has_nan):

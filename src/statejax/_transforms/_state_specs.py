@@ -16,10 +16,10 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from statejax._transforms.vmap import StateSelector, _selector
 from statejax.extend import SpecError, Split, State, describe_state
 from statejax.filters import Everything, Path
 from statejax.graph import Module, iter_states
-from statejax.transforms.vmap import StateSelector, _selector
 
 __all__ = [
     "RESHAPED",
