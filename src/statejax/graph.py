@@ -42,7 +42,8 @@ from statejax._graph_util import (
     iter_edges,
 )
 from statejax._new_states import NewStateCatcher, catch_new_states
-from statejax._state import State, TreefyState, is_leaked, register_by_reference
+from statejax._state import State, TreefyState
+from statejax._tracing import is_leaked, register_by_reference
 from statejax.filters import (
     Everything,
     Filter,

@@ -34,12 +34,12 @@ import numpy as np
 
 from statejax._errors import StateLeakError, TraceError
 from statejax._jax_compat import is_top_level, jit_disabled, tracer_trace
-from statejax._state import (
-    _CALL_REFS,
-    _TLS,
-    State,
+from statejax._state import State
+from statejax._tracing import (
+    CALL_REFS,
     StateTrace,
-    _contains_tracer,
+    contains_tracer,
+    current_traces,
     describe_state,
     is_leaked,
     lives_in_trace,
@@ -133,7 +133,7 @@ class Split:
         under the merge lock, so a call never sees half of another call's merge.
         `top_level`: whether no JAX transform is tracing (the caller may know).
         """
-        if _TLS.stack:
+        if current_traces():
             return [s.value for s in self.read_states], [s.value for s in self.write_states]
         with _MERGE_LOCK:
             if not (is_top_level() if top_level is None else top_level):
@@ -149,7 +149,7 @@ class Split:
         tracer (a statejax transform called inside a plain JAX transform) is refused
         without a partial write; then all are stored together under the merge lock.
         """
-        if _TLS.stack:
+        if current_traces():
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
             return
@@ -160,7 +160,7 @@ class Split:
         if not (is_top_level() if top_level is None else top_level):
             stored = []
             for state, value in zip(self.write_states, write_values, strict=True):
-                if not lives_in_trace(state) and _contains_tracer(value):
+                if not lives_in_trace(state) and contains_tracer(value):
                     _refuse_tracers((state,), (value,))
                 stored.append(storable_value(state, value))
             with _MERGE_LOCK:
@@ -178,7 +178,7 @@ class Split:
 def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
     """Called inside a plain JAX transform, a statejax transform returns tracers: refuse them."""
     for state, value in zip(states, values, strict=True):
-        if _contains_tracer(value):
+        if contains_tracer(value):
             raise TraceError(
                 f"a statejax transform was called inside a plain JAX transform (jax.jit, "
                 f"jax.grad, ...) and would store a tracer in {describe_state(state)}. Use "
@@ -524,7 +524,7 @@ class StatefulFunction(Generic[R]):
     def __call__(self, /, *args: Any, **kwargs: Any) -> R:
         # `self` positional-only: a jitted method may be called as `Cls.method(self=m)`.
         # Count call depth here, not through helper calls: this is the cached call path.
-        calls = _CALL_REFS
+        calls = CALL_REFS
         calls.depth += 1
         try:
             key = self._key(args, kwargs)
@@ -571,7 +571,7 @@ class StatefulFunction(Generic[R]):
         first call): for ahead-of-time inspection, such as jit's `.lower(...)`, which
         calls the lifted function's own methods on `split.gather()`.
         """
-        calls = _CALL_REFS
+        calls = CALL_REFS
         calls.depth += 1
         try:
             key = self._key(args, kwargs)
