@@ -74,3 +74,67 @@ def test_the_trace_machinery_is_below_the_state_classes() -> None:
     assert tracing <= below
     state = {m for m in _imported_modules(trees["statejax._state"]) if m.startswith("statejax")}
     assert state <= below | {"statejax._tracing"}
+
+
+# JAX's internals: what statejax takes from them goes through `_jax_compat.py`, so a
+# change in JAX breaks one module. `jax.core.Tracer` and `jax.core.ShapedArray` are
+# public (documented); `jax.extend` is JAX's public API for extensions.
+_JAX_INTERNAL = ("jax._src", "jax.interpreters", "jax.api_util")
+_PUBLIC_JAX_CORE = {"Tracer", "ShapedArray"}
+
+
+def _is_internal(dotted: str) -> bool:
+    if any(dotted == p or dotted.startswith(p + ".") for p in _JAX_INTERNAL):
+        return True
+    parts = dotted.split(".")
+    return parts[:2] == ["jax", "core"] and (len(parts) == 2 or parts[2] not in _PUBLIC_JAX_CORE)
+
+
+def _jax_internals(tree: ast.Module) -> Iterator[str]:
+    """Each use of a JAX internal in a module: imports and attribute chains (`jax.core.x`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if _is_internal(a.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                dotted = f"{node.module}.{alias.name}"
+                if _is_internal(node.module) or _is_internal(dotted):
+                    yield dotted
+        elif isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Del):
+            dotted = ast.unparse(node)
+            # A chain of names (not `f().x`); `jax.core` alone is the stem of `jax.core.Tracer`.
+            plain = dotted.replace(".", "").replace("_", "").isalnum()
+            if plain and dotted != "jax.core" and _is_internal(dotted):
+                yield dotted
+
+
+def test_jax_internals_only_in_jax_compat() -> None:
+    used = {
+        f"{name}: {what}"
+        for name, tree in _modules()
+        if name != "statejax._jax_compat"
+        for what in _jax_internals(tree)
+    }
+    assert sorted(used) == []
+
+
+def test_the_internals_check_sees_each_spelling() -> None:
+    source = (
+        "import jax\n"
+        "from jax._src import core\n"
+        "from jax.interpreters import batching\n"
+        "from jax import api_util\n"
+        "from jax.core import eval_jaxpr\n"
+        "x = jax.core.eval_jaxpr\n"
+        "y = jax.core.Tracer\n"
+        "from jax.extend.core import Primitive\n"
+        "from jax import core\n"
+    )
+    found = sorted(set(_jax_internals(ast.parse(source))))
+    assert found == [
+        "jax._src.core",
+        "jax.api_util",
+        "jax.core",
+        "jax.core.eval_jaxpr",
+        "jax.interpreters.batching",
+    ]
