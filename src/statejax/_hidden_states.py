@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from statejax._state import HiddenState, _check_array, peek_array
+from statejax._state import HiddenState, check_array, peek_array
 
 __all__ = ["HiddenGroupState", "HiddenTreeState"]
 
@@ -43,7 +43,7 @@ class HiddenGroupState(HiddenState[jax.Array]):
     def __init__(
         self, value: Any, name: str | None = None, *, tag: str | Iterable[str] | None = None
     ) -> None:
-        _check_array(type(self).__name__, value)
+        check_array(type(self).__name__, value)
         if len(value.shape) < 2:
             raise ValueError(
                 f"{type(self).__name__} stacks its variables on the last axis, so its value "
@@ -176,7 +176,7 @@ class HiddenTreeState(HiddenGroupState):
                 f"{kind} takes a dictionary/sequence of arrays, got {type(value).__name__}"
             )
         for key, v in value.items():
-            _check_array(f"{kind} entry {key!r}", v)
+            check_array(f"{kind} entry {key!r}", v)
         shapes = {k: tuple(v.shape) for k, v in value.items()}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"{kind}: every variable needs the same shape, got {shapes}")

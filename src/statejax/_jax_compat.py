@@ -6,6 +6,12 @@ a tracer): a value written inside a plain JAX transform nested in a statejax
 trace must be refused when it is written, not when JAX finds the leak later
 without naming the state. These helpers wrap `jax._src.core` so that a change in
 JAX breaks one module, and `tests/engine/test_leaks.py` pins the behaviour.
+
+The other internals used (`jax.interpreters` to give a primitive a batching rule
+and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`) are
+wrapped here too: no other module of the package names `jax._src`,
+`jax.interpreters`, `jax.api_util` or a non-public `jax.core` name
+(`tests/test_layout.py` checks it).
 """
 
 from __future__ import annotations
@@ -15,16 +21,24 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jax
+from jax import api_util as _api_util
 from jax._src import core as _core
 from jax._src import traceback_util as _traceback_util
+from jax.extend.core import ClosedJaxpr, Primitive
+from jax.interpreters import batching as _batching
+from jax.interpreters import mlir as _mlir
 
 __all__ = [
     "api_boundary",
     "current_jax_trace",
+    "eval_closed_jaxpr",
     "is_top_level",
     "is_tracing",
     "jit_disabled",
     "statejax_dir",
+    "register_batch_rule",
+    "register_lowering_of",
+    "shaped_abstractify",
     "trace_chain",
     "tracer_trace",
 ]
@@ -101,3 +115,39 @@ def api_boundary(fn: F) -> F:
         bad input
     """
     return _traceback_util.api_boundary(fn)
+
+
+def shaped_abstractify(leaf: Any) -> Any:
+    """The abstract value (shape, dtype, weak type) of an array, number or `ShapeDtypeStruct`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> shaped_abstractify(jnp.zeros((2, 3))).str_short()
+        'float32[2,3]'
+    """
+    return _api_util.shaped_abstractify(leaf)  # type: ignore[no-untyped-call]
+
+
+def eval_closed_jaxpr(closed: ClosedJaxpr, *args: Any) -> list[Any]:
+    """Evaluate a closed jaxpr on flat arguments; the flat outputs.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> closed = jax.make_jaxpr(lambda x: x * 2)(1.0)
+        >>> [float(v) for v in eval_closed_jaxpr(closed, jnp.float32(3.0))]
+        [6.0]
+    """
+    outs: list[Any] = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *args)
+    return outs
+
+
+def register_batch_rule(
+    prim: Primitive, rule: Callable[[tuple[Any, ...], tuple[Any, ...]], tuple[Any, Any]]
+) -> None:
+    """Give `prim` its `vmap` rule: `rule(args, dims) -> (out, out_dim)`."""
+    _batching.primitive_batchers[prim] = rule
+
+
+def register_lowering_of(prim: Primitive, impl: Callable[[Any], Any]) -> None:
+    """Lower `prim` (one operand, one result) as `impl`, a function of JAX operations."""
+    _mlir.register_lowering(prim, _mlir.lower_fun(impl, multiple_results=False))

@@ -6,7 +6,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from statejax._state import _TLS, State
+from statejax._state import State
+from statejax._tracing import calling_on_create
 from statejax.filters import PredicateLike, to_predicate
 
 __all__ = ["NewStateCatcher", "catch_new_states"]
@@ -130,9 +131,5 @@ def catch_new_states(
         (True, {'init'}, ['init', 'w'])
     """
     catcher = NewStateCatcher(state_tag, state_to_exclude)
-    hooks = _TLS.on_create
-    hooks.append(catcher.append)
-    try:
+    with calling_on_create(catcher.append):
         yield catcher
-    finally:
-        hooks.remove(catcher.append)

@@ -10,7 +10,8 @@ import numpy as np
 
 from statejax._jax_compat import is_top_level
 from statejax._samplers import _ADVANCING, Samplers, SeedOrKey, as_key
-from statejax._state import State, peek_value
+from statejax._state import State
+from statejax._tracing import peek_value
 
 __all__ = ["RandomState"]
 

@@ -25,7 +25,7 @@ import numpy as np
 from jax import lax
 
 from statejax import _distributions as dist
-from statejax._state import peek_value
+from statejax._tracing import peek_value
 
 __all__ = ["Samplers", "as_key", "on_default"]
 

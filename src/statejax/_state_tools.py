@@ -9,7 +9,8 @@ from typing import Any, Generic, Self, TypeVar
 
 import jax
 
-from statejax._state import _TLS, State
+from statejax._state import State
+from statejax._tracing import checking_value_trees
 
 __all__ = [
     "FakeState",
@@ -44,11 +45,8 @@ def check_state_value_tree(val: bool = True) -> Iterator[None]:
         ...
         ValueError: the value written to State (float32[2]) has tree structure ...
     """
-    _TLS.tree_check.append(val)
-    try:
+    with checking_value_trees(val):
         yield
-    finally:
-        _TLS.tree_check.pop()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from statejax._state import State, StateTrace, adopt_created, peek_value
+from statejax._state import State
+from statejax._tracing import StateTrace, adopt_created, peek_value
 
 __all__ = ["StateTraceStack"]
 

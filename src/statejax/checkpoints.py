@@ -36,7 +36,8 @@ import jax
 import numpy as np
 
 from statejax._errors import StatejaxError
-from statejax._state import State, describe_state
+from statejax._state import State
+from statejax._tracing import describe_state
 from statejax.filters import Path
 from statejax.sharding import _items
 

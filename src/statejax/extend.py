@@ -25,8 +25,8 @@ from typing import Any as _Any
 
 from statejax._errors import BatchAxisError, SpecError, StateLeakError, TraceError
 from statejax._jax_compat import api_boundary, jit_disabled
-from statejax._state import (
-    State,
+from statejax._state import State
+from statejax._tracing import (
     StateTrace,
     adopt_created,
     current_trace,

@@ -42,7 +42,8 @@ import numpy as np
 from statejax._errors import BatchAxisError
 from statejax._random_state import RandomState
 from statejax._samplers import SeedOrKey, as_key, on_default
-from statejax._state import State, describe_state, outside_traces
+from statejax._state import State
+from statejax._tracing import describe_state, outside_traces
 from statejax.extend import StateBatching, TransformSpec, hookimpl
 
 __all__ = [

@@ -32,7 +32,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
 from statejax._errors import SpecError
-from statejax._state import State, describe_state
+from statejax._state import State
+from statejax._tracing import describe_state
 from statejax._transforms._state_specs import check_fits, parse_rules, resolve
 from statejax.filters import Path
 from statejax.graph import Module, iter_states

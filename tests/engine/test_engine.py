@@ -142,3 +142,48 @@ def test_eager_call_meeting_a_new_state_runs_once(transform: str) -> None:
     jax.effects_barrier()
     assert len(fired) == 3 * lanes
     assert float(extra.value) == 2.0
+
+
+def test_a_retrace_meeting_a_new_state_aborts_and_retries_without_discovery() -> None:
+    """A verified jit split retraced for a new argument shape that takes a branch writing a
+    new state: the real trace is aborted (nothing compiled on the stale split), the missing
+    state is noted on that pure core, and the retry, itself a real trace, verifies the
+    grown split (no abstract trace in between)."""
+    a, b = sj.State(jnp.array(0.0)), sj.State(jnp.array(0.0))
+    traces: list[tuple[int, ...]] = []
+    calls: list[str] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(x.shape)
+        a.value = a.value + 1.0
+        if x.shape == (2,):
+            b.value = b.value + 1.0
+        return x.sum()
+
+    stateful: StatefulFunction[jax.Array] = StatefulFunction(
+        f, "t", counting_lift(calls), staged=True
+    )
+    stateful(jnp.ones(1))
+    assert len(traces) == 2  # discovery with the seed (finds `a`), then with `a`; jit reuses it
+    stale = stateful._entries[()].pure
+    assert float(stateful(jnp.ones(2))) == 2.0
+    assert traces[2:] == [(2,), (2,)]  # the aborted real trace, then its retry: nothing else
+    assert [found.writes for found in stale.noted] == [(b,)]
+    assert calls == ["lift r=0 w=0", "lift r=0 w=1", "lift r=0 w=2"]
+    assert (float(a.value), float(b.value)) == (2.0, 1.0)
+    stateful(jnp.ones(2))
+    assert len(traces) == 4  # cached
+
+
+def test_discovery_mode_is_per_pure_core_and_thread_and_restored() -> None:
+    """The pure core notes missing states in either mode; only a RUN trace aborts."""
+    from statejax.registry._engine import StateSetChanged, TraceMode
+
+    s = sj.State(jnp.array(1.0))
+    pure = PureCore(lambda: s.value + 1, Split(), "t", owner=object())
+    with pure.traced_as(TraceMode.DISCOVER):
+        out, _ = pure([], [])
+    assert float(out) == 2.0 and [found.reads for found in pure.noted] == [(s,)]
+    with pytest.raises(StateSetChanged):
+        pure([], [])  # RUN again outside the block
+    assert len(pure.noted) == 2

@@ -15,7 +15,7 @@ from jax.extend import source_info_util
 
 import statejax as sj
 from statejax._new_states import NewStateCatcher
-from statejax._state import _TLS
+from statejax._tracing import current_traces
 
 
 def test_source_info_points_at_the_line_that_created_the_state() -> None:
@@ -101,7 +101,7 @@ def test_catcher_appends_once_and_honours_the_exclusion_filter() -> None:
 
 def test_trace_stack_exited_out_of_order_raises_and_keeps_the_stack() -> None:
     state = sj.State(jnp.zeros(2))
-    depth = len(_TLS.stack)
+    depth = len(current_traces())
     outer, inner = sj.StateTraceStack(name="outer"), sj.StateTraceStack(name="inner")
     outer.__enter__()
     inner.__enter__()
@@ -109,12 +109,12 @@ def test_trace_stack_exited_out_of_order_raises_and_keeps_the_stack() -> None:
         state.value = jnp.ones(2)
         with pytest.raises(RuntimeError, match="exited out of order"):
             outer.__exit__(None, None, None)
-        assert len(_TLS.stack) == depth + 2
+        assert len(current_traces()) == depth + 2
         np.testing.assert_array_equal(state.value, jnp.ones(2))  # still inside both
     finally:
         inner.__exit__(None, None, None)
         outer.__exit__(None, None, None)
-    assert len(_TLS.stack) == depth
+    assert len(current_traces()) == depth
     np.testing.assert_array_equal(state.value, jnp.ones(2))  # the write reached the state
     assert outer.states == [state] and outer.been_writen == [True]
     with pytest.raises(RuntimeError, match="without being entered"):
@@ -122,10 +122,10 @@ def test_trace_stack_exited_out_of_order_raises_and_keeps_the_stack() -> None:
 
 
 def test_trace_stack_nested_exits_in_order() -> None:
-    depth = len(_TLS.stack)
+    depth = len(current_traces())
     with sj.StateTraceStack(name="a"), sj.StateTraceStack(name="b"):
-        assert len(_TLS.stack) == depth + 2
-    assert len(_TLS.stack) == depth
+        assert len(current_traces()) == depth + 2
+    assert len(current_traces()) == depth
 
 
 def test_hidden_tree_state_messages() -> None:
@@ -217,7 +217,7 @@ def test_state_dict_manager_is_a_pytree_that_transforms_take() -> None:
 
 def test_a_transform_ends_a_trace_stack_its_function_left_open() -> None:
     state = sj.State(jnp.zeros(2))
-    depth = len(_TLS.stack)
+    depth = len(current_traces())
 
     @sj.jit
     def leaves_one_open() -> jax.Array:
@@ -227,7 +227,7 @@ def test_a_transform_ends_a_trace_stack_its_function_left_open() -> None:
 
     with pytest.raises(RuntimeError, match=r"StateTraceStack\(left\) entered inside .* still"):
         leaves_one_open()
-    assert len(_TLS.stack) == depth  # the stack is whole again
+    assert len(current_traces()) == depth  # the stack is whole again
     np.testing.assert_array_equal(state.value, jnp.zeros(2))  # and no state changed
 
     @sj.jit
@@ -244,10 +244,10 @@ def test_an_error_in_flight_is_not_masked_by_a_trace_stack_left_open() -> None:
         sj.StateTraceStack(name="left").__enter__()
         raise KeyError("the real error")
 
-    depth = len(_TLS.stack)
+    depth = len(current_traces())
     with pytest.raises(KeyError, match="the real error"):
         fails()
-    assert len(_TLS.stack) == depth
+    assert len(current_traces()) == depth
 
 
 def test_states_still_copy_deep_copy_and_pickle_with_source_info() -> None:

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import jax
 import pydantic
-from jax.api_util import shaped_abstractify
 
+from statejax._jax_compat import eval_closed_jaxpr, shaped_abstractify
 from statejax._transforms._common import (
     AxisName,
     Index,
@@ -128,7 +128,7 @@ def _refuse_states(where: str, tree: Any) -> None:
 
 def _aval(leaf: Any) -> Any:
     """The abstract value (shape, dtype, weak type) of an array, number or `ShapeDtypeStruct`."""
-    return shaped_abstractify(leaf)  # type: ignore[no-untyped-call]
+    return shaped_abstractify(leaf)
 
 
 def _has_tracer(tree: Any) -> bool:
@@ -678,6 +678,6 @@ def _evaluate(compiled: _Compiled, inputs: Any) -> tuple[Any, Any]:
             f"the arguments' structure {tree} differs from the traced one {compiled.in_tree}"
         )
     closed = compiled.jaxpr
-    outs = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *leaves)
+    outs = eval_closed_jaxpr(closed, *leaves)
     out, state_outs = jax.tree.unflatten(compiled.out_tree, outs)
     return out, state_outs

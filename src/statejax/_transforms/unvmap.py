@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import pydantic
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
 
+from statejax._jax_compat import register_batch_rule, register_lowering_of
 from statejax.extend import Transform, TransformSpec, hookimpl, parse_spec
 
 __all__ = ["UnvmapSpec", "unvmap"]
@@ -57,8 +57,8 @@ def _define(
             x = jnp.take(x, 0, axis=dim)
         return prim.bind(x), None  # type: ignore[no-untyped-call]
 
-    batching.primitive_batchers[prim] = batch
-    mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=False))
+    register_batch_rule(prim, batch)
+    register_lowering_of(prim, impl)
     return prim
 
 

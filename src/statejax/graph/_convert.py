@@ -9,7 +9,8 @@ from typing import Any
 import jax
 
 from statejax._errors import TraceContextError
-from statejax._state import State, is_leaked
+from statejax._state import State
+from statejax._tracing import is_leaked
 from statejax.filters import Path
 from statejax.graph._containers import StateMapping, StateTree
 from statejax.graph._context import MergeContext, SplitContext, merge_context, split_context

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from statejax._errors import TraceContextError
 from statejax._new_states import NewStateCatcher, catch_new_states
-from statejax._state import State, is_leaked
+from statejax._state import State
+from statejax._tracing import is_leaked
 from statejax.filters import Filter, FilterLike, Path, PredicateFn, PredicateLike
 from statejax.graph._containers import StateMapping
 from statejax.graph._node_types import _add_module_type

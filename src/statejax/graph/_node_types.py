@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Protocol, TypeGuard
 
-from statejax._state import register_by_reference
+from statejax._tracing import register_by_reference
 
 
 class _NodeType:

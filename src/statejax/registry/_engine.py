@@ -7,8 +7,12 @@ engine does the rest:
 1. **split**: the `Split` lists the states the function reads (only) and the
    states it writes. It starts as the plugin's seed (often empty) and is
    *verified* by every trace: a trace that touches a state outside the split
-   raises `StateSetChanged`, and the engine retries with the union. So discovery
-   costs one extra trace on the first call and nothing afterwards.
+   notes the missing states on its pure core (`PureCore.noted`), and the engine
+   retries with the union. Before a call runs for real, an abstract trace
+   (`TraceMode.DISCOVER`, under `jax.eval_shape`) completes the split; a real
+   trace that still meets a new state (`TraceMode.RUN`) is aborted with
+   `StateSetChanged`, so nothing runs on a stale split. So discovery costs one
+   extra trace on the first call and nothing afterwards.
 2. **pure core**: `PureCore` `(read_vals, write_vals, *args, **kwargs) ->
    (out, new_write_vals)` runs the user function inside a `StateTrace` that
    gives the states the given values (tracers, under a JAX transform). Those
@@ -23,11 +27,13 @@ dies with the objects it is keyed by and keeps none of them alive.
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 
 import jax
 import numpy as np
@@ -41,12 +47,12 @@ from statejax._jax_compat import (
     trace_chain,
     tracer_trace,
 )
-from statejax._state import (
-    _CALL_REFS,
-    _TLS,
-    State,
+from statejax._state import State
+from statejax._tracing import (
+    CALL_REFS,
     StateTrace,
-    _contains_tracer,
+    contains_tracer,
+    current_traces,
     describe_state,
     is_leaked,
     lives_in_trace,
@@ -55,7 +61,15 @@ from statejax._state import (
 )
 from statejax.graph import Module
 
-__all__ = ["Lift", "PureCore", "Split", "StateSetChanged", "StatefulFunction"]
+__all__ = [
+    "Lift",
+    "MissingStates",
+    "PureCore",
+    "Split",
+    "StateSetChanged",
+    "StatefulFunction",
+    "TraceMode",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -140,7 +154,7 @@ class Split:
         under the merge lock, so a call never sees half of another call's merge.
         `top_level`: whether no JAX transform is tracing (the caller may know).
         """
-        if _TLS.stack:
+        if current_traces():
             return [s.value for s in self.read_states], [s.value for s in self.write_states]
         with _MERGE_LOCK:
             if not (is_top_level() if top_level is None else top_level):
@@ -179,7 +193,7 @@ class Split:
             >>> float(a.value[0]), float(b.value[0])  # nothing was stored
             (0.0, 0.0)
         """
-        if _TLS.stack:
+        if current_traces():
             write_values = check_merge(name, self.write_states, write_values, False)
             for state, value in zip(self.write_states, write_values, strict=True):
                 state.value = value
@@ -193,7 +207,7 @@ class Split:
         if not top_level:
             stored = []
             for state, value in zip(self.write_states, write_values, strict=True):
-                if not lives_in_trace(state) and _contains_tracer(value):
+                if not lives_in_trace(state) and contains_tracer(value):
                     _refuse_tracers((state,), (value,))
                 stored.append(storable_value(state, value))
             with _MERGE_LOCK:
@@ -297,7 +311,7 @@ def check_merge(
 def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
     """Called inside a plain JAX transform, a statejax transform returns tracers: refuse them."""
     for state, value in zip(states, values, strict=True):
-        if _contains_tracer(value):
+        if contains_tracer(value):
             raise TraceError(
                 f"a statejax transform was called inside a plain JAX transform (jax.jit, "
                 f"jax.grad, ...) and would store a tracer in {describe_state(state)}. Use "
@@ -315,18 +329,39 @@ def _unique(states: Sequence[State[Any]]) -> list[State[Any]]:
     return out
 
 
-class StateSetChanged(Exception):
-    """A trace touched states outside its split; the engine retries with the union.
+class TraceMode(enum.Enum):
+    """How a trace of a pure core meets a state missing from its split.
 
-    Internal control flow: it never escapes `StatefulFunction.__call__`
-    of the function that raised it (`owner`).
+    Either way the missing states are noted on the pure core (`PureCore.noted`), the
+    one signal the engine grows the split by; the mode decides what the trace does next.
     """
 
-    def __init__(self, owner: object, reads: list[State[Any]], writes: list[State[Any]]) -> None:
+    #: A real trace (jit compiling, grad or vmap running): abort it with
+    #: `StateSetChanged`, so nothing is compiled or run on a stale split.
+    RUN = "run"
+    #: An abstract trace under `jax.eval_shape`: let it finish (JAX frees a trace that
+    #: returns, not one aborted by an exception, with the values it closed over).
+    DISCOVER = "discover"
+
+
+class MissingStates(NamedTuple):
+    """States a trace touched outside its split: read only, and written."""
+
+    reads: tuple[State[Any], ...]
+    writes: tuple[State[Any], ...]
+
+
+class StateSetChanged(Exception):
+    """Aborts a `TraceMode.RUN` trace that met states outside its split.
+
+    Internal control flow: it never escapes `StatefulFunction.__call__` of the
+    function that raised it (`owner`). It carries no states: those are in the pure
+    core's `noted`, which the engine grows the split by.
+    """
+
+    def __init__(self, owner: object) -> None:
         super().__init__("statejax internal: state set changed; retrying")
         self.owner = owner
-        self.reads = reads
-        self.writes = writes
 
 
 class PureCore:
@@ -342,6 +377,12 @@ class PureCore:
     when the function returned, for the transform to return from its JAX transform
     and hand out with `statejax.extend.adopt_created`. Both are kept per thread, so
     threads tracing the same function at once do not mix them up.
+
+    A trace that meets states outside the split notes them in `noted`, then acts by
+    this thread's `TraceMode` (RUN, unless inside `traced_as(TraceMode.DISCOVER)`).
+    The mode cannot be an argument: the lift's JAX transform calls the pure core as
+    `pure(read_vals, write_vals, *args)`, and it must be this very function in both
+    modes, so that `jax.jit` reuses the discovery trace for the first call.
     """
 
     __slots__ = (
@@ -362,11 +403,22 @@ class PureCore:
         self.owner = owner
         # Off by default: kept values are tracers, which must not outlive their trace.
         self.hands_out_created = False
-        # The changes an abstract discovery trace noted instead of raising. Once one is
-        # noted, this split is stale for good: JAX may have cached that lenient trace
-        # (jax.jit does), so no thread may run it for real (see _discover).
-        self.noted: list[StateSetChanged] = []
+        # The states any trace of this core (any thread, either mode) found missing.
+        # Once one is noted, this split is stale for good: JAX may have cached a lenient
+        # discovery trace (jax.jit does), so no thread may run it for real.
+        self.noted: list[MissingStates] = []
         self._local = threading.local()
+
+    @contextlib.contextmanager
+    def traced_as(self, mode: TraceMode) -> Iterator[None]:
+        """Inside the block, this thread's traces of this core meet missing states per `mode`."""
+        local = self._local
+        saved: TraceMode = getattr(local, "mode", TraceMode.RUN)
+        local.mode = mode
+        try:
+            yield
+        finally:
+            local.mode = saved
 
     @property
     def record(self) -> StateTrace | None:
@@ -403,21 +455,13 @@ class PureCore:
                 # With states outside the split, the error may only be an artefact of this
                 # trace (an inner vmap saw an unmapped value): retry with the union first;
                 # the retry raises again if the error is real.
-                if trace.unknown:
-                    change = self._changed(trace)
-                    if id(self.owner) not in _DISCOVERY.active:
-                        raise change from exc
-                    self.noted.append(change)
+                if trace.unknown and self._note(trace) is TraceMode.RUN:
+                    raise StateSetChanged(self.owner) from exc
                 raise
             # A state the split has as read-only but that this trace wrote must move.
             misplaced = [s for s in trace.writes.values() if split.is_read_only(s)]
-            if trace.unknown or misplaced:
-                change = self._changed(trace, misplaced)
-                if id(self.owner) not in _DISCOVERY.active:
-                    raise change
-                # Discovery: note the change and let the abstract trace finish normally
-                # (JAX cleans up a trace that returns, not one aborted by an exception).
-                self.noted.append(change)
+            if (trace.unknown or misplaced) and self._note(trace, misplaced) is TraceMode.RUN:
+                raise StateSetChanged(self.owner)
             new_write_vals = [values[id(s)] for s in split.write_states]
             created_values = [values[id(s)] for s in trace.created]
             _check_traceable(split.write_states, new_write_vals, self.name)
@@ -427,11 +471,14 @@ class PureCore:
             self._local.created_values = created_values
         return out, new_write_vals
 
-    def _changed(self, trace: StateTrace, misplaced: Sequence[State[Any]] = ()) -> StateSetChanged:
+    def _note(self, trace: StateTrace, misplaced: Sequence[State[Any]] = ()) -> TraceMode:
+        """Note the states `trace` found missing (the one signal); return this thread's mode."""
         unknown = trace.unknown
-        reads = [s for k, s in unknown.items() if k not in trace.writes]
-        writes = [s for k, s in unknown.items() if k in trace.writes]
-        return StateSetChanged(self.owner, reads, writes + list(misplaced))
+        reads = tuple(s for k, s in unknown.items() if k not in trace.writes)
+        writes = tuple(s for k, s in unknown.items() if k in trace.writes)
+        self.noted.append(MissingStates(reads, writes + tuple(misplaced)))
+        mode: TraceMode = getattr(self._local, "mode", TraceMode.RUN)
+        return mode
 
 
 def _is_traceable(leaf: object) -> bool:
@@ -644,7 +691,7 @@ class StatefulFunction(Generic[R]):
     def __call__(self, /, *args: Any, **kwargs: Any) -> R:
         # `self` positional-only: a jitted method may be called as `Cls.method(self=m)`.
         # Count call depth here, not through helper calls: this is the cached call path.
-        calls = _CALL_REFS
+        calls = CALL_REFS
         calls.depth += 1
         try:
             key = self._key(args, kwargs)
@@ -654,33 +701,12 @@ class StatefulFunction(Generic[R]):
             version = entry.version
             assert version is not None
             top_level = is_top_level()
-            if not version.verified or (not self.staged and top_level):
-                version = self._verify(entry, version, args, kwargs)
-            while True:
-                if version.pure.noted:
-                    # Another thread's discovery found this split incomplete while we
-                    # held it; JAX may have cached that lenient trace: never run it.
-                    version = self._discover(entry, version, args, kwargs)
-                split = version.split
-                read_vals, write_vals = split.gather(top_level)
-                try:
-                    returned = version.transformed(read_vals, write_vals, *args, **kwargs)
-                except StateSetChanged as change:
-                    if change.owner is not entry.owner:
-                        raise
-                    # The retry traces again, which verifies the grown split.
-                    version = self._grow(entry, change.reads, change.writes, verified=True)
-                    continue
-                except TypeError:
-                    # JAX rejects a state value it cannot trace; say which state it was.
-                    _check_traceable(split.states, read_vals + write_vals, self.name)
-                    raise
-                if type(returned) is not tuple or len(returned) != 2:
-                    self._refuse_result(returned)
-                result, new_write_vals = returned
-                concrete = version.jitted and top_level and not jit_disabled()
-                split.scatter(new_write_vals, top_level, name=self.name, concrete=concrete)
-                return result  # type: ignore[no-any-return]
+            if version.verified and (self.staged or not top_level):
+                mode = TraceMode.RUN  # the cached call path: no abstract trace first
+            else:
+                mode = self._mode(version, args, kwargs)
+            result: R = self._settle(entry, version, mode, args, kwargs, top_level)
+            return result
         finally:
             calls.depth -= 1
             if not calls.depth and calls.made:
@@ -709,7 +735,7 @@ class StatefulFunction(Generic[R]):
         first call): for ahead-of-time inspection, such as jit's `.lower(...)`, which
         calls the lifted function's own methods on `split.gather()`.
         """
-        calls = _CALL_REFS
+        calls = CALL_REFS
         calls.depth += 1
         try:
             key = self._key(args, kwargs)
@@ -752,14 +778,10 @@ class StatefulFunction(Generic[R]):
             self._state_keyed[key] = weakref.ref(entry)
             return entry
 
-    def _grow(
-        self,
-        entry: _Entry,
-        reads: Sequence[State[Any]],
-        writes: Sequence[State[Any]],
-        verified: bool,
-    ) -> _Version:
-        """Install the split grown by these states (unless another thread already did)."""
+    def _grow(self, entry: _Entry, missing: Sequence[MissingStates], verified: bool) -> _Version:
+        """Install the split grown by the missing states (unless another thread already did)."""
+        reads = [s for found in missing for s in found.reads]
+        writes = [s for found in missing for s in found.writes]
         with self._lock:
             current = entry.version
             assert current is not None
@@ -768,10 +790,8 @@ class StatefulFunction(Generic[R]):
                 entry.version = current = self._version(entry, split, verified)
             return current
 
-    def _verify(
-        self, entry: _Entry, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> _Version:
-        """Make sure the split is complete before a call that would run as it traces.
+    def _mode(self, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TraceMode:
+        """Whether a call must first check its split with an abstract trace (DISCOVER).
 
         A staged lift needs this once per split: it traces everything before running
         anything, so a retrace meeting a new state costs nothing to abort. Under
@@ -784,24 +804,83 @@ class StatefulFunction(Generic[R]):
         values of other arguments), as `jax.jit` retraces for a new signature.
         """
         if self.staged:
-            if jit_disabled():
+            return TraceMode.RUN if jit_disabled() else TraceMode.DISCOVER
+        if version.verified:
+            signature = _call_signature(version.split, args, kwargs)
+            if signature is not None and signature in version.signatures:
+                return TraceMode.RUN
+        return TraceMode.DISCOVER
+
+    def _settle(
+        self,
+        entry: _Entry,
+        version: _Version,
+        mode: TraceMode,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        top_level: bool,
+        run: bool = True,
+    ) -> Any:
+        """The one retry loop: trace `version` in `mode` until its split is complete.
+
+        Each trace that finds states missing notes them on the pure core
+        (`PureCore.noted`, the one signal), and the loop installs the grown split:
+        after an abstract DISCOVER trace the grown split is checked by another one;
+        after an aborted RUN trace the retry, itself a real trace, checks it. A split
+        noted stale by another thread (whose lenient trace JAX may have handed this
+        thread from its cache) is never run. With `run`, returns the call's result,
+        having merged its writes; without, the verified version (nothing runs).
+        """
+        aborted = False
+        while True:
+            if version.pure.noted:
+                version = self._grow(entry, version.pure.noted, verified=aborted)
+                mode = TraceMode.RUN if aborted else TraceMode.DISCOVER
+                aborted = False
+                continue
+            if mode is TraceMode.DISCOVER:
+                self._trace_abstractly(version, args, kwargs)
+                if version.pure.noted:
+                    continue
+                version.verified = True
+                if not self.staged and run:
+                    _remember_signature(version, args, kwargs)
+                mode = TraceMode.RUN
+            if not run:
                 return version
-            return self._discover(entry, version, args, kwargs)
-        signature = _call_signature(version.split, args, kwargs)
-        if version.verified and signature is not None and signature in version.signatures:
-            return version
-        version = self._discover(entry, version, args, kwargs)
-        signature = _call_signature(version.split, args, kwargs)
-        if signature is not None:
-            if len(version.signatures) >= _MAX_SIGNATURES:
-                version.signatures.clear()
-            version.signatures.add(signature)
-        return version
+            split = version.split
+            read_vals, write_vals = split.gather(top_level)
+            try:
+                returned = version.transformed(read_vals, write_vals, *args, **kwargs)
+            except StateSetChanged as abort:
+                if abort.owner is not entry.owner or not version.pure.noted:
+                    raise  # another function's trace: its own loop retries it
+                aborted = True
+                continue
+            except TypeError:
+                # JAX rejects a state value it cannot trace; say which state it was.
+                _check_traceable(split.states, read_vals + write_vals, self.name)
+                raise
+            if type(returned) is not tuple or len(returned) != 2:
+                self._refuse_result(returned)
+            result, new_write_vals = returned
+            concrete = version.jitted and top_level and not jit_disabled()
+            split.scatter(new_write_vals, top_level, name=self.name, concrete=concrete)
+            return result
 
     def _discover(
         self, entry: _Entry, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _Version:
-        """Complete and verify the split with abstract traces; return the verified version.
+        """Complete and verify the split with abstract traces; the verified version."""
+        found: _Version = self._settle(
+            entry, version, TraceMode.DISCOVER, args, kwargs, top_level=True, run=False
+        )
+        return found
+
+    def _trace_abstractly(
+        self, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """One DISCOVER trace of the lifted function; missing states end up in `noted`.
 
         The lifted function runs under `jax.eval_shape`, which computes nothing and
         runs no side effect, while the pure core notes the states missing from the
@@ -809,44 +888,24 @@ class StatefulFunction(Generic[R]):
         for real once per call, and no JAX trace is abandoned by an exception
         (JAX keeps an aborted trace, and the values it closed over, alive).
         """
-        active = _DISCOVERY.active
-        key = id(entry.owner)
-        while True:
-            noted = version.pure.noted
-            if noted:
-                # This thread's trace, or another thread's on the same split (whose
-                # trace JAX may have handed this thread from its cache), found states
-                # missing: the split is stale. Grow it, and check the grown one.
-                version = self._grow(
-                    entry,
-                    [s for change in noted for s in change.reads],
-                    [s for change in noted for s in change.writes],
-                    verified=False,
-                )
-                continue
-            split = version.split
-            read_vals, write_vals = split.gather()
-            transformed = version.transformed
+        split = version.split
+        read_vals, write_vals = split.gather()
+        transformed = version.transformed
 
-            def run(read: list[Any], write: list[Any], transformed: Any = transformed) -> None:
-                transformed(read, write, *args, **kwargs)
+        def run(read: list[Any], write: list[Any]) -> None:
+            transformed(read, write, *args, **kwargs)
 
-            active.add(key)
-            try:
-                # The trace around it keeps anything the lifted function stores in a
-                # state while tracing (a created state it hands out, say): nothing leaks.
+        try:
+            # The trace around it keeps anything the lifted function stores in a
+            # state while tracing (a created state it hands out, say): nothing leaks.
+            with version.pure.traced_as(TraceMode.DISCOVER):
                 with StateTrace(f"{self.name} (discovery)"):
                     jax.eval_shape(run, read_vals, write_vals)
-            except Exception as exc:
-                if not version.pure.noted:  # a real error, not an artefact of a missing state
-                    if isinstance(exc, TypeError):
-                        _check_traceable(split.states, read_vals + write_vals, self.name)
-                    raise
-            finally:
-                active.discard(key)
-            if not version.pure.noted:
-                version.verified = True
-                return version
+        except Exception as exc:
+            if not version.pure.noted:  # a real error, not an artefact of a missing state
+                if isinstance(exc, TypeError):
+                    _check_traceable(split.states, read_vals + write_vals, self.name)
+                raise
 
 
 _MAX_SIGNATURES = 256
@@ -888,6 +947,15 @@ def _call_signature(split: Split, args: tuple[Any, ...], kwargs: dict[str, Any])
     return key
 
 
+def _remember_signature(version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Record that `version` is verified for eager calls of this signature."""
+    signature = _call_signature(version.split, args, kwargs)
+    if signature is not None:
+        if len(version.signatures) >= _MAX_SIGNATURES:
+            version.signatures.clear()
+        version.signatures.add(signature)
+
+
 def _forget_entry(
     owner: weakref.ref[StatefulFunction[Any]],
     key: tuple[Hashable, ...],
@@ -926,15 +994,6 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
     return found
 
 
-class _Discovery(threading.local):
-    """Per thread: the owners (by id) of the entries whose split is being discovered;
-    their pure cores note missing states instead of raising."""
-
-    def __init__(self) -> None:
-        self.active: set[int] = set()
-
-
-_DISCOVERY = _Discovery()
 # Held while a call's values are gathered or merged: a call sees all of another
 # call's writes or none of them.
 _MERGE_LOCK = threading.Lock()

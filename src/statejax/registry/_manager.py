@@ -38,7 +38,8 @@ import pydantic
 
 from statejax._errors import PluginError
 from statejax._jax_compat import is_top_level
-from statejax._state import State, describe_state
+from statejax._state import State
+from statejax._tracing import describe_state
 from statejax.registry import _hookspecs
 from statejax.registry._engine import check_merge
 from statejax.registry._hookspecs import StateBatching
