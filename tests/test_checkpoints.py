@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -213,10 +218,11 @@ class Spy(sj.State[Any]):
 
     @property
     def value(self) -> Any:
+        value = sj.State.value.fget(self)  # type: ignore[attr-defined]
         hook, Spy.hook = Spy.hook, None
         if hook is not None:
             hook()
-        return sj.State.value.fget(self)  # type: ignore[attr-defined]
+        return value
 
     @value.setter
     def value(self, new: Any) -> None:
@@ -328,3 +334,92 @@ def test_a_restored_model_trains_in_a_sharded_step_on_four_devices(tmp_path: Pat
         "DONE",
     ]:
         assert check in proc.stdout, proc.stdout + proc.stderr
+
+
+NUMPY_DTYPES = [
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+    np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128, jnp.bfloat16,
+]  # fmt: skip
+JAX_DTYPES = [
+    jnp.bool_, jnp.int8, jnp.int16, jnp.int32, jnp.uint8, jnp.uint16, jnp.uint32,
+    jnp.float16, jnp.bfloat16, jnp.float32, jnp.complex64,
+]  # fmt: skip
+
+
+@st.composite
+def numpy_arrays(draw: st.DrawFn, dtypes: list[Any] = NUMPY_DTYPES) -> np.ndarray:
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3))
+    if dtype.kind == "V":  # bfloat16: drawn as float32
+        floats = st.floats(-4, 4, width=32)
+        return draw(hnp.arrays(np.float32, shape, elements=floats)).astype(dtype)
+    return draw(hnp.arrays(dtype, shape))
+
+
+def leaves() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.booleans(),
+        st.integers(-(2**70), 2**70),  # beyond int64: refused
+        st.floats(),
+        st.complex_numbers(),
+        numpy_arrays(),
+        numpy_arrays().map(lambda a: a[()] if a.ndim == 0 else a),  # NumPy scalars
+        numpy_arrays(JAX_DTYPES).map(jnp.asarray),
+        st.integers(0, 3).map(lambda n: jax.random.split(jax.random.key(n), n)),
+        st.integers(0, 3).map(jax.random.key),
+        st.just(None),
+        st.text(max_size=2),  # not an array: refused
+    )
+
+
+def value_trees() -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaves(),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=2),
+            st.lists(inner, max_size=2).map(tuple),
+            st.dictionaries(st.text(max_size=3), inner, max_size=2),
+        ),
+        max_leaves=4,
+    )
+
+
+def storable(leaf: Any) -> bool:
+    if isinstance(leaf, str):
+        return False
+    return not (isinstance(leaf, int) and not -(2**63) <= leaf < 2**64)
+
+
+def other_value(leaf: Any) -> Any:
+    """A value of the same kind, shape and dtype as `leaf`, holding other data."""
+    if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(
+            jnp.zeros_like(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf)
+        )
+    if isinstance(leaf, jax.Array):
+        return jnp.zeros_like(leaf)
+    if isinstance(leaf, np.ndarray):
+        return np.zeros_like(leaf)
+    if isinstance(leaf, np.generic):
+        return leaf.dtype.type(0)
+    return type(leaf)(0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), value_trees(), min_size=1, max_size=3))
+def test_every_value_a_state_holds_round_trips_or_is_refused(values: dict[str, Any]) -> None:
+    directory = Path(tempfile.mkdtemp())
+    try:
+        states = {name: sj.State(value) for name, value in values.items()}
+        if not all(storable(leaf) for leaf in jax.tree.leaves(values)):
+            with pytest.raises(CheckpointError, match=r"at path \(.*cannot store"):
+                checkpoints.save(directory, states)
+            assert os.listdir(directory) == []
+            return
+        checkpoints.save(directory, states)
+        targets = {name: sj.State(jax.tree.map(other_value, v)) for name, v in values.items()}
+        assert checkpoints.restore(directory, targets) == 0
+        for name, value in values.items():
+            assert_same_leaves(targets[name].value, value)
+    finally:
+        shutil.rmtree(directory)
