@@ -76,7 +76,7 @@ _BAD_DIRECTORY_CHARS = "[]*?\\"
 _EMPTY_MARKER = ":empty"
 _MANIFEST = "statejax"
 # A leaf's record in the manifest: (shape, dtype name, whether its data was stored).
-Record = tuple[tuple[int, ...], str, bool]
+_Record = tuple[tuple[int, ...], str, bool]
 
 
 def _escape(text: str) -> str:
@@ -190,7 +190,7 @@ def _leaves(value: Any, state: State[Any], path: Path, where: str) -> list[tuple
     return out
 
 
-def _to_store(leaf: Any, state: State[Any], path: Path, where: str) -> tuple[Record, Any]:
+def _to_store(leaf: Any, state: State[Any], path: Path, where: str) -> tuple[_Record, Any]:
     """A leaf's record and the array to write (`None`: nothing to write, it is empty)."""
     data: Any
     if _is_key(leaf):
@@ -283,7 +283,7 @@ def save(
     keys = _state_keys(items, _SAVE)
     values = _snapshot([state for _, state in items])
     tree: dict[str, Any] = {}
-    manifest: dict[str, dict[str, Record]] = {}
+    manifest: dict[str, dict[str, _Record]] = {}
     for (path, state), key, value in zip(items, keys, values, strict=True):
         records = manifest[key] = {}
         for leaf_key, leaf in _leaves(value, state, path, _SAVE):
@@ -423,7 +423,7 @@ def _plan(
     value: Any,
     state: State[Any],
     path: Path,
-    saved: Mapping[str, Record],
+    saved: Mapping[str, _Record],
     step: int,
     placement: Any,
 ) -> _Plan:
@@ -495,7 +495,7 @@ def _build(plan: _Plan, read: Mapping[str, Any]) -> Any:
     )
 
 
-def _manifest(metadata: Any) -> dict[str, dict[str, Record]]:
+def _manifest(metadata: Any) -> dict[str, dict[str, _Record]]:
     """`{state name: {leaf name: (shape, dtype, stored)}}` of a saved step."""
     custom = getattr(metadata, "custom_metadata", None) or {}
     if _MANIFEST in custom:
