@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -356,6 +358,35 @@ def check_sharding_error() -> None:
     assert "FOREIGN" in out and "committed to devices [1]" in out, out
 
 
+def check_checkpoint_error() -> None:
+    from statejax.checkpoints import CheckpointError
+
+    directory = Path(tempfile.mkdtemp())
+    try:
+        w = sj.ParamState(jnp.ones(2))
+        with pytest.raises(CheckpointError, match=r"paths \(1\.5,\) and \('1\.5',\)"):
+            sj.checkpoints.save(directory / "a", {1.5: w, "1.5": w})
+        with pytest.raises(CheckpointError, match=r"file pattern.*choose a directory"):
+            sj.checkpoints.save(directory / "br[a]ck", {"w": w})
+        with pytest.raises(CheckpointError, match=r"\('name',\).*holds a str"):
+            sj.checkpoints.save(directory / "a", {"w": w, "name": sj.State("mlp")})
+        with pytest.raises(CheckpointError, match=r"save was called inside statejax\.jit"):
+            sj.jit(lambda: sj.checkpoints.save(directory / "a", {"w": w}))()
+        assert_untouched(w, jnp.ones(2))
+        assert list(directory.iterdir()) == []
+        sj.checkpoints.save(directory / "a", {"w": w})
+        bigger = sj.ParamState(jnp.zeros(3))
+        with pytest.raises(CheckpointError, match=r"\('w',\).*float32\[3\] but the checkpoint"):
+            sj.checkpoints.restore(directory / "a", {"w": bigger})
+        assert_untouched(bigger, jnp.zeros(3))
+        with pytest.raises(CheckpointError, match=r"no checkpoint in .*no such directory"):
+            sj.checkpoints.restore(directory / "b", {"w": bigger})
+        assert not (directory / "b").exists()
+        assert issubclass(CheckpointError, (sj.StatejaxError, ValueError))
+    finally:
+        shutil.rmtree(directory)
+
+
 def check_type_error() -> None:
     with pytest.raises(TypeError, match="seed"):
         sj.random.seed(1.5)
@@ -393,6 +424,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "LoopBodyError": check_loop_body_error,
     "NaNError": check_nan_error,
     "ShardingError": check_sharding_error,
+    "CheckpointError": check_checkpoint_error,
     "TypeError": check_type_error,
     "ValueError": check_value_error,
 }
