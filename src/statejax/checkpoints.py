@@ -52,10 +52,10 @@ from statejax._errors import SpecError, StatejaxError
 from statejax._jax_compat import is_top_level
 from statejax._state import State
 from statejax._tracing import describe_state
+from statejax._transforms._state_specs import check_fits, parse_rules, resolve
 from statejax.extend import Split, current_trace
 from statejax.filters import Path
 from statejax.sharding import _items
-from statejax._transforms._state_specs import check_fits, parse_rules, resolve
 
 __all__ = ["CheckpointError", "restore", "save"]
 
