@@ -266,8 +266,12 @@ class Samplers:
         if taken is None:
             return self.split_key(n)
         if taken[1] is None:
-            taken[1] = self.value  # the read a transform records
+            # The stored key first, then the read a transform records: if another thread
+            # stores a key in between, the commit in `_draw` sees the change and draws
+            # again (read the other way round, this draw could split the key that other
+            # thread split, and both would draw the same numbers).
             taken[0] = peek_value(cast(Any, self))
+            taken[1] = self.value
         keys = jax.random.split(taken[1], 2 if n is None else n + 1)
         taken[1] = keys[0]
         return keys[1] if n is None else keys[1:]
