@@ -197,8 +197,12 @@ class State(Generic[T]):
 
     @property
     def _hooks_manager(self) -> HookManager:
-        # BrainState's attribute name for `hooks`.
+        # BrainState's attribute name for `hooks`; its tests replace it (a configured manager).
         return self.hooks
+
+    @_hooks_manager.setter
+    def _hooks_manager(self, manager: HookManager) -> None:
+        self._hooks = manager
 
     def register_hook(
         self,

@@ -733,7 +733,7 @@ class GlobalHookRegistry(HookManager):
     _instance: GlobalHookRegistry | None = None
     _initialized: bool = False
 
-    def __new__(cls, config: HookConfig | None = None) -> GlobalHookRegistry:
+    def __new__(cls) -> GlobalHookRegistry:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
