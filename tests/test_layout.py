@@ -66,14 +66,19 @@ def test_no_private_name_of_the_state_layer_is_imported_elsewhere() -> None:
 
 
 def test_the_trace_machinery_is_below_the_state_classes() -> None:
-    """`_tracing` runs without `_state` (it names `State` in annotations only), and the
-    state layer imports nothing above it: no import circle."""
+    """`_tracing` and `_state_hooks` run without `_state` (they name `State` in annotations
+    only), and the state layer imports nothing above it: no import circle."""
     trees = dict(_modules())
     below = {"statejax._errors", "statejax._jax_compat"}
     tracing = {m for m in _imported_modules(trees["statejax._tracing"]) if m.startswith("statejax")}
     assert tracing <= below
+    # The state hooks sit beside the trace machinery, under the state classes.
+    hooks = {
+        m for m in _imported_modules(trees["statejax._state_hooks"]) if m.startswith("statejax")
+    }
+    assert hooks <= below | {"statejax._tracing"}
     state = {m for m in _imported_modules(trees["statejax._state"]) if m.startswith("statejax")}
-    assert state <= below | {"statejax._tracing"}
+    assert state <= below | {"statejax._tracing", "statejax._state_hooks"}
 
 
 # JAX's internals: what statejax takes from them goes through `_jax_compat.py`, so a
