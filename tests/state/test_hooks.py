@@ -306,6 +306,19 @@ def test_a_write_before_hook_changes_a_write_once_through_nested_transforms(wrap
     np.testing.assert_array_equal(s.value, [2.0, 2.0])
 
 
+def test_a_state_trace_stack_block_stores_its_writes_without_running_hooks_again() -> None:
+    s = sj.State(jnp.zeros(2))
+    after: list[list[float]] = []
+    s.register_hook(
+        "write_before", lambda ctx: setattr(ctx, "transformed_value", ctx.transformed_value * 2)
+    )
+    s.register_hook("write_after", lambda ctx: after.append(ctx.value.tolist()))
+    with sj.StateTraceStack():
+        s.value = jnp.ones(2)
+    np.testing.assert_array_equal(s.value, [2.0, 2.0])
+    assert after == [[2.0, 2.0]]
+
+
 def test_a_cancelled_write_caught_inside_a_transform_is_not_a_write() -> None:
     a, b = sj.State(jnp.zeros(2), name="a"), sj.State(jnp.zeros(2), name="b")
     a.register_hook("write_before", lambda ctx: setattr(ctx, "cancel", True))
