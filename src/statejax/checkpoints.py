@@ -38,7 +38,7 @@ import numpy as np
 from statejax._errors import StatejaxError
 from statejax._state import State, describe_state
 from statejax.filters import Path
-from statejax.sharding import _items
+from statejax.registry._paths import state_items as _items
 
 __all__ = ["CheckpointError", "restore", "save"]
 
