@@ -30,6 +30,7 @@ from statejax.extend import (
 )
 
 __all__ = [
+    "AS_TUPLE",
     "MAX_INT32",
     "Count",
     "Index",
@@ -99,6 +100,15 @@ def as_tuple(value: Any) -> Any:
     if isinstance(value, (int, str, np.integer)):
         return (value,)
     return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _tuple_or_empty(value: Any) -> Any:
+    return () if value is None else as_tuple(value)
+
+
+#: The normaliser of a tuple option that also takes one item or `None` (no items), as
+#: `static_argnums=1`: `Annotated[tuple[Index, ...], AS_TUPLE]`.
+AS_TUPLE = pydantic.BeforeValidator(_tuple_or_empty)
 
 
 def name_of(fn: Any) -> str:

@@ -133,6 +133,12 @@ class VjpSpec(DiffSpec):
     A grad state the function never reads is always an error here, as in BrainState.
     """
 
+    argnums: int | tuple[int, ...] | None = pydantic.Field(
+        default=0,
+        description="positional arguments to differentiate (an int or a tuple of ints; a "
+        "negative one counts from the last primal); None: with respect to grad_states only",
+    )
+
 
 class JvpSpec(TransformSpec):
     """Options of `jvp`."""

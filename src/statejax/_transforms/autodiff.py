@@ -432,6 +432,7 @@ def fwd_grad(
     key: Any = None,
     check_states: bool = True,
     debug_nan: bool = False,
+    unit_aware: bool = False,
     **misspelled: Never,
 ) -> Callable[..., Any]:
     """A forward-mode estimate of the gradient of a scalar function.
@@ -441,7 +442,8 @@ def fwd_grad(
     forward mode; `tangent_size=n` averages `n` directions. `drct_der_clip`
     clips each directional derivative `J v`. `key` (an int seed or a PRNG
     key) fixes the directions; without it, each call draws a key from
-    `statejax.random`'s default state. Same result structure as `grad`.
+    `statejax.random`'s default state. Same result structure as `grad`;
+    `unit_aware` is `grad`'s (only `False`: brainunit is not supported).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -466,6 +468,7 @@ def fwd_grad(
         drct_der_clip=drct_der_clip,
         check_states=check_states,
         debug_nan=debug_nan,
+        unit_aware=unit_aware,
         **misspelled,
     )
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 import pydantic
 
-from statejax._transforms._common import AxisName, Count, Index, PositiveCount, as_tuple
+from statejax._transforms._common import AS_TUPLE, AxisName, Count, Index, PositiveCount
 from statejax._transforms._lanes import map_new_states, module_initializer
 from statejax._transforms._selectors import (
     AXIS_NAME,
@@ -64,19 +64,15 @@ _MAX_VARIANTS = 64
 class StatefulMappingSpec(TransformSpec):
     """Options of `StatefulMapping` beyond those of `vmap`."""
 
-    static_argnums: tuple[Index, ...] = pydantic.Field(
+    static_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="positions of arguments closed over per call, not mapped"
     )
-    static_argnames: tuple[str, ...] = pydantic.Field(
+    static_argnames: Annotated[tuple[str, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="names of keyword arguments closed over per call, not mapped"
     )
     state_in_axes: StateAxesField = STATE_IN_AXES
     state_out_axes: StateAxesField = STATE_OUT_AXES
     unexpected_out_state_mapping: Literal["raise"] = UNEXPECTED
-
-    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
-        lambda cls, v: () if v is None else as_tuple(v)
-    )
 
 
 # The options of vmap that StatefulMapping's mapping_kwargs may carry (BrainState hands

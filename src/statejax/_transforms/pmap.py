@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -33,11 +33,11 @@ import pydantic
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from statejax._transforms._common import (
+    AS_TUPLE,
     AxisName,
     Count,
     Index,
     PositiveCount,
-    as_tuple,
     name_of,
     wait_for_results,
 )
@@ -124,21 +124,18 @@ class _DeviceOptions(TransformSpec):
 
     devices: tuple[Any, ...] | None = _DEVICES
     backend: str | None = _BACKEND
-    static_broadcasted_argnums: tuple[Index, ...] = pydantic.Field(
+    static_broadcasted_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(),
         description="positions of hashable arguments closed over per call (one compilation "
         "per value), broadcast to every device and not mapped",
     )
-    donate_argnums: tuple[Index, ...] = pydantic.Field(
+    donate_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(),
         description="positions of arguments whose buffers the call may reuse for its outputs",
     )
 
     _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
     _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
-    _argnums = pydantic.field_validator(
-        "static_broadcasted_argnums", "donate_argnums", mode="before"
-    )(lambda cls, v: () if v is None else as_tuple(v))
 
     @pydantic.model_validator(mode="after")
     def _donated_not_static(self) -> Any:
