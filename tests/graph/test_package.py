@@ -56,7 +56,13 @@ PUBLIC_NAMES = [
 
 # What the graph layer may import from statejax: the state and filter layers (and the
 # error types), never the registry, the transforms or the public face.
-LOWER_LAYERS = {"statejax._errors", "statejax._new_states", "statejax._state", "statejax.filters"}
+LOWER_LAYERS = {
+    "statejax._errors",
+    "statejax._new_states",
+    "statejax._state",
+    "statejax._tracing",
+    "statejax.filters",
+}
 
 
 def _statejax_imports(path: Path) -> set[str]:
