@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, NoReturn, Self, TypeVar
+from typing import Any, Generic, NoReturn, Self
 
 import jax
 import numpy as np
 from jax.extend import source_info_util
+from typing_extensions import TypeVar
 
 from statejax._errors import StateOperandError, TraceContextError
 from statejax._tracing import (
@@ -44,7 +45,9 @@ __all__ = [
     "peek_array",
 ]
 
-T = TypeVar("T")
+# The value type; a bare `ParamState` (as in `states(sj.ParamState)`) is `ParamState[Any]`
+# to mypy and pyright alike (without the default pyright would say `ParamState[Unknown]`).
+T = TypeVar("T", default=Any)
 
 _NO_VALUE: Any = object()
 
