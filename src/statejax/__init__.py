@@ -100,6 +100,27 @@ from statejax.graph import (
     treefy_split,
 )
 from statejax.registry._manager import _own_version
+from statejax.transform import (
+    bounded_while_loop,
+    breakpoint_if,
+    checkify,
+    checkpointed_for_loop,
+    checkpointed_scan,
+    debug_nan,
+    debug_nan_if,
+    fwd_grad,
+    jacobian,
+    jit_error_if,
+    named_call,
+    named_scope,
+    pmap,
+    pmap2,
+    pmap2_new_states,
+    unvmap,
+    vmap2,
+    vmap2_new_states,
+    vmap_new_states,
+)
 
 __version__ = _own_version()
 
@@ -209,4 +230,25 @@ __all__ = [
     "vjp",
     "vmap",
     "while_loop",
+    # The rest of the built-in transforms: every transform a built-in plugin registers is
+    # top-level, except `map` (a Python builtin; `statejax.transform.map`).
+    "bounded_while_loop",
+    "breakpoint_if",
+    "checkify",
+    "checkpointed_for_loop",
+    "checkpointed_scan",
+    "debug_nan",
+    "debug_nan_if",
+    "fwd_grad",
+    "jacobian",
+    "jit_error_if",
+    "named_call",
+    "named_scope",
+    "pmap",
+    "pmap2",
+    "pmap2_new_states",
+    "unvmap",
+    "vmap2",
+    "vmap2_new_states",
+    "vmap_new_states",
 ]

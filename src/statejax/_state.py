@@ -13,11 +13,12 @@ import contextlib
 import copy
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, NoReturn, Self, TypeVar
+from typing import Any, Generic, NoReturn, Self
 
 import jax
 import numpy as np
 from jax.extend import source_info_util
+from typing_extensions import TypeVar
 
 from statejax._errors import StateOperandError, TraceContextError
 from statejax._state_hooks import (
@@ -56,7 +57,9 @@ __all__ = [
     "peek_array",
 ]
 
-T = TypeVar("T")
+# The value type; a bare `ParamState` (as in `states(sj.ParamState)`) is `ParamState[Any]`
+# to mypy and pyright alike (without the default pyright would say `ParamState[Unknown]`).
+T = TypeVar("T", default=Any)
 
 _NO_VALUE: Any = object()
 # Guards making a state's HookManager, so two threads asking at once get the same one.

@@ -55,7 +55,7 @@ from statejax._tracing import describe_state
 from statejax._transforms._state_specs import check_fits, parse_rules, resolve
 from statejax.extend import Split, current_trace
 from statejax.filters import Path
-from statejax.sharding import _items
+from statejax.registry._paths import state_items as _items
 
 __all__ = ["CheckpointError", "restore", "save"]
 

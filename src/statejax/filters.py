@@ -108,10 +108,10 @@ FilterLike: TypeAlias = "type[State[_Any]] | Filter[_Any] | PredicateFn | Ellips
 
 if TYPE_CHECKING:
     # What a filter argument of one element type may be, for the overloads below.
-    _One: TypeAlias = type[A] | Filter[A]
+    OneFilter: TypeAlias = type[A] | Filter[A]
     # Any filter shorthand, typed by its element type where that is known: one argument
     # of `states(a, b, ...)`. `...`, `None` or a plain predicate leave `A` at its default.
-    _Each: TypeAlias = (
+    EachFilter: TypeAlias = (
         type[A] | Filter[A] | PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...]
     )
 
@@ -304,14 +304,21 @@ class Any(Filter[S]):
     filters: tuple[Filter[_Any], ...]
 
     @overload
-    def __init__(self: Any[A], a: _One[A], /) -> None: ...
+    def __init__(self: Any[A], a: OneFilter[A], /) -> None: ...
     @overload
-    def __init__(self: Any[A | B], a: _One[A], b: _One[B], /) -> None: ...
-    @overload
-    def __init__(self: Any[A | B | C], a: _One[A], b: _One[B], c: _One[C], /) -> None: ...
+    def __init__(self: Any[A | B], a: OneFilter[A], b: OneFilter[B], /) -> None: ...
     @overload
     def __init__(
-        self: Any[A | B | C | D], a: _One[A], b: _One[B], c: _One[C], d: _One[D], /
+        self: Any[A | B | C], a: OneFilter[A], b: OneFilter[B], c: OneFilter[C], /
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Any[A | B | C | D],
+        a: OneFilter[A],
+        b: OneFilter[B],
+        c: OneFilter[C],
+        d: OneFilter[D],
+        /,
     ) -> None: ...
     @overload
     def __init__(self: Any[State[_Any]], *filters: FilterLike) -> None: ...
@@ -335,7 +342,7 @@ class All(Filter[S]):
     filters: tuple[Filter[_Any], ...]
 
     @overload
-    def __init__(self: All[A], first: _One[A], /, *rest: FilterLike) -> None: ...
+    def __init__(self: All[A], first: OneFilter[A], /, *rest: FilterLike) -> None: ...
     @overload
     def __init__(self: All[State[_Any]], *filters: FilterLike) -> None: ...
     def __init__(self, *filters: FilterLike) -> None:

@@ -53,7 +53,7 @@ class Optimizer(Module):
 
     `params` is a mapping to states (such as `model.states(ParamState)`) or a
     list/tuple of states. `update` takes gradients in the same structure,
-    the one `statejax._transforms.autodiff.grad` returns for those
+    the one `statejax.grad` returns for those
     `grad_states`. `opt_state` is the `OptimState`; the optimizer is a
     `statejax.Module`, so `optimizer.states()` finds it.
 

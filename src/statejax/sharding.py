@@ -36,7 +36,7 @@ from statejax._state import State
 from statejax._tracing import describe_state
 from statejax._transforms._state_specs import check_fits, parse_rules, resolve
 from statejax.filters import Path
-from statejax.graph import Module, iter_states
+from statejax.registry._paths import state_items
 
 __all__ = [
     "get_partition_spec",
@@ -47,30 +47,6 @@ __all__ = [
 ]
 
 LogicalRules = Mapping[str, str | tuple[str, ...] | None] | Iterable[tuple[str, Any]]
-
-
-def _items(states_or_module: object) -> list[tuple[Path, State[Any]]]:
-    """`(path, state)` pairs of a module, a state, or a mapping/iterable of states."""
-    if isinstance(states_or_module, (Module, State)):
-        return list(iter_states(states_or_module))
-    if isinstance(states_or_module, Mapping):
-        items = []
-        for key, state in states_or_module.items():
-            if not isinstance(state, State):
-                raise TypeError(f"{key!r} maps to {type(state).__name__}, not a State")
-            items.append((key if isinstance(key, tuple) else (key,), state))
-        return items
-    if isinstance(states_or_module, Iterable):
-        items = []
-        for i, state in enumerate(states_or_module):
-            if not isinstance(state, State):
-                raise TypeError(f"item {i} is {type(state).__name__}, not a State")
-            items.append(((i,), state))
-        return items
-    raise TypeError(
-        f"{type(states_or_module).__name__} is neither a Module, a State, nor a mapping or "
-        "iterable of States"
-    )
 
 
 def logical_to_mesh_axes(names: Iterable[Any], rules: LogicalRules) -> PartitionSpec:
@@ -114,7 +90,7 @@ def shard_states(
         >>> w.value.sharding.spec
         P('data',)
     """
-    items = _items(states_or_module)
+    items = state_items(states_or_module)
     table = parse_rules(rules, (PartitionSpec,), "a PartitionSpec")
     paths = {id(s): p for p, s in items}
     states = [s for _, s in items]
@@ -146,7 +122,7 @@ def get_sharding(states_or_module: object) -> dict[Path, Any]:
     """
     return {
         path: jax.tree.map(lambda leaf: getattr(leaf, "sharding", None), state.value)
-        for path, state in _items(states_or_module)
+        for path, state in state_items(states_or_module)
     }
 
 

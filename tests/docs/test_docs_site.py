@@ -120,13 +120,37 @@ def test_every_page_renders_its_markup(site: Path) -> None:
 
 
 def test_api_examples_are_code_blocks(site: Path) -> None:
-    """The API page's examples are highlighted code, one block per documented example."""
-    html = (site / "api" / "index.html").read_text()
+    """The reference's examples are highlighted code, one block per documented example."""
+    html = "".join(p.read_text() for p in (site / "reference").rglob("index.html"))
+    html += "".join(p.read_text() for p in (site / "transforms").rglob("index.html"))
     code_blocks = html.count('<div class="highlight">')
     examples = html.count("&gt;&gt;&gt;")
     assert examples > 100
     assert code_blocks > 50
     assert "<blockquote>" not in html
+
+
+def test_the_reference_is_split_and_each_transform_page_has_one(site: Path) -> None:
+    """No one-page reference: each module has a page of moderate size, and each transform
+    page ends with the reference of its transforms."""
+    reference = sorted((site / "reference").rglob("index.html"))
+    assert len(reference) >= 10
+    sizes = {str(p.relative_to(site)): p.stat().st_size for p in reference}
+    assert max(sizes.values()) < 600_000, sizes
+    for page in ("jit", "vmap", "control_flow", "autodiff", "abstract"):
+        html = (site / "transforms" / page / "index.html").read_text()
+        assert 'id="reference"' in html and "doc-function" in html, page
+
+
+def test_signatures_show_the_options_formatted(site: Path) -> None:
+    """An overloaded transform shows its overloads (its real options), not the
+    implementation's `fn=None, /, **options`, one parameter per line (ruff formats them)."""
+    html = (site / "transforms" / "jit" / "index.html").read_text()
+    overloads = html[html.index('class="doc-overloads"') :]
+    text = re.sub(r"<[^>]+>", "", overloads[: overloads.index("doc-contents")])
+    assert "static_argnums" in text and "state_shardings" in text
+    assert "**options" not in text
+    assert "\n    static_argnums" in text  # formatted: one option per line
 
 
 def problems_in(html: str) -> list[str]:

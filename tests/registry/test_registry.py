@@ -103,6 +103,24 @@ def test_builtins_are_registered_without_metadata() -> None:
     assert sj.transform.jit is sj.jit
 
 
+def test_every_builtin_transform_is_top_level_except_builtins_of_python() -> None:
+    """The rule of docs/reference/index.md: each transform a built-in plugin registers is
+    `statejax.<name>` too (the same object), except `map`, which would shadow Python's
+    `map` under `from statejax import *`; third-party transforms are not top-level."""
+    import builtins
+
+    registry = get_registry()
+    builtin = {name for name, t in registry.transforms.items() if t.origin.builtin}
+    assert {"jit", "vmap2", "pmap", "unvmap", "checkify"} <= builtin
+    for name in sorted(builtin):
+        if hasattr(builtins, name):
+            assert name not in sj.__all__ and not hasattr(sj, name), name
+        else:
+            assert name in sj.__all__, name
+            assert getattr(sj, name) is getattr(sj.transform, name), name
+    assert "ema" not in sj.__all__ and not hasattr(sj, "ema")
+
+
 def test_third_party_plugin_through_entry_point() -> None:
     entry = get_registry().get("ema")
     assert entry.origin.distribution == "statejax-ema"

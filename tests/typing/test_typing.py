@@ -16,7 +16,8 @@ from mypy import api
 
 HERE = Path(__file__).parent
 ROOT = Path(__file__).parents[2]
-MARK = "  # E: "
+# `# E: message`, or `# E[mypy plugin]: message` where only the statejax.mypy plugin sees it.
+MARK = re.compile(r"  # E(?:\[mypy plugin\])?: (.*)")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def reported() -> dict[str, dict[int, list[str]]]:
 def expected_errors() -> dict[int, str]:
     """`{line: expected message fragment}` from the `# E:` marks of usage_bad.py."""
     lines = (HERE / "usage_bad.py").read_text().splitlines()
-    return {i: line.split(MARK, 1)[1] for i, line in enumerate(lines, start=1) if MARK in line}
+    marks = ((i, MARK.search(line)) for i, line in enumerate(lines, start=1))
+    return {i: m[1] for i, m in marks if m}
 
 
 def test_typed_usage_is_accepted(reported: dict[str, dict[int, list[str]]]) -> None:

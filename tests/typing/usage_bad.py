@@ -1,7 +1,9 @@
 """Typed usage that mypy --strict must reject: each line marked `# E: <message>` is an error.
 
 tests/typing/test_typing.py checks that mypy reports an error on exactly the marked lines,
-and that an error on each line contains the text after `# E:`.
+and that an error on each line contains the text after `# E:`. Lines marked
+`# E[mypy plugin]:` need the statejax.mypy plugin; the others are rejected by
+pyright --strict too (tests/typing/check_pyright.py).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ _, more = net.states(sj.ParamState, sj.HiddenState)
 more_params: sj.StateMapping[sj.ParamState[Any]] = more  # E: Incompatible types in assignment (expression has type "StateMapping[HiddenState[Any]]", variable has type "StateMapping[ParamState[Any]]")
 
 # plugin transforms (statejax.mypy) and parse_spec options
-sj.transform.no_such_transform  # E: Module has no attribute "no_such_transform"
-sj.transform.ema(loss, params, decya=0.5)  # E: Unexpected keyword argument "decya" for "ema"; did you mean "decay"?
-sj.transform.ema(loss, params, decay="slow")  # E: Argument "decay" to "ema" has incompatible type "str"; expected "float"
-parse_spec(EmaSpec, "ema", states=params, decya=0.5)  # E: Unexpected option "decya" for EmaSpec; did you mean "decay"? (valid options: states, decay)
+sj.transform.no_such_transform  # E[mypy plugin]: Module has no attribute "no_such_transform"
+sj.transform.ema(loss, params, decya=0.5)  # E[mypy plugin]: Unexpected keyword argument "decya" for "ema"; did you mean "decay"?
+sj.transform.ema(loss, params, decay="slow")  # E[mypy plugin]: Argument "decay" to "ema" has incompatible type "str"; expected "float"
+parse_spec(EmaSpec, "ema", states=params, decya=0.5)  # E[mypy plugin]: Unexpected option "decya" for EmaSpec; did you mean "decay"? (valid options: states, decay)

@@ -1,4 +1,8 @@
-"""Typed usage that mypy --strict must accept, with the types it must infer."""
+"""Typed usage that mypy --strict must accept, with the types it must infer.
+
+pyright --strict accepts it too (tests/typing/check_pyright.py), except the lines marked
+`# mypy plugin only`: there pyright sees a plugin transform as `Any`.
+"""
 
 from __future__ import annotations
 
@@ -128,6 +132,6 @@ assert_type(sj.vmap(in_states=params)(lane)(x), jax.Array)
 
 # an installed plugin's transform has its function's signature (the statejax.mypy plugin)
 ema_step = sj.transform.ema(lambda: None, params, decay=0.9)
-assert_type(ema_step, EmaFunction[[], None])
-assert_type(ema_step(), None)
+assert_type(ema_step, EmaFunction[[], None])  # mypy plugin only
+assert_type(ema_step(), None)  # mypy plugin only
 assert_type(parse_spec(EmaSpec, "ema", states=params, decay=0.5), EmaSpec)

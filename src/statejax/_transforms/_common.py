@@ -2,8 +2,10 @@
 
 Private: not part of the plugin API. The plugins use them to name user functions,
 to describe the type of a carried state value in error messages, to validate the
-integer options of their specs, and to run a function eagerly under
-`jax.disable_jit()`.
+integer options of their specs, to run a function eagerly under
+`jax.disable_jit()`, and to raise an error from inside compiled code (`raise_when`,
+public as `statejax.transform.raise_when`, used by `autodiff`'s `debug_nan` and by
+`checking`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from statejax.extend import (
 )
 
 __all__ = [
+    "AS_TUPLE",
     "MAX_INT32",
     "Count",
     "Index",
@@ -38,8 +41,10 @@ __all__ = [
     "TraceValueError",
     "as_tuple",
     "eager_call",
+    "is_traced",
     "jit_disabled",
     "name_of",
+    "raise_when",
     "run_eagerly",
     "show_signature",
     "signature",
@@ -95,6 +100,15 @@ def as_tuple(value: Any) -> Any:
     if isinstance(value, (int, str, np.integer)):
         return (value,)
     return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _tuple_or_empty(value: Any) -> Any:
+    return () if value is None else as_tuple(value)
+
+
+#: The normaliser of a tuple option that also takes one item or `None` (no items), as
+#: `static_argnums=1`: `Annotated[tuple[Index, ...], AS_TUPLE]`.
+AS_TUPLE = pydantic.BeforeValidator(_tuple_or_empty)
 
 
 def name_of(fn: Any) -> str:
@@ -214,3 +228,46 @@ def wait_for_results(values: Any) -> None:
         if isinstance(leaf, jax.Array):
             leaf.block_until_ready()
             return
+
+
+def is_traced(value: Any) -> bool:
+    """Whether any leaf of `value` is a JAX tracer."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+
+
+def raise_when(pred: Any, make_error: Callable[..., BaseException | None], *operands: Any) -> None:
+    """Raise `make_error(pred, *operands)` when any element of `pred` is true.
+
+    Outside a trace it raises at once. Inside one, a host callback raises when
+    the compiled code runs, so the enclosing transform fails before it stores
+    any state. `make_error` gets the values as NumPy arrays (per lane under
+    `vmap`); it returns the exception, or raises itself, or returns `None`
+    to raise nothing.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from statejax.transform import raise_when
+        >>> raise_when(jnp.array([False, True]), lambda p: ValueError(f"bad lanes {p}"))
+        Traceback (most recent call last):
+        ValueError: bad lanes [False  True]
+    """
+
+    def fire(p: Any, *values: Any) -> None:
+        if np.any(p):
+            error = make_error(np.asarray(p), *values)
+            if error is not None:
+                raise error
+
+    if not is_traced((pred, operands)):
+        fire(pred, *operands)
+        return
+    pred = jnp.asarray(pred)
+    # The callback runs only when a lane fails (under vmap, the cond becomes a select
+    # and `fire` checks each lane itself).
+    jax.lax.cond(
+        jnp.any(pred),
+        lambda p, ops: jax.debug.callback(fire, p, *ops),
+        lambda p, ops: None,
+        pred,
+        operands,
+    )

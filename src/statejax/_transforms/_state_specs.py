@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from statejax._transforms.vmap import StateSelector, _selector
+from statejax._transforms._selectors import StateSelector, parse_selector
 from statejax.extend import SpecError, Split, State, describe_state
 from statejax.filters import Everything, Path
 from statejax.graph import Module, iter_states
@@ -67,7 +67,7 @@ def parse_rules(value: object, kinds: tuple[type, ...], what: str) -> StateRules
                 f"the entry for {key!r} is {item!r} ({type(item).__name__}), not {what}; "
                 f"map each State or filter to {what}{hint} (or None for the default)"
             )
-        rules.append((_selector(key, f"key {key!r}: "), item))
+        rules.append((parse_selector(key, f"key {key!r}: "), item))
     return tuple(rules)
 
 

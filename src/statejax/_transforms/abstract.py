@@ -1,6 +1,6 @@
 """Abstract evaluation of functions that read and write states: `eval_shape`, `make_jaxpr`.
 
-Both are built on `StatefulFunction` (see `statejax._transforms.stateful`), so
+Both are built on `StatefulFunction` (`statejax.transform.StatefulFunction`), so
 they trace the engine's pure core, and neither runs the function nor changes a
 state: the trace runs inside a private `statejax.extend.StateTrace`, so an
 enclosing statejax transform does not see the states either.

@@ -31,17 +31,17 @@ import pydantic
 from jax import lax
 
 from statejax._transforms._common import MAX_INT32, Count, jit_disabled, name_of
-from statejax._transforms.loops import (
-    _BODY,
-    _COND,
+from statejax._transforms._loop_core import (
+    BODY,
+    COND,
     ScanSpec,
-    _check_carried,
-    _loop_length,
-    _pair,
-    _refuse_cond_writes,
-    _scan,
-    _TracedCondition,
-    _while_eagerly,
+    TracedCondition,
+    check_carried,
+    loop_length,
+    pair,
+    refuse_cond_writes,
+    scan_states,
+    while_eagerly,
 )
 from statejax._transforms.progress import (
     PbarOption,
@@ -181,11 +181,11 @@ def _checkpointed_scan(
     name: str,
     fn_name: str,
 ) -> tuple[Any, Any]:
-    n = _loop_length(name, xs, spec.length)
+    n = loop_length(name, xs, spec.length)
     if not n or jit_disabled():
         # Nothing to bound (no steps), or a Python loop (no reverse mode to bound).
         plain = ScanSpec(length=spec.length, pbar=spec.pbar)
-        return _scan(f, init, xs, plain, name, fn_name)
+        return scan_states(f, init, xs, plain, name, fn_name)
     sizes = [jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(xs)]
     if any(size != n for size in sizes):
         given = f"length={spec.length}" if spec.length is not None else f"{n} (the first)"
@@ -203,8 +203,8 @@ def _checkpointed_scan(
             def step(carry: Any, x: Any) -> tuple[Any, Any]:
                 i, state_vals, c = carry
                 out, new_state_vals = pure(read_vals, state_vals, c, x)
-                _check_carried(name, split, state_vals, new_state_vals)
-                new_c, y = _pair(out, name, fn_name)
+                check_carried(name, split, state_vals, new_state_vals)
+                new_c, y = pair(out, name, fn_name)
                 if progress is not None:
                     progress.tick(i + 1, new_c, y)
                 return (i + 1, new_state_vals, new_c), y
@@ -375,22 +375,22 @@ def bounded_while_loop(
     if jit_disabled():
         try:
             return _bounded_eagerly(cond_fun, body_fun, init_val, n, body_name, cond_name)
-        except _TracedCondition:
+        except TracedCondition:
             pass  # inside vmap, say: run the traced loop
 
     def dispatch(which: str, val: Any) -> Any:
-        return body_fun(val) if which == _BODY else cond_fun(val)
+        return body_fun(val) if which == BODY else cond_fun(val)
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
             read_vals: list[Any], write_vals: list[Any], init_val: Any
         ) -> tuple[Any, list[Any]]:
             def holds(state_vals: list[Any], val: Any) -> Any:
-                out, _ = pure(read_vals, state_vals, _COND, val)
+                out, _ = pure(read_vals, state_vals, COND, val)
                 record = pure.record
                 assert record is not None  # set by every call of the pure core
                 created = {id(s) for s in record.created}
-                _refuse_cond_writes(
+                refuse_cond_writes(
                     cond_name,
                     [s for k, s in record.writes.items() if k not in created],
                     "bounded_while_loop",
@@ -400,8 +400,8 @@ def bounded_while_loop(
             def step(carry: Any, _: Any) -> tuple[Any, None]:
                 i, state_vals, val = carry
                 keep = holds(state_vals, val)  # per lane, under vmap
-                new_val, new_state_vals = pure(read_vals, state_vals, _BODY, val)
-                _check_carried("bounded_while_loop", split, state_vals, new_state_vals)
+                new_val, new_state_vals = pure(read_vals, state_vals, BODY, val)
+                check_carried("bounded_while_loop", split, state_vals, new_state_vals)
                 new_state_vals, new_val = jax.tree.map(
                     lambda new, old: jnp.where(keep, new, old),
                     (new_state_vals, new_val),
@@ -437,7 +437,7 @@ def _bounded_eagerly(
 ) -> C:
     """`bounded_while_loop` under `jax.disable_jit()`: a Python loop."""
     steps = iter(range(max_steps))
-    return _while_eagerly(
+    return while_eagerly(
         lambda v: next(steps, None) is not None and cond_fun(v),
         body_fun,
         init_val,

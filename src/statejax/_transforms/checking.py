@@ -33,7 +33,7 @@ import pydantic
 from jax.experimental import checkify as _checkify
 
 from statejax._errors import NaNError
-from statejax._transforms._common import name_of
+from statejax._transforms._common import is_traced, name_of, raise_when
 from statejax.extend import (
     PureCore,
     Split,
@@ -61,7 +61,6 @@ __all__ = [
     "index_checks",
     "jit_error_if",
     "nan_checks",
-    "raise_when",
     "user_checks",
 ]
 
@@ -84,48 +83,6 @@ automatic_checks: Final[frozenset[Any]] = _checkify.automatic_checks
 
 
 # --------------------------------------------------------------------------- raising
-
-
-def _is_traced(value: Any) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
-
-
-def raise_when(pred: Any, make_error: Callable[..., BaseException | None], *operands: Any) -> None:
-    """Raise `make_error(pred, *operands)` when any element of `pred` is true.
-
-    Outside a trace it raises at once. Inside one, a host callback raises when
-    the compiled code runs, so the enclosing transform fails before it stores
-    any state. `make_error` gets the values as NumPy arrays (per lane under
-    `vmap`); it returns the exception, or raises itself, or returns `None`
-    to raise nothing.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from statejax.transform import raise_when
-        >>> raise_when(jnp.array([False, True]), lambda p: ValueError(f"bad lanes {p}"))
-        Traceback (most recent call last):
-        ValueError: bad lanes [False  True]
-    """
-
-    def fire(p: Any, *values: Any) -> None:
-        if np.any(p):
-            error = make_error(np.asarray(p), *values)
-            if error is not None:
-                raise error
-
-    if not _is_traced((pred, operands)):
-        fire(pred, *operands)
-        return
-    pred = jnp.asarray(pred)
-    # The callback runs only when a lane fails (under vmap, the cond becomes a select
-    # and `fire` checks each lane itself).
-    jax.lax.cond(
-        jnp.any(pred),
-        lambda p, ops: jax.debug.callback(fire, p, *ops),
-        lambda p, ops: None,
-        pred,
-        operands,
-    )
 
 
 def _format(message: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
@@ -420,7 +377,7 @@ def debug_nan(fn: Callable[..., Any], *args: Any, phase: str = "") -> None:
         >>> debug_nan(jnp.log, jnp.array([1.0, 2.0]))
         >>> debug_nan(jnp.log, jnp.array([-1.0]))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        statejax._transforms.checking.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
+        statejax.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
     """
     parse_spec(DebugNanSpec, "debug_nan", phase=phase)
     _debug_nan(fn, args, phase, None)
@@ -438,10 +395,10 @@ def debug_nan_if(has_nan: Any, fn: Callable[..., Any], *args: Any, phase: str = 
         >>> debug_nan_if(False, jnp.log, jnp.array([-1.0]))
         >>> debug_nan_if(True, jnp.log, jnp.array([-1.0]))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        statejax._transforms.checking.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
+        statejax.NaNError: statejax.debug_nan(log): NaN/Inf detected ...
     """
     parse_spec(DebugNanSpec, "debug_nan_if", phase=phase)
-    if not _is_traced(has_nan):
+    if not is_traced(has_nan):
         if np.any(np.asarray(has_nan)):
             _debug_nan(fn, args, phase, None)
         return

@@ -1,4 +1,8 @@
-"""`StateFinder`: which states a function reads or writes, found by tracing it."""
+"""`StateFinder`: which states a function reads or writes, found by tracing it.
+
+Not a plugin: it registers no transform; `statejax.transform.StateFinder` is a class built
+on `StatefulFunction`.
+"""
 
 from __future__ import annotations
 

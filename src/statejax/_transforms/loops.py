@@ -25,45 +25,29 @@ and stored after the loop (all together; if a step raises, no state changes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from operator import itemgetter
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pydantic
 from jax import lax
 
-from statejax._errors import LoopBodyError
-from statejax._transforms._common import (
-    Count,
-    PositiveCount,
-    TraceValueError,
-    eager_call,
-    jit_disabled,
-    name_of,
-    run_eagerly,
-    show_signature,
-    signature,
+from statejax._transforms._common import jit_disabled, name_of
+from statejax._transforms._loop_core import (
+    BODY,
+    COND,
+    ScanSpec,
+    TracedCondition,
+    check_carried,
+    refuse_cond_writes,
+    scan_states,
+    while_eagerly,
 )
-from statejax._transforms.progress import (
-    BarHandler,
-    PbarOption,
-    ProgressBar,
-    check_pbar_type,
-    progress_handler,
-)
+from statejax._transforms.progress import ProgressBar, check_pbar_type
 from statejax.extend import (
     PureCore,
-    SpecError,
     Split,
-    State,
     StatefulFunction,
-    TraceError,
     Transform,
     TransformSpec,
-    describe_state,
     hookimpl,
     parse_spec,
 )
@@ -82,21 +66,6 @@ C = TypeVar("C")
 Y = TypeVar("Y")
 
 
-class ScanSpec(TransformSpec):
-    """Options of `scan`."""
-
-    length: Count | None = pydantic.Field(
-        default=None, description="number of steps; needed when xs is None"
-    )
-    reverse: bool = pydantic.Field(default=False, description="run the steps from last to first")
-    unroll: PositiveCount | pydantic.StrictBool = pydantic.Field(
-        default=1,
-        description="how many steps to unroll per loop iteration (a positive int; True: all, "
-        "False: none)",
-    )
-    pbar: PbarOption = None
-
-
 class ForLoopSpec(ScanSpec):
     """Options of `for_loop` (the same as `scan`)."""
 
@@ -105,128 +74,7 @@ class WhileLoopSpec(TransformSpec):
     """Options of `while_loop`: none."""
 
 
-def _loop_length(name: str, xs: Any, length: int | None) -> int | None:
-    """The number of steps (`None` for a malformed `xs`, which lax.scan reports)."""
-    if length is not None:
-        return length
-    leaves = jax.tree.leaves(xs)
-    if not leaves:
-        raise SpecError(
-            f"statejax.{name}: there is nothing to loop over (no arrays in xs) and no length; "
-            "pass length=n to run n steps without xs."
-        )
-    shape = np.shape(leaves[0])
-    return int(shape[0]) if shape else None
-
-
 # -- scan / for_loop -----------------------------------------------------------------
-
-
-def _check_carried(
-    name: str, split: Split, old_vals: Sequence[Any], new_vals: Sequence[Any]
-) -> None:
-    """A written state must keep its structure, shapes and dtypes from step to step."""
-    for state, old, new in zip(split.write_states, old_vals, new_vals, strict=True):
-        before, after = signature(old), signature(new)
-        if before != after:
-            raise TraceError(
-                f"statejax.{name}: the loop body changes {describe_state(state)} from "
-                f"{show_signature(before)} to {show_signature(after)}; a state written in a "
-                "loop is carried from step to step, so it must keep its shape and dtype. Give "
-                "the state its final shape and dtype before the loop (for example "
-                "jnp.zeros(shape, dtype))."
-            )
-
-
-def _pair(out: Any, name: str, fn_name: str) -> tuple[Any, Any]:
-    """The body's `(carry, y)`; anything else is a `TypeError` naming the body."""
-    if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise LoopBodyError(
-            f"statejax.{name}({fn_name}): the loop body must return a pair (carry, y); it "
-            f"returned {type(out).__name__} {out!r:.80}. Return the new carry and this "
-            "step's output, for example `return carry, y` (`return carry, None` for none)."
-        )
-    return out[0], out[1]
-
-
-def _eager_length(xs: Any, total: int | None) -> int | None:
-    """The number of steps of an eager scan, or `None` to leave it to `lax.scan`
-    (no steps, whose outputs only a trace can shape, or a malformed `xs`)."""
-    lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(xs)}
-    if not total or len(lengths - {total}) > 0:
-        return None
-    return total
-
-
-def _scan_eagerly(
-    f: Callable[..., Any],
-    init: Any,
-    xs: Any,
-    n: int,
-    spec: ScanSpec,
-    progress: BarHandler | None,
-    name: str,
-    fn_name: str,
-) -> tuple[Any, Any]:
-    """`_scan` under `jax.disable_jit()`: a Python loop of `n` steps, like `lax.scan`'s."""
-    xs = jax.tree.map(jnp.asarray, xs)
-
-    def loop() -> tuple[Any, Any]:
-        carry, ys = init, []
-        steps = reversed(range(n)) if spec.reverse else range(n)
-        for done, i in enumerate(steps, 1):
-            carry, y = _pair(f(carry, jax.tree.map(itemgetter(i), xs)), name, fn_name)
-            ys.append(y)
-            if progress is not None:
-                progress.tick_eagerly(done, carry, y)
-        if spec.reverse:
-            ys.reverse()
-        return carry, jax.tree.map(lambda *y: jnp.stack(y), *ys)
-
-    return run_eagerly(f"statejax.{name}({fn_name})", loop)
-
-
-def _scan(
-    f: Callable[..., Any], init: Any, xs: Any, spec: ScanSpec, name: str, fn_name: str
-) -> tuple[Any, Any]:
-    total = _loop_length(name, xs, spec.length)
-    progress = progress_handler(spec.pbar, total, name)
-    if jit_disabled():
-        n = _eager_length(xs, total)
-        if n is not None:
-            return _scan_eagerly(f, init, xs, n, spec, progress, name, fn_name)
-
-    def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
-        def transformed(
-            read_vals: list[Any], write_vals: list[Any], init: Any, xs: Any
-        ) -> tuple[Any, list[Any]]:
-            def body(carry: Any, x: Any) -> tuple[Any, Any]:
-                step, state_vals, c = carry
-                out, new_state_vals = pure(read_vals, state_vals, c, x)
-                _check_carried(name, split, state_vals, new_state_vals)
-                new_c, y = _pair(out, name, fn_name)
-                if progress is not None:
-                    step = step + 1
-                    progress.tick(step, new_c, y)
-                return (step, new_state_vals, new_c), y
-
-            step0 = jnp.zeros((), jnp.int32) if progress is not None else None
-            (_, new_write_vals, carry), ys = lax.scan(
-                body,
-                (step0, list(write_vals), init),
-                xs,
-                length=spec.length,
-                reverse=spec.reverse,
-                unroll=spec.unroll,
-            )
-            return (carry, ys), new_write_vals
-
-        return transformed
-
-    stateful: StatefulFunction[tuple[Any, Any]] = StatefulFunction(
-        f, f"statejax.{name}({fn_name})", lift, staged=True
-    )
-    return stateful(init, xs)
 
 
 def scan(
@@ -260,7 +108,7 @@ def scan(
     """
     check_pbar_type("scan", pbar)
     spec = parse_spec(ScanSpec, "scan", length=length, reverse=reverse, unroll=unroll, pbar=pbar)
-    return _scan(f, init, xs, spec, "scan", name_of(f))
+    return scan_states(f, init, xs, spec, "scan", name_of(f))
 
 
 def for_loop(
@@ -297,14 +145,11 @@ def for_loop(
     def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
         return carry, f(*x)
 
-    _, ys = _scan(body, None, tuple(xs), spec, "for_loop", name_of(f))
+    _, ys = scan_states(body, None, tuple(xs), spec, "for_loop", name_of(f))
     return ys  # type: ignore[no-any-return]
 
 
 # -- while_loop ----------------------------------------------------------------------
-
-_COND = "cond_fun"
-_BODY = "body_fun"
 
 
 def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_val: C) -> C:
@@ -333,12 +178,12 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
     cond_name = name_of(cond_fun)
     if jit_disabled():
         try:
-            return _while_eagerly(cond_fun, body_fun, init_val, body_name, cond_name)
-        except _TracedCondition:
+            return while_eagerly(cond_fun, body_fun, init_val, body_name, cond_name)
+        except TracedCondition:
             pass  # inside vmap, say: run the traced loop, as lax.while_loop does
 
     def dispatch(which: str, val: Any) -> Any:
-        return body_fun(val) if which == _BODY else cond_fun(val)
+        return body_fun(val) if which == BODY else cond_fun(val)
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
@@ -346,19 +191,19 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
         ) -> tuple[Any, list[Any]]:
             def cond(carry: tuple[list[Any], Any]) -> Any:
                 state_vals, val = carry
-                out, _ = pure(read_vals, state_vals, _COND, val)
+                out, _ = pure(read_vals, state_vals, COND, val)
                 record = pure.record
                 assert record is not None  # set by every call of the pure core
                 created = {id(s) for s in record.created}
-                _refuse_cond_writes(
+                refuse_cond_writes(
                     cond_name, [s for k, s in record.writes.items() if k not in created]
                 )
                 return out
 
             def body(carry: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
                 state_vals, val = carry
-                new_val, new_state_vals = pure(read_vals, state_vals, _BODY, val)
-                _check_carried("while_loop", split, state_vals, new_state_vals)
+                new_val, new_state_vals = pure(read_vals, state_vals, BODY, val)
+                check_carried("while_loop", split, state_vals, new_state_vals)
                 return new_state_vals, new_val
 
             new_write_vals, val = lax.while_loop(cond, body, (list(write_vals), init_val))
@@ -370,53 +215,6 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
         dispatch, f"statejax.while_loop({body_name})", lift, staged=True
     )
     return stateful(init_val)
-
-
-def _refuse_cond_writes(
-    cond_name: str, written: Sequence[State[Any]], loop: str = "while_loop"
-) -> None:
-    if written:
-        names = ", ".join(describe_state(s) for s in written)
-        raise TraceValueError(
-            f"statejax.{loop}: cond_fun {cond_name} writes {names}; a loop "
-            "condition must not change states (it is evaluated an extra time, and "
-            "its writes would be lost). Move the write into body_fun."
-        )
-
-
-class _TracedCondition(Exception):
-    """The eager loop's condition has no concrete value (the loop runs inside `vmap` under
-    `jax.disable_jit()`): the caller runs the traced loop instead. No state has changed."""
-
-
-def _while_eagerly(
-    cond_fun: Callable[[C], Any],
-    body_fun: Callable[[C], C],
-    init_val: C,
-    body_name: str,
-    cond_name: str,
-) -> C:
-    """`while_loop` under `jax.disable_jit()`: a Python loop, like `lax.while_loop`'s.
-
-    Raises `_TracedCondition` when the condition is not concrete; the loop's writes are
-    then not applied (`run_eagerly` applies them only when the loop returns).
-    """
-
-    def cond(val: C) -> bool:
-        out, writes = eager_call(f"statejax.while_loop({cond_name})", cond_fun, val)
-        _refuse_cond_writes(cond_name, [s for s, _ in writes])
-        try:
-            return bool(out)
-        except jax.errors.ConcretizationTypeError:
-            raise _TracedCondition from None
-
-    def loop() -> C:
-        val = init_val
-        while cond(val):
-            val = body_fun(val)
-        return val
-
-    return run_eagerly(f"statejax.while_loop({body_name})", loop)
 
 
 @hookimpl

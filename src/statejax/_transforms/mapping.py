@@ -6,9 +6,9 @@ closed over per call (as `jax.jit` closes over static arguments) and are neither
 traced nor mapped; `vmap2` is its function form. `vmap2_new_states` initialises a
 module's states per lane, through `vmap_new_states`.
 
-`parse_state_axes` and `vmap_state_axes` translate BrainState's
-`state_in_axes`/`state_out_axes` (`{axis or None: selector}` or a bare selector)
-into `vmap`'s `in_states`/`out_states` selectors; other mapping transforms reuse them.
+BrainState's `state_in_axes`/`state_out_axes` (`{axis or None: selector}` or a bare
+selector) are parsed and translated into `vmap`'s `in_states`/`out_states` by the
+shared selector language (`_selectors.py`), which `pmap2` uses too.
 """
 
 from __future__ import annotations
@@ -16,176 +16,63 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Annotated, Any, Literal, TypeAlias, overload
+from typing import Annotated, Any, Literal, overload
 
-import jax
 import pydantic
 
-from statejax._transforms._common import AxisName, Count, Index, PositiveCount, as_tuple
-from statejax._transforms.vmap import (
-    _STATE_AXES_SCHEMA,
-    StateAxes,
-    StateSelector,
-    VmapSpec,
-    _check_axes,
-    _is_axis_key,
-    _parse_state_axes,
-    _selector,
-    vmap,
-    vmap_new_states,
+from statejax._transforms._common import AS_TUPLE, AxisName, Count, Index, PositiveCount
+from statejax._transforms._lanes import map_new_states, module_initializer
+from statejax._transforms._selectors import (
+    AXIS_NAME,
+    AXIS_SIZE,
+    IN_AXES,
+    NEW_STATE_OUT_AXES,
+    OUT_AXES,
+    SPMD_AXIS_NAME,
+    STATE_IN_AXES,
+    STATE_OUT_AXES,
+    UNEXPECTED,
+    Axes,
+    NewStateAxes,
+    StateAxesField,
+    vmap_state_axes,
 )
+from statejax._transforms.vmap import vmap, vmap_new_states
 from statejax.extend import (
-    BatchAxisError,
     SpecError,
     State,
     Transform,
     TransformSpec,
-    current_trace,
-    describe_state,
     hookimpl,
     parse_spec,
 )
-from statejax.filters import Path
-from statejax.graph import Module, iter_states
+from statejax.graph import Module
 
 __all__ = [
-    "MappingStateAxes",
     "StatefulMapping",
     "StatefulMappingSpec",
     "Vmap2NewStatesSpec",
     "Vmap2Spec",
-    "parse_state_axes",
     "vmap2",
     "vmap2_new_states",
-    "vmap_state_axes",
 ]
 
 # Mapped functions kept per combination of static values; then the cache starts over.
 _MAX_VARIANTS = 64
 
-#: `state_in_axes`/`state_out_axes` parsed: `(axis, selector)` pairs, axis `None` for
-#: the states kept whole (broadcast, which every unselected state is anyway).
-MappingStateAxes: TypeAlias = tuple[tuple[int | None, StateSelector], ...]
-
-
-def parse_state_axes(value: object, field: str) -> MappingStateAxes:
-    """Parse BrainState's `state_in_axes`/`state_out_axes` into `(axis, selector)` pairs.
-
-    `value` is `None` (no state), a selector (a filter, a State, an iterable or
-    mapping of States) meaning axis 0, or `{axis: selector}` whose keys are ints
-    or `None` (the states kept whole: broadcast). An already parsed value (or
-    `{axis: StateSelector}`) parses to itself. For use in pydantic validators.
-
-    Args:
-        value: the option's value.
-        field: the option's name, for error messages.
-
-    Returns:
-        The pairs, the `None` entry (if any) first.
-
-    Raises:
-        ValueError: `value` is not one of those forms, or a State is selected under
-            two axes; the message says which and how to fix it.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> import statejax as sj
-        >>> from statejax._transforms.mapping import parse_state_axes
-        >>> w = sj.ParamState(jnp.zeros(3))
-        >>> parse_state_axes({None: [w], 1: sj.ShortTermState}, "x")
-        ((None, ParamState (float32[3])), (1, OfType(ShortTermState)))
-    """
-    if (
-        isinstance(value, tuple)
-        and value
-        and all(
-            isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], StateSelector) for p in value
-        )
-    ):
-        value = dict(value)
-    if not (isinstance(value, Mapping) and value and None in value):
-        return _parse_state_axes(value, field)
-    rest = {k: v for k, v in value.items() if k is not None}
-    for key in rest:
-        if not _is_axis_key(key):
-            raise ValueError(
-                f"key {key!r} ({type(key).__name__}) is not an integer axis or None. Give "
-                "{axis: selector} with int keys (None: states kept whole, broadcast)"
-            )
-    whole = _selector(value[None], f"{field}[None]: ")
-    pairs: StateAxes = _parse_state_axes(rest, field) if rest else ()
-    for axis, sel in pairs:
-        for state, path in zip(sel.states, sel.paths, strict=True):
-            if any(s is state for s in whole.states):
-                raise ValueError(
-                    f"{describe_state(state, path)} is selected under axes None and {axis}; "
-                    "a state is either mapped on one axis or kept whole: remove it from one "
-                    "of the selectors"
-                )
-    return ((None, whole), *pairs)
-
-
-def vmap_state_axes(axes: MappingStateAxes) -> dict[int, StateSelector] | None:
-    """`vmap`'s `in_states`/`out_states` for parsed axes: the mapped ones (`None`: none).
-
-    The `None` entry is dropped: `vmap` broadcasts every state it does not map.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> import statejax as sj
-        >>> from statejax._transforms.mapping import parse_state_axes, vmap_state_axes
-        >>> vmap_state_axes(parse_state_axes({None: sj.ParamState, 0: sj.ShortTermState}, "x"))
-        {0: OfType(ShortTermState)}
-    """
-    mapped = {axis: sel for axis, sel in axes if axis is not None}
-    return mapped or None
-
-
-def _state_axes_field(value: object, info: pydantic.ValidationInfo) -> MappingStateAxes:
-    return parse_state_axes(value, str(info.field_name))
-
-
-# vmap's own fields, for the specs of the forms built on it (the same checks and schema).
-_VMAP_FIELDS: dict[str, Any] = dict(VmapSpec.model_fields)
-
-_MappingStateAxesField = Annotated[MappingStateAxes, _STATE_AXES_SCHEMA]
-
-_UNEXPECTED: Any = pydantic.Field(
-    default="raise",
-    description="the policy for a batched write into a state outside state_out_axes: "
-    "'raise' (BatchAxisError naming the state; declare it in state_in_axes/state_out_axes)",
-)
-_STATE_IN_AXES = pydantic.Field(
-    default=(),
-    description="states mapped on an axis and written back batched: a selector (a filter, a "
-    "State, an iterable or mapping of States) for axis 0, or {axis: selector} (None: kept whole)",
-)
-_STATE_OUT_AXES = pydantic.Field(
-    default=(),
-    description="states written back batched (same forms as state_in_axes); their input is "
-    "broadcast unless state_in_axes maps them too",
-)
-
 
 class StatefulMappingSpec(TransformSpec):
     """Options of `StatefulMapping` beyond those of `vmap`."""
 
-    static_argnums: tuple[Index, ...] = pydantic.Field(
+    static_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="positions of arguments closed over per call, not mapped"
     )
-    static_argnames: tuple[str, ...] = pydantic.Field(
+    static_argnames: Annotated[tuple[str, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="names of keyword arguments closed over per call, not mapped"
     )
-    state_in_axes: _MappingStateAxesField = _STATE_IN_AXES
-    state_out_axes: _MappingStateAxesField = _STATE_OUT_AXES
-    unexpected_out_state_mapping: Literal["raise"] = _UNEXPECTED
-
-    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
-        lambda cls, v: () if v is None else as_tuple(v)
-    )
-    _states = pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")(
-        lambda cls, v, info: _state_axes_field(v, info)
-    )
+    state_in_axes: StateAxesField = STATE_IN_AXES
+    state_out_axes: StateAxesField = STATE_OUT_AXES
+    unexpected_out_state_mapping: Literal["raise"] = UNEXPECTED
 
 
 # The options of vmap that StatefulMapping's mapping_kwargs may carry (BrainState hands
@@ -383,21 +270,14 @@ def _holds_state_or_module(value: Any) -> bool:
 class Vmap2Spec(TransformSpec):
     """Options of `vmap2`."""
 
-    in_axes: Any = VmapSpec.model_fields["in_axes"]
-    out_axes: Any = VmapSpec.model_fields["out_axes"]
-    axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
-    axis_size: Count | None = _VMAP_FIELDS["axis_size"]
-    spmd_axis_name: AxisName | None = VmapSpec.model_fields["spmd_axis_name"]
-    state_in_axes: _MappingStateAxesField = _STATE_IN_AXES
-    state_out_axes: _MappingStateAxesField = _STATE_OUT_AXES
-    unexpected_out_state_mapping: Literal["raise"] = _UNEXPECTED
-
-    _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
-        lambda cls, v: _check_axes(v)
-    )
-    _states = pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")(
-        lambda cls, v, info: _state_axes_field(v, info)
-    )
+    in_axes: Axes = IN_AXES
+    out_axes: Axes = OUT_AXES
+    axis_name: AxisName | None = AXIS_NAME
+    axis_size: Count | None = AXIS_SIZE
+    spmd_axis_name: AxisName | None = SPMD_AXIS_NAME
+    state_in_axes: StateAxesField = STATE_IN_AXES
+    state_out_axes: StateAxesField = STATE_OUT_AXES
+    unexpected_out_state_mapping: Literal["raise"] = UNEXPECTED
 
 
 @overload
@@ -526,25 +406,6 @@ def vmap2(
 # --- vmap2_new_states -------------------------------------------------------------------------
 
 
-def _new_state_axes_field(value: object, info: pydantic.ValidationInfo) -> MappingStateAxes:
-    axes = parse_state_axes(value, str(info.field_name))
-    for axis, sel in axes:
-        if sel.states:
-            raise ValueError(
-                f"[{axis}] selects existing states ({sel!r}); vmap2_new_states places the "
-                "states init_all_states creates, which do not exist yet. Select them with a "
-                "filter: a State type, statejax.filters.WithTag(...), PathContains(...)"
-            )
-    return axes
-
-
-_NEW_STATE_OUT_AXES: Any = pydantic.Field(
-    default=(),
-    description="where each new state's batch axis goes: a filter for axis 0, or "
-    "{axis: filter} (None: kept whole, the same in every lane); unselected: axis 0",
-)
-
-
 class Vmap2NewStatesSpec(TransformSpec):
     """Options of `vmap2_new_states`."""
 
@@ -554,17 +415,8 @@ class Vmap2NewStatesSpec(TransformSpec):
     axis_size: PositiveCount | None = pydantic.Field(
         default=None, description="the number of lanes (required): a positive int"
     )
-    state_out_axes: _MappingStateAxesField = _NEW_STATE_OUT_AXES
-    spmd_axis_name: AxisName | None = VmapSpec.model_fields["spmd_axis_name"]
-
-    _states = pydantic.field_validator("state_out_axes", mode="before")(
-        lambda cls, v, info: _new_state_axes_field(v, info)
-    )
-
-
-def _new_state_order(axes: MappingStateAxes) -> list[tuple[int | None, StateSelector]]:
-    """BrainState's priority: axis None first, then the other axes as given, axis 0 last."""
-    return sorted(axes, key=lambda pair: 0 if pair[0] is None else 2 if pair[0] == 0 else 1)
+    state_out_axes: NewStateAxes = NEW_STATE_OUT_AXES
+    spmd_axis_name: AxisName | None = SPMD_AXIS_NAME
 
 
 def vmap2_new_states(
@@ -647,124 +499,6 @@ def vmap2_new_states(
         )()
 
     return map_new_states(name, module, init, init_kwargs, spec.state_tag, spec.state_out_axes, run)
-
-
-def map_new_states(
-    name: str,
-    module: Any,
-    init: Callable[..., Any],
-    init_kwargs: Mapping[str, Any],
-    tag: str | None,
-    state_out_axes: MappingStateAxes,
-    run: Callable[[Callable[[], Any], tuple[int | None, ...]], Any],
-) -> dict[int | None, list[State[Any]]]:
-    """The body of `vmap2_new_states` and `pmap2_new_states`: `run(init_lane, out_axes)`
-    maps `init_lane` (creating the new states stacked on axis 0) and returns its result,
-    the values of the states routed to another axis, placed by `out_axes`."""
-    ordered = _new_state_order(state_out_axes)
-    axes = list(dict.fromkeys([a for a, _ in ordered if a != 0] + [0]))
-    routed_axes = tuple(a for a in axes if a != 0)
-    kwargs = dict(init_kwargs)
-    # The new states of the last run of init_lane (the mapped pass), by axis, with their
-    # path in the module and the rank of their value in one lane.
-    groups: dict[int | None, list[tuple[State[Any], Path | None, int]]] = {}
-
-    def init_lane() -> tuple[list[Any], ...]:
-        trace = current_trace()
-        if trace is None:  # pragma: no cover - the mapping runs its function in a trace
-            raise RuntimeError(f"{name}: init_all_states ran outside the mapping's trace")
-        before = len(trace.created)
-        init(**kwargs)
-        paths = {id(s): p for p, s in iter_states(module)}
-        found: dict[int | None, list[tuple[State[Any], Path | None, int]]] = {a: [] for a in axes}
-        hits = [False] * len(ordered)
-        for state in trace.created[before:]:
-            if tag is not None:
-                state.add_tag(tag)
-            path = paths.get(id(state))
-            axis: int | None = 0
-            for k, (a, sel) in reversed(list(enumerate(ordered))):
-                if sel.matches(state, path or ()):
-                    hits[k], axis = True, a
-            rank = min((jax.numpy.ndim(leaf) for leaf in jax.tree.leaves(state.value)), default=0)
-            found[axis].append((state, path, rank))
-        for hit, (a, sel) in zip(hits, ordered, strict=True):
-            if not hit:
-                made = ", ".join(_new_name(s, p) for g in found.values() for s, p, _ in g)
-                raise SpecError(
-                    f"{name}: state_out_axes[{a}] = {sel!r} matches none of the states "
-                    f"init_all_states creates (it creates: {made or 'none'}). Fix the selector "
-                    "or remove it."
-                )
-        groups.clear()
-        groups.update(found)
-        return tuple([s.value for s, _, _ in found[a]] for a in routed_axes)
-
-    try:
-        routed = run(init_lane, routed_axes)
-    except ValueError as exc:
-        _explain_new_state_error(exc, name, groups)
-        raise
-    for axis, values in zip(routed_axes, routed, strict=True):
-        for (state, _, _), value in zip(groups[axis], values, strict=True):
-            state.value = value
-    return {a: [s for s, _, _ in groups[a]] for a in axes if groups.get(a)}
-
-
-def _new_name(state: State[Any], path: Path | None) -> str:
-    """A new state in messages: its type and its path in the module (its value is a lane's)."""
-    where = f"module.{'.'.join(map(str, path))}" if path else "not stored on the module"
-    return f"{type(state).__name__} ({where})"
-
-
-def _explain_new_state_error(
-    exc: ValueError, name: str, groups: dict[int | None, list[tuple[State[Any], Path | None, int]]]
-) -> None:
-    """Name the new states behind JAX's error about `state_out_axes` (else leave it)."""
-    if isinstance(exc, (SpecError, BatchAxisError)):
-        return
-    msg = str(exc)
-    if "but output was batched" in msg and groups.get(None):
-        names = ", ".join(_new_name(s, p) for s, p, _ in groups[None])
-        raise BatchAxisError(
-            f"{name}: state_out_axes keeps {names} whole (axis None), but the value "
-            "init_all_states gives it differs between lanes (it depends on a random draw or "
-            "on another new state). Put it on an axis instead, or compute its value from "
-            "values that are the same in every lane."
-        ) from None
-    if "out of bounds" in msg:
-        for axis, states in groups.items():
-            for state, path, rank in states:
-                if axis is not None and not -(rank + 1) <= axis <= rank:
-                    raise BatchAxisError(
-                        f"{name}: state_out_axes puts {_new_name(state, path)} on axis "
-                        f"{axis}, but its value in one lane has {rank} axes, so its batched "
-                        f"value has {rank + 1}: choose an axis from {-(rank + 1)} to {rank}."
-                    ) from None
-
-
-def module_initializer(
-    name: str, module: Any, init_kwargs: Any, instead: str
-) -> Callable[..., Any]:
-    """`module.init_all_states`, checked, for the `*_new_states` transforms.
-
-    Raises:
-        SpecError: the module has no `init_all_states`, or `init_kwargs` is not a mapping.
-    """
-    init = getattr(module, "init_all_states", None)
-    if not callable(init):
-        raise SpecError(
-            f"{name}: {type(module).__name__} has no init_all_states method; it calls "
-            "module.init_all_states(**init_kwargs). Subclass statejax.Module (whose "
-            f"init_all_states calls every init_state), or use {instead} on a function "
-            "that creates the states."
-        )
-    if not isinstance(init_kwargs, Mapping):
-        raise SpecError(
-            f"{name}: init_kwargs must be a mapping of keyword arguments for init_all_states; "
-            f"got {type(init_kwargs).__name__}. Give a dict, e.g. {{}}."
-        )
-    return init  # type: ignore[no-any-return]
 
 
 @hookimpl

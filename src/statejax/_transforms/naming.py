@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Annotated, Any, ParamSpec, TypeVar, overload
 
 import jax
 import pydantic
 
-from statejax._transforms._common import SignedIndex, as_tuple
+from statejax._transforms._common import AS_TUPLE, SignedIndex
 from statejax._transforms.jit import jit
 from statejax.extend import SpecError, Transform, TransformSpec, hookimpl, parse_spec
 
@@ -38,17 +38,13 @@ class NamedScopeSpec(TransformSpec):
     """Options of `named_scope`."""
 
     name: str = pydantic.Field(description="the name of the compiled computation")
-    static_argnums: tuple[SignedIndex, ...] = pydantic.Field(
+    static_argnums: Annotated[tuple[SignedIndex, ...], AS_TUPLE] = pydantic.Field(
         default=(),
         description="positions of arguments that are compile-time constants; a negative one "
         "counts from the end of the positional arguments of each call",
     )
-    static_argnames: tuple[str, ...] = pydantic.Field(
+    static_argnames: Annotated[tuple[str, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="names of keyword arguments that are compile-time constants"
-    )
-
-    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
-        lambda cls, v: () if v is None else as_tuple(v)
     )
 
 

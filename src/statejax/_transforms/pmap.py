@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
@@ -33,34 +33,30 @@ import pydantic
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from statejax._transforms._common import (
+    AS_TUPLE,
     AxisName,
     Count,
     Index,
     PositiveCount,
-    as_tuple,
     name_of,
     wait_for_results,
 )
-from statejax._transforms.mapping import (
-    _NEW_STATE_OUT_AXES,
-    _STATE_IN_AXES,
-    _STATE_OUT_AXES,
-    _UNEXPECTED,
-    StatefulMapping,
-    _MappingStateAxesField,
-    _new_state_axes_field,
-    _state_axes_field,
-    map_new_states,
-    module_initializer,
+from statejax._transforms._lanes import Batched, LaneSpec, map_new_states, module_initializer
+from statejax._transforms._selectors import (
+    AXIS_NAME,
+    IN_AXES,
+    NEW_STATE_OUT_AXES,
+    OUT_AXES,
+    STATE_IN_AXES,
+    STATE_OUT_AXES,
+    UNEXPECTED,
+    Axes,
+    NewStateAxes,
+    StateAxesField,
+    StateAxesLike,
     vmap_state_axes,
 )
-from statejax._transforms.vmap import (
-    LaneSpec,
-    StateAxesLike,
-    VmapSpec,
-    _Batched,
-    _check_axes,
-)
+from statejax._transforms.mapping import StatefulMapping
 from statejax.extend import (
     BatchAxisError,
     PureCore,
@@ -128,21 +124,18 @@ class _DeviceOptions(TransformSpec):
 
     devices: tuple[Any, ...] | None = _DEVICES
     backend: str | None = _BACKEND
-    static_broadcasted_argnums: tuple[Index, ...] = pydantic.Field(
+    static_broadcasted_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(),
         description="positions of hashable arguments closed over per call (one compilation "
         "per value), broadcast to every device and not mapped",
     )
-    donate_argnums: tuple[Index, ...] = pydantic.Field(
+    donate_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(),
         description="positions of arguments whose buffers the call may reuse for its outputs",
     )
 
     _devices = pydantic.field_validator("devices", mode="before")(lambda cls, v: _check_devices(v))
     _backend = pydantic.field_validator("backend", mode="after")(lambda cls, v: _check_backend(v))
-    _argnums = pydantic.field_validator(
-        "static_broadcasted_argnums", "donate_argnums", mode="before"
-    )(lambda cls, v: () if v is None else as_tuple(v))
 
     @pydantic.model_validator(mode="after")
     def _donated_not_static(self) -> Any:
@@ -169,39 +162,27 @@ class Pmap2NewStatesSpec(TransformSpec):
     axis_name: AxisName | None = pydantic.Field(
         default=None, description="name of the device axis, for collectives"
     )
-    state_out_axes: _MappingStateAxesField = _NEW_STATE_OUT_AXES
-
-    _states = pydantic.field_validator("state_out_axes", mode="before")(
-        lambda cls, v, info: _new_state_axes_field(v, info)
-    )
+    state_out_axes: NewStateAxes = NEW_STATE_OUT_AXES
 
 
 class Pmap2Spec(_DeviceOptions):
     """Options of `pmap2`: `pmap`'s, with BrainState's names for the state selectors."""
 
-    in_axes: Any = VmapSpec.model_fields["in_axes"]
-    out_axes: Any = VmapSpec.model_fields["out_axes"]
-    axis_name: AxisName | None = VmapSpec.model_fields["axis_name"]
+    in_axes: Axes = IN_AXES
+    out_axes: Axes = OUT_AXES
+    axis_name: AxisName | None = AXIS_NAME
     axis_size: Count | None = pydantic.Field(
         default=None, description="the number of devices, needed when nothing is mapped"
     )
-    state_in_axes: _MappingStateAxesField = _STATE_IN_AXES
-    state_out_axes: _MappingStateAxesField = _STATE_OUT_AXES
-    unexpected_out_state_mapping: Literal["raise"] = _UNEXPECTED
-
-    _axes = pydantic.field_validator("in_axes", "out_axes", mode="before")(
-        lambda cls, v: _check_axes(v)
-    )
-
-    _states = pydantic.field_validator("state_in_axes", "state_out_axes", mode="before")(
-        lambda cls, v, info: _state_axes_field(v, info)
-    )
+    state_in_axes: StateAxesField = STATE_IN_AXES
+    state_out_axes: StateAxesField = STATE_OUT_AXES
+    unexpected_out_state_mapping: Literal["raise"] = UNEXPECTED
 
 
 # --- the device map: jax.vmap's calling convention, run by jit(shard_map) -----------------
 
 
-class _Parallel(_Batched):
+class _Parallel(Batched):
     """vmap's lifted pure core with the lanes laid over devices (`_map` below)."""
 
     spec: PmapSpec

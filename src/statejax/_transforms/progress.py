@@ -4,6 +4,9 @@ A loop given `pbar=` carries a step counter next to its states; every `freq` ste
 (and on the first and the last step) the compiled loop reports the counter to the
 host through `jax.debug.callback`, where a `tqdm` bar is drawn. So the bar works
 inside `jit`, and each run of a compiled loop draws a fresh bar.
+
+Not a plugin: it registers no transform; the loop plugins (`loops`, `bounded`, through
+`_loop_core`) take their `pbar=` option from here.
 """
 
 from __future__ import annotations

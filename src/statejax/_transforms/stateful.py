@@ -1,5 +1,8 @@
 """`StatefulFunction`: a function's jaxpr and the states it uses, as BrainState offers them.
 
+Not a plugin: it registers no transform; `statejax.transform.StatefulFunction` is a class
+the transforms `abstract` and `find_state` build on.
+
 Built on the engine (`statejax.extend.StatefulFunction`): the engine finds the
 states (split and discovery, cached per identity of the modules passed and per
 static argument values), and this class traces the engine's pure core once per

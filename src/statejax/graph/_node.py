@@ -17,7 +17,7 @@ from statejax.graph._node_types import _add_module_type
 from statejax.graph._walk import iter_states_only, nodes, states
 
 if TYPE_CHECKING:
-    from statejax.filters import A, B, C, D, _Each, _One
+    from statejax.filters import A, B, C, D, EachFilter, OneFilter
 
 S = TypeVar("S", bound=State[Any])
 
@@ -84,22 +84,26 @@ class Module:
         self, filter: PredicateFn | EllipsisType | bool | None | tuple[FilterLike, ...], /
     ) -> StateMapping[State[Any]]: ...
     # Filters and State types first: a filter is also a predicate, which would make the
-    # element type ambiguous in the `_Each` overloads that also take predicates and `...`.
-    @overload
-    def states(self, a: _One[A], b: _One[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    # element type ambiguous in the `EachFilter` overloads that also take predicates and `...`.
     @overload
     def states(
-        self, a: _One[A], b: _One[B], c: _One[C], /
+        self, a: OneFilter[A], b: OneFilter[B], /
+    ) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    @overload
+    def states(
+        self, a: OneFilter[A], b: OneFilter[B], c: OneFilter[C], /
     ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
     @overload
     def states(
-        self, a: _One[A], b: _One[B], c: _One[C], d: _One[D], /
+        self, a: OneFilter[A], b: OneFilter[B], c: OneFilter[C], d: OneFilter[D], /
     ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C], StateMapping[D]]: ...
     @overload
-    def states(self, a: _Each[A], b: _Each[B], /) -> tuple[StateMapping[A], StateMapping[B]]: ...
+    def states(
+        self, a: EachFilter[A], b: EachFilter[B], /
+    ) -> tuple[StateMapping[A], StateMapping[B]]: ...
     @overload
     def states(
-        self, a: _Each[A], b: _Each[B], c: _Each[C], /
+        self, a: EachFilter[A], b: EachFilter[B], c: EachFilter[C], /
     ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
     @overload
     def states(

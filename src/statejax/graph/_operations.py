@@ -21,7 +21,7 @@ from statejax.graph._node_types import (
 from statejax.graph._walk import iter_states
 
 if TYPE_CHECKING:
-    from statejax.filters import A, B, C, _Each, _One
+    from statejax.filters import A, B, C, EachFilter, OneFilter
 
 S = TypeVar("S", bound=State[Any])
 N = TypeVar("N")
@@ -351,15 +351,15 @@ def pop_states(
 ) -> StateMapping[State[Any]]: ...
 @overload
 def pop_states(
-    node: object, a: _One[A], b: _One[B], /
+    node: object, a: OneFilter[A], b: OneFilter[B], /
 ) -> tuple[StateMapping[A], StateMapping[B]]: ...
 @overload
 def pop_states(
-    node: object, a: _One[A], b: _One[B], c: _One[C], /
+    node: object, a: OneFilter[A], b: OneFilter[B], c: OneFilter[C], /
 ) -> tuple[StateMapping[A], StateMapping[B], StateMapping[C]]: ...
 @overload
 def pop_states(
-    node: object, a: _Each[A], b: _Each[B], /
+    node: object, a: EachFilter[A], b: EachFilter[B], /
 ) -> tuple[StateMapping[A], StateMapping[B]]: ...
 @overload
 def pop_states(

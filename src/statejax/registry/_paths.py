@@ -15,7 +15,7 @@ from statejax._state import State
 from statejax.filters import FilterLike, Path, to_filter
 from statejax.graph import Module, iter_states
 
-__all__ = ["StatePaths"]
+__all__ = ["StatePaths", "state_items"]
 
 S = TypeVar("S", bound=State[Any])
 
@@ -91,3 +91,33 @@ class StatePaths:
         """The states among `states` that `filter` matches, in order, each at its path."""
         match = to_filter(filter)
         return [s for s in states if match(self.path(s), s)]
+
+
+def state_items(states_or_module: object) -> list[tuple[Path, State[Any]]]:
+    """`(path, state)` pairs of a module, a state, or a mapping/iterable of states
+    (a mapping's keys are the paths; an iterable's states get `(i,)`), for `statejax.sharding`
+    and `statejax.checkpoints`.
+
+    Raises:
+        TypeError: `states_or_module` is none of these, or holds a value that is not a State.
+    """
+    if isinstance(states_or_module, (Module, State)):
+        return list(iter_states(states_or_module))
+    if isinstance(states_or_module, Mapping):
+        items = []
+        for key, state in states_or_module.items():
+            if not isinstance(state, State):
+                raise TypeError(f"{key!r} maps to {type(state).__name__}, not a State")
+            items.append((key if isinstance(key, tuple) else (key,), state))
+        return items
+    if isinstance(states_or_module, Iterable):
+        items = []
+        for i, state in enumerate(states_or_module):
+            if not isinstance(state, State):
+                raise TypeError(f"item {i} is {type(state).__name__}, not a State")
+            items.append(((i,), state))
+        return items
+    raise TypeError(
+        f"{type(states_or_module).__name__} is neither a Module, a State, nor a mapping or "
+        "iterable of States"
+    )

@@ -13,6 +13,13 @@ Examples:
 from typing import TYPE_CHECKING, Any
 
 from statejax._transforms._autodiff_types import GradFunction
+from statejax._transforms._common import raise_when
+from statejax._transforms._selectors import (
+    MappingStateAxes,
+    SelectorItem,
+    SelectorLike,
+    StateAxesLike,
+)
 from statejax._transforms.abstract import eval_shape, make_jaxpr
 from statejax._transforms.autodiff import (
     GradientTransform,
@@ -45,7 +52,6 @@ from statejax._transforms.checking import (
     index_checks,
     jit_error_if,
     nan_checks,
-    raise_when,
     user_checks,
 )
 from statejax._transforms.checkpoint import checkpoint, remat
@@ -53,21 +59,14 @@ from statejax._transforms.conditionals import cond, ifelse, switch
 from statejax._transforms.find_state import StateFinder
 from statejax._transforms.jit import jit
 from statejax._transforms.loops import for_loop, scan, while_loop
-from statejax._transforms.mapping import MappingStateAxes, StatefulMapping, vmap2, vmap2_new_states
+from statejax._transforms.mapping import StatefulMapping, vmap2, vmap2_new_states
 from statejax._transforms.naming import named_call, named_scope
 from statejax._transforms.parallel import shard_map
 from statejax._transforms.pmap import pmap, pmap2, pmap2_new_states
 from statejax._transforms.progress import ProgressBar
 from statejax._transforms.stateful import StatefulFunction
 from statejax._transforms.unvmap import unvmap
-from statejax._transforms.vmap import (
-    SelectorItem,
-    SelectorLike,
-    StateAxesLike,
-    map,
-    vmap,
-    vmap_new_states,
-)
+from statejax._transforms.vmap import map, vmap, vmap_new_states
 from statejax.registry._manager import get_registry
 
 __all__ = [

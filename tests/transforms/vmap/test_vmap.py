@@ -445,10 +445,10 @@ def test_batched_write_error_with_a_split_key_in_the_lanes() -> None:
 def test_batched_write_found_without_the_index_in_jax_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import statejax._transforms.vmap as vmap_module
+    import statejax._transforms._lanes as lanes_module
 
     # If JAX's error stops naming the output index, each broadcast write is traced alone.
-    monkeypatch.setattr(vmap_module, "_OUT_AXIS_ERROR", re.compile(r"(?!)(\d)"))
+    monkeypatch.setattr(lanes_module, "_OUT_AXIS_ERROR", re.compile(r"(?!)(\d)"))
     first = sj.State(jnp.array(0.0), tag="first")
     second = sj.State(jnp.array(0.0), tag="second")
 

@@ -13,14 +13,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import statejax as sj
+from statejax._transforms._selectors import parse_state_axes, vmap_state_axes
 from statejax._transforms.mapping import (
     StatefulMapping,
     Vmap2NewStatesSpec,
     Vmap2Spec,
-    parse_state_axes,
     vmap2,
     vmap2_new_states,
-    vmap_state_axes,
 )
 from statejax.registry._manager import get_registry
 
@@ -237,6 +236,15 @@ def test_parse_state_axes_is_reusable() -> None:
     assert vmap_state_axes(axes) == {1: axes[1][1]}
     assert vmap_state_axes(parse_state_axes(None, "x")) is None
     assert parse_state_axes(w, "x")[0][0] == 0
+
+
+def test_parse_state_axes_shows_each_axis_and_its_selector() -> None:
+    """What the shared selector language gives (was a doctest of the private helper)."""
+    w = sj.ParamState(jnp.zeros(3))
+    axes = parse_state_axes({None: [w], 1: sj.ShortTermState}, "x")
+    assert repr(axes) == "((None, ParamState (float32[3])), (1, OfType(ShortTermState)))"
+    mapped = vmap_state_axes(parse_state_axes({None: sj.ParamState, 0: sj.ShortTermState}, "x"))
+    assert repr(mapped) == "{0: OfType(ShortTermState)}"
 
 
 def test_registered_with_specs() -> None:
