@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (
             ("statejax._state", "the State classes"),
             ("statejax._tracing", "the thread's traces (split out of _state)"),
+            ("statejax._state_hooks", "state hooks: BrainState's hook API, run by State.value"),
             ("statejax._trace_stack", "StateTraceStack, BrainState's trace object"),
             ("statejax._state_tools", "state helpers: check_state_value_tree, ..."),
             ("statejax._hidden_states", "HiddenGroupState, HiddenTreeState"),
@@ -96,9 +97,10 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 # Circles made only by imports under TYPE_CHECKING or inside functions, as sorted tuples
 # of the modules in the circle, with the reason each is kept.
 KNOWN_CIRCLES: dict[tuple[str, ...], str] = {
-    ("statejax._state", "statejax._tracing"): (
-        "type-only: a trace records State objects, so _tracing annotates with State; "
-        "_state imports _tracing's machinery at run time"
+    ("statejax._state", "statejax._state_hooks", "statejax._tracing"): (
+        "type-only: a trace records State objects, and a hook context refers to one, so "
+        "_tracing and _state_hooks annotate with State; _state imports their machinery "
+        "at run time"
     ),
     ("statejax.registry._hookspecs", "statejax.registry._manager"): (
         "type-only: the hookspecs (the documented plugin contract) annotate their "
@@ -474,7 +476,7 @@ def _imported_modules(tree: ast.Module) -> set[str]:
 def test_no_private_name_of_the_state_layer_is_imported_elsewhere() -> None:
     """Other modules use the named internal API of `_state` and `_tracing`, never their
     underscore names (the old `_TLS`, `_CALL_REFS`, `_contains_tracer`)."""
-    state_layer = {"statejax._state", "statejax._tracing"}
+    state_layer = {"statejax._state", "statejax._tracing", "statejax._state_hooks"}
     offenders = [
         f"{name} imports {node.module}.{alias.name}"
         for name, tree in _modules()
@@ -487,14 +489,19 @@ def test_no_private_name_of_the_state_layer_is_imported_elsewhere() -> None:
 
 
 def test_the_trace_machinery_is_below_the_state_classes() -> None:
-    """`_tracing` runs without `_state` (it names `State` in annotations only), and the
-    state layer imports nothing above it: no import circle."""
+    """`_tracing` and `_state_hooks` run without `_state` (they name `State` in annotations
+    only), and the state layer imports nothing above it: no import circle."""
     trees = dict(_modules())
     below = {"statejax._errors", "statejax._jax_compat"}
     tracing = {m for m in _imported_modules(trees["statejax._tracing"]) if m.startswith("statejax")}
     assert tracing <= below
+    # The state hooks sit beside the trace machinery, under the state classes.
+    hooks = {
+        m for m in _imported_modules(trees["statejax._state_hooks"]) if m.startswith("statejax")
+    }
+    assert hooks <= below | {"statejax._tracing"}
     state = {m for m in _imported_modules(trees["statejax._state"]) if m.startswith("statejax")}
-    assert state <= below | {"statejax._tracing"}
+    assert state <= below | {"statejax._tracing", "statejax._state_hooks"}
 
 
 # JAX's internals: what statejax takes from them goes through `_jax_compat.py`, so a

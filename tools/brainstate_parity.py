@@ -31,6 +31,13 @@ GROUPS = {
     "state": ["_state_test.py"],
     "graph": ["graph/*_test.py"],
     "random": ["random/*_test.py"],
+    # State hooks (`State.register_hook`, `register_state_hook`, ...) and the thread-safety
+    # tests of states with hooks.
+    "hooks": [
+        "_state_hook*_test.py",
+        "_state_global_hooks_test.py",
+        "_state_thread_safety_test.py",
+    ],
 }
 # BrainState modules outside statejax's scope (shared/DESIGN.md section 4).
 OUT_OF_SCOPE = ("_ir_",)

@@ -15,6 +15,11 @@ from __future__ import annotations
 __all__ = [
     "BatchAxisError",
     "BrainStateError",
+    "HookCancellationError",
+    "HookError",
+    "HookExecutionError",
+    "HookRegistrationError",
+    "HookWarning",
     "LoopBodyError",
     "NaNError",
     "PluginError",
@@ -87,6 +92,26 @@ class StateOperandError(StatejaxError, TypeError):
     """A `State` used as an array (`x @ state`, `state + 1`): read `state.value` instead."""
 
 
+class HookError(StatejaxError):
+    """Base class of the state hook errors (BrainState's `HookError`)."""
+
+
+class HookExecutionError(HookError):
+    """A state hook's callback raised; the original exception is its `__cause__`."""
+
+
+class HookRegistrationError(HookError, ValueError):
+    """A hook could not be registered: an unknown hook type, or a callback that is not callable."""
+
+
+class HookCancellationError(HookError):
+    """A `write_before` hook cancelled a write; nothing was written."""
+
+
+class HookWarning(UserWarning):
+    """A state hook failed and its manager's `HookConfig(on_error="log")` reported it."""
+
+
 # Report the classes under their public name: a traceback shows `statejax.SpecError`, not
 # the private module that defines it; pickling finds them there too.
 for _cls in (
@@ -103,6 +128,11 @@ for _cls in (
     LoopBodyError,
     NaNError,
     StateOperandError,
+    HookError,
+    HookExecutionError,
+    HookRegistrationError,
+    HookCancellationError,
+    HookWarning,
 ):
     _cls.__module__ = "statejax"
 del _cls

@@ -9,8 +9,10 @@ concrete values, or a `TraceLocal` standing in for a value that lives in a trace
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, Self
 
 import jax
@@ -19,6 +21,16 @@ from jax.extend import source_info_util
 from typing_extensions import TypeVar
 
 from statejax._errors import StateOperandError, TraceContextError
+from statejax._state_hooks import (
+    HOOKS,
+    HookContext,
+    HookHandle,
+    HookManager,
+    HookType,
+    run_init,
+    run_read,
+    run_write,
+)
 from statejax._tracing import (
     THIS_THREAD,
     TraceLocal,
@@ -50,6 +62,8 @@ __all__ = [
 T = TypeVar("T", default=Any)
 
 _NO_VALUE: Any = object()
+# Guards making a state's HookManager, so two threads asking at once get the same one.
+_HOOKS_LOCK = threading.Lock()
 
 
 class State(Generic[T]):
@@ -80,9 +94,11 @@ class State(Generic[T]):
     # _cache_entries: the transform cache entries keyed by this state, which it keeps
     # alive (see registry/_engine.py); unset until a state is passed as an argument.
     # _where: where the state was first stored ("Linear.w"), set by Module.__setattr__.
+    # _hooks: the state's HookManager, made when first asked for (`hooks`); unset before.
     __slots__ = (
         "__weakref__",
         "_cache_entries",
+        "_hooks",
         "_level",
         "_name",
         "_source_info",
@@ -124,8 +140,10 @@ class State(Generic[T]):
             # state reads as leaked unless a transform adopts it (vmap's ensembles).
             self._value: Any = TraceLocal(trace.name)
             trace.record_create(self, value)
-            return
-        self._value = initial_value(self, value)
+        else:
+            self._value = initial_value(self, value)
+        if HOOKS.on:
+            run_init(self, value)
 
     @property
     def value(self) -> T:
@@ -134,16 +152,177 @@ class State(Generic[T]):
         value = stack[-1].read(self) if stack else self._value
         if type(value) is TraceLocal:
             value = value.resolve(self)
+        if HOOKS.on:
+            run_read(self, value)
         return value  # type: ignore[no-any-return]
 
     @value.setter
     def value(self, new: T) -> None:
+        _check_value(self, new)
+        if HOOKS.on:
+            run_write(self, new, self._store_checked)
+            return
+        stack = THIS_THREAD.stack
+        if stack:
+            stack[-1].write(self, new)
+            return
+        self._value = storable_value(self, new)
+
+    def _store_checked(self, new: Any) -> None:
+        # A write with hooks: `new` may come from a write_before hook, so it is checked again.
         _check_value(self, new)
         stack = THIS_THREAD.stack
         if stack:
             stack[-1].write(self, new)
             return
         self._value = storable_value(self, new)
+
+    # --- hooks (BrainState's API; see statejax._state_hooks and docs/hooks.md) ---------
+
+    @property
+    def hooks(self) -> HookManager:
+        """The state's `HookManager`: its own hooks (made on first use).
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> s = sj.State(jnp.zeros(2))
+            >>> s.hooks is s.hooks, s.hooks.has_hooks()
+            (True, False)
+        """
+        manager: HookManager | None = getattr(self, "_hooks", None)
+        if manager is None:
+            with _HOOKS_LOCK:
+                manager = getattr(self, "_hooks", None)
+                if manager is None:
+                    manager = self._hooks = HookManager()
+        return manager
+
+    @property
+    def _hooks_manager(self) -> HookManager:
+        # BrainState's attribute name for `hooks`; its tests replace it (a configured manager).
+        return self.hooks
+
+    @_hooks_manager.setter
+    def _hooks_manager(self, manager: HookManager) -> None:
+        self._hooks = manager
+
+    def register_hook(
+        self,
+        hook_type: HookType,
+        callback: Callable[[HookContext], Any],
+        priority: int = 0,
+        name: str | None = None,
+        enabled: bool = True,
+    ) -> HookHandle:
+        """Register a hook on this state: `callback(context)` runs on each such operation.
+
+        `hook_type` is `'read'` (`state.value` read), `'write_before'` (before a write;
+        the hook may change the value or cancel the write), `'write_after'`,
+        `'restore'` (`restore_value`) or `'init'` (never runs for a state's own hooks:
+        the state exists already; use `register_state_hook`). Higher `priority` runs
+        first; global hooks run before the state's own. Inside a transform, hooks run
+        while it traces, never on a cached call (docs/hooks.md).
+
+        Args:
+            hook_type: the operation.
+            callback: called with the hook's context (`ReadHookContext`, ...).
+            priority: higher runs earlier (default 0).
+            name: shown in messages.
+            enabled: whether it runs.
+
+        Returns:
+            The hook's handle (`remove()`, `disable()`, `enable()`).
+
+        Raises:
+            HookRegistrationError: an unknown `hook_type`, or `callback` not callable.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> w = sj.ParamState(jnp.zeros(2), name="w")
+            >>> def no_nan(ctx):
+            ...     if bool(jnp.isnan(ctx.value).any()):
+            ...         ctx.cancel, ctx.cancel_reason = True, "NaN written"
+            >>> handle = w.register_hook("write_before", no_nan)
+            >>> w.value = jnp.array([1.0, jnp.nan])
+            Traceback (most recent call last):
+            ...
+            statejax.HookCancellationError: hook_...: NaN written. The write to ParamState 'w' ...
+            >>> w.value.tolist()
+            [0.0, 0.0]
+        """
+        return self.hooks.register_hook(hook_type, callback, priority, name, enabled)
+
+    def unregister_hook(self, handle: HookHandle) -> bool:
+        """Remove the hook of `handle` from this state; `False` if it holds no such hook.
+
+        Examples:
+            >>> import statejax as sj
+            >>> s = sj.State(1.0); handle = s.register_hook("read", print)
+            >>> s.unregister_hook(handle), s.unregister_hook(handle)
+            (True, False)
+        """
+        return self.hooks.unregister_hook(handle)
+
+    def list_hooks(self, hook_type: str | None = None) -> list[Any]:
+        """This state's hooks of `hook_type` (all but `init` ones when `None`, as BrainState).
+
+        Examples:
+            >>> import statejax as sj
+            >>> s = sj.State(1.0); _ = s.register_hook("read", print, name="show")
+            >>> s.list_hooks()
+            [Hook(name='show', priority=0, enabled)]
+        """
+        return self.hooks.get_hooks(hook_type)
+
+    def clear_hooks(self, hook_type: str | None = None) -> None:
+        """Remove this state's hooks of `hook_type` (all of them when `None`).
+
+        Examples:
+            >>> import statejax as sj
+            >>> s = sj.State(1.0); _ = s.register_hook("read", print)
+            >>> s.clear_hooks(); s.has_hooks()
+            False
+        """
+        self.hooks.clear_hooks(hook_type)
+
+    def has_hooks(self, hook_type: str | None = None) -> bool:
+        """Whether this state has a hook (or an enabled one of `hook_type`).
+
+        Raises:
+            ValueError: an unknown `hook_type`.
+
+        Examples:
+            >>> import statejax as sj
+            >>> sj.State(1.0).has_hooks("read")
+            False
+        """
+        manager: HookManager | None = getattr(self, "_hooks", None)
+        if manager is None:
+            return HookManager().has_hooks(hook_type)  # validates hook_type
+        return manager.has_hooks(hook_type)
+
+    @contextlib.contextmanager
+    def temporary_hook(
+        self, hook_type: str, callback: Callable[..., Any], priority: int = 0
+    ) -> Iterator[HookHandle]:
+        """A block in which a hook is registered on this state; removed when the block ends.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> import statejax as sj
+            >>> s = sj.State(jnp.zeros(2)); reads = []
+            >>> with s.temporary_hook("read", lambda ctx: reads.append(1)):
+            ...     _ = s.value
+            >>> _ = s.value; reads
+            [1]
+        """
+        handle = self.register_hook(hook_type, callback, priority)  # type: ignore[arg-type]
+        try:
+            yield handle
+        finally:
+            self.unregister_hook(handle)
 
     @property
     def name(self) -> str | None:
@@ -164,7 +343,10 @@ class State(Generic[T]):
                 else vars(cls).get("__slots__", ())
             )
         )
-        return [(n, getattr(self, n)) for n in names if n != "__weakref__" and hasattr(self, n)]
+        # A copy gets no hooks (BrainState gives it a fresh manager): hooks are one
+        # state's behaviour, and a manager (a lock) can be neither shared nor pickled.
+        skip = ("__weakref__", "_hooks")
+        return [(n, getattr(self, n)) for n in names if n not in skip and hasattr(self, n)]
 
     # JAX's source information holds a traceback, which cannot be pickled or deep-copied:
     # copies share it (it is immutable), and an unpickled state gets the place it was
@@ -303,7 +485,8 @@ class State(Generic[T]):
         """Put back a value of the same tree structure (such as one saved earlier).
 
         The same write as `state.value = v` (recorded by a running transform),
-        but the tree structure must match the current value's.
+        but the tree structure must match the current value's, and it runs the
+        state's `restore` hooks instead of its write hooks (as BrainState).
 
         Raises:
             ValueError: `v` is a `State`, or its tree structure differs; the
@@ -318,6 +501,11 @@ class State(Generic[T]):
         """
         if not isinstance(v, State):
             _check_same_tree(self, v)
+        if HOOKS.on:
+            # BrainState: a restore runs the restore hooks, not the write hooks.
+            _check_value(self, v)
+            run_write(self, v, self._store_checked, restore=True)
+            return
         self.value = v
 
     def check_if_deleted(self) -> None:

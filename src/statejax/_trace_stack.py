@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from statejax._state import State
+from statejax._state_hooks import hooks_paused
 from statejax._tracing import StateTrace, adopt_created, peek_value
 
 __all__ = ["StateTraceStack"]
@@ -109,15 +110,17 @@ class StateTraceStack:
             for state, value in created:
                 adopt_created(state, value)
             done: list[State[Any]] = []
-            try:
-                for state, value in written:
-                    state.value = value
-                    done.append(state)
-            except BaseException:
-                # All or nothing: a refused write (a tracer that would leak) undoes the rest.
-                for state in done:
-                    state.value = trace.first[id(state)]
-                raise
+            # The block's writes ran their state hooks when made: storing them runs none.
+            with hooks_paused():
+                try:
+                    for state, value in written:
+                        state.value = value
+                        done.append(state)
+                except BaseException:
+                    # All or nothing: a refused write (a tracer that would leak) undoes the rest.
+                    for state in done:
+                        state.value = trace.first[id(state)]
+                    raise
 
     def _add(self, state: State[Any], original: Any, writes: bool) -> None:
         index = self._index.get(id(state))

@@ -97,6 +97,8 @@ class ThreadTraces(threading.local):
         self.global_states = False
         # Called with each state created on this thread (calling_on_create), outermost first.
         self.on_create: list[Callable[[State[Any]], None]] = []
+        # Inside hooks_paused() (statejax._state_hooks): state accesses run no hook.
+        self.hooks_paused = 0
 
 
 THIS_THREAD = ThreadTraces()

@@ -411,6 +411,48 @@ def check_value_error() -> None:
     )
 
 
+def check_hook_cancellation_error() -> None:
+    w = sj.ParamState(jnp.zeros(2), name="w")
+    b = sj.State(jnp.zeros(2), name="b")
+    w.register_hook("write_before", lambda ctx: setattr(ctx, "cancel", True), name="veto")
+
+    def step(x: jax.Array) -> jax.Array:
+        b.value = x  # written first: dropped with the rest
+        w.value = x
+        return x
+
+    with pytest.raises(sj.HookCancellationError, match=r"^veto: .*ParamState 'w'.*nothing was"):
+        w.value = jnp.ones(2)
+    with pytest.raises(sj.HookCancellationError, match=r"veto: .*'w'.*inside statejax\.jit"):
+        sj.jit(step)(jnp.ones(2))
+    assert_untouched(w, jnp.zeros(2))
+    assert_untouched(b, jnp.zeros(2))
+    assert issubclass(sj.HookCancellationError, sj.HookError)
+
+
+def check_hook_execution_error() -> None:
+    w = sj.ParamState(jnp.zeros(2), name="w")
+    w._hooks_manager = sj.HookManager(sj.HookConfig(on_error="raise"))
+    w.register_hook("write_after", lambda ctx: 1 / 0, name="bad")
+    with pytest.raises(
+        sj.HookExecutionError, match=r"'bad' error #\d on ParamState 'w'.*inside statejax\.jit"
+    ) as caught:
+        sj.jit(lambda x: setattr(w, "value", x))(jnp.ones(2))
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+    assert_untouched(w, jnp.zeros(2))
+
+
+def check_hook_registration_error() -> None:
+    w = sj.ParamState(jnp.zeros(2), name="w")
+    with pytest.raises(sj.HookRegistrationError, match=r"invalid hook type 'reed'; give one of"):
+        w.register_hook("reed", print)  # type: ignore[arg-type]
+    with pytest.raises(sj.HookRegistrationError, match="must be callable"):
+        sj.register_state_hook("read", None)  # type: ignore[arg-type]
+    assert issubclass(sj.HookRegistrationError, ValueError)
+    assert not w.has_hooks() and not sj.has_state_hooks()
+    assert_untouched(w, jnp.zeros(2))
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "SpecError": check_spec_error,
     "PluginError": check_plugin_error,
@@ -425,6 +467,9 @@ CHECKS: dict[str, Callable[..., None]] = {
     "NaNError": check_nan_error,
     "ShardingError": check_sharding_error,
     "CheckpointError": check_checkpoint_error,
+    "HookCancellationError": check_hook_cancellation_error,
+    "HookExecutionError": check_hook_execution_error,
+    "HookRegistrationError": check_hook_registration_error,
     "TypeError": check_type_error,
     "ValueError": check_value_error,
 }

@@ -48,6 +48,7 @@ from statejax._jax_compat import (
     tracer_trace,
 )
 from statejax._state import State
+from statejax._state_hooks import hooks_paused
 from statejax._tracing import (
     CALL_REFS,
     StateTrace,
@@ -155,12 +156,18 @@ class Split:
         `top_level`: whether no JAX transform is tracing (the caller may know).
         """
         if current_traces():
-            return [s.value for s in self.read_states], [s.value for s in self.write_states]
+            # Passing values on is no read of the user's: no state hook runs.
+            with hooks_paused():
+                return [s.value for s in self.read_states], [s.value for s in self.write_states]
         with _MERGE_LOCK:
             if not (is_top_level() if top_level is None else top_level):
                 # Inside a plain JAX transform: a state created there holds its value
                 # with the trace it belongs to; `.value` unwraps it.
-                return [s.value for s in self.read_states], [s.value for s in self.write_states]
+                with hooks_paused():
+                    return (
+                        [s.value for s in self.read_states],
+                        [s.value for s in self.write_states],
+                    )
             return [s._value for s in self.read_states], [s._value for s in self.write_states]
 
     def scatter(
@@ -195,8 +202,11 @@ class Split:
         """
         if current_traces():
             write_values = check_merge(name, self.write_states, write_values, False)
-            for state, value in zip(self.write_states, write_values, strict=True):
-                state.value = value
+            # The user's writes ran their state hooks when they were traced: this
+            # passes their values on to the enclosing trace, running none again.
+            with hooks_paused():
+                for state, value in zip(self.write_states, write_values, strict=True):
+                    state.value = value
             return
         if top_level is None:
             top_level = is_top_level()
