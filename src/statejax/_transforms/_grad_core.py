@@ -505,10 +505,10 @@ class Core:
             for position, value in zip(argnums, rest.pop(0), strict=True):
                 args[position] = value
         if plan.no_units is not None:
-            _refuse_quantities(plan, primals, "differentiated value")
+            _refuse_quantities(plan, primals, "a differentiated value")
         out, new_write_vals = self.pure(read_vals, write_vals, *self.leading, *args, **self.kwargs)
         if plan.no_units is not None:
-            _refuse_quantities(plan, (out,), "output")
+            _refuse_quantities(plan, (out,), "the output")
         if getattr(plan.spec, "check_states", True) and plan.with_states:
             self._check_used()
         aux = None
@@ -559,7 +559,7 @@ def _refuse_quantities(plan: Plan, values: Sequence[Any], what: str) -> None:
         for leaf in jax.tree.leaves(value, is_leaf=_is_quantity):
             if _is_quantity(leaf):
                 raise _TraceTypeError(
-                    f"{plan.label}: unit_aware=True and a {what} is a brainunit "
+                    f"{plan.label}: unit_aware=True and {what} is a brainunit "
                     f"{type(leaf).__name__} (unit {getattr(leaf, 'unit', '?')}), but "
                     f"{plan.no_units}"
                 )
