@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -782,8 +783,9 @@ def _unit_aware_matches_plain() -> None:
     for transform, body in UNIT_AWARE_CASES:
         w = sj.ParamState(jnp.array([1.0, 2.0]))
         x = jnp.array([3.0, 0.5])
-        plain = transform(lambda x: body(w, x), w, argnums=0, return_value=True)(x)
-        aware = transform(lambda x: body(w, x), w, argnums=0, return_value=True, unit_aware=True)(x)
+        fn = functools.partial(body, w)
+        plain = transform(fn, w, argnums=0, return_value=True)(x)
+        aware = transform(fn, w, argnums=0, return_value=True, unit_aware=True)(x)
         assert jax.tree.structure(aware) == jax.tree.structure(plain), transform
         for got, want in zip(jax.tree.leaves(aware), jax.tree.leaves(plain), strict=True):
             assert type(got) is type(want)
