@@ -221,6 +221,17 @@ def check_batch_axis_error() -> None:
         sj.vmap(tick, out_states={0: count})(jnp.ones(2))
     assert_untouched(count, jnp.zeros(2))
 
+    # Mapped in on one axis and out on another: the batch axis would move.
+    moved = sj.State(jnp.zeros((2, 3)))
+
+    def add(x: jax.Array) -> jax.Array:
+        moved.value = moved.value + x
+        return x
+
+    with pytest.raises(sj.BatchAxisError, match=r"input axis 0 .*written back on axis 1"):
+        sj.vmap(add, in_states={0: moved}, out_states={1: moved})(jnp.ones(2))
+    assert_untouched(moved, jnp.zeros((2, 3)))
+
 
 def check_state_operand_error() -> None:
     w = sj.ParamState(jnp.ones((2, 2)))
@@ -257,6 +268,13 @@ def check_trace_type_error() -> None:
     with pytest.raises(sj.TraceTypeError, match=r"has_aux=True .*pair"):
         sj.grad(lambda: jnp.sum(w.value), w, has_aux=True)()
     assert_untouched(w, jnp.ones(2))
+    # unit_aware=True cannot carry units under fwd_grad: a quantity is refused.
+    quantity = type("Quantity", (), {"__module__": "saiunit._base_quantity", "unit": "ms"})
+    jax.tree_util.register_pytree_node(quantity, lambda q: ((), None), lambda _, c: quantity())
+    with pytest.raises(sj.TraceTypeError, match=r"unit_aware=True .*carry units"):
+        sj.transform.fwd_grad(lambda x: jnp.sum(w.value), argnums=0, unit_aware=True, key=0)(
+            quantity()
+        )
     assert issubclass(sj.TraceTypeError, TypeError)
 
 

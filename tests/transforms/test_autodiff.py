@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -740,3 +741,125 @@ def test_grad_family_rejects_empty_argnums_and_grad_states(transform: Any) -> No
         transform(_loss, argnums=True)
     with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option argnums: .*at most"):
         transform(_loss, argnums=2**70)
+
+
+# --- unit_aware: brainunit quantities (the statejax[units] extra) ----------------------------
+
+
+class _FakeQuantity:
+    """Stands in for a brainunit Quantity where brainunit is blocked: a pytree of one array
+    whose class is named as brainunit's (which is what the check looks at)."""
+
+    unit = "ms"
+
+    def __init__(self, mantissa: Any) -> None:
+        self.mantissa = mantissa
+
+
+_FakeQuantity.__name__ = _FakeQuantity.__qualname__ = "Quantity"
+_FakeQuantity.__module__ = "saiunit._base_quantity"
+jax.tree_util.register_pytree_node(
+    _FakeQuantity, lambda q: ((q.mantissa,), None), lambda _, c: _FakeQuantity(c[0])
+)
+
+
+@pytest.fixture
+def no_brainunit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """brainunit not installed: its import fails (whether or not it is installed here)."""
+    monkeypatch.setitem(__import__("sys").modules, "brainunit", None)
+    monkeypatch.setitem(__import__("sys").modules, "brainunit.autograd", None)
+
+
+UNIT_AWARE_CASES = [
+    (grad, lambda w, x: jnp.sum(w.value**2 * x)),
+    (vector_grad, lambda w, x: w.value**2 * x),
+    (jacrev, lambda w, x: w.value**2 * x),
+    (jacfwd, lambda w, x: w.value**2 * x),
+    (hessian, lambda w, x: jnp.sum(w.value**3 * x)),
+]
+
+
+def _unit_aware_matches_plain() -> None:
+    for transform, body in UNIT_AWARE_CASES:
+        w = sj.ParamState(jnp.array([1.0, 2.0]))
+        x = jnp.array([3.0, 0.5])
+        fn = functools.partial(body, w)
+        plain = transform(fn, w, argnums=0, return_value=True)(x)
+        aware = transform(fn, w, argnums=0, return_value=True, unit_aware=True)(x)
+        assert jax.tree.structure(aware) == jax.tree.structure(plain), transform
+        for got, want in zip(jax.tree.leaves(aware), jax.tree.leaves(plain), strict=True):
+            assert type(got) is type(want)
+            np.testing.assert_allclose(got, want)
+    w = sj.ParamState(jnp.array([1.0, 2.0]))
+    got = fwd_grad(lambda: jnp.sum(w.value**2), w, unit_aware=True, key=0)()
+    want = fwd_grad(lambda: jnp.sum(w.value**2), w, key=0)()
+    np.testing.assert_allclose(got, want)
+
+
+def test_unit_aware_is_a_no_op_on_plain_arrays_without_brainunit(no_brainunit: None) -> None:
+    _unit_aware_matches_plain()
+
+
+def test_unit_aware_refuses_a_quantity_without_brainunit(no_brainunit: None) -> None:
+    w = sj.ParamState(jnp.array([1.0, 2.0]))
+    count = sj.State(jnp.array(0))
+
+    def loss(x: Any) -> jax.Array:
+        count.value += 1
+        return jnp.sum(w.value * x.mantissa)
+
+    with pytest.raises(
+        sj.TraceTypeError,
+        match=r"statejax\.grad\(.*loss\): unit_aware=True and a differentiated value is a "
+        r"brainunit Quantity \(unit ms\), but brainunit is not installed.*statejax\[units\]",
+    ):
+        grad(loss, w, argnums=0, unit_aware=True)(_FakeQuantity(jnp.ones(2)))
+    with pytest.raises(sj.TraceTypeError, match=r"and the output is a brainunit Quantity"):
+        grad(lambda: _FakeQuantity(jnp.sum(w.value)), w, unit_aware=True)()
+    assert int(count.value) == 0
+    # unit_aware=False leaves a quantity to JAX, as before (the mantissa is differentiated).
+    g = grad(loss, argnums=0)(_FakeQuantity(jnp.ones(2)))
+    np.testing.assert_allclose(g.mantissa, [1.0, 2.0])
+
+
+def test_unit_aware_fwd_grad_refuses_a_quantity() -> None:
+    w = sj.ParamState(_FakeQuantity(jnp.array([1.0, 2.0])))
+    with pytest.raises(sj.TraceTypeError, match=r"fwd_grad does not carry units .*grad\("):
+        fwd_grad(lambda: jnp.sum(w.value.mantissa**2), w, unit_aware=True, key=0)()
+
+
+def test_unit_aware_is_a_no_op_on_plain_arrays_with_brainunit() -> None:
+    pytest.importorskip("brainunit")
+    _unit_aware_matches_plain()
+
+
+def test_unit_aware_gradients_carry_units_with_brainunit() -> None:
+    u = pytest.importorskip("brainunit")
+    s = sj.ParamState(jnp.array([1.0, 2.0]) * u.ms)
+    count = sj.State(jnp.array(0))
+
+    def loss(y: Any) -> Any:
+        count.value += 1
+        return u.math.sum(s.value**2 * y)
+
+    gs, gy = grad(loss, [s], argnums=0, unit_aware=True)(jnp.array(2.0) * u.mV)
+    assert u.math.allclose(gs[0], jnp.array([4.0, 8.0]) * u.ms * u.mV)
+    assert u.math.allclose(gy, 5.0 * u.ms**2)
+    assert int(count.value) == 1
+    g, value = grad(lambda: u.math.sum(s.value**2), {"s": s}, return_value=True, unit_aware=True)()
+    assert u.math.allclose(g["s"], jnp.array([2.0, 4.0]) * u.ms)
+    assert u.math.allclose(value, 5.0 * u.ms**2)
+    assert u.math.allclose(vector_grad(lambda: s.value**2, s, unit_aware=True)(), [2, 4] * u.ms)
+    jac = jnp.array([[2.0, 0.0], [0.0, 4.0]]) * u.ms
+    assert u.math.allclose(jacrev(lambda: s.value**2, s, unit_aware=True)(), jac)
+    assert u.math.allclose(jacfwd(lambda: s.value**2, s, unit_aware=True)(), jac)
+    h = hessian(lambda: u.math.sum(s.value**3), s, unit_aware=True)()
+    assert u.math.allclose(h, jnp.array([[6.0, 0.0], [0.0, 12.0]]) * u.ms)
+    assert u.math.allclose(
+        jit(grad(lambda: u.math.sum(s.value**2), s, unit_aware=True))(), [2, 4] * u.ms
+    )
+    # Without unit_aware, JAX refuses the quantity output, as BrainState's grad does.
+    with pytest.raises(TypeError, match="scalar-output"):
+        grad(lambda: u.math.sum(s.value**2), s)()
+    with pytest.raises(sj.TraceTypeError, match=r"fwd_grad does not carry units"):
+        fwd_grad(lambda: u.math.sum(s.value**2), s, unit_aware=True, key=0)()

@@ -155,8 +155,6 @@ def test_grad_new_options_match_jax() -> None:
     assert g.dtype == jax.dtypes.float0
     with pytest.raises(sj.TraceError, match="not a float"):
         grad(lambda: n.value * 2.0, n)()
-    with pytest.raises(sj.SpecError, match=r"statejax\.grad: option unit_aware: .*brainunit"):
-        grad(lambda x: x, unit_aware=True)
 
 
 def test_gradient_transform_is_public_and_binds_as_a_method() -> None:

@@ -13,6 +13,7 @@ states, the aux pair, `debug_nan`).
 from __future__ import annotations
 
 import functools
+import importlib
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
@@ -57,6 +58,7 @@ __all__ = [
     "fwd_grad_apply",
     "grad_targets",
     "jacobian_apply",
+    "unit_autograd",
     "kind_of",
     "make_stateful",
     "vector_grad_apply",
@@ -100,16 +102,6 @@ def _check_argnums(value: Any) -> Any:
     if len(set(items)) != len(items):
         raise ValueError(f"argnums has a repeated position: {value!r}")
     return items[0] if isinstance(value, int) else tuple(items)
-
-
-def _refuse_unit_aware(value: Any) -> Any:
-    if value:
-        raise ValueError(
-            "unit_aware=True needs brainunit, which statejax does not use; strip the units "
-            "(x.mantissa) before differentiating and put them back on the result, or pass "
-            "unit_aware=False"
-        )
-    return value
 
 
 class DiffSpec(TransformSpec):
@@ -159,15 +151,13 @@ class VectorGradSpec(DiffSpec):
         description="refuse grad states the function never reads (False: their derivative is zero)",
     )
     unit_aware: bool = pydantic.Field(
-        default=False, description="False (brainunit's unit-aware mode is not supported)"
+        default=False,
+        description="derivatives of brainunit quantities carry their units (needs "
+        "statejax[units]); a no-op on plain arrays",
     )
     debug_nan: bool = pydantic.Field(
         default=False,
         description="raise NaNError, changing no state, when a derivative holds NaN or Inf",
-    )
-
-    _unit_aware = pydantic.field_validator("unit_aware", mode="before")(
-        lambda cls, v: _refuse_unit_aware(v)
     )
 
 
@@ -426,12 +416,16 @@ Apply = Callable[["Core", tuple[Any, ...], "Plan"], Any]
 class Plan:
     """What is differentiated: `with_states` / `argnums`, and how to call the core."""
 
-    __slots__ = ("argnums", "label", "spec", "targets", "with_states")
+    __slots__ = ("argnums", "label", "no_units", "spec", "targets", "with_states")
 
-    def __init__(self, label: str, targets: _Targets, spec: Any) -> None:
+    def __init__(
+        self, label: str, targets: _Targets, spec: Any, no_units: str | None = None
+    ) -> None:
         self.label = label  # "statejax.grad(loss)", how errors name the call
         self.targets = targets
         self.spec = spec
+        # unit_aware=True that cannot carry units: why (a quantity is then refused).
+        self.no_units = no_units
         self.with_states = targets.kind != "none"
         argnums = spec.argnums
         self.argnums: int | tuple[int, ...] | None = (
@@ -510,7 +504,11 @@ class Core:
         elif argnums is not None:
             for position, value in zip(argnums, rest.pop(0), strict=True):
                 args[position] = value
+        if plan.no_units is not None:
+            _refuse_quantities(plan, primals, "a differentiated value")
         out, new_write_vals = self.pure(read_vals, write_vals, *self.leading, *args, **self.kwargs)
+        if plan.no_units is not None:
+            _refuse_quantities(plan, (out,), "the output")
         if getattr(plan.spec, "check_states", True) and plan.with_states:
             self._check_used()
         aux = None
@@ -536,6 +534,34 @@ class Core:
                     f"{describe_state(state, plan.targets.path(index))} is never read by the "
                     "function, so its derivative is always zero. Remove it from grad_states, "
                     "or pass check_states=False to get zeros."
+                )
+
+
+def unit_autograd() -> Any:
+    """brainunit's `autograd` module (the `statejax[units]` extra), or `None` without it."""
+    try:
+        return importlib.import_module("brainunit.autograd")
+    except ImportError:
+        return None
+
+
+def _is_quantity(value: object) -> bool:
+    """Whether `value` is a brainunit (saiunit) `Quantity`, known without importing either."""
+    return any(
+        cls.__name__ == "Quantity" and cls.__module__.partition(".")[0] in ("brainunit", "saiunit")
+        for cls in type(value).__mro__
+    )
+
+
+def _refuse_quantities(plan: Plan, values: Sequence[Any], what: str) -> None:
+    """A `TraceTypeError` for a quantity in `values` when unit_aware=True cannot carry units."""
+    for value in values:
+        for leaf in jax.tree.leaves(value, is_leaf=_is_quantity):
+            if _is_quantity(leaf):
+                raise _TraceTypeError(
+                    f"{plan.label}: unit_aware=True and {what} is a brainunit "
+                    f"{type(leaf).__name__} (unit {getattr(leaf, 'unit', '?')}), but "
+                    f"{plan.no_units}"
                 )
 
 
@@ -712,9 +738,10 @@ class GradientTransform:
         target: Callable[..., Any],
         grad_states: GradStates,
         key: Any = None,
+        no_units: str | None = None,
     ) -> GradientTransform:
         self = cls.__new__(cls)
-        self._setup(name, spec, apply, target, grad_targets(grad_states, name), key)
+        self._setup(name, spec, apply, target, grad_targets(grad_states, name), key, no_units)
         return self
 
     def _setup(
@@ -725,13 +752,14 @@ class GradientTransform:
         target: Callable[..., Any],
         targets: _Targets,
         key: Any = None,
+        no_units: str | None = None,
     ) -> None:
         if not callable(target):
             raise _SpecTypeError(f"statejax.{name}: {target!r} is not callable.")
         label = f"statejax.{name}({name_of(target)})"
         self._name = name
         self._target = target
-        self._plan = Plan(label, targets, spec)
+        self._plan = Plan(label, targets, spec, no_units)
         if spec.debug_nan:
             apply = _checking_nan(apply)
         # fwd_grad's key goes ahead of the arguments: the given one, or one drawn per call.

@@ -127,6 +127,7 @@ class Batched:
         # counts from the end of the batched value, one rank more than the current one.
         unbatched = {id(s) for s in split.states if id(s) not in in_ax}
         out_ax = self._assign(spec.out_states, "out_states", paths, values, unbatched, negative)
+        self._refuse_moved_axes(in_ax, out_ax)
         ranked = tuple(k for k, s in enumerate(split.states) if id(s) in negative)
 
         def place(state: State[Any]) -> tuple[int | None, int | None, StateBatching | None]:
@@ -264,6 +265,22 @@ class Batched:
                     )
                 found[id(s)] = (norm, axis)
         return {k: v[0] for k, v in found.items()}
+
+    def _refuse_moved_axes(self, in_ax: dict[int, int], out_ax: dict[int, int]) -> None:
+        """A state mapped in on one axis and out on another would come back with its batch
+        axis moved (a (4, 3) value stored as (3, 4)), and the next call would map it on
+        the wrong axis: refused, as BrainState's `vmap2` refuses it."""
+        for state in self.split.states:
+            key = id(state)
+            if key in in_ax and key in out_ax and in_ax[key] != out_ax[key]:
+                raise BatchAxisError(
+                    f"{self.name}: {self._describe(state)} is mapped on input axis "
+                    f"{in_ax[key]} (in_states, vmap2's state_in_axes) but written back on "
+                    f"axis {out_ax[key]} (out_states, state_out_axes), which would move its "
+                    "batch axis. No state was changed. Select it on the same axis in both "
+                    "(or only in in_states, whose axis it is written back on); to move the "
+                    "axis, return the value and store it with jnp.moveaxis outside the map."
+                )
 
     def _describe(self, state: State[Any]) -> str:
         # Only paths the user can see (a mapping they gave, a module argument); otherwise

@@ -64,6 +64,7 @@ from statejax._transforms._grad_core import (
     jacobian_apply,
     kind_of,
     make_stateful,
+    unit_autograd,
     vector_grad_apply,
 )
 from statejax.extend import (
@@ -102,6 +103,17 @@ __all__ = [
 # --------------------------------------------------------------------------- public API
 
 
+#: Why unit_aware=True cannot carry units: brainunit is missing, or the transform has none.
+_NO_BRAINUNIT = (
+    "brainunit is not installed, so the units cannot be carried. Install it (pip install "
+    "'statejax[units]'), or differentiate the mantissas (x.mantissa) and put the units back."
+)
+_FWD_GRAD_NO_UNITS = (
+    "fwd_grad does not carry units (BrainState's fwd_grad has no unit_aware). Use "
+    "grad(..., unit_aware=True), or differentiate the mantissas (x.mantissa)."
+)
+
+
 def _gradient(
     name: str,
     spec_type: type[VectorGradSpec],
@@ -109,14 +121,27 @@ def _gradient(
     fn: Callable[..., Any] | None,
     grad_states: GradStates,
     key: Any = None,
+    units: Callable[[Any], Apply] | None = None,
     **options: Any,
 ) -> Callable[..., Any]:
-    """Validate the options once, then wrap `fn` (or return a decorator that does)."""
+    """Validate the options once, then wrap `fn` (or return a decorator that does).
+
+    `units(autograd)` makes the `apply` of `unit_aware=True` from brainunit's
+    `autograd` module (as BrainState swaps `jax.grad` for `brainunit.autograd.grad`).
+    Without brainunit, or without `units`, the JAX `apply` runs, refusing quantities.
+    """
     spec = parse_spec(spec_type, name, **options)
     grad_targets(grad_states, name)  # validated at decoration, even when used as a decorator
+    no_units = None
+    if spec.unit_aware:
+        autograd = unit_autograd() if units is not None else None
+        if units is not None and autograd is not None:
+            apply = units(autograd)
+        else:
+            no_units = _NO_BRAINUNIT if units is not None else _FWD_GRAD_NO_UNITS
 
     def make(f: Callable[..., Any]) -> GradientTransform:
-        return GradientTransform._make(name, spec, apply, f, grad_states, key)
+        return GradientTransform._make(name, spec, apply, f, grad_states, key, no_units)
 
     return make if fn is None else make(fn)
 
@@ -252,7 +277,10 @@ def grad(
     `fn`, returns a decorator. `holomorphic` and `allow_int` are passed to
     `jax.grad`; `check_states=False` gives zeros for grad states `fn` never
     reads; `debug_nan=True` raises `NaNError` (and changes no state) when a
-    derivative holds NaN or Inf. `unit_aware=True` is refused (a `SpecError`).
+    derivative holds NaN or Inf. `unit_aware=True` differentiates brainunit
+    quantities with `brainunit.autograd` (the `statejax[units]` extra), so the
+    derivatives carry units, as in BrainState; on plain arrays it changes nothing,
+    and without brainunit a quantity is a `TraceTypeError`.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -270,16 +298,14 @@ def grad(
         >>> g["w"].tolist(), float(value)
         ([6.0, 6.0], 9.0)
     """
+    options = _jax_options(holomorphic=holomorphic, allow_int=allow_int)
     return _gradient(
         "grad",
         GradSpec,
-        jacobian_apply(
-            functools.partial(
-                jax.grad, **_jax_options(holomorphic=holomorphic, allow_int=allow_int)
-            )
-        ),
+        jacobian_apply(functools.partial(jax.grad, **options)),
         fn,
         grad_states,
+        units=lambda autograd: jacobian_apply(functools.partial(autograd.grad, **options)),
         argnums=argnums,
         holomorphic=holomorphic,
         allow_int=allow_int,
@@ -411,6 +437,9 @@ def vector_grad(
         vector_grad_apply,
         fn,
         grad_states,
+        units=lambda autograd: jacobian_apply(
+            functools.partial(autograd.vector_grad, unit_aware=True)
+        ),
         argnums=argnums,
         return_value=return_value,
         has_aux=has_aux,
@@ -443,7 +472,8 @@ def fwd_grad(
     clips each directional derivative `J v`. `key` (an int seed or a PRNG
     key) fixes the directions; without it, each call draws a key from
     `statejax.random`'s default state. Same result structure as `grad`;
-    `unit_aware` is `grad`'s (only `False`: brainunit is not supported).
+    `unit_aware=True` changes nothing on plain arrays; fwd_grad carries no
+    units, so a brainunit quantity is then a `TraceTypeError`.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -545,16 +575,14 @@ def jacrev(
         >>> jacrev(lambda x: w.value * x, w)(jnp.array(3.0)).tolist()
         [[3.0, 0.0], [0.0, 3.0]]
     """
+    options = _jax_options(holomorphic=holomorphic, allow_int=allow_int)
     return _gradient(
         "jacrev",
         GradSpec,
-        jacobian_apply(
-            functools.partial(
-                jax.jacrev, **_jax_options(holomorphic=holomorphic, allow_int=allow_int)
-            )
-        ),
+        jacobian_apply(functools.partial(jax.jacrev, **options)),
         fn,
         grad_states,
+        units=lambda autograd: jacobian_apply(functools.partial(autograd.jacrev, **options)),
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
@@ -620,12 +648,14 @@ def jacfwd(
         >>> jac.tolist(), value.tolist()
         ([[3.0, 0.0], [0.0, 3.0]], [3.0, 6.0])
     """
+    options = _jax_options(holomorphic=holomorphic)
     return _gradient(
         "jacfwd",
         JacFwdSpec,
-        jacobian_apply(functools.partial(jax.jacfwd, **_jax_options(holomorphic=holomorphic))),
+        jacobian_apply(functools.partial(jax.jacfwd, **options)),
         fn,
         grad_states,
+        units=lambda autograd: jacobian_apply(functools.partial(autograd.jacfwd, **options)),
         argnums=argnums,
         has_aux=has_aux,
         return_value=return_value,
@@ -693,12 +723,14 @@ def hessian(
         >>> h["w"]["w"].tolist()
         [[6.0, 0.0], [0.0, 12.0]]
     """
+    options = _jax_options(holomorphic=holomorphic)
     return _gradient(
         "hessian",
         JacFwdSpec,
-        jacobian_apply(functools.partial(jax.hessian, **_jax_options(holomorphic=holomorphic))),
+        jacobian_apply(functools.partial(jax.hessian, **options)),
         fn,
         grad_states,
+        units=lambda autograd: jacobian_apply(functools.partial(autograd.hessian, **options)),
         argnums=argnums,
         return_value=return_value,
         holomorphic=holomorphic,

@@ -905,12 +905,23 @@ class StatefulFunction(Generic[R]):
         def run(read: list[Any], write: list[Any]) -> None:
             transformed(read, write, *args, **kwargs)
 
+        def run_closed() -> None:
+            transformed(read_vals, write_vals, *args, **kwargs)
+
         try:
             # The trace around it keeps anything the lifted function stores in a
             # state while tracing (a created state it hands out, say): nothing leaks.
             with version.pure.traced_as(TraceMode.DISCOVER):
                 with StateTrace(f"{self.name} (discovery)"):
-                    jax.eval_shape(run, read_vals, write_vals)
+                    if self.staged:
+                        jax.eval_shape(run, read_vals, write_vals)
+                    else:
+                        # An eager lift (grad, vmap) hands the state values to its JAX
+                        # transform, which traces only those it transforms: a state vmap
+                        # broadcasts, or grad does not differentiate, stays concrete there,
+                        # as a value jax.vmap closes over does. Discovery closes over them
+                        # too, so a Python branch on such a value runs in both.
+                        jax.eval_shape(run_closed)
         except Exception as exc:
             if not version.pure.noted:  # a real error, not an artefact of a missing state
                 if isinstance(exc, TypeError):

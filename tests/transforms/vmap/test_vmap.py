@@ -555,3 +555,33 @@ def test_out_states_never_stacks_a_state_twice() -> None:
     for _ in range(2):
         init(jnp.arange(3.0))
         assert hidden.value.shape == (3, 2)
+
+
+def test_python_branch_on_an_unmapped_state_runs_as_in_jax_vmap() -> None:
+    # jax.vmap runs it with the flag closed over; discovery gives the flag its value too.
+    flag = sj.State(True)
+    f = vmap(lambda x: x * 2.0 if flag.value else x + 1.0)
+    np.testing.assert_allclose(f(jnp.arange(4.0)), [0.0, 2.0, 4.0, 6.0])
+    flag.value = False
+    np.testing.assert_allclose(f(jnp.arange(4.0)), [1.0, 2.0, 3.0, 4.0])
+    # The same under grad, for a state it does not differentiate.
+    w = sj.ParamState(jnp.array(2.0))
+    assert float(grad(lambda: w.value**2 if flag.value else w.value * 3.0, w)()) == 3.0
+    # A mapped state is a tracer there, as in jax.vmap: the branch is JAX's error.
+    mapped = sj.State(jnp.array([True, False]))
+    with pytest.raises(jax.errors.TracerBoolConversionError):
+        vmap(lambda x: x if mapped.value else -x, in_states=mapped)(jnp.ones(2))
+
+
+def test_a_state_mapped_in_and_out_on_different_axes_is_refused() -> None:
+    s = sj.State(jnp.arange(12.0).reshape(4, 3))
+
+    def f(x: jax.Array) -> jax.Array:
+        s.value = s.value + x
+        return x
+
+    with pytest.raises(
+        sj.BatchAxisError, match=r"statejax\.vmap\(.*f\): State .* input axis 0 .* axis 1 "
+    ):
+        vmap(f, in_states={0: s}, out_states={1: s})(jnp.ones(4))
+    np.testing.assert_array_equal(s.value, jnp.arange(12.0).reshape(4, 3))

@@ -424,3 +424,41 @@ def test_stateful_mapping_binds_as_a_method_and_caches_no_nested_module() -> Non
     del held
     gc.collect()
     assert alive() is None and not mapping._variants  # a module inside a static tuple
+
+
+def test_python_branch_on_an_unmapped_state_runs_as_in_jax_vmap() -> None:
+    flag = sj.State(True)
+    f = vmap2(lambda x: x * 2.0 if flag.value else x + 1.0)
+    np.testing.assert_allclose(f(jnp.arange(4.0)), [0.0, 2.0, 4.0, 6.0])
+    flag.value = False
+    np.testing.assert_allclose(f(jnp.arange(4.0)), [1.0, 2.0, 3.0, 4.0])
+
+
+def test_a_state_mapped_in_and_out_on_different_axes_is_refused() -> None:
+    s = sj.State(jnp.arange(12.0).reshape(4, 3))
+
+    def f(x: jax.Array) -> jax.Array:
+        s.value = s.value + x
+        return x
+
+    with pytest.raises(
+        sj.BatchAxisError, match=r"mapped on input axis 0 .* written back on axis 1 .*No state"
+    ):
+        vmap2(f, state_in_axes={0: s}, state_out_axes={1: s})(jnp.ones(4))
+    np.testing.assert_array_equal(s.value, jnp.arange(12.0).reshape(4, 3))
+    # The same axis in both (or counted from the end) is no move.
+    vmap2(f, state_in_axes={0: s}, state_out_axes={-2: s})(jnp.ones(4))
+    np.testing.assert_array_equal(s.value, jnp.arange(12.0).reshape(4, 3) + 1.0)
+
+
+def test_an_unbatched_write_to_an_out_state_is_stacked_on_its_axis() -> None:
+    # BrainState keeps the unbatched value; statejax stacks it, as jax.vmap's out_axes
+    # does (docs/porting.md), so the state's shape does not depend on the data flow.
+    sh = sj.State(jnp.zeros(3))
+
+    def g(x: jax.Array) -> jax.Array:
+        sh.value = jnp.ones(3)
+        return x
+
+    vmap2(g, state_out_axes={1: sh})(jnp.ones(4))
+    np.testing.assert_array_equal(sh.value, jnp.ones((3, 4)))
