@@ -10,7 +10,7 @@ platform and the number of host devices (fixed once JAX has started), and
 
 Under a statejax transform, a setting is read when the function is traced. statejax
 notes the settings each trace read, and a later call retraces when one of them changed
-(see the [environ page](../environ.md)).
+(see the "Settings (environ)" page of the docs).
 
 Examples:
     >>> from statejax import environ
