@@ -117,7 +117,7 @@ def test_set_get_all_pop() -> None:
     assert environ.all() == {"precision": 32, "dt": 0.1, "method": "euler"}
     assert environ.pop("method") == "euler" and environ.pop("method", None) is None
     assert environ.get("platform") == environ.get_platform()
-    with pytest.raises(KeyError, match="'absent' .the absent knob. not found in environment"):
+    with pytest.raises(KeyError, match=r"'absent' .the absent knob. not found in environment"):
         environ.get("absent", desc="the absent knob")
     with pytest.raises(sj.EnvironKeyError, match="'absent' not found in global environment"):
         environ.pop("absent")
@@ -267,7 +267,7 @@ def test_callbacks() -> None:
     with environ.context(dt=0.2):
         pass
     assert calls == [0.1, 0.2, 0.1]
-    with pytest.raises(sj.EnvironError, match="already registered. Use replace_if_exist=True"):
+    with pytest.raises(sj.EnvironError, match=r"already registered\. Use replace_if_exist=True"):
         environ.register_default_behavior("dt", calls.append)
     with pytest.raises(TypeError, match="Behavior must be callable"):
         environ.register_default_behavior("x", 5)  # type: ignore[arg-type]
@@ -303,7 +303,7 @@ def test_set_refuses_a_tracer() -> None:
         environ.set(t=x)
         return x
 
-    with pytest.raises(sj.EnvironError, match="'t' would hold a tracer .* Nothing was changed"):
+    with pytest.raises(sj.EnvironError, match=r"'t' would hold a tracer .* Nothing was changed"):
         f(jnp.ones(()))
     assert environ.get("t") == 0.0
 
