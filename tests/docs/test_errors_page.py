@@ -469,6 +469,8 @@ def check_hook_registration_error() -> None:
     assert issubclass(sj.HookRegistrationError, ValueError)
     assert not w.has_hooks() and not sj.has_state_hooks()
     assert_untouched(w, jnp.zeros(2))
+
+
 def check_environ_error() -> None:
     from statejax import environ
 
