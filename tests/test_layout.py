@@ -36,6 +36,12 @@ LAYERS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (
             ("statejax._errors", "the error classes: import nothing of statejax"),
             ("statejax._jax_compat", "the only home of JAX internals"),
+            ("statejax._settings", "environ's store and the record of the settings a trace read"),
+            (
+                "statejax.environ",
+                "BrainState's global settings: the samplers' default dtypes and the engine's "
+                "retrace check read them",
+            ),
         ),
     ),
     (

@@ -38,6 +38,7 @@ GROUPS = {
         "_state_global_hooks_test.py",
         "_state_thread_safety_test.py",
     ],
+    "environ": ["environ_test.py"],
 }
 # BrainState modules outside statejax's scope (shared/DESIGN.md section 4).
 OUT_OF_SCOPE = ("_ir_",)
@@ -45,9 +46,10 @@ OUT_OF_SCOPE = ("_ir_",)
 SHIM = '''\
 """A names-only shim: BrainState's names, served by statejax.
 
-`brainstate.X` is statejax's `X`; `brainstate.transform`, `.graph` and `.random` are
-statejax's modules of those names; `brainstate.util.filter` is `statejax.filters`. Any
-other submodule (private ones included) resolves names through the same public modules.
+`brainstate.X` is statejax's `X`; `brainstate.transform`, `.graph`, `.random` and
+`.environ` are statejax's modules of those names; `brainstate.util.filter` is
+`statejax.filters`. Any other submodule (private ones included) resolves names through
+the same public modules.
 A name statejax lacks becomes a placeholder that fails when used, so one missing name
 fails the tests that use it, not the whole file.
 """
@@ -57,6 +59,7 @@ import sys
 import types
 
 import statejax
+import statejax.environ
 import statejax.filters
 import statejax.graph
 import statejax.random
@@ -66,6 +69,7 @@ PUBLIC = {
     "transform": statejax.transform,
     "graph": statejax.graph,
     "random": statejax.random,
+    "environ": statejax.environ,
     "util.filter": statejax.filters,
 }
 

@@ -18,10 +18,13 @@ Examples:
 
 from typing import TYPE_CHECKING
 
-from statejax import checkpoints, filters, graph, random, sharding, transform
+from statejax import checkpoints, environ, filters, graph, random, sharding, transform
 from statejax._errors import (
     BatchAxisError,
     BrainStateError,
+    EnvironError,
+    EnvironKeyError,
+    EnvironTypeError,
     HookCancellationError,
     HookError,
     HookExecutionError,
@@ -144,6 +147,9 @@ __all__ = [
     "RandomState",
     "BatchState",
     "BrainStateError",
+    "EnvironError",
+    "EnvironKeyError",
+    "EnvironTypeError",
     "DelayState",
     "FakeState",
     "FlattedDict",
@@ -202,6 +208,7 @@ __all__ = [
     "check_state_jax_tracer",
     "check_state_value_tree",
     "checkpoints",
+    "environ",
     "cond",
     "eval_shape",
     "filters",

@@ -15,6 +15,9 @@ from __future__ import annotations
 __all__ = [
     "BatchAxisError",
     "BrainStateError",
+    "EnvironError",
+    "EnvironKeyError",
+    "EnvironTypeError",
     "HookCancellationError",
     "HookError",
     "HookExecutionError",
@@ -112,6 +115,22 @@ class HookWarning(UserWarning):
     """A state hook failed and its manager's `HookConfig(on_error="log")` reported it."""
 
 
+class EnvironError(StatejaxError, ValueError):
+    """A `statejax.environ` setting refused: a bad value, or one JAX can no longer take."""
+
+
+class EnvironTypeError(EnvironError, TypeError):
+    """An `EnvironError` about a type (a callback that is not callable); a `TypeError` too."""
+
+
+class EnvironKeyError(EnvironError, KeyError):
+    """`environ.get`/`environ.pop` of a key that is not set (and no default); a `KeyError` too."""
+
+    def __str__(self) -> str:
+        # KeyError shows its message quoted; this one is a sentence.
+        return str(self.args[0]) if self.args else ""
+
+
 # Report the classes under their public name: a traceback shows `statejax.SpecError`, not
 # the private module that defines it; pickling finds them there too.
 for _cls in (
@@ -133,6 +152,9 @@ for _cls in (
     HookRegistrationError,
     HookCancellationError,
     HookWarning,
+    EnvironError,
+    EnvironTypeError,
+    EnvironKeyError,
 ):
     _cls.__module__ = "statejax"
 del _cls

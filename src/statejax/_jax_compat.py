@@ -24,12 +24,14 @@ import jax
 from jax import api_util as _api_util
 from jax._src import core as _core
 from jax._src import traceback_util as _traceback_util
+from jax._src import xla_bridge as _xla_bridge
 from jax.extend.core import ClosedJaxpr, Primitive
 from jax.interpreters import batching as _batching
 from jax.interpreters import mlir as _mlir
 
 __all__ = [
     "api_boundary",
+    "backends_initialized",
     "current_jax_trace",
     "eval_closed_jaxpr",
     "is_top_level",
@@ -42,6 +44,12 @@ __all__ = [
     "trace_chain",
     "tracer_trace",
 ]
+
+
+def backends_initialized() -> bool:
+    """Whether JAX has started its backends (after which the platform and the number of
+    host devices are fixed for the process)."""
+    return bool(_xla_bridge.backends_are_initialized())
 
 
 def current_jax_trace() -> object:

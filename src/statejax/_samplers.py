@@ -4,7 +4,8 @@
 the default `RandomState`. Each sampler follows NumPy's argument names and defaults
 (`size=`, `low`/`high`, `loc`/`scale`) and BrainState's additions: `key=` draws with
 that seed or key instead of advancing the state, and `dtype=` picks the result type
-(default: JAX's default float or int, float32/int32 unless x64 is on). With `size=None`
+(default: `statejax.environ`'s `dftype()` or `ditype()`, float32/int32 at the default
+precision 32, float64/int64 at 64). With `size=None`
 the result has the broadcast shape of the parameters.
 """
 
@@ -26,6 +27,7 @@ from jax import lax
 
 from statejax import _distributions as dist
 from statejax._tracing import peek_value
+from statejax.environ import dftype, ditype
 
 __all__ = ["Samplers", "as_key", "on_default"]
 
@@ -35,7 +37,7 @@ S = TypeVar("S")
 
 Size = int | Sequence[int] | None
 SeedOrKey = Any  # an int seed, a typed key, or a raw uint32 key (see `as_key`)
-DType = Any  # a NumPy/JAX dtype or a Python scalar type; None: JAX's default
+DType = Any  # a NumPy/JAX dtype or a Python scalar type; None: environ's default
 
 
 def _dims(size: Any, sampler: str) -> tuple[int, ...]:
@@ -91,11 +93,11 @@ def _arr(x: Any, dtype: DType = None) -> jax.Array:
 
 
 def _fdt(dtype: DType) -> Any:
-    return float if dtype is None else dtype
+    return dftype() if dtype is None else dtype
 
 
 def _idt(dtype: DType) -> Any:
-    return int if dtype is None else dtype
+    return ditype() if dtype is None else dtype
 
 
 def _brief(value: Any) -> str:

@@ -471,6 +471,45 @@ def check_hook_registration_error() -> None:
     assert_untouched(w, jnp.zeros(2))
 
 
+def check_environ_error() -> None:
+    from statejax import environ
+
+    environ.set(dt=0.1)
+    try:
+        with pytest.raises(sj.EnvironError, match=r"precision=128 is not supported; use one of"):
+            environ.set(precision=128, dt=0.5)
+        with pytest.raises(sj.EnvironError, match=r"Cannot set 'platform' in context"):
+            with environ.context(platform="cpu"):
+                pass
+        with environ.context(dt=0.2):
+            with pytest.raises(sj.EnvironError, match=r"Cannot pop key 'dt' while it is active"):
+                environ.pop("dt")
+        assert environ.get_dt() == 0.1  # refused calls changed nothing
+    finally:
+        environ.reset()
+    assert issubclass(sj.EnvironError, ValueError)
+
+
+def check_environ_type_error() -> None:
+    from statejax import environ
+
+    with pytest.raises(sj.EnvironTypeError, match=r"dt must be a scalar number"):
+        environ.set(dt="fast")  # type: ignore[arg-type]
+    with pytest.raises(sj.EnvironTypeError, match=r"Behavior must be callable"):
+        environ.register_default_behavior("dt", 5)  # type: ignore[arg-type]
+    assert environ.get("dt", None) is None and environ.list_registered_behaviors() == []
+    assert issubclass(sj.EnvironTypeError, TypeError)
+
+
+def check_environ_key_error() -> None:
+    from statejax import environ
+
+    with pytest.raises(sj.EnvironKeyError, match=r"key 'dt' not found in environment. Set it"):
+        environ.get_dt()
+    with pytest.raises(KeyError, match=r"'nope' not found in global environment settings"):
+        environ.pop("nope")
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "SpecError": check_spec_error,
     "PluginError": check_plugin_error,
@@ -488,6 +527,9 @@ CHECKS: dict[str, Callable[..., None]] = {
     "HookCancellationError": check_hook_cancellation_error,
     "HookExecutionError": check_hook_execution_error,
     "HookRegistrationError": check_hook_registration_error,
+    "EnvironError": check_environ_error,
+    "EnvironTypeError": check_environ_type_error,
+    "EnvironKeyError": check_environ_key_error,
     "TypeError": check_type_error,
     "ValueError": check_value_error,
 }

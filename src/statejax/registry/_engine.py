@@ -47,6 +47,7 @@ from statejax._jax_compat import (
     trace_chain,
     tracer_trace,
 )
+from statejax._settings import GENERATION, changed, recording
 from statejax._state import State
 from statejax._state_hooks import hooks_paused
 from statejax._tracing import (
@@ -398,6 +399,7 @@ class PureCore:
     __slots__ = (
         "__weakref__",
         "_local",
+        "env_reads",
         "fn",
         "hands_out_created",
         "name",
@@ -417,6 +419,8 @@ class PureCore:
         # Once one is noted, this split is stale for good: JAX may have cached a lenient
         # discovery trace (jax.jit does), so no thread may run it for real.
         self.noted: list[MissingStates] = []
+        # The `statejax.environ` settings its traces read, with the values they saw.
+        self.env_reads: dict[Any, Any] = {}
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -458,7 +462,8 @@ class PureCore:
             values[id(state)] = value
         with trace:
             try:
-                out = self.fn(*args, **kwargs)
+                with recording(self.env_reads):
+                    out = self.fn(*args, **kwargs)
             except StateSetChanged:
                 raise
             except Exception as exc:
@@ -546,7 +551,16 @@ class _Version:
     that the split holds every state the function touches.
     """
 
-    __slots__ = ("jitted", "pure", "signatures", "split", "transformed", "verified")
+    __slots__ = (
+        "env_reads",
+        "env_seen",
+        "jitted",
+        "pure",
+        "signatures",
+        "split",
+        "transformed",
+        "verified",
+    )
 
     def __init__(
         self, split: Split, pure: PureCore, transformed: Callable[..., Any], verified: bool
@@ -555,6 +569,10 @@ class _Version:
         self.pure = pure
         self.transformed = transformed
         self.verified = verified
+        # The environ settings its traces read (the pure core's dict, shared), and the
+        # environ generation at which they were last found unchanged.
+        self.env_reads = pure.env_reads
+        self.env_seen = GENERATION.value
         # A `jax.jit` function: called at the top level (jit not disabled), it returns
         # concrete arrays only (JAX refuses a tracer kept from another trace), so the
         # merge checks only the number of values.
@@ -710,6 +728,8 @@ class StatefulFunction(Generic[R]):
                 entry = self._find(key) or self._new_entry(key, args, kwargs)
             version = entry.version
             assert version is not None
+            if version.env_reads and version.env_seen != GENERATION.value:
+                version = self._refresh(entry, version)
             top_level = is_top_level()
             if version.verified and (self.staged or not top_level):
                 mode = TraceMode.RUN  # the cached call path: no abstract trace first
@@ -752,6 +772,8 @@ class StatefulFunction(Generic[R]):
             entry = self._find(key) or self._new_entry(key, args, kwargs)
             version = entry.version
             assert version is not None
+            if version.env_reads and version.env_seen != GENERATION.value:
+                version = self._refresh(entry, version)
             if not version.verified or version.pure.noted:
                 version = self._discover(entry, version, args, kwargs)
             return version.split, version.transformed
@@ -787,6 +809,24 @@ class StatefulFunction(Generic[R]):
                 held.append(entry)
             self._state_keyed[key] = weakref.ref(entry)
             return entry
+
+    def _refresh(self, entry: _Entry, version: _Version) -> _Version:
+        """A version whose traces saw the environ settings as they are now.
+
+        `version`'s traces read settings, and some setting changed since they were last
+        checked: if one they read differs now, install a fresh version of the same split
+        (a new lifted function, so JAX traces again); otherwise keep `version`.
+        """
+        generation = GENERATION.value  # read first: a change after it is seen next call
+        if not changed(version.env_reads):
+            version.env_seen = generation
+            return version
+        with self._lock:
+            current = entry.version
+            assert current is not None
+            if current is version:
+                entry.version = current = self._version(entry, version.split, version.verified)
+            return current
 
     def _grow(self, entry: _Entry, missing: Sequence[MissingStates], verified: bool) -> _Version:
         """Install the split grown by the missing states (unless another thread already did)."""
