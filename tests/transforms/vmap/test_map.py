@@ -9,6 +9,7 @@ import pytest
 
 import statejax as sj
 from statejax._transforms.vmap import map as sj_map
+from statejax.transform import raise_when
 from statejax.random import RandomState
 
 
@@ -116,15 +117,24 @@ def test_map_changes_no_state_when_an_element_fails(batch_size: int | None) -> N
     def f(x: jax.Array) -> jax.Array:
         total.value = total.value + 1.0  # the same for every element: fine in a batch
         other.value = other.value * 2.0
-        # Only the last, partial batch (and, unbatched, no element) runs outside a trace.
-        if batch_size is None or not isinstance(total.value, jax.core.Tracer):
-            raise RuntimeError("element failed")
+        # The last element (in the last, partial batch) fails when it runs, after the
+        # others have run.
+        raise_when(x >= 4.0, lambda p: RuntimeError("element failed"))
         return x
 
-    with pytest.raises(RuntimeError, match="element failed"):
+    with pytest.raises(Exception, match="element failed"):
         sj_map(f, jnp.arange(5.0), batch_size=batch_size)
     assert float(total.value) == 0.0
     np.testing.assert_array_equal(other.value, jnp.ones(2))
+    # An error while tracing (the function raises) changes nothing either.
+
+    def g(x: jax.Array) -> jax.Array:
+        total.value = total.value + 1.0
+        raise RuntimeError("traced element failed")
+
+    with pytest.raises(RuntimeError, match="traced element failed"):
+        sj_map(g, jnp.arange(5.0), batch_size=batch_size)
+    assert float(total.value) == 0.0
 
 
 def test_map_still_carries_writes_when_it_succeeds() -> None:
