@@ -381,7 +381,8 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     # One stateful call around the whole map: the engine merges the writes of every
     # batch only after the last one ran, so an error anywhere changes no state.
     if jit_disabled():
-        return run_eagerly(name, _map_runner(f, n, bs, fn_name), *xs)
+        eager: R = run_eagerly(name, _map_runner(f, n, bs, fn_name), *xs)
+        return eager
 
     def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
         return _map_runner(fns[0], n, bs, fn_name), name, _pure

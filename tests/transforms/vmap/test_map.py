@@ -9,8 +9,8 @@ import pytest
 
 import statejax as sj
 from statejax._transforms.vmap import map as sj_map
-from statejax.transform import raise_when
 from statejax.random import RandomState
+from statejax.transform import raise_when
 
 
 def test_sequential_map_matches_a_python_loop_and_carries_writes() -> None:
@@ -189,3 +189,26 @@ def test_map_under_disable_jit_is_eager() -> None:
         out = sj_map(f, jnp.arange(3.0))
     np.testing.assert_allclose(out, [1.0, 2.0, 3.0])
     assert seen == [0.0, 1.0, 2.0] and int(count.value) == 3  # each element ran once
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_repeated_map_call_traces_nothing(batch_size: int | None) -> None:
+    total = sj.State(jnp.array(0.0))
+    traces: list[int] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        total.value = total.value + 1.0
+        return x * 2
+
+    xs = jnp.arange(5.0)
+    sj_map(f, xs, batch_size=batch_size)
+    assert traces, "the first call traces"
+    traces.clear()
+    out = sj_map(f, xs, batch_size=batch_size)
+    sj_map(f, xs, batch_size=batch_size)
+    assert traces == []
+    np.testing.assert_allclose(out, xs * 2)
+    assert float(total.value) == (15.0 if batch_size is None else 9.0)  # every call writes
+    sj_map(f, jnp.arange(6.0), batch_size=batch_size)  # a new size: traced again
+    assert traces

@@ -424,3 +424,30 @@ def test_stateful_mapping_binds_as_a_method_and_caches_no_nested_module() -> Non
     del held
     gc.collect()
     assert alive() is None and not mapping._variants  # a module inside a static tuple
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_a_repeated_vmap2_call_traces_as_jax_vmap_and_nothing_under_jit(static: bool) -> None:
+    counter = sj.ShortTermState(jnp.zeros(3))
+    traces: list[int] = []
+
+    def accumulate(x: jax.Array, scale: float) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        counter.value = counter.value + x * scale
+        return counter.value
+
+    options: dict[str, Any] = {"static_argnums": 1} if static else {"in_axes": (0, None)}
+    mapped = StatefulMapping(accumulate, state_in_axes={0: sj.ShortTermState}, **options)
+    xs = jnp.ones(3)
+    mapped(xs, 2.0)
+    traces.clear()
+    mapped(xs, 2.0)
+    # Eagerly, as jax.vmap: the function runs once per call, batched; no discovery trace.
+    assert traces == [1]
+    jitted = sj.jit(lambda x: mapped(x, 2.0))
+    jitted(xs)
+    traces.clear()
+    jitted(xs)
+    jitted(xs)
+    assert traces == []
+    np.testing.assert_allclose(counter.value, jnp.full(3, 10.0))  # five calls of 2.0
