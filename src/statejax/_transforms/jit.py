@@ -20,7 +20,13 @@ import pydantic
 from jax.sharding import Sharding
 
 from statejax._errors import ShardingError
-from statejax._transforms._common import Index, as_tuple, run_eagerly, wait_for_results
+from statejax._transforms._common import (
+    Index,
+    as_tuple,
+    jit_disabled,
+    run_eagerly,
+    wait_for_results,
+)
 from statejax._transforms._state_specs import (
     RESHAPED,
     StateRules,
@@ -251,14 +257,13 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
     )
     call = stateful.__call__
     prepare = stateful.prepare
-    config = jax.config
 
     # Like stateful.as_function(fn), plus jax.disable_jit(): one config read per call.
     # An API boundary: errors leave without statejax's (and JAX's) frames in the traceback.
     @api_boundary
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if config.jax_disable_jit:  # type: ignore[attr-defined]
+        if jit_disabled():
             return run_eagerly(label, fn, *args, **kwargs)
         return call(*args, **kwargs)
 

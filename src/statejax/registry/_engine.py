@@ -50,6 +50,7 @@ from statejax._jax_compat import (
 from statejax._state import State
 from statejax._tracing import (
     CALL_REFS,
+    THIS_THREAD,
     StateTrace,
     contains_tracer,
     current_traces,
@@ -536,7 +537,7 @@ class _Version:
     that the split holds every state the function touches.
     """
 
-    __slots__ = ("jitted", "pure", "signatures", "split", "transformed", "verified")
+    __slots__ = ("_verified", "fast", "jitted", "pure", "signatures", "split", "transformed")
 
     def __init__(
         self, split: Split, pure: PureCore, transformed: Callable[..., Any], verified: bool
@@ -544,13 +545,25 @@ class _Version:
         self.split = split
         self.pure = pure
         self.transformed = transformed
-        self.verified = verified
+        self._verified = verified
         # A `jax.jit` function: called at the top level (jit not disabled), it returns
         # concrete arrays only (JAX refuses a tracer kept from another trace), so the
         # merge checks only the number of values.
         self.jitted = isinstance(transformed, _jit_function_type())
         # The signatures of the eager calls this split was verified for.
         self.signatures: set[Hashable] = set()
+        # Whether a call may take the inlined cached path: a verified `jax.jit` core
+        # (which returns concrete arrays at the top level, jit not disabled).
+        self.fast = verified and self.jitted
+
+    @property
+    def verified(self) -> bool:
+        return self._verified
+
+    @verified.setter
+    def verified(self, value: bool) -> None:
+        self._verified = value
+        self.fast = value and self.jitted
 
 
 class _Entry:
@@ -701,16 +714,64 @@ class StatefulFunction(Generic[R]):
             version = entry.version
             assert version is not None
             top_level = is_top_level()
+            if version.fast and top_level and not THIS_THREAD.stack:
+                # The cached call of a verified `jax.jit` core at the top level, inlined:
+                # gather under the merge lock, call the compiled core, merge under it.
+                split = version.split
+                with _MERGE_LOCK:
+                    read_vals = [s._value for s in split.read_states]
+                    write_vals = [s._value for s in split.write_states]
+                try:
+                    returned = version.transformed(read_vals, write_vals, *args, **kwargs)
+                except (StateSetChanged, TypeError) as exc:  # a retrace met something new
+                    fast: R = self._settle_failed(exc, entry, version, args, kwargs, top_level)
+                    return fast
+                if type(returned) is tuple and len(returned) == 2:
+                    result, new_vals = returned
+                    states = split.write_states
+                    if type(new_vals) is list and len(new_vals) == len(states):
+                        with _MERGE_LOCK:
+                            for state, value in zip(states, new_vals):  # noqa: B905 (checked)
+                                state._value = value
+                        return result  # type: ignore[no-any-return]
+                    split.scatter(new_vals, top_level, name=self.name, concrete=True)
+                    return result  # type: ignore[no-any-return]
+                self._refuse_result(returned)
+                result, new_vals = returned
+                split.scatter(new_vals, top_level, name=self.name, concrete=True)
+                return result  # type: ignore[no-any-return]
             if version.verified and (self.staged or not top_level):
                 mode = TraceMode.RUN  # the cached call path: no abstract trace first
             else:
                 mode = self._mode(version, args, kwargs)
-            result: R = self._settle(entry, version, mode, args, kwargs, top_level)
-            return result
+            result_: R = self._settle(entry, version, mode, args, kwargs, top_level)
+            return result_
         finally:
             calls.depth -= 1
             if not calls.depth and calls.made:
                 release_call_refs()
+
+    def _settle_failed(
+        self,
+        exc: Exception,
+        entry: _Entry,
+        version: _Version,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        top_level: bool,
+    ) -> Any:
+        """The inlined cached call raised: handle it as `_settle` handles its own call."""
+        if isinstance(exc, StateSetChanged):
+            if exc.owner is not entry.owner or not version.pure.noted:
+                raise exc
+            return self._settle(
+                entry, version, TraceMode.RUN, args, kwargs, top_level, aborted=True
+            )
+        split = version.split
+        with _MERGE_LOCK:
+            values = [s._value for s in split.states]
+        _check_traceable(split.states, values, self.name)
+        raise exc
 
     def _refuse_result(self, returned: object) -> None:
         """A lifted function returned no `(result, new_write_values)` pair: name the lift.
@@ -820,6 +881,7 @@ class StatefulFunction(Generic[R]):
         kwargs: dict[str, Any],
         top_level: bool,
         run: bool = True,
+        aborted: bool = False,
     ) -> Any:
         """The one retry loop: trace `version` in `mode` until its split is complete.
 
@@ -831,7 +893,6 @@ class StatefulFunction(Generic[R]):
         thread from its cache) is never run. With `run`, returns the call's result,
         having merged its writes; without, the verified version (nothing runs).
         """
-        aborted = False
         while True:
             if version.pure.noted:
                 version = self._grow(entry, version.pure.noted, verified=aborted)
