@@ -30,6 +30,7 @@ from jax.interpreters import batching as _batching
 from jax.interpreters import mlir as _mlir
 
 __all__ = [
+    "DISABLE_JIT",
     "api_boundary",
     "current_jax_trace",
     "eval_closed_jaxpr",
@@ -53,7 +54,8 @@ def current_jax_trace() -> object:
 # `trace_ctx.is_top_level()` without its two property lookups: on the cached call path.
 _TRACE_STATE = _core.trace_state_strong_ref
 _AXIS_ENV_STATE = _core.axis_env_state
-_DISABLE_JIT = _config.disable_jit
+#: JAX's `jax_disable_jit` flag: `DISABLE_JIT.value` is `jit_disabled()` without the call.
+DISABLE_JIT = _config.disable_jit
 
 
 def is_top_level() -> bool:
@@ -85,7 +87,7 @@ def jit_disabled() -> bool:
         ...     jit_disabled()
         True
     """
-    return bool(_DISABLE_JIT.value)
+    return bool(DISABLE_JIT.value)
 
 
 def trace_chain(trace: object) -> list[object]:

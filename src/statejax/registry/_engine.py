@@ -40,6 +40,9 @@ import numpy as np
 
 from statejax._errors import PluginError, StateLeakError, TraceError
 from statejax._jax_compat import (
+    DISABLE_JIT as _DISABLE_JIT,
+)
+from statejax._jax_compat import (
     api_boundary,
     current_jax_trace,
     is_top_level,
@@ -611,6 +614,9 @@ class StatefulFunction(Generic[R]):
     split with an abstract trace, so the function runs for real once per call
     even when a call touches a state no earlier call did.
 
+    `eager(*args, **kwargs)`, if given, is called instead under `jax.disable_jit()` (as
+    `jit` runs the function eagerly there).
+
     `static_key(args, kwargs)` gives the hashable values of the arguments the
     lifted function treats as compile-time constants (jit's static arguments): each
     gets its own cache entry, so a variant stores back only the states it writes,
@@ -640,8 +646,10 @@ class StatefulFunction(Generic[R]):
         *,
         staged: bool = False,
         static_key: Callable[[tuple[Any, ...], dict[str, Any]], Hashable] | None = None,
+        eager: Callable[..., Any] | None = None,
     ) -> None:
         self.fn = fn
+        self.eager = eager
         self.name = name
         self.lift = lift
         self.seed = seed if seed is not None else Split()
@@ -704,10 +712,14 @@ class StatefulFunction(Generic[R]):
     def __call__(self, /, *args: Any, **kwargs: Any) -> R:
         # `self` positional-only: a jitted method may be called as `Cls.method(self=m)`.
         # Count call depth here, not through helper calls: this is the cached call path.
+        if self.eager is not None and _DISABLE_JIT.value:
+            eager: R = self.eager(*args, **kwargs)
+            return eager
         calls = CALL_REFS
-        calls.depth += 1
+        depth = calls.depth
+        calls.depth = depth + 1
         try:
-            key = self._key(args, kwargs)
+            key = self._key(args, kwargs) if args or kwargs or self.static_key else ()
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._find(key) or self._new_entry(key, args, kwargs)
@@ -718,9 +730,12 @@ class StatefulFunction(Generic[R]):
                 # The cached call of a verified `jax.jit` core at the top level, inlined:
                 # gather under the merge lock, call the compiled core, merge under it.
                 split = version.split
-                with _MERGE_LOCK:
+                _lock()  # (acquire/release: cheaper than `with` on this path)
+                try:
                     read_vals = [s._value for s in split.read_states]
                     write_vals = [s._value for s in split.write_states]
+                finally:
+                    _unlock()
                 try:
                     returned = version.transformed(read_vals, write_vals, *args, **kwargs)
                 except (StateSetChanged, TypeError) as exc:  # a retrace met something new
@@ -730,14 +745,16 @@ class StatefulFunction(Generic[R]):
                     result, new_vals = returned
                     states = split.write_states
                     if type(new_vals) is list and len(new_vals) == len(states):
-                        with _MERGE_LOCK:
+                        _lock()
+                        try:
                             for state, value in zip(states, new_vals):  # noqa: B905 (checked)
                                 state._value = value
+                        finally:
+                            _unlock()
                         return result  # type: ignore[no-any-return]
-                    split.scatter(new_vals, top_level, name=self.name, concrete=True)
-                    return result  # type: ignore[no-any-return]
-                self._refuse_result(returned)
-                result, new_vals = returned
+                else:
+                    self._refuse_result(returned)
+                    result, new_vals = returned
                 split.scatter(new_vals, top_level, name=self.name, concrete=True)
                 return result  # type: ignore[no-any-return]
             if version.verified and (self.staged or not top_level):
@@ -747,8 +764,8 @@ class StatefulFunction(Generic[R]):
             result_: R = self._settle(entry, version, mode, args, kwargs, top_level)
             return result_
         finally:
-            calls.depth -= 1
-            if not calls.depth and calls.made:
+            calls.depth = depth
+            if not depth and calls.made:
                 release_call_refs()
 
     def _settle_failed(
@@ -1058,3 +1075,5 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
 # Held while a call's values are gathered or merged: a call sees all of another
 # call's writes or none of them.
 _MERGE_LOCK = threading.Lock()
+
+_lock, _unlock = _MERGE_LOCK.acquire, _MERGE_LOCK.release
