@@ -740,3 +740,21 @@ def test_grad_family_rejects_empty_argnums_and_grad_states(transform: Any) -> No
         transform(_loss, argnums=True)
     with pytest.raises(sj.SpecError, match=rf"statejax\.{name}: option argnums: .*at most"):
         transform(_loss, argnums=2**70)
+
+
+def test_a_repeated_jvp_call_traces_nothing() -> None:
+    scale = sj.ParamState(jnp.array(2.0))
+    traces: list[int] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        return jnp.sum(x * scale.value)
+
+    primal, tangent = (jnp.ones(3),), (jnp.arange(3.0),)
+    sj.transform.jvp(f, primal, tangent)
+    assert traces, "the first call traces"
+    traces.clear()
+    out, out_tangent = sj.transform.jvp(f, primal, tangent)
+    sj.transform.jvp(f, primal, tangent)
+    assert traces == []
+    assert float(out) == 6.0 and float(out_tangent) == 6.0
