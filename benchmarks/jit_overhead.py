@@ -3,14 +3,21 @@
 N states of shape (4,), each stepped ``s.value = s.value + 1``. For each N this
 prints the median cached-call time and the first-call time (trace + compile) of
 plain ``jax.jit`` and of ``statejax.jit``, measured in one process, and their
-ratios. BrainState and Flax NNX are measured too when installed.
+ratios. BrainState and Flax NNX are measured too when installed (``--others``).
 
-Run by hand: ``python benchmarks/jit_overhead.py [--repeats 200]``.
+Cached calls run in blocks (``--block`` calls of one, then of the other, for
+``--repeats`` rounds); the time of a block divided by its calls is one sample, and
+the ratio is of the medians. First calls alternate a fresh build of each
+(``--first-repeats``, at least 9), median of each. The machine's load average is
+printed with each figure: on a shared machine, compare ratios, not times.
+
+Run by hand: ``python benchmarks/jit_overhead.py [--sizes 10 100 1000] [--first-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -29,16 +36,29 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def _median_calls(
-    base: Callable[[], Any], fn: Callable[[], Any], repeats: int
+    base: Callable[[], Any], fn: Callable[[], Any], repeats: int, block: int
 ) -> tuple[float, float]:
-    """Median cached-call times of ``base`` and ``fn``, calls interleaved so load drift hits both."""
-    for _ in range(5):
-        _timed(base), _timed(fn)
+    """Median per-call times of ``base`` and ``fn``, in alternating blocks of ``block`` calls,
+    so that drift in machine load hits both alike."""
+
+    def run_block(f: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(block):
+            out = f()
+        jax.block_until_ready(out)
+        return (time.perf_counter() - t0) / block
+
+    for _ in range(3):
+        run_block(base), run_block(fn)
     base_times, times = [], []
     for _ in range(repeats):
-        base_times.append(_timed(base))
-        times.append(_timed(fn))
+        base_times.append(run_block(base))
+        times.append(run_block(fn))
     return statistics.median(base_times), statistics.median(times)
+
+
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def _first_call(make: Callable[[], Callable[[], Any]]) -> float:
@@ -137,37 +157,47 @@ def nnx_jit(n: int) -> Callable[[], Callable[[], Any]] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--first-repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=60, help="rounds of cached blocks")
+    parser.add_argument("--block", type=int, default=20, help="cached calls per block")
+    parser.add_argument("--first-repeats", type=int, default=9)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000])
+    parser.add_argument("--first-only", action="store_true", help="skip the cached calls")
+    parser.add_argument("--cached-only", action="store_true", help="skip the first calls")
+    parser.add_argument("--others", action="store_true", help="BrainState and NNX too")
     args = parser.parse_args()
-    print(f"jax {jax.__version__} on {jax.default_backend()}; median of {args.repeats} calls")
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()}; cached: {args.repeats} blocks "
+        f"of {args.block} calls; first calls: {args.first_repeats} fresh builds"
+    )
     for n in args.sizes:
         base = plain_jax(n)
-        base_fn = base()
         print(f"N={n}:")
-        contenders = {
-            "statejax.jit": statejax_jit(n),
-            "brainstate.jit": brainstate_jit(n),
-            "nnx.jit": nnx_jit(n),
-        }
+        contenders = {"statejax.jit": statejax_jit(n)}
+        if args.others:
+            contenders |= {"brainstate.jit": brainstate_jit(n), "nnx.jit": nnx_jit(n)}
         for name, make in contenders.items():
             if make is None:
                 continue
-            base_call, call = _median_calls(base_fn, make(), args.repeats)
-            # First calls are noisy (compilation); alternate with the baseline so
-            # that drift in machine load hits both alike, and compare medians.
-            firsts, base_firsts = [], []
-            for _ in range(args.first_repeats):
-                base_firsts.append(_first_call(base))
-                firsts.append(_first_call(make))
-            first, base_first = statistics.median(firsts), statistics.median(base_firsts)
-            print(
-                f"  {name:15s} cached {call * 1e6:8.1f} us vs {base_call * 1e6:8.1f} us"
-                f" ({call / base_call:5.2f}x)"
-                f"   first {first * 1e3:8.1f} ms vs {base_first * 1e3:8.1f} ms"
-                f" ({first / base_first:5.2f}x)"
-            )
+            line = f"  {name:15s}"
+            if not args.first_only:
+                base_call, call = _median_calls(base(), make(), args.repeats, args.block)
+                line += (
+                    f" cached {call * 1e6:8.1f} us vs {base_call * 1e6:8.1f} us"
+                    f" ({call / base_call:5.3f}x, {_load()})"
+                )
+            if not args.cached_only:
+                # First calls are noisy (compilation); alternate with the baseline so
+                # that drift in machine load hits both alike, and compare medians.
+                firsts, base_firsts = [], []
+                for _ in range(args.first_repeats):
+                    base_firsts.append(_first_call(base))
+                    firsts.append(_first_call(make))
+                first, base_first = statistics.median(firsts), statistics.median(base_firsts)
+                line += (
+                    f"   first {first * 1e3:8.1f} ms vs {base_first * 1e3:8.1f} ms"
+                    f" ({first / base_first:5.3f}x, {_load()})"
+                )
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import jax
 from jax import api_util as _api_util
+from jax._src import config as _config
 from jax._src import core as _core
 from jax._src import traceback_util as _traceback_util
 from jax._src import xla_bridge as _xla_bridge
@@ -30,6 +31,7 @@ from jax.interpreters import batching as _batching
 from jax.interpreters import mlir as _mlir
 
 __all__ = [
+    "DISABLE_JIT",
     "api_boundary",
     "backends_initialized",
     "current_jax_trace",
@@ -57,9 +59,24 @@ def current_jax_trace() -> object:
     return _core.trace_ctx.trace
 
 
+# `trace_ctx.is_top_level()` without its two property lookups: on the cached call path.
+_TRACE_STATE = _core.trace_state_strong_ref
+_AXIS_ENV_STATE = _core.axis_env_state
+#: JAX's `jax_disable_jit` flag: `DISABLE_JIT.value` is `jit_disabled()` without the call.
+DISABLE_JIT = _config.disable_jit
+
+
 def is_top_level() -> bool:
-    """Whether no JAX transform is tracing on this thread (values are concrete)."""
-    return bool(_core.trace_ctx.is_top_level())
+    """Whether no JAX transform is tracing on this thread (values are concrete).
+
+    Examples:
+        >>> import jax
+        >>> seen = []
+        >>> _ = jax.jit(lambda x: seen.append(is_top_level()) or x)(1.0)
+        >>> is_top_level(), seen
+        (True, [False])
+    """
+    return _TRACE_STATE.value is _core.eval_trace and _AXIS_ENV_STATE.value is _core.top_axis_env
 
 
 def tracer_trace(leaf: jax.core.Tracer[Any]) -> Any:
@@ -78,7 +95,7 @@ def jit_disabled() -> bool:
         ...     jit_disabled()
         True
     """
-    return bool(jax.config.jax_disable_jit)  # type: ignore[attr-defined]
+    return bool(DISABLE_JIT.value)
 
 
 def trace_chain(trace: object) -> list[object]:

@@ -863,3 +863,21 @@ def test_unit_aware_gradients_carry_units_with_brainunit() -> None:
         grad(lambda: u.math.sum(s.value**2), s)()
     with pytest.raises(sj.TraceTypeError, match=r"fwd_grad does not carry units"):
         fwd_grad(lambda: u.math.sum(s.value**2), s, unit_aware=True, key=0)()
+
+
+def test_a_repeated_jvp_call_traces_nothing() -> None:
+    scale = sj.ParamState(jnp.array(2.0))
+    traces: list[int] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        return jnp.sum(x * scale.value)
+
+    primal, tangent = (jnp.ones(3),), (jnp.arange(3.0),)
+    sj.transform.jvp(f, primal, tangent)
+    assert traces, "the first call traces"
+    traces.clear()
+    out, out_tangent = sj.transform.jvp(f, primal, tangent)
+    sj.transform.jvp(f, primal, tangent)
+    assert traces == []
+    assert float(out) == 6.0 and float(out_tangent) == 6.0

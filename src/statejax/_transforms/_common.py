@@ -10,7 +10,10 @@ public as `statejax.transform.raise_when`, used by `autodiff`'s `debug_nan` and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+import inspect
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import jax
@@ -21,9 +24,12 @@ import pydantic
 # The errors that are also a TypeError/ValueError are public (statejax.SpecTypeError, ...);
 # the plugins take them from here.
 from statejax._errors import SpecTypeError, TraceTypeError, TraceValueError
+from statejax._jax_compat import is_top_level
 from statejax.extend import (
+    Lift,
     Split,
     State,
+    StatefulFunction,
     StateTrace,
     current_trace,
     jit_disabled,
@@ -40,6 +46,7 @@ __all__ = [
     "TraceTypeError",
     "TraceValueError",
     "as_tuple",
+    "cached_call",
     "eager_call",
     "is_traced",
     "jit_disabled",
@@ -271,3 +278,101 @@ def raise_when(pred: Any, make_error: Callable[..., BaseException | None], *oper
         pred,
         operands,
     )
+
+
+# -- the cache of the function-form transforms ---------------------------------------
+
+
+def cached_call(
+    kind: str,
+    fns: Sequence[Callable[..., Any]],
+    options: Hashable,
+    build: Callable[[Sequence[Callable[..., Any]]], tuple[Callable[..., Any], str, Lift]],
+) -> StatefulFunction[Any] | None:
+    """The compiled `StatefulFunction` of a function-form transform (`scan(f, ...)`) call.
+
+    `map`, `scan`, `while_loop`, `cond`, ... take the user's function with each call,
+    so a call cannot keep its trace on a decorated object as `jit` does. At the top
+    level (no JAX transform tracing, jit enabled) this cache keeps one per `kind`,
+    identity of each of `fns` and hashable `options`: a repeated call with the same
+    shapes then traces nothing, as a repeated `jax.lax.scan` of the same function
+    does not. `build(weak_fns)` returns the `StatefulFunction`'s `(fn, name, lift)`,
+    made from `weak_fns` (never from `fns`); its lift's function is handed to
+    `jax.jit` (so the call is one compiled computation, whose writes the engine
+    merges after it returned: atomic). The functions are held weakly (a bound
+    method through its instance and function): an entry dies with any of them and
+    keeps none alive. `None` where nothing can be cached (inside a trace, under
+    `jax.disable_jit()`, a function that cannot be weakly referenced, unhashable
+    options): the caller runs its uncached path.
+    """
+    if not is_top_level() or jit_disabled():
+        return None
+    try:
+        idents = tuple(_identity(fn) for fn in fns)
+        key = (kind, idents, options)
+        found = _CALLS.get(key)
+    except TypeError:
+        return None
+    if found is not None:
+        return found[0]
+    try:
+        refs = [_weak_ref(fn) for fn in fns]
+    except TypeError:
+        return None
+    weak_fns = [_weak_callable(fn, ref) for fn, ref in zip(fns, refs, strict=True)]
+    fn, name, lift = build(weak_fns)
+
+    def jitted(split: Split, pure: Any) -> Callable[..., Any]:
+        return jax.jit(lift(split, pure))
+
+    stateful: StatefulFunction[Any] = StatefulFunction(fn, name, jitted, staged=True)
+    token = object()
+
+    def forget(_: object) -> None:
+        entry = _CALLS.get(key)
+        if entry is not None and entry[1] is token:
+            _CALLS.pop(key, None)
+
+    # Weak references to what each function lives by (a bound method: its instance and
+    # function), with callbacks that drop the entry.
+    keep = [weakref.ref(obj, forget) for fn in fns for obj in _referents(fn)]
+    with _CALLS_LOCK:
+        if len(_CALLS) >= _MAX_CALLS:
+            _CALLS.clear()
+        _CALLS[key] = (stateful, token, keep)
+    return stateful
+
+
+# At most this many cached calls; then the cache starts over.
+_MAX_CALLS = 1024
+_CALLS: dict[Hashable, tuple[StatefulFunction[Any], object, list[weakref.ref[Any]]]] = {}
+_CALLS_LOCK = threading.Lock()
+
+
+def _referents(fn: Callable[..., Any]) -> list[object]:
+    if inspect.ismethod(fn):
+        return [fn.__self__, fn.__func__]
+    return [fn]
+
+
+def _identity(fn: Callable[..., Any]) -> Hashable:
+    return tuple(id(obj) for obj in _referents(fn))
+
+
+def _weak_ref(fn: Callable[..., Any]) -> Callable[[], Any]:
+    if inspect.ismethod(fn):
+        return weakref.WeakMethod(fn)
+    return weakref.ref(fn)
+
+
+def _weak_callable(fn: Callable[..., Any], ref: Callable[[], Any]) -> Callable[..., Any]:
+    """A function calling what `ref` refers to, named as `fn` (which it does not keep)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        target = ref()
+        assert target is not None  # the cache entry dies with it
+        return target(*args, **kwargs)
+
+    call.__name__ = getattr(fn, "__name__", "function")
+    call.__qualname__ = getattr(fn, "__qualname__", call.__name__)
+    return call

@@ -24,6 +24,7 @@ from statejax._transforms._common import (
     Count,
     PositiveCount,
     TraceValueError,
+    cached_call,
     eager_call,
     jit_disabled,
     run_eagerly,
@@ -32,6 +33,7 @@ from statejax._transforms._common import (
 )
 from statejax._transforms.progress import BarHandler, PbarOption, progress_handler
 from statejax.extend import (
+    Lift,
     PureCore,
     SpecError,
     Split,
@@ -51,6 +53,8 @@ __all__ = [
     "loop_length",
     "pair",
     "refuse_cond_writes",
+    "dispatcher",
+    "for_body",
     "scan_states",
     "while_eagerly",
 ]
@@ -156,16 +160,61 @@ def _scan_eagerly(
     return run_eagerly(f"statejax.{name}({fn_name})", loop)
 
 
+def dispatcher(cond_fun: Callable[..., Any], body_fun: Callable[..., Any]) -> Callable[..., Any]:
+    """The one function a while loop's pure core runs: `(COND or BODY, val)`."""
+
+    def dispatch(which: str, val: Any) -> Any:
+        return body_fun(val) if which == BODY else cond_fun(val)
+
+    return dispatch
+
+
+def for_body(f: Callable[..., Any]) -> Callable[[None, tuple[Any, ...]], tuple[None, Any]]:
+    """The scan body of a for loop of `f`: `f` applied to the step's slices, no carry."""
+
+    def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
+        return carry, f(*x)
+
+    return body
+
+
 def scan_states(
-    f: Callable[..., Any], init: Any, xs: Any, spec: ScanSpec, name: str, fn_name: str
+    f: Callable[..., Any],
+    init: Any,
+    xs: Any,
+    spec: ScanSpec,
+    name: str,
+    fn_name: str,
+    adapt: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> tuple[Any, Any]:
+    """`lax.scan` of `f` (or of `adapt(f)`, the loop body made from the user's `f`),
+    threading states. `adapt` must be a module-level function: at the top level the
+    compiled loop is cached per identity of `f`, `adapt` and the options."""
     total = loop_length(name, xs, spec.length)
     progress = progress_handler(spec.pbar, total, name)
     if jit_disabled():
         n = _eager_length(xs, total)
         if n is not None:
-            return _scan_eagerly(f, init, xs, n, spec, progress, name, fn_name)
+            body = f if adapt is None else adapt(f)
+            return _scan_eagerly(body, init, xs, n, spec, progress, name, fn_name)
+    label = f"statejax.{name}({fn_name})"
+    stateful: StatefulFunction[tuple[Any, Any]] | None = None
+    if progress is None:
 
+        def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+            body = fns[0] if adapt is None else adapt(fns[0])
+            return body, label, _scan_lift(spec, name, fn_name, None)
+
+        stateful = cached_call(name, (f,), (spec, adapt), build)
+    if stateful is None:
+        body = f if adapt is None else adapt(f)
+        stateful = StatefulFunction(
+            body, label, _scan_lift(spec, name, fn_name, progress), staged=True
+        )
+    return stateful(init, xs)
+
+
+def _scan_lift(spec: ScanSpec, name: str, fn_name: str, progress: Any) -> Lift:
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
             read_vals: list[Any], write_vals: list[Any], init: Any, xs: Any
@@ -193,10 +242,7 @@ def scan_states(
 
         return transformed
 
-    stateful: StatefulFunction[tuple[Any, Any]] = StatefulFunction(
-        f, f"statejax.{name}({fn_name})", lift, staged=True
-    )
-    return stateful(init, xs)
+    return lift
 
 
 def refuse_cond_writes(

@@ -45,7 +45,7 @@ import numpy as np
 from statejax._transforms._autodiff_types import AX, RV, GradFunction, K, P, R
 from statejax._transforms._common import SpecTypeError as _SpecTypeError
 from statejax._transforms._common import TraceTypeError as _TraceTypeError
-from statejax._transforms._common import name_of
+from statejax._transforms._common import cached_call, name_of
 from statejax._transforms._grad_core import (
     Apply,
     Core,
@@ -68,6 +68,7 @@ from statejax._transforms._grad_core import (
     vector_grad_apply,
 )
 from statejax.extend import (
+    Lift,
     PureCore,
     SpecError,
     Split,
@@ -856,6 +857,28 @@ def jvp(
     spec = parse_spec(JvpSpec, "jvp", has_aux=has_aux)
     n = len(primals)
 
+    def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+        return _first_args(fns[0], n), label, _jvp_lift(spec, n, label)
+
+    # At the top level, one compiled jvp per function and options: a repeated call with
+    # the same shapes traces nothing. Not with an aux, which may be any Python value.
+    stateful = None if spec.has_aux else cached_call("jvp", (fn,), (spec, n), build)
+    if stateful is None:
+        stateful = StatefulFunction(_first_args(fn, n), label, _jvp_lift(spec, n, label))
+    out: tuple[Any, ...] = stateful(*primals, *tangents)
+    return out
+
+
+def _first_args(fn: Callable[..., Any], n: int) -> Callable[..., Any]:
+    """`fn` of the first `n` arguments (the primals; the tangents follow them)."""
+
+    def user_fn(*args: Any) -> Any:
+        return fn(*args[:n])
+
+    return user_fn
+
+
+def _jvp_lift(spec: JvpSpec, n: int, label: str) -> Lift:
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, Sequence[Any]]]:
         def transformed(
             read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any
@@ -880,11 +903,7 @@ def jvp(
 
         return transformed
 
-    def user_fn(*args: Any) -> Any:
-        return fn(*args[:n])
-
-    stateful: StatefulFunction[tuple[Any, ...]] = StatefulFunction(user_fn, label, lift)
-    return stateful(*primals, *tangents)
+    return lift
 
 
 @hookimpl

@@ -22,7 +22,7 @@ constants, and the final values are stored after the loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import jax
@@ -30,13 +30,15 @@ import jax.numpy as jnp
 import pydantic
 from jax import lax
 
-from statejax._transforms._common import MAX_INT32, Count, jit_disabled, name_of
+from statejax._transforms._common import MAX_INT32, Count, cached_call, jit_disabled, name_of
 from statejax._transforms._loop_core import (
     BODY,
     COND,
     ScanSpec,
     TracedCondition,
     check_carried,
+    dispatcher,
+    for_body,
     loop_length,
     pair,
     refuse_cond_writes,
@@ -51,6 +53,7 @@ from statejax._transforms.progress import (
 )
 from statejax._transforms.unvmap import unvmap
 from statejax.extend import (
+    Lift,
     PureCore,
     SpecError,
     Split,
@@ -180,12 +183,13 @@ def _checkpointed_scan(
     spec: CheckpointedScanSpec,
     name: str,
     fn_name: str,
+    adapt: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> tuple[Any, Any]:
     n = loop_length(name, xs, spec.length)
     if not n or jit_disabled():
         # Nothing to bound (no steps), or a Python loop (no reverse mode to bound).
         plain = ScanSpec(length=spec.length, pbar=spec.pbar)
-        return scan_states(f, init, xs, plain, name, fn_name)
+        return scan_states(f, init, xs, plain, name, fn_name, adapt)
     sizes = [jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(xs)]
     if any(size != n for size in sizes):
         given = f"length={spec.length}" if spec.length is not None else f"{n} (the first)"
@@ -195,7 +199,26 @@ def _checkpointed_scan(
             "leading axis length, equal to length."
         )
     progress = progress_handler(spec.pbar, n, name)
+    label = f"statejax.{name}({fn_name})"
+    stateful: StatefulFunction[tuple[Any, Any]] | None = None
+    if progress is None:
 
+        def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+            loop_body = fns[0] if adapt is None else adapt(fns[0])
+            return loop_body, label, _checkpointed_lift(spec, n, name, fn_name, None)
+
+        stateful = cached_call(name, (f,), (spec, n, adapt), build)
+    if stateful is None:
+        loop_body = f if adapt is None else adapt(f)
+        stateful = StatefulFunction(
+            loop_body, label, _checkpointed_lift(spec, n, name, fn_name, progress), staged=True
+        )
+    return stateful(init, xs)
+
+
+def _checkpointed_lift(
+    spec: CheckpointedScanSpec, n: int, name: str, fn_name: str, progress: Any
+) -> Lift:
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
             read_vals: list[Any], write_vals: list[Any], init: Any, xs: Any
@@ -219,10 +242,7 @@ def _checkpointed_scan(
 
         return transformed
 
-    stateful: StatefulFunction[tuple[Any, Any]] = StatefulFunction(
-        f, f"statejax.{name}({fn_name})", lift, staged=True
-    )
-    return stateful(init, xs)
+    return lift
 
 
 def checkpointed_scan(
@@ -313,10 +333,9 @@ def checkpointed_for_loop(
         CheckpointedForLoopSpec, "checkpointed_for_loop", length=length, base=base, pbar=pbar
     )
 
-    def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
-        return carry, f(*x)
-
-    _, ys = _checkpointed_scan(body, None, tuple(xs), spec, "checkpointed_for_loop", name_of(f))
+    _, ys = _checkpointed_scan(
+        f, None, tuple(xs), spec, "checkpointed_for_loop", name_of(f), for_body
+    )
     return ys  # type: ignore[no-any-return]
 
 
@@ -378,8 +397,22 @@ def bounded_while_loop(
         except TracedCondition:
             pass  # inside vmap, say: run the traced loop
 
-    def dispatch(which: str, val: Any) -> Any:
-        return body_fun(val) if which == BODY else cond_fun(val)
+    label = f"statejax.bounded_while_loop({body_name})"
+
+    def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+        return dispatcher(*fns), label, _bounded_lift(spec, cond_name)
+
+    stateful = cached_call("bounded_while_loop", (cond_fun, body_fun), spec, build)
+    if stateful is None:
+        stateful = StatefulFunction(
+            dispatcher(cond_fun, body_fun), label, _bounded_lift(spec, cond_name), staged=True
+        )
+    out: C = stateful(init_val)
+    return out
+
+
+def _bounded_lift(spec: BoundedWhileLoopSpec, cond_name: str) -> Lift:
+    n = spec.max_steps
 
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
@@ -421,10 +454,7 @@ def bounded_while_loop(
 
         return transformed
 
-    stateful: StatefulFunction[C] = StatefulFunction(
-        dispatch, f"statejax.bounded_while_loop({body_name})", lift, staged=True
-    )
-    return stateful(init_val)
+    return lift
 
 
 def _bounded_eagerly(

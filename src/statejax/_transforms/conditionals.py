@@ -27,6 +27,7 @@ from jax import lax
 
 from statejax._transforms._common import (
     SpecTypeError,
+    cached_call,
     name_of,
     run_eagerly,
     show_signature,
@@ -34,6 +35,7 @@ from statejax._transforms._common import (
 )
 from statejax._transforms.unvmap import unvmap
 from statejax.extend import (
+    Lift,
     PureCore,
     SpecError,
     Split,
@@ -98,17 +100,42 @@ def _run_branch(name: str, branches: Sequence[Callable[..., Any]], index: int, o
     return run_eagerly(f"statejax.{name}({name_of(branch)})", branch, *ops)
 
 
-Select = Callable[[list[Callable[..., Any]], list[Any], list[Any], tuple[Any, ...]], Any]
+Select = Callable[[list[Callable[..., Any]], list[Any], list[Any], Any, tuple[Any, ...]], Any]
 
 
 def _branching(
-    name: str, branches: Sequence[Callable[..., Any]], select: Select, operands: tuple[Any, ...]
+    name: str,
+    branches: Sequence[Callable[..., Any]],
+    select: Select,
+    which: Any,
+    operands: tuple[Any, ...],
 ) -> Any:
-    """Run `select` (a lax conditional) over the branches made pure on one shared split."""
+    """Run `select` (a lax conditional, choosing by `which`) over the branches made pure on
+    one shared split. `select` must be a module-level function: at the top level the
+    compiled conditional is cached per identity of the branches and `select`."""
+    label = f"statejax.{name}({', '.join(name_of(b) for b in branches)})"
+
+    def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+        return _dispatcher(fns), label, _branching_lift(name, len(fns), select)
+
+    stateful = cached_call(name, branches, (select,), build)
+    if stateful is None:
+        stateful = StatefulFunction(
+            _dispatcher(branches), label, _branching_lift(name, len(branches), select), staged=True
+        )
+    return stateful(which, *operands)
+
+
+def _dispatcher(branches: Sequence[Callable[..., Any]]) -> Callable[..., Any]:
+    branches = list(branches)
 
     def dispatch(index: int, *ops: Any) -> Any:
         return branches[index](*ops)
 
+    return dispatch
+
+
+def _branching_lift(name: str, count: int, select: Select) -> Lift:
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         # What each branch left in the written states, to explain a type mismatch.
         written: dict[int, list[Any]] = {}
@@ -123,14 +150,14 @@ def _branching(
 
             return branch
 
-        fns = [make_branch(i) for i in range(len(branches))]
+        fns = [make_branch(i) for i in range(count)]
 
         def transformed(
-            read_vals: list[Any], write_vals: list[Any], *ops: Any
+            read_vals: list[Any], write_vals: list[Any], which: Any, *ops: Any
         ) -> tuple[Any, list[Any]]:
             written.clear()
             try:
-                out, new_write_vals = select(fns, list(read_vals), list(write_vals), ops)
+                out, new_write_vals = select(fns, list(read_vals), list(write_vals), which, ops)
             except TypeError as exc:  # lax: the branches' outputs differ in type
                 _explain_mismatch(name, split, written, exc)
                 raise
@@ -138,11 +165,7 @@ def _branching(
 
         return transformed
 
-    names = ", ".join(name_of(b) for b in branches)
-    stateful: StatefulFunction[Any] = StatefulFunction(
-        dispatch, f"statejax.{name}({names})", lift, staged=True
-    )
-    return stateful(*operands)
+    return lift
 
 
 def _explain_mismatch(
@@ -169,13 +192,19 @@ def _switch(
     name: str, index: Any, branches: list[Callable[..., Any]], operands: tuple[Any, ...]
 ) -> Any:
     """`lax.switch` over the branches made pure (`switch` and `ifelse`)."""
+    return _branching(name, branches, _select_switch, index, operands)
 
-    def select(
-        fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
-    ) -> Any:
-        return lax.switch(index, fns, rv, wv, ops)
 
-    return _branching(name, branches, select, operands)
+def _select_switch(
+    fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], index: Any, ops: tuple[Any, ...]
+) -> Any:
+    return lax.switch(index, fns, rv, wv, ops)
+
+
+def _select_cond(
+    fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], pred: Any, ops: tuple[Any, ...]
+) -> Any:
+    return lax.cond(pred, fns[0], fns[1], rv, wv, ops)
 
 
 def _check_branches(name: str, branches: Any) -> list[Callable[..., Any]]:
@@ -227,13 +256,7 @@ def cond(pred: Any, true_fun: Callable[..., R], false_fun: Callable[..., R], *op
         flag = _concrete(pred, "biuf", bool)  # a number is true where not 0, as in lax.cond
         if flag is not None:
             return _run_branch("cond", [false_fun, true_fun], flag, operands)  # type: ignore[no-any-return]
-
-    def select(
-        fns: list[Callable[..., Any]], rv: list[Any], wv: list[Any], ops: tuple[Any, ...]
-    ) -> Any:
-        return lax.cond(pred, fns[0], fns[1], rv, wv, ops)
-
-    return _branching("cond", [true_fun, false_fun], select, operands)  # type: ignore[no-any-return]
+    return _branching("cond", [true_fun, false_fun], _select_cond, pred, operands)  # type: ignore[no-any-return]
 
 
 def switch(index: Any, branches: Sequence[Callable[..., R]], *operands: Any) -> R:

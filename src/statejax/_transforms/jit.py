@@ -20,7 +20,12 @@ import pydantic
 from jax.sharding import Sharding
 
 from statejax._errors import ShardingError
-from statejax._transforms._common import Index, as_tuple, run_eagerly, wait_for_results
+from statejax._transforms._common import (
+    Index,
+    as_tuple,
+    run_eagerly,
+    wait_for_results,
+)
 from statejax._transforms._state_specs import (
     RESHAPED,
     StateRules,
@@ -37,7 +42,6 @@ from statejax.extend import (
     StatefulFunction,
     Transform,
     TransformSpec,
-    api_boundary,
     describe_state,
     hookimpl,
     parse_spec,
@@ -246,21 +250,19 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         if spec.static_argnums or spec.static_argnames
         else None
     )
+    # Under jax.disable_jit() the engine runs `fn` eagerly instead (one flag read per call).
     stateful: StatefulFunction[R] = StatefulFunction(
-        fn, label, lift, staged=True, static_key=static_key
+        fn,
+        label,
+        lift,
+        staged=True,
+        static_key=static_key,
+        eager=functools.partial(run_eagerly, label, fn),
     )
-    call = stateful.__call__
     prepare = stateful.prepare
-    config = jax.config
-
-    # Like stateful.as_function(fn), plus jax.disable_jit(): one config read per call.
-    # An API boundary: errors leave without statejax's (and JAX's) frames in the traceback.
-    @api_boundary
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if config.jax_disable_jit:  # type: ignore[attr-defined]
-            return run_eagerly(label, fn, *args, **kwargs)
-        return call(*args, **kwargs)
+    # An API boundary calling the engine: errors leave without statejax's (and JAX's)
+    # frames in the traceback.
+    wrapper: Callable[P, R] = stateful.as_function(fn)
 
     def staged(method: str) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -282,8 +284,6 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         """`lower(...).compile()`."""
         return lower(*args, **kwargs).compile()  # type: ignore[no-any-return]
 
-    wrapper.clear_cache = stateful.clear_cache  # type: ignore[attr-defined]
-    wrapper.stateful = stateful  # type: ignore[attr-defined]
     wrapper.origin_fun = fn  # type: ignore[attr-defined]
     wrapper.lower = lower  # type: ignore[attr-defined]
     wrapper.trace = staged("trace")  # type: ignore[attr-defined]

@@ -25,24 +25,27 @@ and stored after the loop (all together; if a step raises, no state changes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from jax import lax
 
-from statejax._transforms._common import jit_disabled, name_of
+from statejax._transforms._common import cached_call, jit_disabled, name_of
 from statejax._transforms._loop_core import (
     BODY,
     COND,
     ScanSpec,
     TracedCondition,
     check_carried,
+    dispatcher,
+    for_body,
     refuse_cond_writes,
     scan_states,
     while_eagerly,
 )
 from statejax._transforms.progress import ProgressBar, check_pbar_type
 from statejax.extend import (
+    Lift,
     PureCore,
     Split,
     StatefulFunction,
@@ -142,10 +145,7 @@ def for_loop(
         ForLoopSpec, "for_loop", length=length, reverse=reverse, unroll=unroll, pbar=pbar
     )
 
-    def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
-        return carry, f(*x)
-
-    _, ys = scan_states(body, None, tuple(xs), spec, "for_loop", name_of(f))
+    _, ys = scan_states(f, None, tuple(xs), spec, "for_loop", name_of(f), for_body)
     return ys  # type: ignore[no-any-return]
 
 
@@ -182,9 +182,21 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
         except TracedCondition:
             pass  # inside vmap, say: run the traced loop, as lax.while_loop does
 
-    def dispatch(which: str, val: Any) -> Any:
-        return body_fun(val) if which == BODY else cond_fun(val)
+    label = f"statejax.while_loop({body_name})"
 
+    def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+        return dispatcher(*fns), label, _while_lift(cond_name)
+
+    stateful = cached_call("while_loop", (cond_fun, body_fun), (), build)
+    if stateful is None:
+        stateful = StatefulFunction(
+            dispatcher(cond_fun, body_fun), label, _while_lift(cond_name), staged=True
+        )
+    out: C = stateful(init_val)
+    return out
+
+
+def _while_lift(cond_name: str) -> Lift:
     def lift(split: Split, pure: PureCore) -> Callable[..., tuple[Any, list[Any]]]:
         def transformed(
             read_vals: list[Any], write_vals: list[Any], init_val: Any
@@ -211,10 +223,7 @@ def while_loop(cond_fun: Callable[[C], Any], body_fun: Callable[[C], C], init_va
 
         return transformed
 
-    stateful: StatefulFunction[C] = StatefulFunction(
-        dispatch, f"statejax.while_loop({body_name})", lift, staged=True
-    )
-    return stateful(init_val)
+    return lift
 
 
 @hookimpl

@@ -14,7 +14,7 @@ is initialised.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 import jax
@@ -25,6 +25,7 @@ from statejax._transforms._common import (
     AxisName,
     PositiveCount,
     SpecTypeError,
+    cached_call,
     jit_disabled,
     name_of,
     run_eagerly,
@@ -40,6 +41,7 @@ from statejax._transforms._selectors import (
     StateAxesLike,
 )
 from statejax.extend import (
+    Lift,
     PureCore,
     SpecError,
     Split,
@@ -376,6 +378,30 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
     n = sizes.pop()
     assert n is not None
     bs = spec.batch_size
+    # One stateful call around the whole map: the engine merges the writes of every
+    # batch only after the last one ran, so an error anywhere changes no state.
+    if jit_disabled():
+        eager: R = run_eagerly(name, _map_runner(f, n, bs, fn_name), *xs)
+        return eager
+
+    def build(fns: Sequence[Callable[..., Any]]) -> tuple[Callable[..., Any], str, Lift]:
+        return _map_runner(fns[0], n, bs, fn_name), name, _pure
+
+    # At the top level, one compiled map per function, size and batch size: a repeated
+    # call with the same shapes traces nothing.
+    stateful = cached_call("map", (f,), (n, bs), build)
+    if stateful is None:
+        stateful = StatefulFunction(_map_runner(f, n, bs, fn_name), name, _pure)
+    out: R = stateful(*xs)
+    return out
+
+
+def _pure(split: Split, pure: PureCore) -> Callable[..., Any]:
+    return pure
+
+
+def _map_runner(f: Callable[..., Any], n: int, bs: int | None, fn_name: str) -> Callable[..., Any]:
+    """The function `map(f, xs, batch_size=bs)` runs on `xs` of leading size `n`."""
 
     def one_at_a_time(g: Callable[..., Any], *xs: Any) -> Any:
         def body(carry: None, x: tuple[Any, ...]) -> tuple[None, Any]:
@@ -383,10 +409,9 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
 
         return scan_states(body, None, xs, ScanSpec(), "map", fn_name)[1]
 
-    def run(*xs: Any) -> R:
+    def run(*xs: Any) -> Any:
         if bs is None or n == 0:
-            out: R = one_at_a_time(f, *xs)
-            return out
+            return one_at_a_time(f, *xs)
         full, rem = divmod(n, bs)
         batched = _vmap(f, VmapSpec(), map_batch=bs)
         parts: list[Any] = []
@@ -396,17 +421,9 @@ def map(f: Callable[..., R], *xs: Any, batch_size: int | None = None) -> R:
             parts.append(jax.tree.map(lambda a: a.reshape(full * bs, *a.shape[2:]), out))
         if rem:
             parts.append(batched(*jax.tree.map(lambda a: a[full * bs :], xs)))
-        result: R = (
-            jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if full and rem else parts[0]
-        )
-        return result
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *parts) if full and rem else parts[0]
 
-    # One stateful call around the whole map: the engine merges the writes of every
-    # batch only after the last one ran, so an error anywhere changes no state.
-    if jit_disabled():
-        return run_eagerly(name, run, *xs)
-    stateful: StatefulFunction[R] = StatefulFunction(run, name, lambda split, pure: pure)
-    return stateful(*xs)
+    return run
 
 
 @hookimpl

@@ -40,6 +40,9 @@ import numpy as np
 
 from statejax._errors import PluginError, StateLeakError, TraceError
 from statejax._jax_compat import (
+    DISABLE_JIT as _DISABLE_JIT,
+)
+from statejax._jax_compat import (
     api_boundary,
     current_jax_trace,
     is_top_level,
@@ -52,6 +55,7 @@ from statejax._state import State
 from statejax._state_hooks import hooks_paused
 from statejax._tracing import (
     CALL_REFS,
+    THIS_THREAD,
     StateTrace,
     contains_tracer,
     current_traces,
@@ -552,14 +556,15 @@ class _Version:
     """
 
     __slots__ = (
+        "_verified",
         "env_reads",
         "env_seen",
+        "fast",
         "jitted",
         "pure",
         "signatures",
         "split",
         "transformed",
-        "verified",
     )
 
     def __init__(
@@ -568,7 +573,7 @@ class _Version:
         self.split = split
         self.pure = pure
         self.transformed = transformed
-        self.verified = verified
+        self._verified = verified
         # The environ settings its traces read (the pure core's dict, shared), and the
         # environ generation at which they were last found unchanged.
         self.env_reads = pure.env_reads
@@ -579,6 +584,18 @@ class _Version:
         self.jitted = isinstance(transformed, _jit_function_type())
         # The signatures of the eager calls this split was verified for.
         self.signatures: set[Hashable] = set()
+        # Whether a call may take the inlined cached path: a verified `jax.jit` core
+        # (which returns concrete arrays at the top level, jit not disabled).
+        self.fast = verified and self.jitted
+
+    @property
+    def verified(self) -> bool:
+        return self._verified
+
+    @verified.setter
+    def verified(self, value: bool) -> None:
+        self._verified = value
+        self.fast = value and self.jitted
 
 
 class _Entry:
@@ -626,6 +643,9 @@ class StatefulFunction(Generic[R]):
     split with an abstract trace, so the function runs for real once per call
     even when a call touches a state no earlier call did.
 
+    `eager(*args, **kwargs)`, if given, is called instead under `jax.disable_jit()` (as
+    `jit` runs the function eagerly there).
+
     `static_key(args, kwargs)` gives the hashable values of the arguments the
     lifted function treats as compile-time constants (jit's static arguments): each
     gets its own cache entry, so a variant stores back only the states it writes,
@@ -655,8 +675,10 @@ class StatefulFunction(Generic[R]):
         *,
         staged: bool = False,
         static_key: Callable[[tuple[Any, ...], dict[str, Any]], Hashable] | None = None,
+        eager: Callable[..., Any] | None = None,
     ) -> None:
         self.fn = fn
+        self.eager = eager
         self.name = name
         self.lift = lift
         self.seed = seed if seed is not None else Split()
@@ -719,10 +741,14 @@ class StatefulFunction(Generic[R]):
     def __call__(self, /, *args: Any, **kwargs: Any) -> R:
         # `self` positional-only: a jitted method may be called as `Cls.method(self=m)`.
         # Count call depth here, not through helper calls: this is the cached call path.
+        if self.eager is not None and _DISABLE_JIT.value:
+            eager: R = self.eager(*args, **kwargs)
+            return eager
         calls = CALL_REFS
-        calls.depth += 1
+        depth = calls.depth
+        calls.depth = depth + 1
         try:
-            key = self._key(args, kwargs)
+            key = self._key(args, kwargs) if args or kwargs or self.static_key else ()
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._find(key) or self._new_entry(key, args, kwargs)
@@ -731,16 +757,69 @@ class StatefulFunction(Generic[R]):
             if version.env_reads and version.env_seen != GENERATION.value:
                 version = self._refresh(entry, version)
             top_level = is_top_level()
+            if version.fast and top_level and not THIS_THREAD.stack:
+                # The cached call of a verified `jax.jit` core at the top level, inlined:
+                # gather under the merge lock, call the compiled core, merge under it.
+                split = version.split
+                _lock()  # (acquire/release: cheaper than `with` on this path)
+                try:
+                    read_vals = [s._value for s in split.read_states]
+                    write_vals = [s._value for s in split.write_states]
+                finally:
+                    _unlock()
+                try:
+                    returned = version.transformed(read_vals, write_vals, *args, **kwargs)
+                except (StateSetChanged, TypeError) as exc:  # a retrace met something new
+                    fast: R = self._settle_failed(exc, entry, version, args, kwargs, top_level)
+                    return fast
+                if type(returned) is tuple and len(returned) == 2:
+                    result, new_vals = returned
+                    states = split.write_states
+                    if type(new_vals) is list and len(new_vals) == len(states):
+                        _lock()
+                        try:
+                            for state, value in zip(states, new_vals):  # noqa: B905 (checked)
+                                state._value = value
+                        finally:
+                            _unlock()
+                        return result  # type: ignore[no-any-return]
+                else:
+                    self._refuse_result(returned)
+                    result, new_vals = returned
+                split.scatter(new_vals, top_level, name=self.name, concrete=True)
+                return result  # type: ignore[no-any-return]
             if version.verified and (self.staged or not top_level):
                 mode = TraceMode.RUN  # the cached call path: no abstract trace first
             else:
                 mode = self._mode(version, args, kwargs)
-            result: R = self._settle(entry, version, mode, args, kwargs, top_level)
-            return result
+            result_: R = self._settle(entry, version, mode, args, kwargs, top_level)
+            return result_
         finally:
-            calls.depth -= 1
-            if not calls.depth and calls.made:
+            calls.depth = depth
+            if not depth and calls.made:
                 release_call_refs()
+
+    def _settle_failed(
+        self,
+        exc: Exception,
+        entry: _Entry,
+        version: _Version,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        top_level: bool,
+    ) -> Any:
+        """The inlined cached call raised: handle it as `_settle` handles its own call."""
+        if isinstance(exc, StateSetChanged):
+            if exc.owner is not entry.owner or not version.pure.noted:
+                raise exc
+            return self._settle(
+                entry, version, TraceMode.RUN, args, kwargs, top_level, aborted=True
+            )
+        split = version.split
+        with _MERGE_LOCK:
+            values = [s._value for s in split.states]
+        _check_traceable(split.states, values, self.name)
+        raise exc
 
     def _refuse_result(self, returned: object) -> None:
         """A lifted function returned no `(result, new_write_values)` pair: name the lift.
@@ -870,6 +949,7 @@ class StatefulFunction(Generic[R]):
         kwargs: dict[str, Any],
         top_level: bool,
         run: bool = True,
+        aborted: bool = False,
     ) -> Any:
         """The one retry loop: trace `version` in `mode` until its split is complete.
 
@@ -881,7 +961,6 @@ class StatefulFunction(Generic[R]):
         thread from its cache) is never run. With `run`, returns the call's result,
         having merged its writes; without, the verified version (nothing runs).
         """
-        aborted = False
         while True:
             if version.pure.noted:
                 version = self._grow(entry, version.pure.noted, verified=aborted)
@@ -1058,3 +1137,5 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
 # Held while a call's values are gathered or merged: a call sees all of another
 # call's writes or none of them.
 _MERGE_LOCK = threading.Lock()
+
+_lock, _unlock = _MERGE_LOCK.acquire, _MERGE_LOCK.release

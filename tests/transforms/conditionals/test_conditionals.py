@@ -296,3 +296,32 @@ def test_a_branch_that_is_not_callable_is_a_spec_and_type_error(call: Callable[[
     with pytest.raises(sj.SpecError, match="which is not callable") as info:
         call()
     assert isinstance(info.value, TypeError)
+
+
+def test_a_repeated_conditional_call_traces_nothing() -> None:
+    hits = sj.State(jnp.array(0))
+    traces: list[int] = []
+
+    def up(x: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        hits.value = hits.value + 1
+        return x + 1
+
+    def down(x: jax.Array) -> jax.Array:
+        traces.append(1)
+        return x - 1
+
+    x = jnp.array(1.0)
+    for call in (
+        lambda: cond(True, up, down, x),
+        lambda: switch(0, [up, down, down], x),
+        lambda: ifelse([True, False], [up, down], x),
+    ):
+        call()
+        assert traces, "the first call traces"
+        traces.clear()
+        call()
+        call()
+        assert traces == []
+    assert float(cond(False, up, down, x)) == 0.0  # the predicate is an input, not baked in
+    assert int(hits.value) == 9

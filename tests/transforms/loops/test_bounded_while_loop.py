@@ -54,3 +54,28 @@ def test_bounded_while_loop_caps_steps_and_threads_states() -> None:
     assert int(total.value) == 14
     with pytest.raises(sj.SpecError, match=r"bounded_while_loop: option max_steps"):
         bounded_while_loop(lambda i: i < 3, body, 0, max_steps=-1)
+
+
+def test_a_repeated_bounded_while_loop_call_traces_nothing() -> None:
+    count = sj.State(jnp.array(0))
+    traces: list[int] = []
+
+    def body(v: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        count.value = count.value + 1
+        return v * 2.0
+
+    def cond(v: jax.Array) -> jax.Array:
+        traces.append(1)
+        return v < 10.0
+
+    def call() -> jax.Array:
+        return bounded_while_loop(cond, body, jnp.array(1.0), max_steps=8, base=2)
+
+    assert float(call()) == 16.0
+    assert traces, "the first call traces"
+    traces.clear()
+    call()
+    call()
+    assert traces == []
+    assert int(count.value) == 12  # every call still writes

@@ -89,3 +89,31 @@ def test_checkpointed_scan_options_are_checked() -> None:
         checkpointed_scan(lambda c, x: (c, x), 0.0, jnp.ones(3), length=4)
     # no steps: nothing to bound, it runs as scan
     assert checkpointed_scan(lambda c, x: (c + x, x), 1.0, jnp.ones(0))[1].shape == (0,)
+
+
+def test_a_repeated_checkpointed_loop_call_traces_nothing() -> None:
+    total = sj.State(jnp.array(0.0))
+    traces: list[int] = []
+
+    def step(h: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        traces.append(1)  # a Python side effect: runs once per trace
+        total.value = total.value + x
+        return h + x, h
+
+    def one(x: jax.Array) -> jax.Array:
+        traces.append(1)
+        total.value = total.value + x
+        return x
+
+    xs = jnp.ones(20)
+    for call in (
+        lambda: checkpointed_scan(step, jnp.array(0.0), xs, base=4),
+        lambda: checkpointed_for_loop(one, xs, base=4),
+    ):
+        call()
+        assert traces, "the first call traces"
+        traces.clear()
+        call()
+        call()
+        assert traces == []
+    assert float(total.value) == 120.0  # every call still writes

@@ -683,3 +683,85 @@ def test_the_loops_share_one_pbar_option(spec: Any) -> None:
     assert spec().pbar is None
     field = spec.model_json_schema()["properties"]["pbar"]
     assert field["anyOf"][0]["exclusiveMinimum"] == 0 and "positive int" in field["description"]
+
+
+# --- a repeated call with the same shapes traces nothing ------------------------------
+
+
+def _counting(count: list[int], fn: Callable[..., Any]) -> Callable[..., Any]:
+    def counted(*args: Any) -> Any:
+        count.append(1)  # a Python side effect: runs once per trace
+        return fn(*args)
+
+    return counted
+
+
+@pytest.mark.parametrize("loop", ["scan", "for_loop", "while_loop"])
+def test_a_repeated_loop_call_traces_nothing(loop: str) -> None:
+    total = sj.State(jnp.zeros(3))
+    traces: list[int] = []
+
+    def step(x: jax.Array) -> jax.Array:
+        total.value = total.value + x
+        return x * 2
+
+    body = _counting(traces, step)
+    xs = jnp.ones((4, 3))
+    scan_body = lambda c, x: (c, body(x))  # noqa: E731  (one function for every call)
+    cond_fn, body_fn = (lambda i: i < 4), (lambda i: (body(xs[0]), i + 1)[1])
+    calls: dict[str, Callable[[], Any]] = {
+        "scan": lambda: scan(scan_body, 0, xs),
+        "for_loop": lambda: for_loop(body, xs),
+        "while_loop": lambda: while_loop(cond_fn, body_fn, 0),
+    }
+    call = calls[loop]
+    call()
+    assert traces, "the first call traces"
+    traces.clear()
+    call()
+    call()
+    assert traces == []
+    np.testing.assert_allclose(total.value, jnp.full(3, 12.0))  # every call still writes
+
+
+def test_a_cached_loop_keeps_no_function_alive() -> None:
+    import gc
+    import weakref
+
+    total = sj.State(jnp.array(0.0))
+
+    def step(x: jax.Array) -> jax.Array:
+        total.value = total.value + x
+        return x
+
+    class Model(sj.Module):
+        def step(self, x: jax.Array) -> jax.Array:
+            total.value = total.value + x
+            return x
+
+    model = Model()
+    for_loop(step, jnp.ones(3))
+    for_loop(model.step, jnp.ones(3))
+    for_loop(model.step, jnp.ones(3))  # a bound method is new at each access: still cached
+    assert float(total.value) == 9.0
+    dead_fn, dead_model = weakref.ref(step), weakref.ref(model)
+    del step, model
+    gc.collect()
+    assert dead_fn() is None and dead_model() is None
+
+
+def test_a_cached_loop_meets_new_states_on_a_retrace() -> None:
+    states = [sj.State(jnp.zeros(2))]
+
+    def step(x: jax.Array) -> jax.Array:
+        for s in states:
+            s.value = s.value + x
+        return x
+
+    for_loop(step, jnp.ones((2, 2)))
+    # A new state, and a new shape: retraced (as jax.jit, a call with the same shapes
+    # reuses its trace, and with it the states that trace found).
+    states.append(sj.State(jnp.zeros(3)))
+    for_loop(step, jnp.ones((2, 1)))
+    np.testing.assert_allclose(states[0].value, [4.0, 4.0])
+    np.testing.assert_allclose(states[1].value, [2.0, 2.0, 2.0])

@@ -103,3 +103,22 @@ def test_pmap_on_eight_devices_equals_jax_pmap_and_names_every_error(
         "DONE",
     ]:
         assert check in out, out
+
+
+def test_a_repeated_pmap2_call_traces_nothing() -> None:
+    total = sj.State(jnp.zeros(3))
+    traces: list[int] = []
+
+    def step(x: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        total.value = total.value + jax.lax.psum(x, "d")
+        return x * 2
+
+    stepped = sj.transform.pmap2(step, axis_name="d")
+    stepped(X)
+    assert traces, "the first call traces"
+    traces.clear()
+    stepped(X)
+    stepped(X)
+    assert traces == []
+    np.testing.assert_allclose(total.value, 3 * X.sum(axis=0), rtol=1e-6)

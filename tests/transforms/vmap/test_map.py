@@ -10,6 +10,7 @@ import pytest
 import statejax as sj
 from statejax._transforms.vmap import map as sj_map
 from statejax.random import RandomState
+from statejax.transform import raise_when
 
 
 def test_sequential_map_matches_a_python_loop_and_carries_writes() -> None:
@@ -116,15 +117,24 @@ def test_map_changes_no_state_when_an_element_fails(batch_size: int | None) -> N
     def f(x: jax.Array) -> jax.Array:
         total.value = total.value + 1.0  # the same for every element: fine in a batch
         other.value = other.value * 2.0
-        # Only the last, partial batch (and, unbatched, no element) runs outside a trace.
-        if batch_size is None or not isinstance(total.value, jax.core.Tracer):
-            raise RuntimeError("element failed")
+        # The last element (in the last, partial batch) fails when it runs, after the
+        # others have run.
+        raise_when(x >= 4.0, lambda p: RuntimeError("element failed"))
         return x
 
-    with pytest.raises(RuntimeError, match="element failed"):
+    with pytest.raises(Exception, match="element failed"):
         sj_map(f, jnp.arange(5.0), batch_size=batch_size)
     assert float(total.value) == 0.0
     np.testing.assert_array_equal(other.value, jnp.ones(2))
+    # An error while tracing (the function raises) changes nothing either.
+
+    def g(x: jax.Array) -> jax.Array:
+        total.value = total.value + 1.0
+        raise RuntimeError("traced element failed")
+
+    with pytest.raises(RuntimeError, match="traced element failed"):
+        sj_map(g, jnp.arange(5.0), batch_size=batch_size)
+    assert float(total.value) == 0.0
 
 
 def test_map_still_carries_writes_when_it_succeeds() -> None:
@@ -179,3 +189,26 @@ def test_map_under_disable_jit_is_eager() -> None:
         out = sj_map(f, jnp.arange(3.0))
     np.testing.assert_allclose(out, [1.0, 2.0, 3.0])
     assert seen == [0.0, 1.0, 2.0] and int(count.value) == 3  # each element ran once
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_repeated_map_call_traces_nothing(batch_size: int | None) -> None:
+    total = sj.State(jnp.array(0.0))
+    traces: list[int] = []
+
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        total.value = total.value + 1.0
+        return x * 2
+
+    xs = jnp.arange(5.0)
+    sj_map(f, xs, batch_size=batch_size)
+    assert traces, "the first call traces"
+    traces.clear()
+    out = sj_map(f, xs, batch_size=batch_size)
+    sj_map(f, xs, batch_size=batch_size)
+    assert traces == []
+    np.testing.assert_allclose(out, xs * 2)
+    assert float(total.value) == (15.0 if batch_size is None else 9.0)  # every call writes
+    sj_map(f, jnp.arange(6.0), batch_size=batch_size)  # a new size: traced again
+    assert traces

@@ -462,3 +462,30 @@ def test_an_unbatched_write_to_an_out_state_is_stacked_on_its_axis() -> None:
 
     vmap2(g, state_out_axes={1: sh})(jnp.ones(4))
     np.testing.assert_array_equal(sh.value, jnp.ones((3, 4)))
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_a_repeated_vmap2_call_traces_as_jax_vmap_and_nothing_under_jit(static: bool) -> None:
+    counter = sj.ShortTermState(jnp.zeros(3))
+    traces: list[int] = []
+
+    def accumulate(x: jax.Array, scale: float) -> jax.Array:
+        traces.append(1)  # a Python side effect: runs once per trace
+        counter.value = counter.value + x * scale
+        return counter.value
+
+    options: dict[str, Any] = {"static_argnums": 1} if static else {"in_axes": (0, None)}
+    mapped = StatefulMapping(accumulate, state_in_axes={0: sj.ShortTermState}, **options)
+    xs = jnp.ones(3)
+    mapped(xs, 2.0)
+    traces.clear()
+    mapped(xs, 2.0)
+    # Eagerly, as jax.vmap: the function runs once per call, batched; no discovery trace.
+    assert traces == [1]
+    jitted = sj.jit(lambda x: mapped(x, 2.0))
+    jitted(xs)
+    traces.clear()
+    jitted(xs)
+    jitted(xs)
+    assert traces == []
+    np.testing.assert_allclose(counter.value, jnp.full(3, 10.0))  # five calls of 2.0
