@@ -46,10 +46,12 @@ def expected_errors() -> dict[int, str]:
     return {i: line.split(MARK, 1)[1] for i, line in enumerate(lines, start=1) if MARK in line}
 
 
+@pytest.mark.slow
 def test_typed_usage_is_accepted(reported: dict[str, dict[int, list[str]]]) -> None:
     assert reported["usage_ok.py"] == {}
 
 
+@pytest.mark.slow
 def test_misuse_is_rejected_on_exactly_the_marked_lines(
     reported: dict[str, dict[int, list[str]]],
 ) -> None:
@@ -58,6 +60,7 @@ def test_misuse_is_rejected_on_exactly_the_marked_lines(
     assert sorted(reported["usage_bad.py"]) == sorted(expected), reported["usage_bad.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", sorted(expected_errors()))
 def test_each_misuse_gets_its_own_message(
     reported: dict[str, dict[int, list[str]]], line: int
