@@ -6,7 +6,7 @@ transform family, and a file per smaller feature (`test_checkpoints.py`,
 `test_optim.py`). The suite runs with `--import-mode=importlib`, so test files cannot
 import each other: what several of them share is a fixture here.
 
-The default run (`python -m pytest -q`, the README's command) is the fast one: tests
+The default run (`python -m pytest -q -n 2 --dist loadfile`, the README's command) is the fast one: tests
 marked `slow` (multi-device and multi-process subprocesses, deep hypothesis runs, the
 `checking_leaks` nesting grid, the docs-site build, the mypy corpus) are skipped, each
 slow area keeping a fast representative in the default run. `--full` runs them too;
