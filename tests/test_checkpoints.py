@@ -315,6 +315,7 @@ def test_restore_keeps_the_target_placement_or_takes_state_shardings(tmp_path: P
         checkpoints.restore(tmp_path, placed, state_shardings=3)
 
 
+@pytest.mark.slow
 def test_a_restored_model_trains_in_a_sharded_step_on_four_devices(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"

@@ -101,6 +101,7 @@ def pages(site: Path) -> list[Path]:
     return sorted(p for p in site.rglob("index.html") if "search" not in p.parts)
 
 
+@pytest.mark.slow
 def test_every_page_renders_its_markup(site: Path) -> None:
     problems: list[str] = []
     for page in pages(site):
@@ -119,6 +120,7 @@ def test_every_page_renders_its_markup(site: Path) -> None:
     assert not problems, "\n".join(problems[:40])
 
 
+@pytest.mark.slow
 def test_api_examples_are_code_blocks(site: Path) -> None:
     """The reference's examples are highlighted code, one block per documented example."""
     html = "".join(p.read_text() for p in (site / "reference").rglob("index.html"))

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -238,6 +239,7 @@ CacheMachine.TestCase.settings = settings(
 )
 
 
+@pytest.mark.slow  # a deep hypothesis run; test_engine_identity.py keeps the cache fast tests
 class TestCacheMachine(CacheMachine.TestCase):  # type: ignore[name-defined,misc]
     """Bugs E: after any sequence of shape/dtype/weak-type changes, new/dropped modules and
     keyword calls, jitted results and states equal a plain-JAX reference, with no tracer stored."""

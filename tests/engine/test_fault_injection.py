@@ -407,6 +407,7 @@ def check_plan(plan: Plan) -> None:
         assert_matches_pure(m, out, pure, before)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,

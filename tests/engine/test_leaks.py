@@ -340,6 +340,7 @@ def test_every_transform_runs_clean_under_checking_leaks(name: str) -> None:
     check_against_pure((name,), SINGLE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inner", sorted(NESTABLE))
 @pytest.mark.parametrize("outer", sorted(NESTABLE))
 def test_pairwise_nesting_runs_clean_under_checking_leaks(outer: str, inner: str) -> None:

@@ -24,6 +24,16 @@ from statejax.random import RandomState
 N = 4000
 Draw = Callable[[RandomState], Any]
 
+
+def grid(names: Any, default_run: set[str]) -> list[Any]:
+    """`names` sorted, each compiling its own sampler: those outside `default_run` are
+    marked slow (the default run keeps a few of each kind; `--full` runs them all)."""
+    assert default_run <= set(names), default_run - set(names)
+    return [
+        pytest.param(n, marks=() if n in default_run else pytest.mark.slow) for n in sorted(names)
+    ]
+
+
 CONTINUOUS: dict[str, tuple[Draw, Any]] = {
     "rand": (lambda rs: rs.rand(N), stats.uniform()),
     "randn": (lambda rs: rs.randn(N), stats.norm()),
@@ -85,7 +95,7 @@ CONTINUOUS: dict[str, tuple[Draw, Any]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONTINUOUS))
+@pytest.mark.parametrize("name", grid(CONTINUOUS, {"randn", "gamma", "beta", "dirichlet"}))
 def test_continuous_sampler_matches_scipy(name: str) -> None:
     draw, reference = CONTINUOUS[name]
     x = np.asarray(draw(RandomState(sum(map(ord, name)))), dtype=np.float64)
@@ -125,7 +135,7 @@ DISCRETE: dict[str, tuple[Draw, Any]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(DISCRETE))
+@pytest.mark.parametrize("name", grid(DISCRETE, {"bernoulli", "binomial", "poisson", "choice"}))
 def test_discrete_sampler_matches_scipy(name: str) -> None:
     draw, reference = DISCRETE[name]
     x = np.asarray(draw(RandomState(sum(map(ord, name)))))
@@ -385,7 +395,7 @@ def test_concrete_parameters_outside_the_support_raise_and_keep_the_key(name: st
     np.testing.assert_array_equal(jax.random.key_data(rng.value), before)
 
 
-@pytest.mark.parametrize("name", sorted(SUPPORT))
+@pytest.mark.parametrize("name", grid(SUPPORT, {"binomial", "beta", "gamma"}))
 def test_traced_parameters_outside_the_support_give_nan_or_minus_one(name: str) -> None:
     draw, valid, invalid, _ = SUPPORT[name]
     params = [jnp.array([v, b]) for v, b in zip(valid, invalid, strict=True)]

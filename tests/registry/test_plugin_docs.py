@@ -33,6 +33,7 @@ def plugin() -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_the_complete_plugin_passes_mypy_strict(tmp_path: Path) -> None:
     path = tmp_path / "statejax_freeze.py"
     path.write_text(PLUGIN)

@@ -15,8 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HERE = Path(__file__).parent
+
+# Each test starts 8-device (or 2-process) subprocesses: behind `--full`. The default run
+# keeps the in-process pmap tests (tests/transforms/pmap/) and the checkpoint placement test.
+pytestmark = pytest.mark.slow
 
 
 def test_eight_devices_data_fsdp_tensor_parallel_and_shard_map_equal_one_device(

@@ -48,10 +48,12 @@ def expected_errors() -> dict[int, str]:
     return {i: m[1] for i, m in marks if m}
 
 
+@pytest.mark.slow
 def test_typed_usage_is_accepted(reported: dict[str, dict[int, list[str]]]) -> None:
     assert reported["usage_ok.py"] == {}
 
 
+@pytest.mark.slow
 def test_misuse_is_rejected_on_exactly_the_marked_lines(
     reported: dict[str, dict[int, list[str]]],
 ) -> None:
@@ -60,6 +62,7 @@ def test_misuse_is_rejected_on_exactly_the_marked_lines(
     assert sorted(reported["usage_bad.py"]) == sorted(expected), reported["usage_bad.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", sorted(expected_errors()))
 def test_each_misuse_gets_its_own_message(
     reported: dict[str, dict[int, list[str]]], line: int

@@ -84,6 +84,7 @@ def test_a_device_varying_write_into_a_replicated_state_is_named() -> None:
 # --- 8 simulated devices ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pmap_on_eight_devices_equals_jax_pmap_and_names_every_error(
     run_script: Callable[..., str],
 ) -> None:
