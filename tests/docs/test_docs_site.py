@@ -132,6 +132,7 @@ def test_api_examples_are_code_blocks(site: Path) -> None:
     assert "<blockquote>" not in html
 
 
+@pytest.mark.slow
 def test_the_reference_is_split_and_each_transform_page_has_one(site: Path) -> None:
     """No one-page reference: each module has a page of moderate size, and each transform
     page ends with the reference of its transforms."""
@@ -144,6 +145,7 @@ def test_the_reference_is_split_and_each_transform_page_has_one(site: Path) -> N
         assert 'id="reference"' in html and "doc-function" in html, page
 
 
+@pytest.mark.slow
 def test_signatures_show_the_options_formatted(site: Path) -> None:
     """An overloaded transform shows its overloads (its real options), not the
     implementation's `fn=None, /, **options`, one parameter per line (ruff formats them)."""
