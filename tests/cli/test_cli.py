@@ -49,6 +49,7 @@ def test_schema_of_unknown_transform(capsys: pytest.CaptureFixture[str]) -> None
     assert captured.err.count("Did you mean 'jit'?") == 1
 
 
+@pytest.mark.slow
 def test_schema_failure_is_printed_once_in_a_real_process() -> None:
     result = run_cli("schema", "no_such_transform")
     assert result.returncode == 2
@@ -158,6 +159,7 @@ def test_unknown_transform_with_a_failed_plugin_is_reported_once(
     assert result.stderr.count("Did you mean 'jit'?") == 1
 
 
+@pytest.mark.slow
 def test_closed_stdout_is_not_an_error() -> None:
     # The reader is gone before the command writes: without handling, BrokenPipeError.
     proc = subprocess.Popen(
@@ -170,6 +172,7 @@ def test_closed_stdout_is_not_an_error() -> None:
     assert "BrokenPipeError" not in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_schema_piped_into_head_exits_quietly() -> None:
     command = " ".join(shlex.quote(a) for a in CLI) + " schema vmap | head -1"
     result = subprocess.run(

@@ -458,6 +458,7 @@ def test_a_sampler_calling_a_sampler_is_one_draw(draw: Any) -> None:
     assert_same_key(rng.value, keep)
 
 
+@pytest.mark.slow
 def test_a_draw_splitting_several_keys_advances_once() -> None:
     rng = RandomState(5)
     keys = jax.random.split(rng.value, 3)

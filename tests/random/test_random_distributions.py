@@ -159,6 +159,7 @@ def test_multivariate_normal_moments_and_methods() -> None:
         random.multivariate_normal(mean, cov, method="qr")
 
 
+@pytest.mark.slow
 def test_orthogonal_permutation_and_shuffle() -> None:
     rs = RandomState(0)
     q = rs.orthogonal(4, size=2)
@@ -175,6 +176,7 @@ def test_orthogonal_permutation_and_shuffle() -> None:
     np.testing.assert_array_equal(jnp.sort(rs.shuffle(x, axis=1), axis=1), x)
 
 
+@pytest.mark.slow
 def test_shapes_follow_numpy_broadcasting() -> None:
     assert random.normal(jnp.zeros(3), 1.0).shape == (3,)
     assert random.uniform(jnp.zeros((2, 1)), jnp.ones(3)).shape == (2, 3)

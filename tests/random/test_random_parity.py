@@ -66,6 +66,7 @@ def test_parameters_that_broadcast_to_size_still_work() -> None:
     assert random.uniform(jnp.zeros((2, 1)), 1.0, size=(2, 5)).shape == (2, 5)
 
 
+@pytest.mark.slow
 def test_multinomial_takes_a_traced_count_under_jit() -> None:
     # BrainState refuses a traced n (ValueError); jax.random.multinomial handles it.
     p = jnp.array([0.2, 0.3, 0.5])

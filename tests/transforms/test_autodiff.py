@@ -410,6 +410,7 @@ def test_grad_of_grad() -> None:
 # --------------------------------------------------------------------------- the family
 
 
+@pytest.mark.slow
 def test_jacrev_and_jacfwd_mixed() -> None:
     m = Model()
     expected = jax.jacrev(pure_vec, argnums=(0, 1, 2))(W0, B0, X)
@@ -429,6 +430,7 @@ def test_jacobians_with_aux() -> None:
         close(jac, [jax.jacfwd(pure_vec, argnums=1)(W0, B0, X)])
 
 
+@pytest.mark.slow
 def test_hessian_mixed() -> None:
     m = Model()
     expected = jax.hessian(pure_loss, argnums=(0, 2))(W0, B0, X, Y)

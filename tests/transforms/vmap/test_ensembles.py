@@ -59,6 +59,7 @@ def test_initialiser_with_random_module_and_axis_size() -> None:
     np.testing.assert_array_equal(random.get_key_data(), keys[0])  # advanced once
 
 
+@pytest.mark.slow
 def test_nested_vmap_stacks_twice() -> None:
     keys = jax.random.split(jax.random.PRNGKey(1), 6).reshape(2, 3, 2)
     grid = vmap(vmap(MLP))(keys)
