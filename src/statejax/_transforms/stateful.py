@@ -21,16 +21,16 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import jax
 import pydantic
 
 from statejax._jax_compat import eval_closed_jaxpr, shaped_abstractify
 from statejax._transforms._common import (
+    AS_TUPLE,
     AxisName,
     Index,
-    as_tuple,
     jit_disabled,
     name_of,
     run_eagerly,
@@ -55,10 +55,10 @@ _MAX_COMPILED = 64
 class StatefulFunctionSpec(TransformSpec):
     """Options of `StatefulFunction` (and of `make_jaxpr`, which adds `return_shape`)."""
 
-    static_argnums: tuple[Index, ...] = pydantic.Field(
+    static_argnums: Annotated[tuple[Index, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="positions of arguments that are compile-time constants"
     )
-    static_argnames: tuple[str, ...] = pydantic.Field(
+    static_argnames: Annotated[tuple[str, ...], AS_TUPLE] = pydantic.Field(
         default=(), description="names of keyword arguments that are compile-time constants"
     )
     axis_env: tuple[tuple[AxisName, Index], ...] | None = pydantic.Field(
@@ -68,9 +68,6 @@ class StatefulFunctionSpec(TransformSpec):
         default=True, description="the jaxpr returns only the written states' new values"
     )
 
-    _normalise = pydantic.field_validator("static_argnums", "static_argnames", mode="before")(
-        lambda cls, v: () if v is None else as_tuple(v)
-    )
     _pairs = pydantic.field_validator("axis_env", mode="before")(
         lambda cls, v: tuple(tuple(p) for p in v) if isinstance(v, (list, tuple)) else v
     )
