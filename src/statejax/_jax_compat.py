@@ -8,8 +8,9 @@ without naming the state. These helpers wrap `jax._src.core` so that a change in
 JAX breaks one module, and `tests/engine/test_leaks.py` pins the behaviour.
 
 The other internals used (`jax.interpreters` to give a primitive a batching rule
-and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`) are
-wrapped here too: no other module of the package names `jax._src`,
+and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`, and the
+jaxpr tracer's `new_arg` and equation emitter, with which a jitted function's first
+call is traced once: `new_trace_input`, `paste_jaxpr`) are wrapped here too: no other module of the package names `jax._src`,
 `jax.interpreters`, `jax.api_util` or a non-public `jax.core` name
 (`tests/test_layout.py` checks it).
 """
@@ -26,8 +27,11 @@ import jax
 from jax import api_util as _api_util
 from jax._src import config as _config
 from jax._src import core as _core
+from jax._src import effects as _effects
+from jax._src import source_info_util as _source_info_util
 from jax._src import traceback_util as _traceback_util
 from jax._src import xla_bridge as _xla_bridge
+from jax._src.interpreters import partial_eval as _pe
 from jax.extend.core import ClosedJaxpr, Primitive
 from jax.interpreters import batching as _batching
 from jax.interpreters import mlir as _mlir
@@ -42,6 +46,8 @@ __all__ = [
     "is_top_level",
     "is_tracing",
     "jit_disabled",
+    "new_trace_input",
+    "paste_jaxpr",
     "statejax_dir",
     "register_batch_rule",
     "register_lowering_of",
@@ -167,6 +173,83 @@ def eval_closed_jaxpr(closed: ClosedJaxpr, *args: Any) -> list[Any]:
     """
     outs: list[Any] = jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *args)
     return outs
+
+
+def new_trace_input(trace: object, leaf: Any) -> Any | None:
+    """A new input of the jaxpr `trace` is building, typed as `jax.jit` would type `leaf`.
+
+    `trace` must be the trace of a `jax.jit` being traced (`jax.jit(f).trace(...)`):
+    the input is appended to its jaxpr's inputs, after the declared ones. `None` when
+    `trace` builds no jaxpr or `leaf` is no array (nothing is added then).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> hidden = jnp.ones(3)
+        >>> def f(x):
+        ...     return x + new_trace_input(current_jax_trace(), hidden).sum()
+        >>> jax.jit(f).trace(1.0).jaxpr.in_avals
+        [ShapedArray(float32[], weak_type=True), ShapedArray(float32[3])]
+    """
+    if not isinstance(trace, _pe.DynamicJaxprTrace):
+        return None
+    try:
+        aval = _core.shaped_abstractify(leaf)  # type: ignore[no-untyped-call]
+    except TypeError:
+        return None
+    return trace.new_arg(aval, _source_info_util.current())
+
+
+def paste_jaxpr(closed: ClosedJaxpr, inputs: list[Any]) -> list[Any] | None:
+    """Stage `closed` applied to `inputs` into the jaxpr being traced; its outputs.
+
+    The equations are copied as they are (with their source lines), none is traced
+    again: for a jaxpr recorded by an earlier trace of the same function. `inputs` are
+    tracers of the current trace, one per input of `closed`, of its types. `None`
+    (nothing staged) when no jaxpr is being traced here.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> closed = jax.make_jaxpr(lambda x: x * 2 + 1)(1.0)
+        >>> jax.jit(lambda x: paste_jaxpr(closed, [x])[0])(jnp.float32(3.0)).item()
+        7.0
+    """
+    trace = _core.trace_ctx.trace
+    if not isinstance(trace, _pe.DynamicJaxprTrace):
+        return None
+    here = _source_info_util.current()
+    jaxpr = closed.jaxpr
+    env: dict[Any, Any] = dict(
+        zip(
+            [*jaxpr.constvars, *jaxpr.invars],
+            [
+                *(trace.new_const(c, source_info=here) for c in closed.consts),
+                *(trace.to_jaxpr_tracer(x, here) for x in inputs),
+            ],
+            strict=True,
+        )
+    )
+
+    def atom(x: Any, source: Any) -> Any:
+        if isinstance(x, _core.Literal):
+            return _pe.DynamicJaxprTracer(trace, x.aval, x, source)
+        return env[x]
+
+    for eqn in jaxpr.eqns:
+        source = eqn.source_info
+        ins = [atom(x, source) for x in eqn.invars]
+        effects = (
+            {
+                e.replace(env[e.input].val) if isinstance(e, _effects.JaxprInputEffect) else e
+                for e in eqn.effects
+            }
+            if eqn.effects
+            else eqn.effects
+        )
+        outs = trace.emit_eqn(  # type: ignore[no-untyped-call]
+            ins, [v.aval for v in eqn.outvars], eqn.primitive, eqn.params, effects, source, eqn.ctx
+        )
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [trace.to_jaxpr_tracer(atom(x, here), here) for x in jaxpr.outvars]
 
 
 def register_batch_rule(

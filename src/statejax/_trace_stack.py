@@ -17,6 +17,7 @@ class _OrderedTrace(StateTrace):
 
     __slots__ = ("first", "touched")
     _ends_inner_traces = False  # BrainState's rule: exiting out of order is refused
+    _reads_beneath = True  # a block of the computation around it: its reads are that one's
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

@@ -513,7 +513,22 @@ class StateTrace:
             self.reads[key] = state
             self._touch(key, state)
         value = self.values.get(key, _MISSING)
-        return value if value is not _MISSING else peek_value(state)
+        if value is not _MISSING:
+            return value
+        return self._read_beneath(state) if self._reads_beneath else peek_value(state)
+
+    # A trace of a block that is part of the enclosing computation (a `StateTraceStack`)
+    # reads a state it holds no value of from the trace beneath it, which records it:
+    # a transform around the block takes the state as an input, instead of compiling its
+    # stored value in. A transform's own trace peeks: it takes the state as an input
+    # itself, and a trace that computes nothing (discovery, `eval_shape`) stays invisible.
+    _reads_beneath = False
+
+    def _read_beneath(self, state: State[Any]) -> Any:
+        stack = THIS_THREAD.stack
+        if stack and stack[-1] is self:
+            return stack[-2].read(state) if len(stack) > 1 else state._value
+        return peek_value(state)
 
     def write(self, state: State[Any], value: Any) -> None:
         """Record a write of `state`; the value stays in this trace."""

@@ -34,7 +34,14 @@ from statejax._tracing import (
     is_leaked,
     register_by_reference,
 )
-from statejax.registry._engine import Lift, PureCore, Split, StatefulFunction, StateSetChanged
+from statejax.registry._engine import (
+    CALLS_PURE_AS_IS,
+    Lift,
+    PureCore,
+    Split,
+    StatefulFunction,
+    StateSetChanged,
+)
 from statejax.registry._hookspecs import StateBatching
 from statejax.registry._manager import (
     ENTRY_POINT_GROUP,
@@ -75,6 +82,7 @@ def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:
 
 
 __all__ = [
+    "CALLS_PURE_AS_IS",
     "BatchAxisError",
     "ENTRY_POINT_GROUP",
     "Lift",

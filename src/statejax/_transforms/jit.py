@@ -36,6 +36,7 @@ from statejax._transforms._state_specs import (
     state_paths,
 )
 from statejax.extend import (
+    CALLS_PURE_AS_IS,
     PureCore,
     Split,
     State,
@@ -311,6 +312,8 @@ def _named(pure: PureCore, name: str | None, label: str) -> Callable[..., Any]:
             _name_states(exc, label, pure.split, args[2:], kwargs)
             raise
 
+    # It forwards arguments and result unchanged: the engine may replay the discovery trace.
+    setattr(core, CALLS_PURE_AS_IS, pure)
     if name is None:
         core.__wrapped__ = pure.fn  # type: ignore[attr-defined]
     else:

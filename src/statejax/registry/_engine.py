@@ -66,8 +66,10 @@ from statejax._tracing import (
     storable_value,
 )
 from statejax.graph import Module
+from statejax.registry._recording import Recording, RecordingTrace
 
 __all__ = [
+    "CALLS_PURE_AS_IS",
     "Lift",
     "MissingStates",
     "PureCore",
@@ -409,6 +411,7 @@ class PureCore:
         "name",
         "noted",
         "owner",
+        "replay",
         "split",
     )
 
@@ -425,6 +428,9 @@ class PureCore:
         self.noted: list[MissingStates] = []
         # The `statejax.environ` settings its traces read, with the values they saw.
         self.env_reads: dict[Any, Any] = {}
+        # The discovery trace that found this split, to stage instead of tracing the
+        # function again, once (see `_recording`).
+        self.replay: Recording | None = None
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -437,6 +443,15 @@ class PureCore:
             yield
         finally:
             local.mode = saved
+
+    @contextlib.contextmanager
+    def recorded_by(self, recording: Recording) -> Iterator[None]:
+        """This thread's next trace of this core in the block fills `recording`."""
+        self._local.recording = recording
+        try:
+            yield
+        finally:
+            self._local.recording = None
 
     @property
     def record(self) -> StateTrace | None:
@@ -458,7 +473,24 @@ class PureCore:
         self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
     ) -> tuple[Any, list[Any]]:
         split = self.split
-        trace = StateTrace(self.name, known=split.states)
+        replay = self.replay
+        if replay is not None:
+            self.replay = None  # used once: the trace JAX compiles for the first call
+            replayed = replay.replay(
+                split.read_states, split.write_states, read_vals, write_vals, args, kwargs
+            )
+            if replayed is not None:
+                self._local.record = replay.record
+                return replayed
+        recorder: Recording | None = getattr(self._local, "recording", None)
+        if recorder is None:
+            trace = StateTrace(self.name, known=split.states)
+        else:
+            self._local.recording = None  # for this trace only, not for nested calls
+            recorder.begin(
+                split.read_states, split.write_states, (read_vals, write_vals, args, kwargs)
+            )
+            trace = RecordingTrace(self.name, split.states, recorder)
         values = trace.values
         for state, value in zip(split.read_states, read_vals, strict=True):
             values[id(state)] = value
@@ -479,12 +511,24 @@ class PureCore:
                 raise
             # A state the split has as read-only but that this trace wrote must move.
             misplaced = [s for s in trace.writes.values() if split.is_read_only(s)]
-            if (trace.unknown or misplaced) and self._note(trace, misplaced) is TraceMode.RUN:
+            missing = bool(trace.unknown or misplaced)
+            if missing and self._note(trace, misplaced) is TraceMode.RUN:
                 raise StateSetChanged(self.owner)
             new_write_vals = [values[id(s)] for s in split.write_states]
             created_values = [values[id(s)] for s in trace.created]
             _check_traceable(split.write_states, new_write_vals, self.name)
             _check_traceable(trace.created, created_values, self.name)
+            if recorder is not None:
+                # The discovery trace returns every state it wrote: its jaxpr is then the
+                # whole computation over the grown split, to replay.
+                new_write_vals = recorder.finish(
+                    trace,
+                    split.write_states,
+                    out,
+                    new_write_vals,
+                    self.noted[-1] if missing else None,
+                )
+                _check_traceable(recorder.written, new_write_vals, self.name)
         self._local.record = trace
         if self.hands_out_created:
             self._local.created_values = created_values
@@ -907,8 +951,17 @@ class StatefulFunction(Generic[R]):
                 entry.version = current = self._version(entry, version.split, version.verified)
             return current
 
-    def _grow(self, entry: _Entry, missing: Sequence[MissingStates], verified: bool) -> _Version:
-        """Install the split grown by the missing states (unless another thread already did)."""
+    def _grow(
+        self,
+        entry: _Entry,
+        missing: Sequence[MissingStates],
+        verified: bool,
+        replay: Recording | None = None,
+    ) -> _Version:
+        """Install the split grown by the missing states (unless another thread already did).
+
+        `replay`: the discovery trace that found them, for the new split's first trace.
+        """
         reads = [s for found in missing for s in found.reads]
         writes = [s for found in missing for s in found.writes]
         with self._lock:
@@ -917,6 +970,9 @@ class StatefulFunction(Generic[R]):
             split = current.split.union(reads, writes)
             if not split.same_as(current.split):
                 entry.version = current = self._version(entry, split, verified)
+                if replay is not None:
+                    current.pure.replay = replay
+                    current.pure.env_reads.update(replay.env_reads)
             return current
 
     def _mode(self, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TraceMode:
@@ -968,12 +1024,20 @@ class StatefulFunction(Generic[R]):
                 aborted = False
                 continue
             if mode is TraceMode.DISCOVER:
-                self._trace_abstractly(version, args, kwargs)
-                if version.pure.noted:
-                    continue
-                version.verified = True
-                if not self.staged and run:
-                    _remember_signature(version, args, kwargs)
+                recording = self._trace_abstractly(version, args, kwargs)
+                noted = version.pure.noted
+                if noted:
+                    if recording is None or len(noted) != 1 or noted[0] is not recording.missing:
+                        continue
+                    # One recorded trace found the missing states, each given an input: the
+                    # grown split is complete, and its first trace replays that one.
+                    version = self._grow(entry, noted, verified=True, replay=recording)
+                    if not version.verified:  # another thread's split: check it
+                        continue
+                else:
+                    version.verified = True
+                    if not self.staged and run:
+                        _remember_signature(version, args, kwargs)
                 mode = TraceMode.RUN
             if not run:
                 return version
@@ -1008,7 +1072,7 @@ class StatefulFunction(Generic[R]):
 
     def _trace_abstractly(
         self, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
+    ) -> Recording | None:
         """One DISCOVER trace of the lifted function; missing states end up in `noted`.
 
         The lifted function runs under `jax.eval_shape`, which computes nothing and
@@ -1016,10 +1080,15 @@ class StatefulFunction(Generic[R]):
         split instead of aborting. So an eager grad or vmap then runs the function
         for real once per call, and no JAX trace is abandoned by an exception
         (JAX keeps an aborted trace, and the values it closed over, alive).
+
+        A `jax.jit` lift is traced by its own `trace` method instead, recorded (see
+        `_recording`): returns the recording when it can be replayed.
         """
         split = version.split
         read_vals, write_vals = split.gather()
         transformed = version.transformed
+        if version.jitted and calls_pure_as_is(transformed, version.pure):
+            return self._trace_recorded(version, read_vals, write_vals, args, kwargs)
 
         def run(read: list[Any], write: list[Any]) -> None:
             transformed(read, write, *args, **kwargs)
@@ -1046,6 +1115,53 @@ class StatefulFunction(Generic[R]):
                 if isinstance(exc, TypeError):
                     _check_traceable(split.states, read_vals + write_vals, self.name)
                 raise
+        return None
+
+    def _trace_recorded(
+        self,
+        version: _Version,
+        read_vals: list[Any],
+        write_vals: list[Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Recording | None:
+        """The DISCOVER trace of a `jax.jit` lift: `jax.jit(pure).trace(...)`, recorded.
+
+        It runs nothing. With no state missing, JAX keeps this trace for the call (one
+        trace in all); otherwise the recording, if it can be replayed, stands in for
+        the grown split's first trace.
+        """
+        split = version.split
+        pure = version.pure
+        recording = Recording()
+        try:
+            with pure.traced_as(TraceMode.DISCOVER), pure.recorded_by(recording):
+                with StateTrace(f"{self.name} (discovery)"):
+                    jitted: Any = version.transformed  # a `jax.jit` function
+                    traced = jitted.trace(read_vals, write_vals, *args, **kwargs)
+        except Exception as exc:
+            if not pure.noted:  # a real error, not an artefact of a missing state
+                if isinstance(exc, TypeError):
+                    _check_traceable(split.states, read_vals + write_vals, self.name)
+                raise
+            return None  # the grown split is traced anew: its errors name its states
+        if not pure.noted:
+            return None
+        states = [*split.states, *recording.written, *(s for s, _ in recording.extra_inputs)]
+        return recording if recording.seal(traced.jaxpr, states, pure.env_reads) else None
+
+
+#: The attribute naming the pure core a wrapper calls with its own arguments, returning
+#: what it returns: `jax.jit` of such a wrapper (or of the pure core itself) compiles the
+#: pure core as it is, and its discovery trace can be replayed (see `_recording`).
+CALLS_PURE_AS_IS = "__statejax_calls_pure_as_is__"
+
+
+def calls_pure_as_is(transformed: Callable[..., Any], pure: PureCore) -> bool:
+    """Whether the `jax.jit` function `transformed` is the pure core, or a wrapper of it
+    marked with `CALLS_PURE_AS_IS`."""
+    fn = getattr(transformed, "__wrapped__", None)
+    return fn is pure or getattr(fn, CALLS_PURE_AS_IS, None) is pure
 
 
 _MAX_SIGNATURES = 256
