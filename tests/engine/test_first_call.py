@@ -350,6 +350,27 @@ def test_state_first_read_in_a_state_trace_stack_block_is_an_input() -> None:
     assert float(s.value) == 5.0
 
 
+def test_state_first_read_in_nested_state_trace_stack_blocks_is_an_input() -> None:
+    s = sj.State(jnp.array(2.0))
+    traces: list[int] = []
+    seen: list[Any] = []
+
+    @sj.jit
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)
+        with sj.StateTraceStack() as outer:
+            with sj.StateTraceStack() as inner:
+                y = s.value * x
+        seen.extend([outer.get_read_states(), inner.get_read_states()])
+        return y
+
+    assert float(f(3.0)) == 6.0
+    s.value = jnp.array(5.0)
+    assert float(f(3.0)) == 15.0  # the inner block read through the outer one
+    assert len(traces) == 1
+    assert [[r is s for r in reads] for reads in seen] == [[True], [True]]
+
+
 def test_state_written_in_a_state_trace_stack_block_inside_jit() -> None:
     s = sj.State(jnp.array(1.0))
     traces: list[int] = []
