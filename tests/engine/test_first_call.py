@@ -437,6 +437,55 @@ def test_state_first_read_inside_a_nested_transform_is_not_baked(where: str) -> 
     assert float(s.value) == 5.0
 
 
+def test_new_states_of_statejax_control_flow_inside_the_first_call() -> None:
+    s = sj.State(jnp.array(1.0))
+    n = sj.State(jnp.array(0))
+    acc = sj.State(jnp.zeros(2))
+    traces: list[int] = []
+
+    @sj.jit
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)
+        y = sj.cond(x > 0, lambda: s.value * 2, lambda: s.value * 3)
+
+        def body(c: jax.Array, xi: jax.Array) -> tuple[jax.Array, None]:
+            n.value += 1
+            acc.value = acc.value + xi
+            return c + xi * s.value, None
+
+        c, _ = sj.scan(body, jnp.array(0.0), jnp.arange(2.0) + x)
+
+        def count(i: jax.Array) -> jax.Array:
+            n.value += 1
+            return i + 1
+
+        return y + c + sj.while_loop(lambda i: i < 3, count, 0)
+
+    assert float(f(1.0)) == 2.0 + (1.0 + 2.0) + 3
+    s.value = jnp.array(10.0)
+    assert float(f(1.0)) == 20.0 + (10.0 + 20.0) + 3
+    assert int(n.value) == 2 * (2 + 3)
+    np.testing.assert_allclose(acc.value, [6.0, 6.0])
+    assert len(traces) == 1
+
+
+def test_default_random_key_is_a_new_input_of_the_first_call() -> None:
+    traces: list[int] = []
+
+    @sj.jit
+    def draw() -> jax.Array:
+        traces.append(1)
+        return sj.random.rand(3)
+
+    sj.random.seed(7)
+    draws = [np.asarray(draw()) for _ in range(3)]
+    sj.random.seed(7)
+    again = sj.jit(lambda: sj.random.rand(3))
+    np.testing.assert_array_equal(again(), draws[0])  # the key was an input, not baked
+    assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[1], draws[2])
+    assert len(traces) == 1
+
+
 # --- 4. a first call nested in another transform ---------------------------------------
 
 
@@ -462,6 +511,23 @@ def test_first_call_inside_grad_of_an_outer_function() -> None:
     assert len(traces) == 1  # traced inside the first grad, reused by the second
     np.testing.assert_allclose(inner(x), 1.0 + 18.0)
     assert int(n.value) == 3
+    assert len(traces) == 1
+
+
+def test_first_call_inside_grad_with_respect_to_the_state_it_reads() -> None:
+    w = sj.ParamState(jnp.array([1.0, 2.0]))  # inside the grad, its value is a tracer
+    traces: list[int] = []
+
+    @sj.jit
+    def f(x: jax.Array) -> jax.Array:
+        traces.append(1)
+        return jnp.sum(w.value**2 * x)
+
+    x = jnp.array([1.0, 3.0])
+    grads = sj.grad(f, grad_states=w)(x)
+    np.testing.assert_allclose(jax.tree.leaves(grads)[0], 2 * np.array([1.0, 2.0]) * [1.0, 3.0])
+    assert concrete(w.value)
+    np.testing.assert_allclose(f(x), 1.0 + 12.0)
     assert len(traces) == 1
 
 
