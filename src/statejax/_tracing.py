@@ -525,9 +525,11 @@ class StateTrace:
     _reads_beneath = False
 
     def _read_beneath(self, state: State[Any]) -> Any:
+        # Not only the top: a block nested in another one reads through it.
         stack = THIS_THREAD.stack
-        if stack and stack[-1] is self:
-            return stack[-2].read(state) if len(stack) > 1 else state._value
+        for depth in range(len(stack) - 1, -1, -1):
+            if stack[depth] is self:
+                return stack[depth - 1].read(state) if depth else state._value
         return peek_value(state)
 
     def write(self, state: State[Any], value: Any) -> None:
