@@ -12,7 +12,8 @@ engine does the rest:
    (`TraceMode.DISCOVER`, under `jax.eval_shape`) completes the split; a real
    trace that still meets a new state (`TraceMode.RUN`) is aborted with
    `StateSetChanged`, so nothing runs on a stale split. So discovery costs one
-   extra trace on the first call and nothing afterwards.
+   extra trace on the first call and nothing afterwards; for `jax.jit` lifts not
+   even that: the discovery trace is recorded and replayed (`_recording`).
 2. **pure core**: `PureCore` `(read_vals, write_vals, *args, **kwargs) ->
    (out, new_write_vals)` runs the user function inside a `StateTrace` that
    gives the states the given values (tracers, under a JAX transform). Those
@@ -606,15 +607,20 @@ class _Version:
         "fast",
         "jitted",
         "pure",
+        "read_states",
         "signatures",
         "split",
         "transformed",
+        "write_states",
     )
 
     def __init__(
         self, split: Split, pure: PureCore, transformed: Callable[..., Any], verified: bool
     ) -> None:
         self.split = split
+        # The split's lists, one attribute away for the cached call path.
+        self.read_states = split.read_states
+        self.write_states = split.write_states
         self.pure = pure
         self.transformed = transformed
         self._verified = verified
@@ -734,6 +740,8 @@ class StatefulFunction(Generic[R]):
         # referenced weakly here.
         self._entries: dict[tuple[Hashable, ...], _Entry] = {}
         self._state_keyed: dict[tuple[Hashable, ...], weakref.ref[_Entry]] = {}
+        # The entry of calls with no argument (key `()`), one attribute away.
+        self._bare: _Entry | None = None
         self._lock = threading.Lock()
 
     def split_for(self, *args: Any, **kwargs: Any) -> Split:
@@ -744,6 +752,7 @@ class StatefulFunction(Generic[R]):
     def clear_cache(self) -> None:
         """Forget every split and lifted function; the next call discovers again."""
         with self._lock:
+            self._bare = None
             self._entries.clear()
             for ref in list(self._state_keyed.values()):
                 entry = ref()
@@ -792,10 +801,13 @@ class StatefulFunction(Generic[R]):
         depth = calls.depth
         calls.depth = depth + 1
         try:
-            key = self._key(args, kwargs) if args or kwargs or self.static_key else ()
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = self._find(key) or self._new_entry(key, args, kwargs)
+            if args or kwargs or self.static_key:
+                key = self._key(args, kwargs)
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._find(key) or self._new_entry(key, args, kwargs)
+            else:
+                entry = self._bare or self._bare_entry()
             version = entry.version
             assert version is not None
             if version.env_reads and version.env_seen != GENERATION.value:
@@ -804,11 +816,11 @@ class StatefulFunction(Generic[R]):
             if version.fast and top_level and not THIS_THREAD.stack:
                 # The cached call of a verified `jax.jit` core at the top level, inlined:
                 # gather under the merge lock, call the compiled core, merge under it.
-                split = version.split
+                states = version.write_states
                 _lock()  # (acquire/release: cheaper than `with` on this path)
                 try:
-                    read_vals = [s._value for s in split.read_states]
-                    write_vals = [s._value for s in split.write_states]
+                    read_vals = [s._value for s in version.read_states]
+                    write_vals = [s._value for s in states]
                 finally:
                     _unlock()
                 try:
@@ -818,7 +830,6 @@ class StatefulFunction(Generic[R]):
                     return fast
                 if type(returned) is tuple and len(returned) == 2:
                     result, new_vals = returned
-                    states = split.write_states
                     if type(new_vals) is list and len(new_vals) == len(states):
                         _lock()
                         try:
@@ -830,7 +841,7 @@ class StatefulFunction(Generic[R]):
                 else:
                     self._refuse_result(returned)
                     result, new_vals = returned
-                split.scatter(new_vals, top_level, name=self.name, concrete=True)
+                version.split.scatter(new_vals, top_level, name=self.name, concrete=True)
                 return result  # type: ignore[no-any-return]
             if version.verified and (self.staged or not top_level):
                 mode = TraceMode.RUN  # the cached call path: no abstract trace first
@@ -842,6 +853,12 @@ class StatefulFunction(Generic[R]):
             calls.depth = depth
             if not depth and calls.made:
                 release_call_refs()
+
+    def _bare_entry(self) -> _Entry:
+        """The entry of calls with no argument, made on the first."""
+        entry = self._find(()) or self._new_entry((), (), {})
+        self._bare = entry
+        return entry
 
     def _settle_failed(
         self,
