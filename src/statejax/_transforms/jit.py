@@ -218,6 +218,7 @@ def jit(
 
 
 def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
+    spec = _with_static_resolved(fn, spec)
     name = getattr(fn, "__qualname__", repr(fn))
     label = f"statejax.jit({spec.name or name})"
     sharded = (
@@ -599,6 +600,25 @@ class _ShardedJit:
                     "does not move it silently. Put it back with jax.device_put(state.value, "
                     "sharding) (or statejax.sharding.shard_states), or change state_shardings."
                 ) from None
+
+
+def _with_static_resolved(fn: Callable[..., Any], spec: JitSpec) -> JitSpec:
+    """`spec` with each static parameter named both by position and by name, as `jax.jit`
+    resolves them: given only `static_argnums`, a static parameter passed by keyword is
+    still static (and the reverse)."""
+    nums, names = spec.static_argnums, spec.static_argnames
+    if bool(nums) == bool(names):  # neither, or both as the user gave them
+        return spec
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return spec
+    either = (inspect.Parameter.POSITIONAL_OR_KEYWORD,)
+    if nums:
+        names = tuple(p.name for i, p in enumerate(params) if i in nums and p.kind in either)
+    else:
+        nums = tuple(i for i, p in enumerate(params) if p.name in names and p.kind in either)
+    return spec.model_copy(update={"static_argnums": nums, "static_argnames": names})
 
 
 def _static_values(

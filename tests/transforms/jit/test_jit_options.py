@@ -159,6 +159,36 @@ def test_static_keywords_are_hashed_per_call_as_jax_jit(sharded: bool) -> None:
     assert step.eval_shape(jnp.float32(1.0), scale=(4.0,)).shape == ()
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["plain", "state_shardings"])
+def test_a_static_parameter_is_static_by_position_or_by_keyword(sharded: bool) -> None:
+    """As in `jax.jit`: `static_argnums` also covers the parameter passed by keyword, and
+    `static_argnames` the parameter passed by position (a Python branch on it works)."""
+    acc = sj.State(jnp.array(0.0))
+    options = {"state_shardings": {sj.State: _sharding(P())}} if sharded else {}
+
+    @sj.jit(static_argnums=1, **options)
+    def by_number(x: jax.Array, n: int) -> jax.Array:
+        acc.value = acc.value + x * n
+        return x * n if n > 1 else x
+
+    @sj.jit(static_argnames="n", **options)
+    def by_name(x: jax.Array, n: int) -> jax.Array:
+        return x * n if n > 1 else -x
+
+    one = jnp.float32(1.0)
+    assert [float(by_number(one, n=2)), float(by_number(one, 3)), float(by_number(one, n=1))] == [
+        2.0,
+        3.0,
+        1.0,
+    ]
+    assert float(acc.value) == 6.0
+    assert [float(by_name(one, 2)), float(by_name(one, n=2)), float(by_name(one, 1))] == [
+        2.0,
+        2.0,
+        -1.0,
+    ]
+
+
 class _Holder(sj.Module):
     def __init__(self) -> None:
         self.w = sj.ParamState(jnp.ones(3))
