@@ -603,7 +603,9 @@ def test_function_creating_a_state_falls_back_and_stays_right() -> None:
     assert len(traces) <= 2
 
 
-def test_donate_argnums_falls_back_and_stays_right() -> None:
+def test_donate_argnums_traces_once_and_stays_right() -> None:
+    """jit's donating wrapper checks the donated arguments, then calls `jax.jit` of the
+    pure core: its discovery trace is recorded and replayed as a plain jit's."""
     s = sj.State(jnp.array(1.0, jnp.float32))  # strongly typed, as the written value
     traces: list[int] = []
 
@@ -618,7 +620,7 @@ def test_donate_argnums_falls_back_and_stays_right() -> None:
         expected += 2.0
         np.testing.assert_allclose(f(jnp.ones(2)), np.full(2, expected))
     assert float(s.value) == expected
-    assert 1 <= len(traces) <= 2
+    assert len(traces) == 1
 
 
 def test_state_shardings_falls_back_and_stays_right() -> None:

@@ -1104,7 +1104,7 @@ class StatefulFunction(Generic[R]):
         split = version.split
         read_vals, write_vals = split.gather()
         transformed = version.transformed
-        if version.jitted and calls_pure_as_is(transformed, version.pure):
+        if calls_pure_as_is(transformed, version.pure):
             return self._trace_recorded(version, read_vals, write_vals, args, kwargs)
 
         def run(read: list[Any], write: list[Any]) -> None:
@@ -1175,8 +1175,10 @@ CALLS_PURE_AS_IS = "__statejax_calls_pure_as_is__"
 
 
 def calls_pure_as_is(transformed: Callable[..., Any], pure: PureCore) -> bool:
-    """Whether the `jax.jit` function `transformed` is the pure core, or a wrapper of it
-    marked with `CALLS_PURE_AS_IS`."""
+    """Whether `transformed` is `jax.jit` (or a wrapper with its `trace`, as jit's
+    donating one) of the pure core, or of a wrapper of it marked with `CALLS_PURE_AS_IS`."""
+    if not callable(getattr(transformed, "trace", None)):
+        return False
     fn = getattr(transformed, "__wrapped__", None)
     return fn is pure or getattr(fn, CALLS_PURE_AS_IS, None) is pure
 
