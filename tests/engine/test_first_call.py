@@ -849,3 +849,40 @@ def test_ahead_of_time_methods_before_the_first_call(method: str) -> None:
     assert [float(f(x)) for _ in range(3)] == [4.0, 8.0, 16.0]
     assert int(n.value) == 3
     assert len(traces) == 1
+
+
+# --- 10. JAX features inside the first call ------------------------------------------------
+
+
+def _doubling_primitive() -> Any:
+    """A `jax.experimental.hijax` primitive: `x * 2`, lowered to plain JAX by the trace."""
+    from jax.experimental.hijax import HiPrimitive
+
+    class Double(HiPrimitive):
+        def abstract_eval(self, x: Any) -> tuple[Any, set[Any]]:
+            return x, set()
+
+        def to_lojax(self, x: Any) -> Any:
+            return x * 2
+
+        def jvp(self, primals: Any, tangents: Any) -> Any:
+            return self.bind(*primals), self.bind(*tangents)
+
+    return Double("statejax_test_double")
+
+
+def test_high_level_primitive_on_the_first_call_with_a_new_state() -> None:
+    """A recorded jaxpr holding a hijax primitive is not pasted (the trace would not know
+    to lower it): the first call traces the grown split again, and compiles."""
+    double = _doubling_primitive()
+    s = sj.State(jnp.float32(3.0))
+
+    @sj.jit
+    def f(x: jax.Array) -> jax.Array:
+        s.value = double.bind(s.value) + x
+        return s.value
+
+    assert float(jax.jit(lambda v: double.bind(v) + 1.0)(jnp.float32(3.0))) == 7.0
+    assert float(f(1.0)) == 7.0
+    assert float(f(1.0)) == 15.0
+    assert float(s.value) == 15.0 and concrete(s.value)
