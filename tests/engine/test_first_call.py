@@ -886,3 +886,60 @@ def test_high_level_primitive_on_the_first_call_with_a_new_state() -> None:
     assert float(f(1.0)) == 7.0
     assert float(f(1.0)) == 15.0
     assert float(s.value) == 15.0 and concrete(s.value)
+
+
+def test_recording_is_replayed_only_by_the_thread_that_made_it() -> None:
+    """Another thread tracing the grown split before the recording thread does, in other
+    JAX settings (`jax.enable_x64`), traces its own call: it is not handed the jaxpr
+    recorded with 32-bit types (which JAX's cache would then keep for its settings)."""
+    recorder: dict[str, int] = {}
+    grown, other_done = threading.Event(), threading.Event()
+
+    @jax.tree_util.register_pytree_node_class
+    class Box:
+        """An argument whose flattening, on the recording thread, waits for the other
+        thread once the grown split holds the recording (between `_grow` and its trace)."""
+
+        def __init__(self, x: Any) -> None:
+            self.x = x
+
+        def tree_flatten(self) -> tuple[tuple[Any], None]:
+            if threading.get_ident() == recorder.get("thread") and not grown.is_set():
+                if any(e.version.pure.replay is not None for e in f.stateful._entries.values()):  # type: ignore[attr-defined]
+                    grown.set()
+                    other_done.wait(JOIN_TIMEOUT)
+            return (self.x,), None
+
+        @classmethod
+        def tree_unflatten(cls, aux: None, children: tuple[Any]) -> Box:
+            return cls(*children)
+
+    s = sj.State(jnp.ones(3, jnp.float32))
+
+    @sj.jit
+    def f(b: Box) -> jax.Array:
+        return (s.value + jnp.arange(3.0)) * b.x
+
+    results: dict[str, jax.Array] = {}
+
+    def recording_thread() -> None:
+        recorder["thread"] = threading.get_ident()
+        results["x32"] = f(Box(jnp.int32(2)))
+
+    def other_thread() -> None:
+        try:
+            grown.wait(JOIN_TIMEOUT)
+            with jax.enable_x64(True):
+                results["x64"] = f(Box(jnp.int32(2)))
+        finally:
+            other_done.set()
+
+    threads = [threading.Thread(target=recording_thread), threading.Thread(target=other_thread)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(JOIN_TIMEOUT)
+    assert grown.is_set()
+    assert results["x32"].dtype == jnp.float32
+    assert results["x64"].dtype == jnp.float64  # as a fresh trace under x64 gives
+    np.testing.assert_allclose(results["x64"], [2.0, 4.0, 6.0])
