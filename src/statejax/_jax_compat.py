@@ -205,7 +205,9 @@ def paste_jaxpr(closed: ClosedJaxpr, inputs: list[Any]) -> list[Any] | None:
     The equations are copied as they are (with their source lines), none is traced
     again: for a jaxpr recorded by an earlier trace of the same function. `inputs` are
     tracers of the current trace, one per input of `closed`, of its types. `None`
-    (nothing staged) when no jaxpr is being traced here.
+    (nothing staged) when no jaxpr is being traced here, or when `closed` is a
+    high-level jaxpr (`jax.experimental.hijax` types or primitives): the trace must
+    then lower it to plain JAX, which it learns only from tracing each primitive.
 
     Examples:
         >>> import jax, jax.numpy as jnp
@@ -214,10 +216,10 @@ def paste_jaxpr(closed: ClosedJaxpr, inputs: list[Any]) -> list[Any] | None:
         7.0
     """
     trace = _core.trace_ctx.trace
-    if not isinstance(trace, _pe.DynamicJaxprTrace):
+    jaxpr = closed.jaxpr
+    if not isinstance(trace, _pe.DynamicJaxprTrace) or jaxpr.is_high:
         return None
     here = _source_info_util.current()
-    jaxpr = closed.jaxpr
     env: dict[Any, Any] = dict(
         zip(
             [*jaxpr.constvars, *jaxpr.invars],

@@ -851,3 +851,97 @@ def test_ahead_of_time_methods_before_the_first_call(method: str) -> None:
     assert [float(f(x)) for _ in range(3)] == [4.0, 8.0, 16.0]
     assert int(n.value) == 3
     assert len(traces) == 1
+
+
+# --- 10. JAX features inside the first call ------------------------------------------------
+
+
+def _doubling_primitive() -> Any:
+    """A `jax.experimental.hijax` primitive: `x * 2`, lowered to plain JAX by the trace."""
+    from jax.experimental.hijax import HiPrimitive
+
+    class Double(HiPrimitive):
+        def abstract_eval(self, x: Any) -> tuple[Any, set[Any]]:
+            return x, set()
+
+        def to_lojax(self, x: Any) -> Any:
+            return x * 2
+
+        def jvp(self, primals: Any, tangents: Any) -> Any:
+            return self.bind(*primals), self.bind(*tangents)
+
+    return Double("statejax_test_double")
+
+
+def test_high_level_primitive_on_the_first_call_with_a_new_state() -> None:
+    """A recorded jaxpr holding a hijax primitive is not pasted (the trace would not know
+    to lower it): the first call traces the grown split again, and compiles."""
+    double = _doubling_primitive()
+    s = sj.State(jnp.float32(3.0))
+
+    @sj.jit
+    def f(x: jax.Array) -> jax.Array:
+        s.value = double.bind(s.value) + x
+        return s.value
+
+    assert float(jax.jit(lambda v: double.bind(v) + 1.0)(jnp.float32(3.0))) == 7.0
+    assert float(f(1.0)) == 7.0
+    assert float(f(1.0)) == 15.0
+    assert float(s.value) == 15.0 and concrete(s.value)
+
+
+def test_recording_is_replayed_only_by_the_thread_that_made_it() -> None:
+    """Another thread tracing the grown split before the recording thread does, in other
+    JAX settings (`jax.enable_x64`), traces its own call: it is not handed the jaxpr
+    recorded with 32-bit types (which JAX's cache would then keep for its settings)."""
+    recorder: dict[str, int] = {}
+    grown, other_done = threading.Event(), threading.Event()
+
+    @jax.tree_util.register_pytree_node_class
+    class Box:
+        """An argument whose flattening, on the recording thread, waits for the other
+        thread once the grown split holds the recording (between `_grow` and its trace)."""
+
+        def __init__(self, x: Any) -> None:
+            self.x = x
+
+        def tree_flatten(self) -> tuple[tuple[Any], None]:
+            if threading.get_ident() == recorder.get("thread") and not grown.is_set():
+                if any(e.version.pure.replay is not None for e in f.stateful._entries.values()):  # type: ignore[attr-defined]
+                    grown.set()
+                    other_done.wait(JOIN_TIMEOUT)
+            return (self.x,), None
+
+        @classmethod
+        def tree_unflatten(cls, aux: None, children: tuple[Any]) -> Box:
+            return cls(*children)
+
+    s = sj.State(jnp.ones(3, jnp.float32))
+
+    @sj.jit
+    def f(b: Box) -> jax.Array:
+        return (s.value + jnp.arange(3.0)) * b.x
+
+    results: dict[str, jax.Array] = {}
+
+    def recording_thread() -> None:
+        recorder["thread"] = threading.get_ident()
+        results["x32"] = f(Box(jnp.int32(2)))
+
+    def other_thread() -> None:
+        try:
+            grown.wait(JOIN_TIMEOUT)
+            with jax.enable_x64(True):
+                results["x64"] = f(Box(jnp.int32(2)))
+        finally:
+            other_done.set()
+
+    threads = [threading.Thread(target=recording_thread), threading.Thread(target=other_thread)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(JOIN_TIMEOUT)
+    assert grown.is_set()
+    assert results["x32"].dtype == jnp.float32
+    assert results["x64"].dtype == jnp.float64  # as a fresh trace under x64 gives
+    np.testing.assert_allclose(results["x64"], [2.0, 4.0, 6.0])
