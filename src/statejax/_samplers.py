@@ -230,16 +230,19 @@ def _draw(method: Callable[P, R]) -> Callable[P, R]:
         if id(state) in pending:  # inside a draw of the same state: part of it
             return method(*args, **kwargs)
         while True:
-            pending[id(state)] = taken = [None, None]
+            pending[id(state)] = taken = [None, None, None]
             try:
                 out = method(*args, **kwargs)
             finally:
                 del pending[id(state)]
-            start, advanced = taken
+            start, advanced, read = taken
             if advanced is None:
                 return out  # drew with key=, or did not draw
             with _ADVANCING:
-                if peek_value(state) is start:
+                # Unchanged since the draw read it (inside a trace, the read may have
+                # given the key a value of the trace's, such as a new input of jit's).
+                current = peek_value(state)
+                if current is start or current is read:
                     state.value = advanced
                     return out
 
@@ -273,7 +276,7 @@ class Samplers:
             # again (read the other way round, this draw could split the key that other
             # thread split, and both would draw the same numbers).
             taken[0] = peek_value(cast(Any, self))
-            taken[1] = self.value
+            taken[1] = taken[2] = self.value
         keys = jax.random.split(taken[1], 2 if n is None else n + 1)
         taken[1] = keys[0]
         return keys[1] if n is None else keys[1:]

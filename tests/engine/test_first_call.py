@@ -945,3 +945,22 @@ def test_recording_is_replayed_only_by_the_thread_that_made_it() -> None:
     assert results["x32"].dtype == jnp.float32
     assert results["x64"].dtype == jnp.float64  # as a fresh trace under x64 gives
     np.testing.assert_allclose(results["x64"], [2.0, 4.0, 6.0])
+
+
+def test_a_draw_on_the_first_call_splits_the_key_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The discovery trace gives the key a new input; the draw's commit accepts it as the
+    key it read, instead of drawing again (which split the key twice per trace)."""
+    splits: list[int] = []
+    real_split = jax.random.split
+
+    def counting_split(*args: Any, **kwargs: Any) -> jax.Array:
+        splits.append(1)
+        return real_split(*args, **kwargs)
+
+    rs = sj.random.RandomState(0)
+    f = sj.jit(lambda x: rs.normal(size=(2,)) + x)
+    monkeypatch.setattr(jax.random, "split", counting_split)
+    first = f(1.0)
+    assert len(splits) == 1
+    monkeypatch.undo()
+    assert not np.allclose(f(1.0), first)  # the key advanced
