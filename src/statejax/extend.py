@@ -34,14 +34,7 @@ from statejax._tracing import (
     is_leaked,
     register_by_reference,
 )
-from statejax.registry._engine import (
-    CALLS_PURE_AS_IS,
-    Lift,
-    PureCore,
-    Split,
-    StatefulFunction,
-    StateSetChanged,
-)
+from statejax.registry._engine import CALLS_PURE_AS_IS, StatefulFunction
 from statejax.registry._hookspecs import StateBatching
 from statejax.registry._manager import (
     ENTRY_POINT_GROUP,
@@ -55,6 +48,8 @@ from statejax.registry._manager import (
 )
 from statejax.registry._paths import StatePaths
 from statejax.registry._protocol import StateTransform, Transform, TransformSpec, parse_spec
+from statejax.registry._pure import Lift, PureCore, StateSetChanged
+from statejax.registry._split import Split
 
 
 def batch_rule(state: State[_Any], spec: TransformSpec) -> StateBatching | None:

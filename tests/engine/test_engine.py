@@ -178,7 +178,7 @@ def test_a_retrace_meeting_a_new_state_aborts_and_retries_without_discovery() ->
 
 def test_discovery_mode_is_per_pure_core_and_thread_and_restored() -> None:
     """The pure core notes missing states in either mode; only a RUN trace aborts."""
-    from statejax.registry._engine import StateSetChanged, TraceMode
+    from statejax.registry._pure import StateSetChanged, TraceMode
 
     s = sj.State(jnp.array(1.0))
     pure = PureCore(lambda: s.value + 1, Split(), "t", owner=object())

@@ -24,573 +24,56 @@ engine does the rest:
 If anything raises, no state changes. Splits are cached per identity of the
 modules and states passed (positionally or by keyword), weakly: a cache entry
 dies with the objects it is keyed by and keeps none of them alive.
+
+This module holds `StatefulFunction` (the cache and the retry loop); `Split` and the
+merge are in `_split`, `PureCore` and the trace modes in `_pure`, and jit's recorded
+first trace in `_recording`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import jax
 import numpy as np
 
-from statejax._errors import PluginError, StateLeakError, TraceError
+from statejax._errors import PluginError
 from statejax._jax_compat import (
     DISABLE_JIT as _DISABLE_JIT,
 )
 from statejax._jax_compat import (
     api_boundary,
-    current_jax_trace,
     is_top_level,
     jit_disabled,
-    trace_chain,
-    tracer_trace,
 )
-from statejax._settings import GENERATION, changed, recording
+from statejax._settings import GENERATION, changed
 from statejax._state import State
-from statejax._state_hooks import hooks_paused
 from statejax._tracing import (
     CALL_REFS,
     THIS_THREAD,
     StateTrace,
-    contains_tracer,
-    current_traces,
-    describe_state,
-    is_leaked,
-    lives_in_trace,
     release_call_refs,
-    storable_value,
 )
 from statejax.graph import Module
-from statejax.registry._recording import Recording, RecordingTrace
+from statejax.registry._pure import (
+    Lift,
+    MissingStates,
+    PureCore,
+    StateSetChanged,
+    TraceMode,
+    check_traceable,
+)
+from statejax.registry._recording import Recording
+from statejax.registry._split import MERGE_LOCK, Split, short_repr
 
-__all__ = [
-    "CALLS_PURE_AS_IS",
-    "Lift",
-    "MissingStates",
-    "PureCore",
-    "Split",
-    "StateSetChanged",
-    "StatefulFunction",
-    "TraceMode",
-]
+__all__ = ["CALLS_PURE_AS_IS", "StatefulFunction", "calls_pure_as_is"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class Split:
-    """The states a function touches: `read_states` (read only) and `write_states`.
-
-    Order is first-touch order and is stable across calls, so the value lists
-    line up with the pure core's inputs and outputs.
-    """
-
-    __slots__ = ("_index", "read_states", "write_states")
-
-    def __init__(
-        self, read_states: Sequence[State[Any]] = (), write_states: Sequence[State[Any]] = ()
-    ) -> None:
-        self.write_states: tuple[State[Any], ...] = tuple(_unique(write_states))
-        written = {id(s) for s in self.write_states}
-        self.read_states: tuple[State[Any], ...] = tuple(
-            s for s in _unique(read_states) if id(s) not in written
-        )
-        self._index: dict[int, tuple[bool, int]] = {
-            **{id(s): (False, i) for i, s in enumerate(self.read_states)},
-            **{id(s): (True, i) for i, s in enumerate(self.write_states)},
-        }
-
-    @property
-    def states(self) -> tuple[State[Any], ...]:
-        """Every state in the split: the read-only ones, then the written ones."""
-        return self.read_states + self.write_states
-
-    def locate(self, state: State[Any]) -> tuple[bool, int] | None:
-        """`(is_written, index)` of `state` in its list, or `None` if absent."""
-        return self._index.get(id(state))
-
-    def position(self, state: State[Any]) -> tuple[bool, int]:
-        """`(is_written, index)` of `state`, which must be in the split (else `KeyError`).
-
-        For the states a transform put in the split itself (its seed), where
-        `locate`'s `None` cannot happen: `written, i = split.position(state)`
-        type-checks, and `write_vals[i] if written else read_vals[i]` is its value.
-
-        Examples:
-            >>> import jax.numpy as jnp
-            >>> import statejax as sj
-            >>> from statejax.extend import Split
-            >>> a, b = sj.State(jnp.zeros(1)), sj.State(jnp.ones(1))
-            >>> Split(read_states=[a], write_states=[b]).position(b)
-            (True, 0)
-        """
-        location = self._index.get(id(state))
-        if location is None:
-            raise KeyError(
-                f"{describe_state(state)} is not in this split; put it in the seed Split "
-                "of the StatefulFunction, or use split.locate, which returns None"
-            )
-        return location
-
-    def is_read_only(self, state: State[Any]) -> bool:
-        """Whether `state` is in the split as read-only."""
-        location = self._index.get(id(state))
-        return location is not None and not location[0]
-
-    def __contains__(self, state: object) -> bool:
-        return id(state) in self._index
-
-    def union(self, reads: Sequence[State[Any]], writes: Sequence[State[Any]]) -> Split:
-        """A split with these reads and writes added (a state written anywhere is written)."""
-        return Split(self.read_states + tuple(reads), self.write_states + tuple(writes))
-
-    def same_as(self, other: Split) -> bool:
-        """Whether `other` holds the same states, each read-only or written alike."""
-        return self._index == other._index
-
-    def gather(self, top_level: bool | None = None) -> tuple[list[Any], list[Any]]:
-        """The current values, as `(read_values, write_values)`.
-
-        Inside an enclosing trace the reads go through `State.value`, so the
-        enclosing transform learns of them (that is how transforms nest), and see
-        the values that trace gave. Outside, the stored values are read together
-        under the merge lock, so a call never sees half of another call's merge.
-        `top_level`: whether no JAX transform is tracing (the caller may know).
-        """
-        if current_traces():
-            # Passing values on is no read of the user's: no state hook runs.
-            with hooks_paused():
-                return [s.value for s in self.read_states], [s.value for s in self.write_states]
-        with _MERGE_LOCK:
-            if not (is_top_level() if top_level is None else top_level):
-                # Inside a plain JAX transform: a state created there holds its value
-                # with the trace it belongs to; `.value` unwraps it.
-                with hooks_paused():
-                    return (
-                        [s.value for s in self.read_states],
-                        [s.value for s in self.write_states],
-                    )
-            return [s._value for s in self.read_states], [s._value for s in self.write_states]
-
-    def scatter(
-        self,
-        write_values: Sequence[Any],
-        top_level: bool | None = None,
-        *,
-        name: str = "",
-        concrete: bool = False,
-    ) -> None:
-        """Store new values into the written states (recorded by an enclosing trace).
-
-        Every value is checked before any is stored (`check_merge`): one value per
-        written state, and no tracer that belongs to no running trace (one kept from an
-        earlier trace). Outside any statejax trace, a tracer (a statejax transform
-        called inside a plain JAX transform) may only go into a state created inside
-        that plain transform. Then all are stored together, under the merge lock.
-        `name` names the transform in error messages. `concrete=True` says the values
-        are known to hold no tracer (they are what a `jax.jit` function returned at the
-        top level): only their number is checked.
-
-        Examples:
-            >>> import jax.numpy as jnp
-            >>> import statejax as sj
-            >>> from statejax.extend import Split
-            >>> a, b = sj.State(jnp.zeros(1)), sj.State(jnp.zeros(1))
-            >>> Split(write_states=[a, b]).scatter([jnp.ones(1)], name="my_jit")
-            Traceback (most recent call last):
-            statejax._errors.PluginError: my_jit: 1 new value for the 2 written states; State (float32[1]) got none. ...
-            >>> float(a.value[0]), float(b.value[0])  # nothing was stored
-            (0.0, 0.0)
-        """
-        if current_traces():
-            write_values = check_merge(name, self.write_states, write_values, False)
-            # The user's writes ran their state hooks when they were traced: this
-            # passes their values on to the enclosing trace, running none again.
-            with hooks_paused():
-                for state, value in zip(self.write_states, write_values, strict=True):
-                    state.value = value
-            return
-        if top_level is None:
-            top_level = is_top_level()
-        write_values = check_merge(name, self.write_states, write_values, top_level, concrete)
-        # Outside every JAX transform the values are concrete (checked above). Inside a
-        # plain one (a statejax transform called in jax.jit) every value is checked before
-        # any is stored: a tracer may only go into a state created inside that transform.
-        if not top_level:
-            stored = []
-            for state, value in zip(self.write_states, write_values, strict=True):
-                if not lives_in_trace(state) and contains_tracer(value):
-                    _refuse_tracers((state,), (value,))
-                stored.append(storable_value(state, value))
-            with _MERGE_LOCK:
-                for state, value in zip(self.write_states, stored, strict=True):
-                    state._value = value
-            return
-        with _MERGE_LOCK:
-            for state, value in zip(self.write_states, write_values, strict=True):
-                state._value = value
-
-    def __repr__(self) -> str:
-        return f"Split(reads={len(self.read_states)}, writes={len(self.write_states)})"
-
-
-# The types of values known to hold no tracer (arrays, numbers): a merge at the top level
-# whose values are all of these types is checked by one set comparison. Grows as values of
-# other concrete array types are met; never holds a container type.
-_CONCRETE_TYPES: set[type] = {np.ndarray, bool, int, float, complex}
-
-
-def _short(value: object) -> str:
-    """`repr(value)` on one line, at most 80 characters."""
-    return " ".join(repr(value).split())[:80]
-
-
-def _is_concrete_type(kind: type) -> bool:
-    return not issubclass(kind, jax.core.Tracer) and issubclass(
-        kind, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)
-    )
-
-
-def check_merge(
-    name: str,
-    states: Sequence[State[Any]],
-    values: Any,
-    top_level: bool,
-    concrete: bool = False,
-) -> Sequence[Any]:
-    """Check the values a merge would store in `states`; return them as a sequence.
-
-    Every merge that stores values given by plugin code (a lift's result, a batching
-    hook's `finish`) calls this before it stores anything, so a bad value changes no
-    state: there must be one value per state, and no value may hold a tracer that
-    belongs to no running JAX trace (one kept from an earlier trace, or of a JAX
-    transform that has returned; at the top level, any tracer). Raises a
-    `PluginError` naming `name` (the transform) and the state. Cheap at the top
-    level when every value is an array: one pass over their types; with `concrete`
-    (the values are known to hold no tracer), only their number is checked.
-    """
-    label = f"{name}: " if name else ""
-    if isinstance(values, (list, tuple)):
-        checked: Sequence[Any] = values
-    else:
-        if isinstance(
-            values, (str, bytes, Mapping, jax.Array, np.ndarray, np.generic)
-        ) or not isinstance(values, Iterable):
-            raise PluginError(
-                f"{label}the new values of the written states are {type(values).__name__} "
-                f"{_short(values)}, not a sequence. A lift's function returns (result, "
-                "new_write_values), with new_write_values a list holding one value per "
-                "state in split.write_states, in that order. No state was changed."
-            )
-        checked = list(values)
-    if len(checked) != len(states):
-        n, m = len(checked), len(states)
-        if n < m:
-            fault = f"{describe_state(states[n])} got none"
-        else:
-            fault = f"{n - m} more than there are states"
-        raise PluginError(
-            f"{label}{n} new value{'s' if n != 1 else ''} for the {m} written state"
-            f"{'s' if m != 1 else ''}; {fault}. A lift's function returns (result, "
-            "new_write_values), with one value per state in split.write_states, in that "
-            "order. No state was changed."
-        )
-    if concrete:
-        return checked
-    if top_level:
-        kinds = set(map(type, checked))
-        if kinds <= _CONCRETE_TYPES:
-            return checked
-    allowed = None if top_level else trace_chain(current_jax_trace())
-    for state, value in zip(states, checked, strict=True):
-        for leaf in jax.tree.leaves(value):
-            if not isinstance(leaf, jax.core.Tracer):
-                continue
-            if allowed is not None and any(tracer_trace(leaf) is t for t in allowed):
-                continue
-            raise PluginError(
-                f"{label}the new value of {describe_state(state)} is a JAX tracer that "
-                "belongs to no running trace (kept from an earlier trace, or of a JAX "
-                "transform that has returned); storing it would leak it. A lift (or a "
-                "batching hook's finish) must hand back the values its JAX transform "
-                "returned in this call. No state was changed."
-            )
-    if top_level:
-        _CONCRETE_TYPES.update(kind for kind in kinds if _is_concrete_type(kind))
-    return checked
-
-
-def _refuse_tracers(states: Sequence[State[Any]], values: Sequence[Any]) -> None:
-    """Called inside a plain JAX transform, a statejax transform returns tracers: refuse them."""
-    for state, value in zip(states, values, strict=True):
-        if contains_tracer(value):
-            raise TraceError(
-                f"a statejax transform was called inside a plain JAX transform (jax.jit, "
-                f"jax.grad, ...) and would store a tracer in {describe_state(state)}. Use "
-                "the statejax transform on the outside too (statejax.jit, statejax.grad, ...)."
-            )
-
-
-def _unique(states: Sequence[State[Any]]) -> list[State[Any]]:
-    seen: set[int] = set()
-    out = []
-    for s in states:
-        if id(s) not in seen:
-            seen.add(id(s))
-            out.append(s)
-    return out
-
-
-class TraceMode(enum.Enum):
-    """How a trace of a pure core meets a state missing from its split.
-
-    Either way the missing states are noted on the pure core (`PureCore.noted`), the
-    one signal the engine grows the split by; the mode decides what the trace does next.
-    """
-
-    #: A real trace (jit compiling, grad or vmap running): abort it with
-    #: `StateSetChanged`, so nothing is compiled or run on a stale split.
-    RUN = "run"
-    #: An abstract trace under `jax.eval_shape`: let it finish (JAX frees a trace that
-    #: returns, not one aborted by an exception, with the values it closed over).
-    DISCOVER = "discover"
-
-
-class MissingStates(NamedTuple):
-    """States a trace touched outside its split: read only, and written."""
-
-    reads: tuple[State[Any], ...]
-    writes: tuple[State[Any], ...]
-
-
-class StateSetChanged(Exception):
-    """Aborts a `TraceMode.RUN` trace that met states outside its split.
-
-    Internal control flow: it never escapes `StatefulFunction.__call__` of the
-    function that raised it (`owner`). It carries no states: those are in the pure
-    core's `noted`, which the engine grows the split by.
-    """
-
-    def __init__(self, owner: object) -> None:
-        super().__init__("statejax internal: state set changed; retrying")
-        self.owner = owner
-
-
-class PureCore:
-    """The user function made pure over a `Split`.
-
-    `core(read_vals, write_vals, *args, **kwargs) -> (out, new_write_vals)`.
-    After each call on a thread, `record` is that call's `StateTrace` (which
-    states were read, written, created; it holds no values), for plugins that
-    check usage, for example grad's "this state is never read". A transform that
-    hands created states out (vmap does, for ensembles) sets
-    `hands_out_created = True` in its lift; then, right after each call,
-    `take_created_values` returns the values the states in `record.created` held
-    when the function returned, for the transform to return from its JAX transform
-    and hand out with `statejax.extend.adopt_created`. Both are kept per thread, so
-    threads tracing the same function at once do not mix them up.
-
-    A trace that meets states outside the split notes them in `noted`, then acts by
-    this thread's `TraceMode` (RUN, unless inside `traced_as(TraceMode.DISCOVER)`).
-    The mode cannot be an argument: the lift's JAX transform calls the pure core as
-    `pure(read_vals, write_vals, *args)`, and it must be this very function in both
-    modes, so that `jax.jit` reuses the discovery trace for the first call.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "_local",
-        "env_reads",
-        "fn",
-        "hands_out_created",
-        "name",
-        "noted",
-        "owner",
-        "replay",
-        "split",
-    )
-
-    def __init__(self, fn: Callable[..., Any], split: Split, name: str, owner: object) -> None:
-        self.fn = fn
-        self.split = split
-        self.name = name
-        self.owner = owner
-        # Off by default: kept values are tracers, which must not outlive their trace.
-        self.hands_out_created = False
-        # The states any trace of this core (any thread, either mode) found missing.
-        # Once one is noted, this split is stale for good: JAX may have cached a lenient
-        # discovery trace (jax.jit does), so no thread may run it for real.
-        self.noted: list[MissingStates] = []
-        # The `statejax.environ` settings its traces read, with the values they saw.
-        self.env_reads: dict[Any, Any] = {}
-        # The discovery trace that found this split, to stage instead of tracing the
-        # function again, once (see `_recording`).
-        self.replay: Recording | None = None
-        self._local = threading.local()
-
-    @contextlib.contextmanager
-    def traced_as(self, mode: TraceMode) -> Iterator[None]:
-        """Inside the block, this thread's traces of this core meet missing states per `mode`."""
-        local = self._local
-        saved: TraceMode = getattr(local, "mode", TraceMode.RUN)
-        local.mode = mode
-        try:
-            yield
-        finally:
-            local.mode = saved
-
-    @contextlib.contextmanager
-    def recorded_by(self, recording: Recording) -> Iterator[None]:
-        """This thread's next trace of this core in the block fills `recording`."""
-        self._local.recording = recording
-        try:
-            yield
-        finally:
-            self._local.recording = None
-
-    @property
-    def record(self) -> StateTrace | None:
-        """The record of this thread's last call (`None` before the first)."""
-        record: StateTrace | None = getattr(self._local, "record", None)
-        return record
-
-    def take_created_values(self) -> list[Any]:
-        """The values of the states created by this thread's last call; then forgets them.
-
-        Forgetting matters: they are tracers of the enclosing JAX transform, which
-        must not outlive it.
-        """
-        values: list[Any] = getattr(self._local, "created_values", [])
-        self._local.created_values = []
-        return values
-
-    def __call__(
-        self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
-    ) -> tuple[Any, list[Any]]:
-        split = self.split
-        replay = self.replay
-        if replay is not None:
-            self.replay = None  # used once: the trace JAX compiles for the first call
-            replayed = replay.replay(
-                split.read_states, split.write_states, read_vals, write_vals, args, kwargs
-            )
-            if replayed is not None:
-                self._local.record = replay.record
-                return replayed
-        recorder: Recording | None = getattr(self._local, "recording", None)
-        if recorder is None:
-            trace = StateTrace(self.name, known=split.states)
-        else:
-            self._local.recording = None  # for this trace only, not for nested calls
-            recorder.begin(
-                split.read_states, split.write_states, (read_vals, write_vals, args, kwargs)
-            )
-            trace = RecordingTrace(self.name, split.states, recorder)
-        values = trace.values
-        for state, value in zip(split.read_states, read_vals, strict=True):
-            values[id(state)] = value
-        for state, value in zip(split.write_states, write_vals, strict=True):
-            values[id(state)] = value
-        with trace:
-            try:
-                with recording(self.env_reads):
-                    out = self.fn(*args, **kwargs)
-            except StateSetChanged:
-                raise
-            except Exception as exc:
-                # With states outside the split, the error may only be an artefact of this
-                # trace (an inner vmap saw an unmapped value): retry with the union first;
-                # the retry raises again if the error is real.
-                if trace.unknown and self._note(trace) is TraceMode.RUN:
-                    raise StateSetChanged(self.owner) from exc
-                raise
-            # A state the split has as read-only but that this trace wrote must move.
-            misplaced = [s for s in trace.writes.values() if split.is_read_only(s)]
-            missing = bool(trace.unknown or misplaced)
-            if missing and self._note(trace, misplaced) is TraceMode.RUN:
-                raise StateSetChanged(self.owner)
-            new_write_vals = [values[id(s)] for s in split.write_states]
-            created_values = [values[id(s)] for s in trace.created]
-            _check_traceable(split.write_states, new_write_vals, self.name)
-            _check_traceable(trace.created, created_values, self.name)
-            if recorder is not None:
-                # The discovery trace returns every state it wrote: its jaxpr is then the
-                # whole computation over the grown split, to replay.
-                new_write_vals = recorder.finish(
-                    trace,
-                    split.write_states,
-                    out,
-                    new_write_vals,
-                    self.noted[-1] if missing else None,
-                )
-                _check_traceable(recorder.written, new_write_vals, self.name)
-        self._local.record = trace
-        if self.hands_out_created:
-            self._local.created_values = created_values
-        return out, new_write_vals
-
-    def _note(self, trace: StateTrace, misplaced: Sequence[State[Any]] = ()) -> TraceMode:
-        """Note the states `trace` found missing (the one signal); return this thread's mode."""
-        unknown = trace.unknown
-        reads = tuple(s for k, s in unknown.items() if k not in trace.writes)
-        writes = tuple(s for k, s in unknown.items() if k in trace.writes)
-        self.noted.append(MissingStates(reads, writes + tuple(misplaced)))
-        mode: TraceMode = getattr(self._local, "mode", TraceMode.RUN)
-        return mode
-
-
-def _is_traceable(leaf: object) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
-
-
-def _check_traceable(states: Sequence[State[Any]], values: Sequence[Any], name: str) -> None:
-    """Raise a TraceError naming the first state whose value JAX cannot carry.
-
-    A tracer of a JAX trace that has already ended (written inside a plain JAX
-    transform deeper than the one the state was written in) cannot be carried
-    either: it would raise JAX's UnexpectedTracerError later, naming no state.
-    """
-    for state, value in zip(states, values, strict=True):
-        for leaf in jax.tree.leaves(value):
-            if isinstance(leaf, jax.core.Tracer):
-                if tracer_trace(leaf).is_valid():
-                    continue
-                raise TraceError(
-                    f"{name}: {describe_state(state)} was written inside a plain JAX transform "
-                    "(jax.grad, jax.vmap, lax.scan, ...) that has already returned, so its "
-                    "value is a tracer that escaped it. Use the statejax transform of the same "
-                    "name (statejax.grad, statejax.vmap, statejax.scan, ...) instead, so the "
-                    "state is threaded through it."
-                )
-            if not _is_traceable(leaf):
-                _refuse_untraceable(state, leaf, name)
-
-
-def _refuse_untraceable(state: State[Any], leaf: object, name: str) -> None:
-    if is_leaked(state):
-        raise StateLeakError(
-            f"{name}: {describe_state(state)} was created inside a transform that has "
-            "returned, and is used here; its value only existed inside that trace. Create "
-            "the state outside the transform (for example in the module's __init__) and "
-            "write to it inside."
-        )
-    raise TraceError(
-        f"{name}: {describe_state(state)} holds a {type(leaf).__name__}, which JAX "
-        "cannot trace. A state's value must be a pytree of arrays or numbers; keep "
-        "other objects as plain attributes (or static arguments)."
-    )
-
-
-#: `lift(split, pure) -> transformed`: hand the pure core to a JAX transform.
-#: `transformed(read_vals, write_vals, *args, **kwargs)` returns
-#: `(result, new_write_vals)`; the engine merges the latter and returns `result`.
-Lift = Callable[[Split, PureCore], Callable[..., tuple[Any, Sequence[Any]]]]
 
 
 class _Version:
@@ -877,9 +360,9 @@ class StatefulFunction(Generic[R]):
                 entry, version, TraceMode.RUN, args, kwargs, top_level, aborted=True
             )
         split = version.split
-        with _MERGE_LOCK:
+        with MERGE_LOCK:
             values = [s._value for s in split.states]
-        _check_traceable(split.states, values, self.name)
+        check_traceable(split.states, values, self.name)
         raise exc
 
     def _refuse_result(self, returned: object) -> None:
@@ -892,7 +375,7 @@ class StatefulFunction(Generic[R]):
         where = f"{getattr(lift, '__module__', '?')}.{getattr(lift, '__qualname__', lift)}"
         raise PluginError(
             f"{self.name}: the function made by its lift ({where}) returned "
-            f"{type(returned).__name__} {_short(returned)}, not a pair (result, "
+            f"{type(returned).__name__} {short_repr(returned)}, not a pair (result, "
             "new_write_values). A lift's function returns what the pure core returns: the "
             "result, and a list with the new value of each state in split.write_states. "
             "No state was changed."
@@ -1069,7 +552,7 @@ class StatefulFunction(Generic[R]):
                 continue
             except TypeError:
                 # JAX rejects a state value it cannot trace; say which state it was.
-                _check_traceable(split.states, read_vals + write_vals, self.name)
+                check_traceable(split.states, read_vals + write_vals, self.name)
                 raise
             if type(returned) is not tuple or len(returned) != 2:
                 self._refuse_result(returned)
@@ -1130,7 +613,7 @@ class StatefulFunction(Generic[R]):
         except Exception as exc:
             if not version.pure.noted:  # a real error, not an artefact of a missing state
                 if isinstance(exc, TypeError):
-                    _check_traceable(split.states, read_vals + write_vals, self.name)
+                    check_traceable(split.states, read_vals + write_vals, self.name)
                 raise
         return None
 
@@ -1159,7 +642,7 @@ class StatefulFunction(Generic[R]):
         except Exception as exc:
             if not pure.noted:  # a real error, not an artefact of a missing state
                 if isinstance(exc, TypeError):
-                    _check_traceable(split.states, read_vals + write_vals, self.name)
+                    check_traceable(split.states, read_vals + write_vals, self.name)
                 raise
             return None  # the grown split is traced anew: its errors name its states
         if not pure.noted:
@@ -1269,8 +752,4 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
     return found
 
 
-# Held while a call's values are gathered or merged: a call sees all of another
-# call's writes or none of them.
-_MERGE_LOCK = threading.Lock()
-
-_lock, _unlock = _MERGE_LOCK.acquire, _MERGE_LOCK.release
+_lock, _unlock = MERGE_LOCK.acquire, MERGE_LOCK.release

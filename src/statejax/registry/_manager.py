@@ -41,9 +41,9 @@ from statejax._jax_compat import is_top_level
 from statejax._state import State
 from statejax._tracing import describe_state
 from statejax.registry import _hookspecs
-from statejax.registry._engine import check_merge
 from statejax.registry._hookspecs import StateBatching
 from statejax.registry._protocol import StateTransform, TransformSpec
+from statejax.registry._split import check_merge
 
 __all__ = [
     "BUILTIN_PLUGINS",
