@@ -54,6 +54,7 @@ __all__ = [
     "shaped_abstractify",
     "trace_chain",
     "tracer_trace",
+    "tracer_var",
 ]
 
 
@@ -91,6 +92,19 @@ def is_top_level() -> bool:
 def tracer_trace(leaf: jax.core.Tracer[Any]) -> Any:
     """The trace a tracer belongs to."""
     return leaf._trace
+
+
+def tracer_var(leaf: jax.core.Tracer[Any]) -> object:
+    """The variable of the jaxpr being traced that `leaf` stands for (`None` if none).
+
+    Examples:
+        >>> import jax
+        >>> seen = []
+        >>> closed = jax.make_jaxpr(lambda x: seen.append(tracer_var(x)) or x)(1.0)
+        >>> seen[0] is closed.jaxpr.invars[0]
+        True
+    """
+    return getattr(leaf, "val", None) if isinstance(leaf, _pe.DynamicJaxprTracer) else None
 
 
 def jit_disabled() -> bool:

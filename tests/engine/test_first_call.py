@@ -22,7 +22,7 @@ import pytest
 from jax.sharding import SingleDeviceSharding
 
 import statejax as sj
-from statejax.extend import PureCore, Split, StatefulFunction
+from statejax.extend import CALLS_PURE_AS_IS, PureCore, Split, StatefulFunction
 
 JOIN_TIMEOUT = 60.0
 
@@ -964,3 +964,29 @@ def test_a_draw_on_the_first_call_splits_the_key_once(monkeypatch: pytest.Monkey
     assert len(splits) == 1
     monkeypatch.undo()
     assert not np.allclose(f(1.0), first)  # the key advanced
+
+
+def test_a_wrapper_marked_as_is_that_changes_values_is_not_replayed() -> None:
+    """The recorded jaxpr is replayed only if its inputs and outputs are the pure core's
+    own (checked variable by variable): a lift that doubles the new values, though marked
+    `CALLS_PURE_AS_IS`, is traced again, and doubles once per call."""
+    s = sj.State(jnp.zeros(2))
+
+    def fn(x: jax.Array) -> jax.Array:
+        s.value = s.value + x
+        return x
+
+    def lift(split: Split, pure: PureCore) -> Any:
+        def doubling(r: Any, w: Any, *args: Any) -> Any:
+            out, new = pure(r, w, *args)
+            return out, [v * 2 for v in new]
+
+        setattr(doubling, CALLS_PURE_AS_IS, pure)
+        return jax.jit(doubling)
+
+    f: StatefulFunction[jax.Array] = StatefulFunction(fn, "doubling", lift, staged=True)
+    f(jnp.ones(2))
+    assert s.value.tolist() == [2.0, 2.0]
+    assert f._entries[()].pure.replay is None
+    f(jnp.ones(2))
+    assert s.value.tolist() == [6.0, 6.0]

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 
-from statejax._jax_compat import current_jax_trace, new_trace_input, paste_jaxpr, tracer_trace
+from statejax._jax_compat import (
+    current_jax_trace,
+    new_trace_input,
+    paste_jaxpr,
+    tracer_trace,
+    tracer_var,
+)
 from statejax._state import State
 from statejax._tracing import StateTrace
 from statejax.graph import Module
@@ -77,9 +83,11 @@ class Recording:
         "extra_inputs",
         "in_avals",
         "in_tree",
+        "in_vars",
         "jaxpr",
         "missing",
         "out_tree",
+        "out_vars",
         "record",
         "seed_reads",
         "seed_writes",
@@ -100,6 +108,10 @@ class Recording:
         self.in_tree: Any = None
         self.statics: list[Any] = []
         self.in_avals: list[Any] = []
+        # The jaxpr variables of the pure core's inputs and outputs, as it saw them: the
+        # jaxpr must have exactly these inputs, and these outputs where they are variables.
+        self.in_vars: list[object] = []
+        self.out_vars: list[object] = []
         # (state, number of leaves) of each state given new inputs, in the order given.
         self.extra_inputs: list[tuple[State[Any], int]] = []
         self.written: list[State[Any]] = []
@@ -128,6 +140,7 @@ class Recording:
                 self.statics.append(leaf)
             elif tracer_trace(leaf) is here:
                 self.in_avals.append(leaf.aval)
+                self.in_vars.append(tracer_var(leaf))
             else:  # another trace's tracer: not an input of this jaxpr, and not to keep
                 self.usable = False
 
@@ -143,6 +156,7 @@ class Recording:
             return value
         self.extra_inputs.append((state, len(inputs)))
         self.in_avals.extend(x.aval for x in inputs if x is not None)
+        self.in_vars.extend(tracer_var(x) for x in inputs if x is not None)
         return jax.tree.unflatten(tree, inputs)
 
     def finish(
@@ -171,7 +185,12 @@ class Recording:
         if isinstance(trace, RecordingTrace):
             trace.recording = None  # the trace is kept as the call's record: no cycle
         self.missing = missing
-        self.out_tree = jax.tree.structure((out, values))
+        leaves, self.out_tree = jax.tree.flatten((out, values))
+        here = trace._jax_trace
+        self.out_vars = [
+            tracer_var(x) if isinstance(x, jax.core.Tracer) and tracer_trace(x) is here else None
+            for x in leaves
+        ]
         if trace.created or _holds_by_reference(out):
             self.usable = False
         return values
@@ -185,9 +204,19 @@ class Recording:
         the state an input): the replay would run on that old value.
         """
         self.env_reads = dict(env_reads)
-        if not self.usable or self.out_tree is None or len(jaxpr.in_avals) != len(self.in_avals):
+        if not self.usable or self.out_tree is None:
             return False
-        if any(a != b for a, b in zip(jaxpr.in_avals, self.in_avals, strict=True)):
+        # The jaxpr is the pure core's own: its inputs are the core's, in the order noted,
+        # and its outputs the core's (a lift that transformed them is not replayed).
+        invars, outvars = jaxpr.jaxpr.invars, jaxpr.jaxpr.outvars
+        if len(invars) != len(self.in_vars) or any(
+            a is not b for a, b in zip(invars, self.in_vars, strict=True)
+        ):
+            return False
+        if len(outvars) != len(self.out_vars) or any(
+            want is not None and got is not want
+            for got, want in zip(outvars, self.out_vars, strict=True)
+        ):
             return False
         consts = {id(c) for c in jaxpr.consts}
         if consts and any(id(leaf) in consts for s in states for leaf in jax.tree.leaves(s._value)):
