@@ -917,9 +917,11 @@ def test_recording_is_replayed_only_by_the_thread_that_made_it() -> None:
             return cls(*children)
 
     s = sj.State(jnp.ones(3, jnp.float32))
+    traces: list[int] = []
 
     @sj.jit
     def f(b: Box) -> jax.Array:
+        traces.append(threading.get_ident())
         return (s.value + jnp.arange(3.0)) * b.x
 
     results: dict[str, jax.Array] = {}
@@ -945,6 +947,9 @@ def test_recording_is_replayed_only_by_the_thread_that_made_it() -> None:
     assert results["x32"].dtype == jnp.float32
     assert results["x64"].dtype == jnp.float64  # as a fresh trace under x64 gives
     np.testing.assert_allclose(results["x64"], [2.0, 4.0, 6.0])
+    # The recording thread traced once (its discovery, replayed for its call), the
+    # other thread once (its own call): the recording is this thread's alone.
+    assert sorted(traces) == sorted([recorder["thread"], threads[1].ident])
 
 
 def test_a_draw_on_the_first_call_splits_the_key_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,7 +95,6 @@ class PureCore:
         "name",
         "noted",
         "owner",
-        "replay",
         "split",
     )
 
@@ -112,9 +111,6 @@ class PureCore:
         self.noted: list[MissingStates] = []
         # The `statejax.environ` settings its traces read, with the values they saw.
         self.env_reads: dict[Any, Any] = {}
-        # The discovery trace that found this split, to stage instead of tracing the
-        # function again, once (see `_recording`).
-        self.replay: Recording | None = None
         self._local = threading.local()
 
     @contextlib.contextmanager
@@ -136,6 +132,22 @@ class PureCore:
             yield
         finally:
             self._local.recording = None
+
+    @property
+    def replay(self) -> Recording | None:
+        """The discovery trace that found this split, which this thread's next trace of
+        this core stages instead of running the function (see `_recording`), or `None`.
+
+        Per thread: another thread may trace the split first, in its own JAX settings
+        (`jax.enable_x64`, a matmul precision) that the recording's input types do not
+        show; it traces its own call, and leaves this thread's recording alone.
+        """
+        replay: Recording | None = getattr(self._local, "replay", None)
+        return replay
+
+    @replay.setter
+    def replay(self, recording: Recording | None) -> None:
+        self._local.replay = recording
 
     @property
     def record(self) -> StateTrace | None:

@@ -21,7 +21,6 @@ returns a module or a state, or meets a state whose value JAX cannot take as an 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -92,17 +91,12 @@ class Recording:
         "seed_reads",
         "seed_writes",
         "statics",
-        "thread",
         "usable",
         "written",
     )
 
     def __init__(self) -> None:
         self.usable = True
-        # The thread that records it: another thread may trace the grown split first, in
-        # its own JAX settings (`jax.enable_x64`, a matmul precision...), which the jaxpr
-        # does not show in its input types.
-        self.thread = threading.get_ident()
         self.seed_reads: tuple[State[Any], ...] = ()
         self.seed_writes: tuple[State[Any], ...] = ()
         self.in_tree: Any = None
@@ -235,11 +229,12 @@ class Recording:
     ) -> tuple[Any, list[Any]] | None:
         """Stage the recorded jaxpr for a call of the grown split: `(out, new_write_vals)`.
 
-        `None` (nothing staged) unless the call is the one recorded: on the same thread,
-        with the same static arguments, and inputs of the same types.
+        `None` (nothing staged) unless the call is the one recorded: the same static
+        arguments, and inputs of the same types. (Only the recording thread holds it: see
+        `PureCore.replay`.)
         """
         jaxpr = self.jaxpr
-        if jaxpr is None or threading.get_ident() != self.thread:
+        if jaxpr is None:
             return None
         value_of = {id(s): v for s, v in zip(read_states, read_vals, strict=True)}
         value_of.update((id(s), v) for s, v in zip(write_states, write_vals, strict=True))
