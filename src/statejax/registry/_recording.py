@@ -142,6 +142,15 @@ class Recording:
         """`value` (the state's value here) with each leaf replaced by a new input of `trace`."""
         if not self.usable:
             return value
+        if isinstance(value, jax.Array):  # the common case, one leaf: no tree to rebuild
+            x = new_trace_input(trace, value)
+            if x is None:
+                self.usable = False
+                return value
+            self.extra_inputs.append((state, 1))
+            self.in_avals.append(x.aval)
+            self.in_vars.append(tracer_var(x))
+            return x
         leaves, tree = jax.tree.flatten(value)
         inputs = [new_trace_input(trace, leaf) for leaf in leaves]
         if any(x is None for x in inputs):
