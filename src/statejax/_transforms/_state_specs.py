@@ -190,16 +190,16 @@ def check_donated(
     donated: dict[int, str] = {}
     for i in argnums:
         if i < len(args):
-            for leaf in jax.tree.leaves(args[i]):
+            for leaf in _leaves(args[i]):
                 donated[id(leaf)] = f"argument {i} is donated (donate_argnums)"
     for name in argnames:
         if name in kwargs:
-            for leaf in jax.tree.leaves(kwargs[name]):
+            for leaf in _leaves(kwargs[name]):
                 donated[id(leaf)] = f"keyword argument {name!r} is donated (donate_argnames)"
     if not donated:
         return
     for state, value in zip(split.states, [*rv, *wv], strict=True):
-        for leaf in jax.tree.leaves(value):
+        for leaf in _leaves(value):
             what = donated.get(id(leaf))
             if what is None:
                 continue
@@ -210,6 +210,11 @@ def check_donated(
                 "buffer the call also reads, and the state would lose its value. Pass a copy "
                 "(jnp.copy(x)), or stop donating that argument."
             )
+
+
+def _leaves(value: Any) -> Sequence[Any]:
+    # Called per state on every call of a donating jit: an array is its own only leaf.
+    return (value,) if isinstance(value, jax.Array) else jax.tree.leaves(value)
 
 
 #: The advice of `check_fits` when a state's value changed shape after the first call.
