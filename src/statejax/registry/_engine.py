@@ -581,14 +581,15 @@ class StatefulFunction(Generic[R]):
         for real once per call, and no JAX trace is abandoned by an exception
         (JAX keeps an aborted trace, and the values it closed over, alive).
 
-        A `jax.jit` lift is traced by its own `trace` method instead, recorded (see
-        `_recording`): returns the recording when it can be replayed.
+        A `jax.jit` lift that calls the pure core as it is is traced by its own `trace`
+        method instead, recorded (see `_recording`): returns the recording when the
+        trace found missing states and it can be replayed for the grown split.
         """
         split = version.split
+        pure = version.pure
         read_vals, write_vals = split.gather()
-        transformed = version.transformed
-        if calls_pure_as_is(transformed, version.pure):
-            return self._trace_recorded(version, read_vals, write_vals, args, kwargs)
+        transformed: Any = version.transformed
+        recording = Recording() if calls_pure_as_is(transformed, pure) else None
 
         def run(read: list[Any], write: list[Any]) -> None:
             transformed(read, write, *args, **kwargs)
@@ -596,12 +597,17 @@ class StatefulFunction(Generic[R]):
         def run_closed() -> None:
             transformed(read_vals, write_vals, *args, **kwargs)
 
+        traced: Any = None
         try:
             # The trace around it keeps anything the lifted function stores in a
             # state while tracing (a created state it hands out, say): nothing leaks.
-            with version.pure.traced_as(TraceMode.DISCOVER):
+            with pure.traced_as(TraceMode.DISCOVER), pure.recorded_by(recording):
                 with StateTrace(f"{self.name} (discovery)"):
-                    if self.staged:
+                    if recording is not None:
+                        # `jax.jit`'s own trace, which runs nothing: with no state
+                        # missing, JAX keeps it for the call (one trace in all).
+                        traced = transformed.trace(read_vals, write_vals, *args, **kwargs)
+                    elif self.staged:
                         jax.eval_shape(run, read_vals, write_vals)
                     else:
                         # An eager lift (grad, vmap) hands the state values to its JAX
@@ -611,41 +617,12 @@ class StatefulFunction(Generic[R]):
                         # too, so a Python branch on such a value runs in both.
                         jax.eval_shape(run_closed)
         except Exception as exc:
-            if not version.pure.noted:  # a real error, not an artefact of a missing state
-                if isinstance(exc, TypeError):
-                    check_traceable(split.states, read_vals + write_vals, self.name)
-                raise
-        return None
-
-    def _trace_recorded(
-        self,
-        version: _Version,
-        read_vals: list[Any],
-        write_vals: list[Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Recording | None:
-        """The DISCOVER trace of a `jax.jit` lift: `jax.jit(pure).trace(...)`, recorded.
-
-        It runs nothing. With no state missing, JAX keeps this trace for the call (one
-        trace in all); otherwise the recording, if it can be replayed, stands in for
-        the grown split's first trace.
-        """
-        split = version.split
-        pure = version.pure
-        recording = Recording()
-        try:
-            with pure.traced_as(TraceMode.DISCOVER), pure.recorded_by(recording):
-                with StateTrace(f"{self.name} (discovery)"):
-                    jitted: Any = version.transformed  # a `jax.jit` function
-                    traced = jitted.trace(read_vals, write_vals, *args, **kwargs)
-        except Exception as exc:
             if not pure.noted:  # a real error, not an artefact of a missing state
                 if isinstance(exc, TypeError):
                     check_traceable(split.states, read_vals + write_vals, self.name)
                 raise
             return None  # the grown split is traced anew: its errors name its states
-        if not pure.noted:
+        if recording is None or not pure.noted:
             return None
         states = [*split.states, *recording.written, *(s for s, _ in recording.extra_inputs)]
         return recording if recording.seal(traced.jaxpr, states, pure.env_reads) else None

@@ -125,8 +125,8 @@ class PureCore:
             local.mode = saved
 
     @contextlib.contextmanager
-    def recorded_by(self, recording: Recording) -> Iterator[None]:
-        """This thread's next trace of this core in the block fills `recording`."""
+    def recorded_by(self, recording: Recording | None) -> Iterator[None]:
+        """This thread's next trace of this core in the block fills `recording` (if any)."""
         self._local.recording = recording
         try:
             yield

@@ -80,7 +80,6 @@ class Recording:
     __slots__ = (
         "env_reads",
         "extra_inputs",
-        "in_avals",
         "in_tree",
         "in_vars",
         "jaxpr",
@@ -101,7 +100,6 @@ class Recording:
         self.seed_writes: tuple[State[Any], ...] = ()
         self.in_tree: Any = None
         self.statics: list[Any] = []
-        self.in_avals: list[Any] = []
         # The jaxpr variables of the pure core's inputs and outputs, as it saw them: the
         # jaxpr must have exactly these inputs, and these outputs where they are variables.
         self.in_vars: list[object] = []
@@ -128,39 +126,28 @@ class Recording:
         """
         self.seed_reads, self.seed_writes = tuple(read_states), tuple(write_states)
         leaves, self.in_tree = jax.tree.flatten(inputs)
-        here = current_jax_trace()
-        for leaf in leaves:
-            if not isinstance(leaf, jax.core.Tracer):
-                self.statics.append(leaf)
-            elif tracer_trace(leaf) is here:
-                self.in_avals.append(leaf.aval)
-                self.in_vars.append(tracer_var(leaf))
-            else:  # another trace's tracer: not an input of this jaxpr, and not to keep
-                self.usable = False
+        inputs_here, self.statics = _inputs_and_statics(leaves)
+        self.in_vars = [tracer_var(x) for x in inputs_here]
+        if any(isinstance(x, jax.core.Tracer) for x in self.statics):
+            # Another trace's tracer: not an input of this jaxpr, and not to keep.
+            self.usable = False
+            self.statics = []
 
     def add_input(self, state: State[Any], value: Any, trace: object) -> Any:
         """`value` (the state's value here) with each leaf replaced by a new input of `trace`."""
         if not self.usable:
             return value
-        if isinstance(value, jax.Array):  # the common case, one leaf: no tree to rebuild
-            x = new_trace_input(trace, value)
-            if x is None:
-                self.usable = False
-                return value
-            self.extra_inputs.append((state, 1))
-            self.in_avals.append(x.aval)
-            self.in_vars.append(tracer_var(x))
-            return x
-        leaves, tree = jax.tree.flatten(value)
+        # The common case, one array, skips the tree walk.
+        one = isinstance(value, jax.Array)
+        leaves, tree = ([value], None) if one else jax.tree.flatten(value)
         inputs = [new_trace_input(trace, leaf) for leaf in leaves]
         if any(x is None for x in inputs):
             # Not an array: the engine refuses it with its own error; record nothing more.
             self.usable = False
             return value
         self.extra_inputs.append((state, len(inputs)))
-        self.in_avals.extend(x.aval for x in inputs if x is not None)
         self.in_vars.extend(tracer_var(x) for x in inputs if x is not None)
-        return jax.tree.unflatten(tree, inputs)
+        return inputs[0] if tree is None else jax.tree.unflatten(tree, inputs)
 
     def finish(
         self,
@@ -256,13 +243,7 @@ class Recording:
         leaves, tree = jax.tree.flatten((seed_reads, seed_writes, args, kwargs))
         if tree != self.in_tree:
             return None
-        here = current_jax_trace()
-        inputs, statics = [], []
-        for leaf in leaves:
-            if isinstance(leaf, jax.core.Tracer) and tracer_trace(leaf) is here:
-                inputs.append(leaf)
-            else:
-                statics.append(leaf)
+        inputs, statics = _inputs_and_statics(leaves)
         if not _same_statics(statics, self.statics):
             return None
         for value, (_, count) in zip(extra, self.extra_inputs, strict=True):
@@ -270,9 +251,10 @@ class Recording:
             if len(state_leaves) != count:
                 return None
             inputs.extend(state_leaves)
-        if len(inputs) != len(self.in_avals) or any(
+        in_avals = jaxpr.in_avals  # sealed: its inputs are exactly `in_vars`
+        if len(inputs) != len(in_avals) or any(
             not isinstance(x, jax.core.Tracer) or x.aval != a
-            for x, a in zip(inputs, self.in_avals, strict=True)
+            for x, a in zip(inputs, in_avals, strict=True)
         ):
             return None
         outs = paste_jaxpr(jaxpr, inputs)
@@ -281,6 +263,19 @@ class Recording:
         out, values = jax.tree.unflatten(self.out_tree, outs)
         new_of = {id(s): v for s, v in zip(self.written, values, strict=True)}
         return out, [new_of.get(id(s), value_of[id(s)]) for s in write_states]
+
+
+def _inputs_and_statics(leaves: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The leaves that are tracers of the trace running here (the jaxpr's declared
+    inputs, in order), and the others (static arguments)."""
+    here = current_jax_trace()
+    inputs, statics = [], []
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer) and tracer_trace(leaf) is here:
+            inputs.append(leaf)
+        else:
+            statics.append(leaf)
+    return inputs, statics
 
 
 def _same_statics(now: list[Any], then: list[Any]) -> bool:
