@@ -3,7 +3,9 @@
 N states of shape (4,), each stepped ``s.value = s.value + 1``. For each N this
 prints the median cached-call time and the first-call time (trace + compile) of
 plain ``jax.jit`` and of ``statejax.jit``, measured in one process, and their
-ratios. BrainState and Flax NNX are measured too when installed (``--others``).
+ratios. "by hand" is the floor of any library that keeps values in objects: the same
+``jax.jit`` call with the N values gathered from N objects and stored back by a plain
+loop. BrainState and Flax NNX are measured too when installed (``--others``).
 
 Cached calls run in blocks (``--block`` calls of one, then of the other, for
 ``--repeats`` rounds); the time of a block divided by its calls is one sample, and
@@ -81,6 +83,36 @@ def plain_jax(n: int) -> Callable[[], Callable[[], Any]]:
         def call() -> Any:
             box[0] = step(box[0])
             return box[0][-1]
+
+        return call
+
+    return make
+
+
+class _Holder:
+    __slots__ = ("value",)
+
+    def __init__(self, value: jax.Array) -> None:
+        self.value = value
+
+
+def by_hand(n: int) -> Callable[[], Callable[[], Any]]:
+    """The floor of any state library: the values live in N objects, so each call
+    gathers them, calls the same `jax.jit` function, and stores the results back
+    (a Python loop, no lock, no check)."""
+
+    def make() -> Callable[[], Any]:
+        holders = [_Holder(jnp.full((4,), float(i))) for i in range(n)]
+
+        @jax.jit
+        def step(vs: list[jax.Array]) -> list[jax.Array]:
+            return [v + 1 for v in vs]
+
+        def call() -> Any:
+            new = step([h.value for h in holders])
+            for h, v in zip(holders, new, strict=True):
+                h.value = v
+            return holders[-1].value
 
         return call
 
@@ -172,7 +204,7 @@ def main() -> None:
     for n in args.sizes:
         base = plain_jax(n)
         print(f"N={n}:")
-        contenders = {"statejax.jit": statejax_jit(n)}
+        contenders = {"by hand": by_hand(n), "statejax.jit": statejax_jit(n)}
         if args.others:
             contenders |= {"brainstate.jit": brainstate_jit(n), "nnx.jit": nnx_jit(n)}
         for name, make in contenders.items():

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import statejax as sj
-from statejax._transforms.loops import scan
+from statejax.transform import scan
 
 
 class Neurons(sj.Module):

@@ -28,7 +28,6 @@ import numpy as np
 import optax
 
 import statejax as sj
-from statejax._transforms.autodiff import grad
 from statejax.optim import Optimizer
 
 LEARNING_RATE = 1e-3
@@ -79,7 +78,7 @@ def statejax_step(width: int) -> tuple[Callable[[jax.Array, jax.Array], jax.Arra
 
     @sj.jit
     def step(x: jax.Array, y: jax.Array) -> jax.Array:
-        grads, loss = grad(loss_fn, params, return_value=True)(x, y)
+        grads, loss = sj.grad(loss_fn, params, return_value=True)(x, y)
         optimizer.update(grads)
         return loss  # type: ignore[no-any-return]
 

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import statejax as sj
-from statejax._transforms.autodiff import grad
-from statejax._transforms.vmap import vmap
+from statejax.transform import grad, vmap
 
 SIZES = (2, 32, 32, 1)
 LR = 0.05

@@ -188,3 +188,27 @@ def test_discovery_mode_is_per_pure_core_and_thread_and_restored() -> None:
     with pytest.raises(StateSetChanged):
         pure([], [])  # RUN again outside the block
     assert len(pure.noted) == 2
+
+
+def test_a_cached_call_passing_only_arrays_and_numbers_computes_no_cache_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The leanest cached path: no module or state is passed, so there is no key to make."""
+    w = sj.State(jnp.ones(2))
+
+    @sj.jit
+    def step(x: jax.Array, scale: float) -> jax.Array:
+        w.value = w.value + x * scale
+        return w.value
+
+    step(jnp.ones(2), 2.0)
+
+    def keyed(*args: object) -> None:
+        pytest.fail("a call passing only arrays and numbers computed a cache key")
+
+    monkeypatch.setattr(StatefulFunction, "_key", keyed)
+    for _ in range(3):
+        step(jnp.ones(2), np.float32(2.0))
+    np.testing.assert_allclose(w.value, [9.0, 9.0])
+    with pytest.raises(pytest.fail.Exception, match="computed a cache key"):
+        step(x=jnp.ones(2), scale=2.0)  # by keyword: the counted path

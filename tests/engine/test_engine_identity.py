@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import statejax as sj
+from statejax._tracing import CALL_REFS, is_leaked
 
 N_MODULES = 24
 JOIN_TIMEOUT = 60.0
@@ -212,6 +213,71 @@ def test_function_cache_keeps_no_positional_module_alive() -> None:
         refs.append(weakref.ref(m))
         del m
     assert all_dead(refs) == 0
+
+
+# A cached call that passes only arrays does not count its depth (the leanest path);
+# a retrace JAX starts on it counts itself, so the trees it builds hold no module.
+
+
+def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_alive() -> None:
+    """A plain `jax.jit` given a module, retraced because the array argument's shape
+    changed: its cache key must hold the module weakly, as on a counted call."""
+    box = [Counter(1.0)]
+    inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        return inner(box[0], x)
+
+    outer(jnp.ones(2))
+    outer(jnp.ones(2))
+    np.testing.assert_allclose(outer(jnp.ones(3)), [2.0, 2.0, 2.0])  # retraced
+    ref = weakref.ref(box[0])
+    box.clear()
+    assert all_dead([ref]) == 0
+
+
+def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> None:
+    m = Counter(1.0)
+
+    @sj.jit
+    def step(x: jax.Array) -> jax.Array:
+        m.count.value = m.count.value + 1
+        if x.shape[0] == 3:
+            raise ValueError("three")
+        return x * jnp.sum(m.w.value)
+
+    step(jnp.ones(2))
+    step(jnp.ones(2))
+    with pytest.raises(ValueError, match="three"):
+        step(jnp.ones(3))
+    assert int(m.count.value) == 2
+    assert not is_leaked(m.count)
+    assert (CALL_REFS.depth, CALL_REFS.adopted) == (0, False)  # the trace's count ended
+    np.testing.assert_allclose(step(jnp.ones(2)), [2.0, 2.0])
+    assert int(m.count.value) == 3
+
+
+def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
+    """jit's `lower` traces outside a call; the next call ends the trace's count."""
+    box = [Counter(1.0)]
+    inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        return inner(box[0], x)
+
+    outer.lower(jnp.ones(5))
+    ref = weakref.ref(box[0])
+    box.clear()
+    make_step()(Counter(0.0))  # any later call that returns to the top ends the count
+    assert all_dead([ref]) == 0
+    model = Counter(2.0)
+    step = make_step()
+    step(model)
+    model_ref = weakref.ref(model)
+    del model
+    assert all_dead([model_ref]) == 0
 
 
 class AlwaysEqualState(sj.State[Any]):

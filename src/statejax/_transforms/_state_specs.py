@@ -198,7 +198,11 @@ def check_donated(
                 donated[id(leaf)] = f"keyword argument {name!r} is donated (donate_argnames)"
     if not donated:
         return
-    for state, value in zip(split.states, [*rv, *wv], strict=True):
+    values = [*rv, *wv]
+    # Usually every state holds one array, its own only leaf: two passes in C.
+    if set(map(type, values)) <= _ARRAY_CLASSES and donated.keys().isdisjoint(map(id, values)):
+        return
+    for state, value in zip(split.states, values, strict=True):
         for leaf in _leaves(value):
             what = donated.get(id(leaf))
             if what is None:
@@ -212,9 +216,20 @@ def check_donated(
             )
 
 
+# The concrete array classes met so far: `isinstance(x, jax.Array)` (an abstract base
+# class) costs more than the rest of the donation check, so it runs once per class.
+_ARRAY_CLASSES: set[type] = set()
+
+
 def _leaves(value: Any) -> Sequence[Any]:
     # Called per state on every call of a donating jit: an array is its own only leaf.
-    return (value,) if isinstance(value, jax.Array) else jax.tree.leaves(value)
+    kind = type(value)
+    if kind in _ARRAY_CLASSES:
+        return (value,)
+    if isinstance(value, jax.Array):
+        _ARRAY_CLASSES.add(kind)
+        return (value,)
+    return jax.tree.leaves(value)
 
 
 #: The advice of `check_fits` when a state's value changed shape after the first call.

@@ -43,12 +43,13 @@ import numpy as np
 
 from statejax._errors import PluginError
 from statejax._jax_compat import (
-    DISABLE_JIT as _DISABLE_JIT,
-)
-from statejax._jax_compat import (
+    ARRAY_TYPE,
     api_boundary,
     is_top_level,
     jit_disabled,
+)
+from statejax._jax_compat import (
+    DISABLE_JIT as _DISABLE_JIT,
 )
 from statejax._settings import GENERATION, changed
 from statejax._state import State
@@ -56,6 +57,7 @@ from statejax._tracing import (
     CALL_REFS,
     THIS_THREAD,
     StateTrace,
+    end_adopted_call,
     release_call_refs,
 )
 from statejax.graph import Module
@@ -223,7 +225,7 @@ class StatefulFunction(Generic[R]):
         # referenced weakly here.
         self._entries: dict[tuple[Hashable, ...], _Entry] = {}
         self._state_keyed: dict[tuple[Hashable, ...], weakref.ref[_Entry]] = {}
-        # The entry of calls with no argument (key `()`), one attribute away.
+        # The entry of calls that pass no module or state (key `()`), one attribute away.
         self._bare: _Entry | None = None
         self._lock = threading.Lock()
 
@@ -276,10 +278,25 @@ class StatefulFunction(Generic[R]):
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> R:
         # `self` positional-only: a jitted method may be called as `Cls.method(self=m)`.
-        # Count call depth here, not through helper calls: this is the cached call path.
         if self.eager is not None and _DISABLE_JIT.value:
             eager: R = self.eager(*args, **kwargs)
             return eager
+        entry = self._bare
+        if entry is not None and not kwargs and (not args or _only_leaves(args)):
+            # The leanest cached call: no module or state passed, so flattening the
+            # arguments makes no by-reference node and the call depth is not counted
+            # (a trace JAX starts on this call counts itself: `adopt_call_refs`).
+            version = entry.version
+            assert version is not None
+            if (
+                version.fast
+                and not (version.env_reads and version.env_seen != GENERATION.value)
+                and is_top_level()
+                and not THIS_THREAD.stack
+            ):
+                lean: R = self._call_compiled(entry, version, args, kwargs)
+                return lean
+        # Count call depth here, not through helper calls: this is the cached call path.
         calls = CALL_REFS
         depth = calls.depth
         calls.depth = depth + 1
@@ -289,6 +306,8 @@ class StatefulFunction(Generic[R]):
                 entry = self._entries.get(key)
                 if entry is None:
                     entry = self._find(key) or self._new_entry(key, args, kwargs)
+                if not key:  # arrays only: later such calls take the lean path
+                    self._bare = entry
             else:
                 entry = self._bare or self._bare_entry()
             version = entry.version
@@ -297,48 +316,60 @@ class StatefulFunction(Generic[R]):
                 version = self._refresh(entry, version)
             top_level = is_top_level()
             if version.fast and top_level and not THIS_THREAD.stack:
-                # The cached call of a verified `jax.jit` core at the top level, inlined:
-                # gather under the merge lock, call the compiled core, merge under it.
-                states = version.write_states
-                _lock()  # (acquire/release: cheaper than `with` on this path)
-                try:
-                    read_vals = [s._value for s in version.read_states]
-                    write_vals = [s._value for s in states]
-                finally:
-                    _unlock()
-                try:
-                    returned = version.transformed(read_vals, write_vals, *args, **kwargs)
-                except (StateSetChanged, TypeError) as exc:  # a retrace met something new
-                    fast: R = self._settle_failed(exc, entry, version, args, kwargs, top_level)
-                    return fast
-                if type(returned) is tuple and len(returned) == 2:
-                    result, new_vals = returned
-                    if type(new_vals) is list and len(new_vals) == len(states):
-                        _lock()
-                        try:
-                            for state, value in zip(states, new_vals):  # noqa: B905 (checked)
-                                state._value = value
-                        finally:
-                            _unlock()
-                        return result  # type: ignore[no-any-return]
-                else:
-                    self._refuse_result(returned)
-                    result, new_vals = returned
-                version.split.scatter(new_vals, top_level, name=self.name, concrete=True)
-                return result  # type: ignore[no-any-return]
+                fast: R = self._call_compiled(entry, version, args, kwargs)
+                return fast
             if version.verified and (self.staged or not top_level):
                 mode = TraceMode.RUN  # the cached call path: no abstract trace first
             else:
                 mode = self._mode(version, args, kwargs)
-            result_: R = self._settle(entry, version, mode, args, kwargs, top_level)
-            return result_
+            result: R = self._settle(entry, version, mode, args, kwargs, top_level)
+            return result
         finally:
             calls.depth = depth
-            if not depth and calls.made:
-                release_call_refs()
+            if not depth:
+                if calls.made:
+                    release_call_refs()
+            elif calls.adopted and depth == 1 and not THIS_THREAD.stack:
+                # A trace that counted itself outside any call (AOT `lower`), now over.
+                end_adopted_call()
+
+    def _call_compiled(
+        self, entry: _Entry, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The cached call of a verified `jax.jit` core at the top level: gather under the
+        merge lock, call the compiled core, merge under it."""
+        states = version.write_states
+        _lock()  # (acquire/release: cheaper than `with` on this path)
+        try:
+            read_vals = [s._value for s in version.read_states]
+            write_vals = [s._value for s in states]
+        finally:
+            _unlock()
+        try:
+            returned = version.transformed(read_vals, write_vals, *args, **kwargs)
+        except (StateSetChanged, TypeError) as exc:  # a retrace met something new
+            return self._settle_failed(exc, entry, version, args, kwargs, top_level=True)
+        finally:
+            if CALL_REFS.adopted:  # JAX traced the core, uncounted: see `adopt_call_refs`
+                end_adopted_call()
+        if type(returned) is tuple and len(returned) == 2:
+            result, new_vals = returned
+            if type(new_vals) is list and len(new_vals) == len(states):
+                _lock()
+                try:
+                    for state, value in zip(states, new_vals):  # noqa: B905 (checked)
+                        state._value = value
+                finally:
+                    _unlock()
+                return result
+        else:
+            self._refuse_result(returned)
+            result, new_vals = returned
+        version.split.scatter(new_vals, True, name=self.name, concrete=True)
+        return result
 
     def _bare_entry(self) -> _Entry:
-        """The entry of calls with no argument, made on the first."""
+        """The entry of calls that pass no module or state, made on the first."""
         entry = self._find(()) or self._new_entry((), (), {})
         self._bare = entry
         return entry
@@ -730,3 +761,14 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
 
 
 _lock, _unlock = MERGE_LOCK.acquire, MERGE_LOCK.release
+
+# Argument types that flatten to themselves, never to a by-reference node.
+_LEAF_TYPES = frozenset({ARRAY_TYPE, np.ndarray, float, int, bool, complex})
+
+
+def _only_leaves(args: tuple[Any, ...]) -> bool:
+    """Whether every argument is an array or a number (so no module or state)."""
+    for arg in args:
+        if type(arg) not in _LEAF_TYPES and not isinstance(arg, np.generic):
+            return False
+    return True
