@@ -7,9 +7,9 @@ ratios. "by hand" is the floor of any library that keeps values in objects: the 
 ``jax.jit`` call with the N values gathered from N objects and stored back by a plain
 loop. BrainState and Flax NNX are measured too when installed (``--others``).
 
-Cached calls run in blocks (``--block`` calls of one, then of the other, for
-``--repeats`` rounds); the time of a block divided by its calls is one sample, and
-the ratio is of the medians. First calls alternate a fresh build of each
+Cached calls run in blocks (``--block`` calls of the baseline, then of each contender
+in turn, for ``--repeats`` rounds); the time of a block divided by its calls is one
+sample, and the ratio is of the medians. First calls alternate a fresh build of each
 (``--first-repeats``, at least 9), median of each. The machine's load average is
 printed with each figure: on a shared machine, compare ratios, not times.
 
@@ -38,10 +38,10 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def _median_calls(
-    base: Callable[[], Any], fn: Callable[[], Any], repeats: int, block: int
-) -> tuple[float, float]:
-    """Median per-call times of ``base`` and ``fn``, in alternating blocks of ``block`` calls,
-    so that drift in machine load hits both alike."""
+    base: Callable[[], Any], fns: dict[str, Callable[[], Any]], repeats: int, block: int
+) -> tuple[float, dict[str, float]]:
+    """Median per-call times of ``base`` and of each of ``fns``, in blocks of ``block``
+    calls taken in turn, so that drift in machine load hits all alike."""
 
     def run_block(f: Callable[[], Any]) -> float:
         t0 = time.perf_counter()
@@ -50,13 +50,16 @@ def _median_calls(
         jax.block_until_ready(out)
         return (time.perf_counter() - t0) / block
 
+    everyone = {"": base, **fns}
     for _ in range(3):
-        run_block(base), run_block(fn)
-    base_times, times = [], []
+        for f in everyone.values():
+            run_block(f)
+    times: dict[str, list[float]] = {name: [] for name in everyone}
     for _ in range(repeats):
-        base_times.append(run_block(base))
-        times.append(run_block(fn))
-    return statistics.median(base_times), statistics.median(times)
+        for name, f in everyone.items():
+            times[name].append(run_block(f))
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    return medians.pop(""), medians
 
 
 def _load() -> str:
@@ -207,17 +210,21 @@ def main() -> None:
         contenders = {"by hand": by_hand(n), "statejax.jit": statejax_jit(n)}
         if args.others:
             contenders |= {"brainstate.jit": brainstate_jit(n), "nnx.jit": nnx_jit(n)}
-        for name, make in contenders.items():
-            if make is None:
-                continue
-            line = f"  {name:15s}"
-            if not args.first_only:
-                base_call, call = _median_calls(base(), make(), args.repeats, args.block)
-                line += (
+        makes = {name: make for name, make in contenders.items() if make is not None}
+        cached: dict[str, str] = {name: "" for name in makes}
+        if not args.first_only:
+            # One base and every contender, interleaved block by block.
+            base_call, calls = _median_calls(
+                base(), {name: make() for name, make in makes.items()}, args.repeats, args.block
+            )
+            for name, call in calls.items():
+                cached[name] = (
                     f" cached {call * 1e6:8.1f} us vs {base_call * 1e6:8.1f} us"
                     f" ({call / base_call:5.3f}x, {_load()})"
                 )
-            if not args.cached_only:
+        for name, make in makes.items():
+            line = f"  {name:15s}" + cached[name]
+            if not args.cached_only and name != "by hand":
                 # First calls are noisy (compilation); alternate with the baseline so
                 # that drift in machine load hits both alike, and compare medians.
                 firsts, base_firsts = [], []
