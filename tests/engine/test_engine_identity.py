@@ -280,6 +280,37 @@ def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
     assert all_dead([model_ref]) == 0
 
 
+def test_a_cached_call_after_a_trace_outside_any_call_ends_the_count() -> None:
+    """A compiled call passing a module (counted) ends the count `lower` left, once: the
+    call depth returns to 0, and later calls weaken the refs they make."""
+    model = Counter(1.0)
+    step = make_step()
+    step(model)  # the next call is cached: the compiled core, counted
+    total = sj.State(jnp.zeros(()))
+
+    @sj.jit
+    def add(x: jax.Array) -> jax.Array:
+        total.value = total.value + jnp.sum(x)
+        return x
+
+    add(jnp.ones(2))
+    add.lower(jnp.ones(5))  # a new shape: traced outside any call
+    step(model)
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+    box = [Counter(2.0)]
+    inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        return inner(box[0], x)
+
+    np.testing.assert_allclose(outer(jnp.ones(2)), [4.0, 4.0])
+    ref = weakref.ref(box[0])
+    box.clear()
+    assert all_dead([ref]) == 0
+    assert int(model.count.value) == 2
+
+
 class AlwaysEqualState(sj.State[Any]):
     """A State subclass whose instances all compare equal (as a value-comparing one might)."""
 

@@ -282,10 +282,17 @@ class StatefulFunction(Generic[R]):
             eager: R = self.eager(*args, **kwargs)
             return eager
         entry = self._bare
-        if entry is not None and not kwargs and (not args or _only_leaves(args)):
+        calls = CALL_REFS
+        if (
+            entry is not None
+            and not kwargs
+            and not calls.depth
+            and (not args or _only_leaves(args))
+        ):
             # The leanest cached call: no module or state passed, so flattening the
             # arguments makes no by-reference node and the call depth is not counted
-            # (a trace JAX starts on this call counts itself: `adopt_call_refs`).
+            # (a trace JAX starts on this call counts itself: `adopt_call_refs`). Only
+            # outside any count: a count this call ends is then its own trace's.
             version = entry.version
             assert version is not None
             if (
@@ -294,10 +301,13 @@ class StatefulFunction(Generic[R]):
                 and is_top_level()
                 and not THIS_THREAD.stack
             ):
-                lean: R = self._call_compiled(entry, version, args, kwargs)
-                return lean
+                try:
+                    lean: R = self._call_compiled(entry, version, args, kwargs)
+                    return lean
+                finally:
+                    if calls.adopted:  # JAX traced the core: see `adopt_call_refs`
+                        end_adopted_call()
         # Count call depth here, not through helper calls: this is the cached call path.
-        calls = CALL_REFS
         depth = calls.depth
         calls.depth = depth + 1
         try:
@@ -349,9 +359,6 @@ class StatefulFunction(Generic[R]):
             returned = version.transformed(read_vals, write_vals, *args, **kwargs)
         except (StateSetChanged, TypeError) as exc:  # a retrace met something new
             return self._settle_failed(exc, entry, version, args, kwargs, top_level=True)
-        finally:
-            if CALL_REFS.adopted:  # JAX traced the core, uncounted: see `adopt_call_refs`
-                end_adopted_call()
         if type(returned) is tuple and len(returned) == 2:
             result, new_vals = returned
             if type(new_vals) is list and len(new_vals) == len(states):
