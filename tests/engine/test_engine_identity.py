@@ -237,6 +237,25 @@ def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_alive() -> None
     assert all_dead([ref]) == 0
 
 
+def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_in_a_state_alive() -> None:
+    """A state whose value holds a module: `jax.jit` flattens the state values (by
+    reference) before the retrace starts, and its cache key must hold the module weakly."""
+    holder = sj.State({"m": Counter(1.0)})
+
+    @sj.jit
+    def step(x: jax.Array) -> jax.Array:
+        return jnp.sum(holder.value["m"].w.value) * x
+
+    step(jnp.ones(2))
+    holder.value = {"m": Counter(2.0)}
+    np.testing.assert_allclose(step(jnp.ones(2)), [4.0, 4.0])  # retraced: a new module
+    ref = weakref.ref(holder.value["m"])
+    holder.value = {"m": Counter(3.0)}
+    np.testing.assert_allclose(step(jnp.ones(2)), [6.0, 6.0])
+    assert all_dead([ref]) == 0
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+
+
 def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> None:
     m = Counter(1.0)
 
