@@ -277,6 +277,53 @@ def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> Non
     assert int(m.count.value) == 3
 
 
+def test_an_interrupted_retrace_of_a_call_passing_only_arrays_ends_its_count() -> None:
+    """A BaseException (as KeyboardInterrupt) out of a retrace changes no state and
+    leaves no count open."""
+    m = Counter(1.0)
+
+    @sj.jit
+    def step(x: jax.Array) -> jax.Array:
+        m.count.value = m.count.value + 1
+        if x.shape[0] == 3:
+            raise KeyboardInterrupt
+        return x
+
+    step(jnp.ones(2))
+    step(jnp.ones(2))
+    with pytest.raises(KeyboardInterrupt):
+        step(jnp.ones(3))
+    assert int(m.count.value) == 2 and not is_leaked(m.count)
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+
+
+def test_a_call_from_a_callback_during_a_retrace_leaves_the_count_closed() -> None:
+    """A jitted call made by a `jax.debug.callback` (on CPU, in the calling thread)
+    while a call passing only arrays runs its retraced core."""
+    inner_total = sj.State(jnp.zeros(()))
+    outer_total = sj.State(jnp.zeros(()))
+
+    @sj.jit
+    def inner(x: jax.Array) -> jax.Array:
+        inner_total.value = inner_total.value + x
+        return x
+
+    def callback(x: jax.Array) -> None:
+        inner(jnp.asarray(x))
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        outer_total.value = outer_total.value + jnp.sum(x)
+        jax.debug.callback(callback, jnp.sum(x))
+        return x
+
+    for n in (2, 2, 3, 3):
+        outer(jnp.ones(n))
+    jax.effects_barrier()
+    assert float(inner_total.value) == float(outer_total.value) == 10.0
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+
+
 def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
     """jit's `lower` traces outside a call; the next call ends the trace's count."""
     box = [Counter(1.0)]
