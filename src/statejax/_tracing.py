@@ -335,10 +335,9 @@ class CallRefs(threading.local):
     """Per thread: how deep in statejax calls we are, and the refs made meanwhile.
 
     The engine counts `depth` itself (no helper call), and calls `release_call_refs()`
-    when the outermost call returns with refs `made`. Its leanest path, a cached call
-    that passes no module or state, flattens nothing by reference and does not count:
-    a trace JAX starts on such a call counts it instead (`adopt_call_refs`), and the
-    call ends what the trace `adopted` (`end_adopted_call`).
+    when the outermost call returns with refs `made`. A trace JAX starts outside any
+    call (jit's `lower`) counts itself instead (`adopt_call_refs`), and the next call
+    ends what the trace `adopted` (`end_adopted_call`).
     """
 
     def __init__(self) -> None:
@@ -364,11 +363,10 @@ def release_call_refs() -> None:
 def adopt_call_refs() -> None:
     """A pure core starts tracing outside any counted statejax call: count it as one.
 
-    The engine's uncounted cached path gets here when JAX retraces the compiled core
-    for a new shape: the trees this trace builds may hold modules by reference, and
-    they are weakened when that call ends (`end_adopted_call`), as for a counted call.
-    A trace started outside any call (jit's `lower`) is ended by the next call that
-    returns with no statejax trace active.
+    Jit's `lower`, `trace` and `eval_shape` get here (they trace after `prepare`
+    returned): the trees this trace builds may hold modules by reference, and they are
+    weakened when the next call returns with no statejax trace active
+    (`end_adopted_call`), as for a counted call.
     """
     refs = CALL_REFS
     if not refs.depth:
@@ -377,7 +375,7 @@ def adopt_call_refs() -> None:
 
 
 def end_adopted_call() -> None:
-    """The uncounted call whose trace `adopt_call_refs` counted returned (or raised)."""
+    """The first call after a trace that `adopt_call_refs` counted returned (or raised)."""
     refs = CALL_REFS
     refs.adopted = False
     refs.depth = 0

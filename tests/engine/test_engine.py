@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import jax
@@ -212,3 +213,31 @@ def test_a_cached_call_passing_only_arrays_and_numbers_computes_no_cache_key(
     np.testing.assert_allclose(w.value, [9.0, 9.0])
     with pytest.raises(pytest.fail.Exception, match="computed a cache key"):
         step(x=jnp.ones(2), scale=2.0)  # by keyword: the counted path
+
+
+def test_numbers_of_any_kind_on_the_leanest_path_compute_as_on_the_keyed_path() -> None:
+    """Arguments `_only_leaves` takes (bool, numpy scalars, a 0-d numpy array, int and
+    float subclasses) give what the same call by keyword (the keyed path) gives."""
+    total = sj.State(jnp.zeros(()))
+
+    @sj.jit
+    def add(x: Any) -> jax.Array:
+        total.value = total.value + x
+        return total.value
+
+    add(1.0)
+
+    class Flag(enum.IntEnum):
+        TWO = 2
+
+    class Half(float):
+        pass
+
+    kinds = (True, np.bool_(True), np.int64(3), np.float16(0.5), np.array(2.0), Flag.TWO, Half(0.5))
+    for arg in kinds:
+        before = float(total.value)
+        lean = float(add(arg))
+        keyed = float(add(x=arg))
+        assert keyed - lean == lean - before == float(arg)
+    assert float(total.value) == 1.0 + 2 * (1 + 1 + 3 + 0.5 + 2 + 2 + 0.5)
+    assert isinstance(total.value, jax.Array)

@@ -237,6 +237,25 @@ def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_alive() -> None
     assert all_dead([ref]) == 0
 
 
+def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_in_a_state_alive() -> None:
+    """A state whose value holds a module: `jax.jit` flattens the state values (by
+    reference) before the retrace starts, and its cache key must hold the module weakly."""
+    holder = sj.State({"m": Counter(1.0)})
+
+    @sj.jit
+    def step(x: jax.Array) -> jax.Array:
+        return jnp.sum(holder.value["m"].w.value) * x
+
+    step(jnp.ones(2))
+    holder.value = {"m": Counter(2.0)}
+    np.testing.assert_allclose(step(jnp.ones(2)), [4.0, 4.0])  # retraced: a new module
+    ref = weakref.ref(holder.value["m"])
+    holder.value = {"m": Counter(3.0)}
+    np.testing.assert_allclose(step(jnp.ones(2)), [6.0, 6.0])
+    assert all_dead([ref]) == 0
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+
+
 def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> None:
     m = Counter(1.0)
 
@@ -256,6 +275,53 @@ def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> Non
     assert (CALL_REFS.depth, CALL_REFS.adopted) == (0, False)  # the trace's count ended
     np.testing.assert_allclose(step(jnp.ones(2)), [2.0, 2.0])
     assert int(m.count.value) == 3
+
+
+def test_an_interrupted_retrace_of_a_call_passing_only_arrays_ends_its_count() -> None:
+    """A BaseException (as KeyboardInterrupt) out of a retrace changes no state and
+    leaves no count open."""
+    m = Counter(1.0)
+
+    @sj.jit
+    def step(x: jax.Array) -> jax.Array:
+        m.count.value = m.count.value + 1
+        if x.shape[0] == 3:
+            raise KeyboardInterrupt
+        return x
+
+    step(jnp.ones(2))
+    step(jnp.ones(2))
+    with pytest.raises(KeyboardInterrupt):
+        step(jnp.ones(3))
+    assert int(m.count.value) == 2 and not is_leaked(m.count)
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+
+
+def test_a_call_from_a_callback_during_a_retrace_leaves_the_count_closed() -> None:
+    """A jitted call made by a `jax.debug.callback` (on CPU, in the calling thread)
+    while a call passing only arrays runs its retraced core."""
+    inner_total = sj.State(jnp.zeros(()))
+    outer_total = sj.State(jnp.zeros(()))
+
+    @sj.jit
+    def inner(x: jax.Array) -> jax.Array:
+        inner_total.value = inner_total.value + x
+        return x
+
+    def callback(x: jax.Array) -> None:
+        inner(jnp.asarray(x))
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        outer_total.value = outer_total.value + jnp.sum(x)
+        jax.debug.callback(callback, jnp.sum(x))
+        return x
+
+    for n in (2, 2, 3, 3):
+        outer(jnp.ones(n))
+    jax.effects_barrier()
+    assert float(inner_total.value) == float(outer_total.value) == 10.0
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
 
 
 def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
@@ -278,6 +344,37 @@ def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
     model_ref = weakref.ref(model)
     del model
     assert all_dead([model_ref]) == 0
+
+
+def test_a_cached_call_after_a_trace_outside_any_call_ends_the_count() -> None:
+    """A compiled call passing a module (counted) ends the count `lower` left, once: the
+    call depth returns to 0, and later calls weaken the refs they make."""
+    model = Counter(1.0)
+    step = make_step()
+    step(model)  # the next call is cached: the compiled core, counted
+    total = sj.State(jnp.zeros(()))
+
+    @sj.jit
+    def add(x: jax.Array) -> jax.Array:
+        total.value = total.value + jnp.sum(x)
+        return x
+
+    add(jnp.ones(2))
+    add.lower(jnp.ones(5))  # a new shape: traced outside any call
+    step(model)
+    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+    box = [Counter(2.0)]
+    inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        return inner(box[0], x)
+
+    np.testing.assert_allclose(outer(jnp.ones(2)), [4.0, 4.0])
+    ref = weakref.ref(box[0])
+    box.clear()
+    assert all_dead([ref]) == 0
+    assert int(model.count.value) == 2
 
 
 class AlwaysEqualState(sj.State[Any]):

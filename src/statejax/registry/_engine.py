@@ -281,26 +281,26 @@ class StatefulFunction(Generic[R]):
         if self.eager is not None and _DISABLE_JIT.value:
             eager: R = self.eager(*args, **kwargs)
             return eager
-        entry = self._bare
-        if entry is not None and not kwargs and (not args or _only_leaves(args)):
-            # The leanest cached call: no module or state passed, so flattening the
-            # arguments makes no by-reference node and the call depth is not counted
-            # (a trace JAX starts on this call counts itself: `adopt_call_refs`).
-            version = entry.version
-            assert version is not None
-            if (
-                version.fast
-                and not (version.env_reads and version.env_seen != GENERATION.value)
-                and is_top_level()
-                and not THIS_THREAD.stack
-            ):
-                lean: R = self._call_compiled(entry, version, args, kwargs)
-                return lean
         # Count call depth here, not through helper calls: this is the cached call path.
         calls = CALL_REFS
         depth = calls.depth
         calls.depth = depth + 1
         try:
+            entry = self._bare
+            if entry is not None and not kwargs and (not args or _only_leaves(args)):
+                # The leanest cached call: no module or state passed, so no cache key to
+                # make. It is counted all the same: JAX flattens the state values (which
+                # may hold a module) before a retrace it starts on this call.
+                version = entry.version
+                assert version is not None
+                if (
+                    version.fast
+                    and not (version.env_reads and version.env_seen != GENERATION.value)
+                    and is_top_level()
+                    and not THIS_THREAD.stack
+                ):
+                    lean: R = self._call_compiled(entry, version, args, kwargs)
+                    return lean
             if args or kwargs or self.static_key:
                 key = self._key(args, kwargs)
                 entry = self._entries.get(key)
@@ -349,9 +349,6 @@ class StatefulFunction(Generic[R]):
             returned = version.transformed(read_vals, write_vals, *args, **kwargs)
         except (StateSetChanged, TypeError) as exc:  # a retrace met something new
             return self._settle_failed(exc, entry, version, args, kwargs, top_level=True)
-        finally:
-            if CALL_REFS.adopted:  # JAX traced the core, uncounted: see `adopt_call_refs`
-                end_adopted_call()
         if type(returned) is tuple and len(returned) == 2:
             result, new_vals = returned
             if type(new_vals) is list and len(new_vals) == len(states):

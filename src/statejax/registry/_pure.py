@@ -168,7 +168,7 @@ class PureCore:
     def __call__(
         self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
     ) -> tuple[Any, list[Any]]:
-        adopt_call_refs()  # a retrace on the engine's uncounted cached path: count it
+        adopt_call_refs()  # a trace outside any counted call (jit's `lower`): count it
         split = self.split
         replay = self.replay
         if replay is not None:
