@@ -30,7 +30,7 @@ Names without a leading underscore are the internal API of the package:
 | `TraceLocal` | what `State._value` holds for a value that lives in a trace |
 | `peek_value`, `initial_value`, `storable_value`, `adopt_created` | a state's value here |
 | `lives_in_trace`, `is_leaked` | whether a state's value lives in a (finished) trace |
-| `CALL_REFS`, `release_call_refs`, `adopt_call_refs`, `end_adopted_call`, `register_by_reference` | by-reference pytree nodes |
+| `CALL_REFS`, `release_call_refs`, `register_by_reference` | by-reference pytree nodes |
 | `contains_tracer`, `describe_value`, `describe_state` | values and error messages |
 """
 
@@ -60,7 +60,6 @@ __all__ = [
     "StateTrace",
     "ThreadTraces",
     "TraceLocal",
-    "adopt_call_refs",
     "adopt_created",
     "calling_on_create",
     "checking_value_trees",
@@ -69,7 +68,6 @@ __all__ = [
     "current_traces",
     "describe_state",
     "describe_value",
-    "end_adopted_call",
     "initial_value",
     "is_leaked",
     "lives_in_trace",
@@ -334,16 +332,13 @@ class _IdentityRef:
 class CallRefs(threading.local):
     """Per thread: how deep in statejax calls we are, and the refs made meanwhile.
 
-    The engine counts `depth` itself (no helper call), and calls `release_call_refs()`
-    when the outermost call returns with refs `made`. A trace JAX starts outside any
-    call (jit's `lower`) counts itself instead (`adopt_call_refs`), and the next call
-    ends what the trace `adopted` (`end_adopted_call`).
+    The engine counts `depth` itself on its cached call path (no helper call), and
+    calls `release_call_refs()` when the outermost call returns with refs `made`.
     """
 
     def __init__(self) -> None:
         self.depth = 0
         self.made: list[_IdentityRef] = []
-        self.adopted = False
 
 
 CALL_REFS = CallRefs()
@@ -358,29 +353,6 @@ def release_call_refs() -> None:
     for ref in refs.made:
         ref.node = None
     refs.made = []
-
-
-def adopt_call_refs() -> None:
-    """A pure core starts tracing outside any counted statejax call: count it as one.
-
-    Jit's `lower`, `trace` and `eval_shape` get here (they trace after `prepare`
-    returned): the trees this trace builds may hold modules by reference, and they are
-    weakened when the next call returns with no statejax trace active
-    (`end_adopted_call`), as for a counted call.
-    """
-    refs = CALL_REFS
-    if not refs.depth:
-        refs.depth = 1
-        refs.adopted = True
-
-
-def end_adopted_call() -> None:
-    """The first call after a trace that `adopt_call_refs` counted returned (or raised)."""
-    refs = CALL_REFS
-    refs.adopted = False
-    refs.depth = 0
-    if refs.made:
-        release_call_refs()
 
 
 def _flatten_by_reference(node: object) -> tuple[tuple[()], _IdentityRef]:

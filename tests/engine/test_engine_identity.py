@@ -215,8 +215,8 @@ def test_function_cache_keeps_no_positional_module_alive() -> None:
     assert all_dead(refs) == 0
 
 
-# A cached call that passes only arrays does not count its depth (the leanest path);
-# a retrace JAX starts on it counts itself, so the trees it builds hold no module.
+# A cached call that passes only arrays takes the leanest path (no cache key): the trees
+# a retrace builds on it, and those of jit's ahead-of-time methods, hold no module.
 
 
 def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_alive() -> None:
@@ -253,7 +253,7 @@ def test_a_retrace_of_a_call_passing_only_arrays_keeps_no_module_in_a_state_aliv
     holder.value = {"m": Counter(3.0)}
     np.testing.assert_allclose(step(jnp.ones(2)), [6.0, 6.0])
     assert all_dead([ref]) == 0
-    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
 
 
 def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> None:
@@ -272,14 +272,14 @@ def test_a_failed_retrace_of_a_call_passing_only_arrays_changes_nothing() -> Non
         step(jnp.ones(3))
     assert int(m.count.value) == 2
     assert not is_leaked(m.count)
-    assert (CALL_REFS.depth, CALL_REFS.adopted) == (0, False)  # the trace's count ended
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
     np.testing.assert_allclose(step(jnp.ones(2)), [2.0, 2.0])
     assert int(m.count.value) == 3
 
 
-def test_an_interrupted_retrace_of_a_call_passing_only_arrays_ends_its_count() -> None:
+def test_an_interrupted_retrace_of_a_call_passing_only_arrays_changes_nothing() -> None:
     """A BaseException (as KeyboardInterrupt) out of a retrace changes no state and
-    leaves no count open."""
+    leaves the call depth at 0."""
     m = Counter(1.0)
 
     @sj.jit
@@ -294,10 +294,10 @@ def test_an_interrupted_retrace_of_a_call_passing_only_arrays_ends_its_count() -
     with pytest.raises(KeyboardInterrupt):
         step(jnp.ones(3))
     assert int(m.count.value) == 2 and not is_leaked(m.count)
-    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
 
 
-def test_a_call_from_a_callback_during_a_retrace_leaves_the_count_closed() -> None:
+def test_a_call_from_a_callback_during_a_retrace_leaves_the_depth_at_0() -> None:
     """A jitted call made by a `jax.debug.callback` (on CPU, in the calling thread)
     while a call passing only arrays runs its retraced core."""
     inner_total = sj.State(jnp.zeros(()))
@@ -321,11 +321,13 @@ def test_a_call_from_a_callback_during_a_retrace_leaves_the_count_closed() -> No
         outer(jnp.ones(n))
     jax.effects_barrier()
     assert float(inner_total.value) == float(outer_total.value) == 10.0
-    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
 
 
-def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
-    """jit's `lower` traces outside a call; the next call ends the trace's count."""
+@pytest.mark.parametrize("method", ["lower", "trace", "eval_shape"])
+def test_ahead_of_time_methods_keep_no_module_alive(method: str) -> None:
+    """jit's `lower`, `trace` and `eval_shape` trace as one counted call: the trees they
+    make (here a plain `jax.jit`'s cache key) hold the module weakly once they return."""
     box = [Counter(1.0)]
     inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
 
@@ -333,48 +335,23 @@ def test_a_trace_outside_any_call_keeps_no_module_alive() -> None:
     def outer(x: jax.Array) -> jax.Array:
         return inner(box[0], x)
 
-    outer.lower(jnp.ones(5))
+    outer(jnp.ones(2))  # verified: the method's trace below is its only one
+    getattr(outer, method)(jnp.ones(5))
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
     ref = weakref.ref(box[0])
     box.clear()
-    make_step()(Counter(0.0))  # any later call that returns to the top ends the count
     assert all_dead([ref]) == 0
+
+
+def test_a_module_argument_of_an_ahead_of_time_method_is_not_kept_alive() -> None:
+    step = make_step()
     model = Counter(2.0)
-    step = make_step()
-    step(model)
-    model_ref = weakref.ref(model)
+    step.lower(model)
+    step(Counter(3.0))
+    ref = weakref.ref(model)
     del model
-    assert all_dead([model_ref]) == 0
-
-
-def test_a_cached_call_after_a_trace_outside_any_call_ends_the_count() -> None:
-    """A compiled call passing a module (counted) ends the count `lower` left, once: the
-    call depth returns to 0, and later calls weaken the refs they make."""
-    model = Counter(1.0)
-    step = make_step()
-    step(model)  # the next call is cached: the compiled core, counted
-    total = sj.State(jnp.zeros(()))
-
-    @sj.jit
-    def add(x: jax.Array) -> jax.Array:
-        total.value = total.value + jnp.sum(x)
-        return x
-
-    add(jnp.ones(2))
-    add.lower(jnp.ones(5))  # a new shape: traced outside any call
-    step(model)
-    assert (CALL_REFS.depth, CALL_REFS.adopted, CALL_REFS.made) == (0, False, [])
-    box = [Counter(2.0)]
-    inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
-
-    @sj.jit
-    def outer(x: jax.Array) -> jax.Array:
-        return inner(box[0], x)
-
-    np.testing.assert_allclose(outer(jnp.ones(2)), [4.0, 4.0])
-    ref = weakref.ref(box[0])
-    box.clear()
     assert all_dead([ref]) == 0
-    assert int(model.count.value) == 2
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
 
 
 class AlwaysEqualState(sj.State[Any]):

@@ -261,16 +261,14 @@ def _jit(fn: Callable[P, R], spec: JitSpec) -> Callable[P, R]:
         static_key=static_key,
         eager=functools.partial(run_eagerly, label, fn),
     )
-    prepare = stateful.prepare
+    ahead_of_time = stateful.ahead_of_time
     # An API boundary calling the engine: errors leave without statejax's (and JAX's)
     # frames in the traceback.
     wrapper: Callable[P, R] = stateful.as_function(fn)
 
     def staged(method: str) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
-            split, transformed = prepare(*args, **kwargs)
-            read_vals, write_vals = split.gather()
-            return getattr(transformed, method)(read_vals, write_vals, *args, **kwargs)
+            return ahead_of_time(method, *args, **kwargs)
 
         run.__name__ = method
         run.__doc__ = f"`jax.jit`'s `{method}` of the pure core for these arguments."

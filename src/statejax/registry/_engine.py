@@ -57,7 +57,6 @@ from statejax._tracing import (
     CALL_REFS,
     THIS_THREAD,
     StateTrace,
-    end_adopted_call,
     release_call_refs,
 )
 from statejax.graph import Module
@@ -282,88 +281,70 @@ class StatefulFunction(Generic[R]):
             eager: R = self.eager(*args, **kwargs)
             return eager
         # Count call depth here, not through helper calls: this is the cached call path.
+        # Even a call passing no module counts: a state's value may hold one, which
+        # `jax.jit` flattens by reference when it retraces.
         calls = CALL_REFS
         depth = calls.depth
         calls.depth = depth + 1
         try:
             entry = self._bare
-            if entry is not None and not kwargs and (not args or _only_leaves(args)):
-                # The leanest cached call: no module or state passed, so no cache key to
-                # make. It is counted all the same: JAX flattens the state values (which
-                # may hold a module) before a retrace it starts on this call.
-                version = entry.version
-                assert version is not None
-                if (
-                    version.fast
-                    and not (version.env_reads and version.env_seen != GENERATION.value)
-                    and is_top_level()
-                    and not THIS_THREAD.stack
-                ):
-                    lean: R = self._call_compiled(entry, version, args, kwargs)
-                    return lean
-            if args or kwargs or self.static_key:
-                key = self._key(args, kwargs)
-                entry = self._entries.get(key)
-                if entry is None:
-                    entry = self._find(key) or self._new_entry(key, args, kwargs)
-                if not key:  # arrays only: later such calls take the lean path
-                    self._bare = entry
-            else:
-                entry = self._bare or self._bare_entry()
+            if entry is None or kwargs or (args and not _only_leaves(args)):
+                # Not a call passing only arrays and numbers, once one was made (those
+                # share the entry `_bare`, with no key to make).
+                if args or kwargs or self.static_key:
+                    key = self._key(args, kwargs)
+                    entry = self._entries.get(key)
+                    if entry is None:
+                        entry = self._find(key) or self._new_entry(key, args, kwargs)
+                    if not key:
+                        self._bare = entry
+                else:
+                    entry = self._bare_entry()
             version = entry.version
             assert version is not None
             if version.env_reads and version.env_seen != GENERATION.value:
                 version = self._refresh(entry, version)
             top_level = is_top_level()
             if version.fast and top_level and not THIS_THREAD.stack:
-                fast: R = self._call_compiled(entry, version, args, kwargs)
-                return fast
+                # The cached call of a verified `jax.jit` core at the top level, inlined:
+                # gather under the merge lock, call the compiled core, merge under it.
+                states = version.write_states
+                _lock()  # (acquire/release: cheaper than `with` on this path)
+                try:
+                    read_vals = [s._value for s in version.read_states]
+                    write_vals = [s._value for s in states]
+                finally:
+                    _unlock()
+                try:
+                    returned = version.transformed(read_vals, write_vals, *args, **kwargs)
+                except (StateSetChanged, TypeError) as exc:  # a retrace met something new
+                    fast: R = self._settle_failed(exc, entry, version, args, kwargs, top_level)
+                    return fast
+                if type(returned) is tuple and len(returned) == 2:
+                    result, new_vals = returned
+                    if type(new_vals) is list and len(new_vals) == len(states):
+                        _lock()
+                        try:
+                            for state, value in zip(states, new_vals):  # noqa: B905 (checked)
+                                state._value = value
+                        finally:
+                            _unlock()
+                        return result  # type: ignore[no-any-return]
+                else:
+                    self._refuse_result(returned)
+                    result, new_vals = returned
+                version.split.scatter(new_vals, top_level, name=self.name, concrete=True)
+                return result  # type: ignore[no-any-return]
             if version.verified and (self.staged or not top_level):
                 mode = TraceMode.RUN  # the cached call path: no abstract trace first
             else:
                 mode = self._mode(version, args, kwargs)
-            result: R = self._settle(entry, version, mode, args, kwargs, top_level)
-            return result
+            result_: R = self._settle(entry, version, mode, args, kwargs, top_level)
+            return result_
         finally:
             calls.depth = depth
-            if not depth:
-                if calls.made:
-                    release_call_refs()
-            elif calls.adopted and depth == 1 and not THIS_THREAD.stack:
-                # A trace that counted itself outside any call (AOT `lower`), now over.
-                end_adopted_call()
-
-    def _call_compiled(
-        self, entry: _Entry, version: _Version, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """The cached call of a verified `jax.jit` core at the top level: gather under the
-        merge lock, call the compiled core, merge under it."""
-        states = version.write_states
-        _lock()  # (acquire/release: cheaper than `with` on this path)
-        try:
-            read_vals = [s._value for s in version.read_states]
-            write_vals = [s._value for s in states]
-        finally:
-            _unlock()
-        try:
-            returned = version.transformed(read_vals, write_vals, *args, **kwargs)
-        except (StateSetChanged, TypeError) as exc:  # a retrace met something new
-            return self._settle_failed(exc, entry, version, args, kwargs, top_level=True)
-        if type(returned) is tuple and len(returned) == 2:
-            result, new_vals = returned
-            if type(new_vals) is list and len(new_vals) == len(states):
-                _lock()
-                try:
-                    for state, value in zip(states, new_vals):  # noqa: B905 (checked)
-                        state._value = value
-                finally:
-                    _unlock()
-                return result
-        else:
-            self._refuse_result(returned)
-            result, new_vals = returned
-        version.split.scatter(new_vals, True, name=self.name, concrete=True)
-        return result
+            if not depth and calls.made:
+                release_call_refs()
 
     def _bare_entry(self) -> _Entry:
         """The entry of calls that pass no module or state, made on the first."""
@@ -409,12 +390,14 @@ class StatefulFunction(Generic[R]):
             "No state was changed."
         )
 
-    def prepare(self, /, *args: Any, **kwargs: Any) -> tuple[Split, Callable[..., Any]]:
-        """The verified split and lifted function a call with these arguments would use.
+    def ahead_of_time(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """`method` of the lifted function, on the state values, for a call with these
+        arguments: for ahead-of-time inspection, such as jit's `.lower(...)`, which is
+        `jax.jit`'s `lower` of the verified split's lifted function.
 
         Nothing runs and no state changes (the split is found by abstract traces, as on a
-        first call): for ahead-of-time inspection, such as jit's `.lower(...)`, which
-        calls the lifted function's own methods on `split.gather()`.
+        first call). It counts as one statejax call: the trees its traces make hold the
+        modules they meet weakly once it returns, as a call's do.
         """
         calls = CALL_REFS
         calls.depth += 1
@@ -427,7 +410,8 @@ class StatefulFunction(Generic[R]):
                 version = self._refresh(entry, version)
             if not version.verified or version.pure.noted:
                 version = self._discover(entry, version, args, kwargs)
-            return version.split, version.transformed
+            read_vals, write_vals = version.split.gather()
+            return getattr(version.transformed, method)(read_vals, write_vals, *args, **kwargs)
         finally:
             calls.depth -= 1
             if not calls.depth and calls.made:

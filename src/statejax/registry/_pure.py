@@ -16,7 +16,7 @@ from statejax._errors import StateLeakError, TraceError
 from statejax._jax_compat import tracer_trace
 from statejax._settings import recording
 from statejax._state import State
-from statejax._tracing import StateTrace, adopt_call_refs, describe_state, is_leaked
+from statejax._tracing import StateTrace, describe_state, is_leaked
 from statejax.registry._recording import Recording, RecordingTrace
 from statejax.registry._split import Split
 
@@ -168,7 +168,6 @@ class PureCore:
     def __call__(
         self, read_vals: Sequence[Any], write_vals: Sequence[Any], /, *args: Any, **kwargs: Any
     ) -> tuple[Any, list[Any]]:
-        adopt_call_refs()  # a trace outside any counted call (jit's `lower`): count it
         split = self.split
         replay = self.replay
         if replay is not None:
