@@ -8,11 +8,11 @@ without naming the state. These helpers wrap `jax._src.core` so that a change in
 JAX breaks one module, and `tests/engine/test_leaks.py` pins the behaviour.
 
 The other internals used (`jax.interpreters` to give a primitive a batching rule
-and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`, and the
-jaxpr tracer's `new_arg` and equation emitter, with which a jitted function's first
-call is traced once: `new_trace_input`, `paste_jaxpr`; and `ArrayImpl`, the class of
-concrete arrays, `ARRAY_TYPE`) are wrapped here too: no other module of the package names `jax._src`,
-`jax.interpreters`, `jax.api_util` or a non-public `jax.core` name
+and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`, the jaxpr
+tracer's `new_arg` and equation emitter, with which a jitted function's first call
+is traced once: `new_trace_input`, `paste_jaxpr`; and `ArrayImpl`, the class of
+concrete arrays: `ARRAY_TYPE`) are wrapped here too: no other module of the package
+names `jax._src`, `jax.interpreters`, `jax.api_util` or a non-public `jax.core` name
 (`tests/test_layout.py` checks it).
 """
 

@@ -212,7 +212,7 @@ def test_a_cached_call_passing_only_arrays_and_numbers_computes_no_cache_key(
         step(jnp.ones(2), np.float32(2.0))
     np.testing.assert_allclose(w.value, [9.0, 9.0])
     with pytest.raises(pytest.fail.Exception, match="computed a cache key"):
-        step(x=jnp.ones(2), scale=2.0)  # by keyword: the counted path
+        step(x=jnp.ones(2), scale=2.0)  # by keyword: the keyed path
 
 
 def test_numbers_of_any_kind_on_the_leanest_path_compute_as_on_the_keyed_path() -> None:

@@ -354,6 +354,37 @@ def test_a_module_argument_of_an_ahead_of_time_method_is_not_kept_alive() -> Non
     assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
 
 
+def test_calls_after_an_ahead_of_time_method_weaken_the_refs_they_make() -> None:
+    """`lower` of a new shape leaves the call depth at 0: a later cached call passing a
+    module, and a later retrace, weaken the refs they make."""
+    model = Counter(1.0)
+    step = make_step()
+    step(model)  # the next call is cached: the compiled core, counted
+    total = sj.State(jnp.zeros(()))
+
+    @sj.jit
+    def add(x: jax.Array) -> jax.Array:
+        total.value = total.value + jnp.sum(x)
+        return x
+
+    add(jnp.ones(2))
+    add.lower(jnp.ones(5))  # a new shape: traced by `lower` alone
+    step(model)
+    assert (CALL_REFS.depth, CALL_REFS.made) == (0, [])
+    box = [Counter(2.0)]
+    inner = jax.jit(lambda m, x: jnp.sum(m.w.value) * x)
+
+    @sj.jit
+    def outer(x: jax.Array) -> jax.Array:
+        return inner(box[0], x)
+
+    np.testing.assert_allclose(outer(jnp.ones(2)), [4.0, 4.0])
+    ref = weakref.ref(box[0])
+    box.clear()
+    assert all_dead([ref]) == 0
+    assert int(model.count.value) == 2
+
+
 class AlwaysEqualState(sj.State[Any]):
     """A State subclass whose instances all compare equal (as a value-comparing one might)."""
 
