@@ -8,11 +8,10 @@ without naming the state. These helpers wrap `jax._src.core` so that a change in
 JAX breaks one module, and `tests/engine/test_leaks.py` pins the behaviour.
 
 The other internals used (`jax.interpreters` to give a primitive a batching rule
-and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`, the jaxpr
-tracer's `new_arg` and equation emitter, with which a jitted function's first call
-is traced once: `new_trace_input`, `paste_jaxpr`; and `ArrayImpl`, the class of
-concrete arrays: `ARRAY_TYPE`) are wrapped here too: no other module of the package
-names `jax._src`, `jax.interpreters`, `jax.api_util` or a non-public `jax.core` name
+and a lowering, `jax.api_util.shaped_abstractify`, `jax.core.eval_jaxpr`, and the
+jaxpr tracer's `new_arg` and equation emitter, with which a jitted function's first
+call is traced once: `new_trace_input`, `paste_jaxpr`) are wrapped here too: no other module of the package names `jax._src`,
+`jax.interpreters`, `jax.api_util` or a non-public `jax.core` name
 (`tests/test_layout.py` checks it).
 """
 
@@ -26,7 +25,6 @@ from typing import Any, TypeVar
 
 import jax
 from jax import api_util as _api_util
-from jax._src import array as _array
 from jax._src import config as _config
 from jax._src import core as _core
 from jax._src import effects as _effects
@@ -39,7 +37,6 @@ from jax.interpreters import batching as _batching
 from jax.interpreters import mlir as _mlir
 
 __all__ = [
-    "ARRAY_TYPE",
     "DISABLE_JIT",
     "api_boundary",
     "backends_initialized",
@@ -75,9 +72,6 @@ def current_jax_trace() -> object:
 # `trace_ctx.is_top_level()` without its two property lookups: on the cached call path.
 _TRACE_STATE = _core.trace_state_strong_ref
 _AXIS_ENV_STATE = _core.axis_env_state
-#: The class of concrete `jax.Array`s (`jax.Array` is an abstract base): an exact type
-#: test on the cached call path.
-ARRAY_TYPE: type = _array.ArrayImpl
 #: JAX's `jax_disable_jit` flag: `DISABLE_JIT.value` is `jit_disabled()` without the call.
 DISABLE_JIT = _config.disable_jit
 

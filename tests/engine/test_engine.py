@@ -216,7 +216,7 @@ def test_a_cached_call_passing_only_arrays_and_numbers_computes_no_cache_key(
 
 
 def test_numbers_of_any_kind_on_the_leanest_path_compute_as_on_the_keyed_path() -> None:
-    """Arguments `_only_leaves` takes (bool, numpy scalars, a 0-d numpy array, int and
+    """Arguments `all_concrete` takes (bool, numpy scalars, a 0-d numpy array, int and
     float subclasses) give what the same call by keyword (the keyed path) gives."""
     total = sj.State(jnp.zeros(()))
 

@@ -43,13 +43,12 @@ import numpy as np
 
 from statejax._errors import PluginError
 from statejax._jax_compat import (
-    ARRAY_TYPE,
+    DISABLE_JIT as _DISABLE_JIT,
+)
+from statejax._jax_compat import (
     api_boundary,
     is_top_level,
     jit_disabled,
-)
-from statejax._jax_compat import (
-    DISABLE_JIT as _DISABLE_JIT,
 )
 from statejax._settings import GENERATION, changed
 from statejax._state import State
@@ -69,7 +68,7 @@ from statejax.registry._pure import (
     check_traceable,
 )
 from statejax.registry._recording import Recording
-from statejax.registry._split import MERGE_LOCK, Split, short_repr
+from statejax.registry._split import MERGE_LOCK, Split, all_concrete, short_repr
 
 __all__ = ["CALLS_PURE_AS_IS", "StatefulFunction", "calls_pure_as_is"]
 
@@ -288,7 +287,7 @@ class StatefulFunction(Generic[R]):
         calls.depth = depth + 1
         try:
             entry = self._bare
-            if entry is None or kwargs or (args and not _only_leaves(args)):
+            if entry is None or kwargs or (args and not all_concrete(args)):
                 # Not a call passing only arrays and numbers, once one was made (those
                 # share the entry `_bare`, with no key to make).
                 if args or kwargs or self.static_key:
@@ -742,14 +741,3 @@ def _by_reference(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[object]
 
 
 _lock, _unlock = MERGE_LOCK.acquire, MERGE_LOCK.release
-
-# Argument types that flatten to themselves, never to a by-reference node.
-_LEAF_TYPES = frozenset({ARRAY_TYPE, np.ndarray, float, int, bool, complex})
-
-
-def _only_leaves(args: tuple[Any, ...]) -> bool:
-    """Whether every argument is an array or a number (so no module or state)."""
-    for arg in args:
-        if type(arg) not in _LEAF_TYPES and not isinstance(arg, np.generic):
-            return False
-    return True

@@ -26,7 +26,7 @@ from statejax._tracing import (
     storable_value,
 )
 
-__all__ = ["MERGE_LOCK", "Split", "check_merge", "short_repr"]
+__all__ = ["MERGE_LOCK", "Split", "all_concrete", "check_merge", "short_repr"]
 
 # Held while a call's values are gathered or merged: a call sees all of another
 # call's writes or none of them.
@@ -206,6 +206,18 @@ def _is_concrete_type(kind: type) -> bool:
     )
 
 
+def all_concrete(values: Iterable[Any]) -> bool:
+    """Whether every value is a concrete array or a number: its own only pytree leaf,
+    holding no tracer. By type, in one set comparison once the types were met."""
+    kinds = set(map(type, values))
+    if kinds <= _CONCRETE_TYPES:
+        return True
+    if all(_is_concrete_type(kind) for kind in kinds):
+        _CONCRETE_TYPES.update(kinds)
+        return True
+    return False
+
+
 def check_merge(
     name: str,
     states: Sequence[State[Any]],
@@ -252,10 +264,8 @@ def check_merge(
         )
     if concrete:
         return checked
-    if top_level:
-        kinds = set(map(type, checked))
-        if kinds <= _CONCRETE_TYPES:
-            return checked
+    if top_level and all_concrete(checked):
+        return checked
     allowed = None if top_level else trace_chain(current_jax_trace())
     for state, value in zip(states, checked, strict=True):
         for leaf in jax.tree.leaves(value):
@@ -270,8 +280,6 @@ def check_merge(
                 "batching hook's finish) must hand back the values its JAX transform "
                 "returned in this call. No state was changed."
             )
-    if top_level:
-        _CONCRETE_TYPES.update(kind for kind in kinds if _is_concrete_type(kind))
     return checked
 
 
